@@ -1,0 +1,72 @@
+//! The `meter` binary: parses flags, builds a context, calls one library
+//! stage per job and maps the outcome to an exit code:
+//! 0 done, 1 done but needs attention, 2 failed, 3 another run holds the lake.
+
+mod ingest;
+mod sample;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Turns raw LLM-proxy and VM usage logs into exact invoices.
+#[derive(Parser, Debug)]
+#[command(name = "meter", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    job: Job,
+}
+
+#[derive(Subcommand, Debug)]
+enum Job {
+    /// Parse a raw input tree into the date-partitioned Parquet lake.
+    Ingest(ingest::IngestArgs),
+    /// Write a realistic raw input tree (for demos, tests and benchmarks).
+    Sample(sample::SampleArgs),
+}
+
+/// How a job ended, as an exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Done = 0,
+    NeedsAttention = 1,
+    Failed = 2,
+    Locked = 3,
+}
+
+/// Prints an error with its causes and what to do, and picks the exit code.
+pub fn fail(err: &meter::Error) -> Outcome {
+    eprintln!("error: {err}");
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        eprintln!("  caused by: {cause}");
+        source = cause.source();
+    }
+    if let Some(hint) = err.hint() {
+        eprintln!("  what to do: {hint}");
+    }
+    match err {
+        meter::Error::Locked { .. } => Outcome::Locked,
+        _ => Outcome::Failed,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.job {
+        Job::Ingest(args) => ingest::run(args),
+        Job::Sample(args) => match sample::run(&args) {
+            Ok(_) => Outcome::Done,
+            Err(e) => {
+                eprintln!("error: {e}");
+                let mut source = std::error::Error::source(&e);
+                while let Some(cause) = source {
+                    eprintln!("  caused by: {cause}");
+                    source = cause.source();
+                }
+                Outcome::Failed
+            }
+        },
+    };
+    ExitCode::from(outcome as u8)
+}

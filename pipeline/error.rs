@@ -1,0 +1,95 @@
+//! Typed errors for the library. Every variant that concerns a file names it;
+//! the binary renders the chain of causes and maps each error to an exit code.
+
+use std::path::PathBuf;
+
+/// A failure that stops a stage. Per-line problems are never errors: they are
+/// rejects, counted in the run report.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("input directory {path} does not exist or is not a directory")]
+    NoInput { path: PathBuf },
+
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path}:{line}: field `{field}`: {message}")]
+    Registry {
+        path: PathBuf,
+        line: u64,
+        field: String,
+        message: String,
+    },
+
+    #[error("lake {path} is held by another run ({holder})")]
+    Locked { path: PathBuf, holder: String },
+
+    #[error("lake {path}: {message}")]
+    Lake { path: PathBuf, message: String },
+
+    #[error("parquet file {path}")]
+    Parquet {
+        path: PathBuf,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+
+    #[error("invalid arguments: {0}")]
+    Usage(String),
+
+    #[error("internal invariant broken: {0}")]
+    Invariant(String),
+}
+
+impl Error {
+    /// What an operator should do about this error, shown under the message.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            Error::NoInput { .. } => {
+                Some("pass --input the directory that holds customers.csv and one folder per VM")
+            }
+            Error::Read { .. } => Some("check that the file exists and is readable by this user"),
+            Error::Write { .. } => Some("check that the lake directory is writable and the disk has space"),
+            Error::Registry { .. } => Some("fix the registry file and run again; nothing was written"),
+            Error::Locked { .. } => Some(
+                "wait for the other run to finish; if none is running, the lock is released automatically when its process exits",
+            ),
+            Error::Lake { .. } | Error::Parquet { .. } => {
+                Some("the lake needs attention: inspect the named file, or rebuild the affected dates with --rebuild")
+            }
+            Error::Usage(_) => Some("see --help"),
+            Error::Arrow(_) | Error::Invariant(_) => Some("this is a bug in meter: please report it with the run report"),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Shorthand for attaching a path to an IO error while reading.
+pub(crate) trait IoContext<T> {
+    fn read_ctx(self, path: impl Into<PathBuf>) -> Result<T>;
+    fn write_ctx(self, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn read_ctx(self, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|source| Error::Read { path: path.into(), source })
+    }
+    fn write_ctx(self, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|source| Error::Write { path: path.into(), source })
+    }
+}

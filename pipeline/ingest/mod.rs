@@ -1,0 +1,493 @@
+//! The ingest stage: raw input tree -> date-partitioned Parquet lake.
+//!
+//! Files are read in a stable order as blocks of whole lines; a window of
+//! blocks is parsed in parallel (rayon), then finalized in file order (event
+//! id occurrence numbers, network counter deltas, reject partitions) and
+//! handed to a single writer thread ([`sink`]) that drops duplicates and
+//! writes Parquet. Memory is bounded by the window and the writer's buffer
+//! budget, not by the input size.
+
+pub mod report;
+pub mod sink;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::sync_channel;
+
+use chrono::NaiveDate;
+use rayon::prelude::*;
+
+use crate::ctx::Ctx;
+use crate::error::{Error, Result};
+use crate::ids::{self, EventId};
+use crate::lake::Lake;
+use crate::parse::resources::CsvColumns;
+use crate::parse::{FileCtx, IdKind, NetCounter, Parsed, Reject, SkipReason, SourceKind, parse_line};
+use crate::redact::redact_and_cut;
+use crate::registry::Registry;
+use crate::source::{self, Block, BlockReader, InputFile, Tail};
+use crate::tables::{ActivityRow, ApiRequestRow, ApiUsageRow, Id, RejectRow, ResourceRow, Str, Table, Ts};
+use report::{Counts, FileReport, IngestReport};
+use sink::{Rows, Sink};
+
+/// Raw lines kept in the rejects table are cut to this many bytes.
+pub const REJECT_RAW_MAX: usize = 4096;
+
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    pub input: PathBuf,
+    pub lake: PathBuf,
+    /// First UTC date to ingest (inclusive).
+    pub since: Option<NaiveDate>,
+    /// Last UTC date to ingest (inclusive).
+    pub until: Option<NaiveDate>,
+    /// Replace the `since..=until` partitions instead of merging into them.
+    pub rebuild: bool,
+    /// Rejects over lines read above which the run needs attention.
+    pub max_reject_rate: f64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct DateRange {
+    since: Option<NaiveDate>,
+    until: Option<NaiveDate>,
+}
+
+impl DateRange {
+    fn contains(&self, ts: Ts) -> bool {
+        let d = ts.date();
+        self.since.is_none_or(|s| d >= s) && self.until.is_none_or(|u| d <= u)
+    }
+}
+
+/// Runs the stage. Per-line and per-file problems are in the report; an
+/// `Err` means nothing was committed.
+pub fn run(ctx: &Ctx, opts: &IngestOptions) -> Result<IngestReport> {
+    let started_at = ctx.clock.now();
+    if !opts.input.is_dir() {
+        return Err(Error::NoInput { path: opts.input.clone() });
+    }
+    if let (Some(s), Some(u)) = (opts.since, opts.until)
+        && s > u
+    {
+        return Err(Error::Usage(format!("--since {s} is after --until {u}")));
+    }
+    if opts.rebuild && (opts.since.is_none() || opts.until.is_none()) {
+        return Err(Error::Usage("--rebuild replaces whole dates: give both --since and --until".into()));
+    }
+    if !(0.0..=1.0).contains(&opts.max_reject_rate) {
+        return Err(Error::Usage(format!("--max-reject-rate {} is not between 0 and 1", opts.max_reject_rate)));
+    }
+    let registry = Arc::new(Registry::load(&opts.input)?);
+    let lake = Lake::open(&opts.lake, &ctx.run_id)?;
+    let discovery = source::discover(&opts.input)?;
+    let range = DateRange { since: opts.since, until: opts.until };
+    let rebuild = if opts.rebuild { opts.since.zip(opts.until) } else { None };
+
+    let mut ctxs: Vec<FileCtx> = discovery.files.iter().map(|f| file_ctx(f, &registry)).collect();
+    let mut files: Vec<FileReport> =
+        discovery.files.iter().map(|f| FileReport { path: f.rel.clone(), ..Default::default() }).collect();
+
+    let (tx, rx) = sync_channel::<Rows>(4);
+    let (produced, stored) = std::thread::scope(|scope| {
+        let sink = scope.spawn(|| {
+            let mut sink = Sink::new(&lake, &ctx.run_id, rebuild);
+            for rows in rx {
+                sink.push(rows)?;
+            }
+            sink.finish()
+        });
+        let produced = produce(&discovery.files, &mut ctxs, &mut files, range, tx);
+        (produced, sink.join().expect("the writer thread does not panic"))
+    });
+    let (store_counts, unattributed, partitions) = stored?;
+    produced?;
+
+    for ((file, table), (rows, dups)) in store_counts {
+        let c = files[file].tables.entry(table).or_default();
+        c.rows += rows;
+        c.duplicates += dups;
+    }
+    let mut tables: BTreeMap<Table, Counts> = Table::ALL.iter().map(|t| (*t, Counts::default())).collect();
+    tables.remove(&Table::Rejects);
+    let mut totals = Counts::default();
+    let mut attention = Vec::new();
+    for f in &mut files {
+        let mut c = Counts::default();
+        for (table, tc) in &f.tables {
+            c.add(tc);
+            tables.entry(*table).or_default().add(tc);
+        }
+        f.counts = c;
+        totals.add(&c);
+        if c.total() != f.lines_read {
+            attention.push(format!(
+                "BUG: {}: {} lines read but {} accounted for; please report this run",
+                f.path,
+                f.lines_read,
+                c.total()
+            ));
+        }
+    }
+    let lines_read = files.iter().map(|f| f.lines_read).sum();
+    let unreadable_files: Vec<String> = files.iter().filter(|f| f.error.is_some()).map(|f| f.path.clone()).collect();
+    if !unreadable_files.is_empty() {
+        attention.push(format!("{} file(s) could not be read to the end: {}", unreadable_files.len(), unreadable_files.join(", ")));
+    }
+    for ignored in discovery.ignored.iter().filter(|i| i.attention) {
+        attention.push(format!("{} ignored: {}", ignored.path, ignored.reason));
+    }
+    if !unattributed.is_empty() {
+        let vms: Vec<&str> = unattributed.keys().map(String::as_str).collect();
+        attention.push(format!("events from VMs no customer lists (stored with a null customer): {}", vms.join(", ")));
+    }
+    let mut report = IngestReport {
+        job: "ingest",
+        run_id: ctx.run_id.clone(),
+        started_at: started_at.to_rfc3339(),
+        finished_at: String::new(),
+        input: opts.input.display().to_string(),
+        lake: opts.lake.display().to_string(),
+        since: opts.since.map(|d| d.to_string()),
+        until: opts.until.map(|d| d.to_string()),
+        rebuild: opts.rebuild,
+        max_reject_rate: opts.max_reject_rate,
+        lines_read,
+        totals,
+        tables,
+        files,
+        unreadable_files,
+        ignored_paths: discovery.ignored,
+        unattributed_vms: unattributed,
+        partitions,
+        attention,
+    };
+    if report.reject_rate() > opts.max_reject_rate {
+        report.attention.push(format!(
+            "reject rate {:.3}% is above --max-reject-rate {:.3}%: see the rejects table",
+            report.reject_rate() * 100.0,
+            opts.max_reject_rate * 100.0
+        ));
+    }
+    report.finished_at = ctx.clock.now().to_rfc3339();
+    let json = serde_json::to_string_pretty(&report).expect("the report serializes");
+    lake.write_report(&ctx.run_id, &json)?;
+    Ok(report)
+}
+
+fn file_ctx(f: &InputFile, registry: &Arc<Registry>) -> FileCtx {
+    let customer = registry.customer_of_vm(&f.vm_id);
+    FileCtx {
+        rel: f.rel.as_str().into(),
+        vm_id: f.vm_id.as_str().into(),
+        customer_id: customer.map(|c| c.customer_id.clone()),
+        tz: customer.map_or(chrono_tz::Tz::UTC, |c| c.timezone),
+        kind: f.kind,
+        registry: registry.clone(),
+        csv_columns: None,
+    }
+}
+
+/// Reads every file, parses blocks in parallel and sends finalized rows to
+/// the writer in file order.
+fn produce(
+    inputs: &[InputFile],
+    ctxs: &mut [FileCtx],
+    files: &mut [FileReport],
+    range: DateRange,
+    tx: std::sync::mpsc::SyncSender<Rows>,
+) -> Result<()> {
+    let window = rayon::current_num_threads().max(1) * 2;
+    let mut states: HashMap<usize, FileState> = HashMap::new();
+    let mut next_file = 0;
+    let mut current: Option<BlockReader> = None;
+    loop {
+        let mut blocks: Vec<Block> = Vec::with_capacity(window);
+        while blocks.len() < window {
+            let reader = match current.as_mut() {
+                Some(r) => r,
+                None => {
+                    if next_file >= inputs.len() {
+                        break;
+                    }
+                    let idx = next_file;
+                    next_file += 1;
+                    match BlockReader::open(idx, &inputs[idx]) {
+                        Ok(r) => current.insert(r),
+                        Err(e) => {
+                            files[idx].error = Some(format!("cannot open: {e}"));
+                            continue;
+                        }
+                    }
+                }
+            };
+            match reader.next_block() {
+                Some(block) => {
+                    if block.first_line == 1 && ctxs[block.file].kind == SourceKind::Resources {
+                        ctxs[block.file].csv_columns = csv_header(&block.data).map(Arc::new);
+                    }
+                    blocks.push(block);
+                }
+                None => {
+                    let r = current.take().expect("a reader is open");
+                    let idx = next_file - 1;
+                    files[idx].lines_read = r.lines_read;
+                    if let Some(e) = r.error {
+                        files[idx].error = Some(format!("read error after line {}: {e}", r.lines_read));
+                    }
+                }
+            }
+        }
+        if blocks.is_empty() {
+            return Ok(());
+        }
+        let ctxs_ref = &*ctxs;
+        let outs: Vec<BlockOut> = blocks.par_iter().map(|b| parse_block(&ctxs_ref[b.file], b, range)).collect();
+        for out in outs {
+            let file = out.file;
+            let state = states.entry(file).or_default();
+            let rows = finalize(state, out, &inputs[file], &ctxs[file], &mut files[file], range);
+            if tx.send(rows).is_err() {
+                // The writer stopped: its error is reported by the caller.
+                return Ok(());
+            }
+        }
+        // Files whose blocks are all finalized no longer need their state.
+        states.retain(|f, _| *f + 1 >= next_file);
+    }
+}
+
+/// The first non-blank line of a resource file, if it is a CSV header.
+fn csv_header(data: &[u8]) -> Option<CsvColumns> {
+    let line = data.split(|b| *b == b'\n').find(|l| l.iter().any(|b| !b.is_ascii_whitespace()))?;
+    let text = std::str::from_utf8(line).ok()?.trim_start_matches('\u{feff}').trim_end_matches('\r');
+    if text.trim_start().starts_with('{') || text.contains('=') {
+        return None;
+    }
+    CsvColumns::from_header(text)
+}
+
+struct PendingReject {
+    table: Table,
+    reject: Reject,
+    line: u64,
+    id: EventId,
+    raw: String,
+    /// Time of the nearest dated line before it in this block.
+    prev_ts: Option<Ts>,
+    /// Time of the nearest dated line after it in this block.
+    next_ts: Option<Ts>,
+}
+
+#[derive(Default)]
+struct BlockOut {
+    file: usize,
+    usage: Vec<(ApiUsageRow, IdKind)>,
+    requests: Vec<(ApiRequestRow, IdKind)>,
+    resources: Vec<(ResourceRow, Option<NetCounter>)>,
+    activity: Vec<ActivityRow>,
+    rejects: Vec<PendingReject>,
+    skipped: BTreeMap<(Table, SkipReason), u64>,
+    last_ts: Option<Ts>,
+}
+
+fn parse_block(ctx: &FileCtx, block: &Block, range: DateRange) -> BlockOut {
+    let mut out = BlockOut { file: block.file, ..Default::default() };
+    let data = &block.data;
+    let mut start = 0;
+    let mut line_no = block.first_line;
+    let mut waiting_for_ts: Vec<usize> = Vec::new();
+    while start < data.len() {
+        let (end, terminated) = match memchr::memchr(b'\n', &data[start..]) {
+            Some(i) => (start + i, true),
+            None => (data.len(), false),
+        };
+        let line = &data[start..end];
+        let this_line = line_no;
+        start = end + 1;
+        line_no += 1;
+        let parsed = if !terminated && block.tail != Tail::EndOfFile {
+            let reason = if block.tail == Tail::ReadError {
+                SkipReason::CutOffByReadError
+            } else {
+                SkipReason::UnterminatedLastLine
+            };
+            Parsed::Skip(ctx.default_table(line), reason)
+        } else if block.too_long.contains(&this_line) {
+            Parsed::Reject(
+                ctx.default_table(line),
+                Reject::new(None, format!("line longer than {} MiB", source::MAX_LINE >> 20)),
+            )
+        } else {
+            parse_line(ctx, line)
+        };
+        let ts = parsed.ts();
+        if let Some(ts) = ts {
+            for i in waiting_for_ts.drain(..) {
+                out.rejects[i].next_ts = Some(ts);
+            }
+        }
+        let prev_ts = out.last_ts;
+        if ts.is_some() {
+            out.last_ts = ts;
+        }
+        let parsed = match ts {
+            Some(ts) if !range.contains(ts) => Parsed::Skip(parsed.table(), SkipReason::OutsideRange),
+            _ => parsed,
+        };
+        match parsed {
+            Parsed::Usage(mut r, k) => {
+                r.source_line = this_line as i64;
+                out.usage.push((r, k));
+            }
+            Parsed::Request(mut r, k) => {
+                r.source_line = this_line as i64;
+                out.requests.push((r, k));
+            }
+            Parsed::Resource(mut r, c) => {
+                r.source_line = this_line as i64;
+                out.resources.push((r, c));
+            }
+            Parsed::Activity(mut r) => {
+                r.source_line = this_line as i64;
+                out.activity.push(r);
+            }
+            Parsed::Reject(table, reject) => {
+                if reject.ts.is_none() && prev_ts.is_none() {
+                    waiting_for_ts.push(out.rejects.len());
+                }
+                out.rejects.push(PendingReject {
+                    table,
+                    reject,
+                    line: this_line,
+                    id: ids::reject_id(&ctx.vm_id, &ctx.rel, this_line, line),
+                    raw: redact_and_cut(line, REJECT_RAW_MAX),
+                    prev_ts,
+                    next_ts: None,
+                });
+            }
+            Parsed::Skip(table, reason) => *out.skipped.entry((table, reason)).or_default() += 1,
+        }
+    }
+    out
+}
+
+/// What finalizing needs to remember about a file between its blocks.
+#[derive(Default)]
+struct FileState {
+    /// Content id -> (identical lines so far, their time), for occurrence numbers.
+    occurrences: HashMap<EventId, (u32, i64)>,
+    max_ts: i64,
+    inserts: usize,
+    /// Last cumulative counters per network interface.
+    net: HashMap<Str, (Option<u64>, Option<u64>)>,
+    last_ts: Option<Ts>,
+}
+
+/// Identical lines further apart in time than this are not counted as
+/// repeats of each other (keeps the occurrence map small on huge files).
+const OCCURRENCE_WINDOW_US: i64 = 24 * 3600 * 1_000_000;
+
+impl FileState {
+    fn occurrence_id(&mut self, base: EventId, ts: Ts) -> EventId {
+        self.max_ts = self.max_ts.max(ts.0);
+        let entry = self.occurrences.entry(base).or_insert((0, ts.0));
+        let n = entry.0;
+        entry.0 += 1;
+        self.inserts += 1;
+        if self.inserts >= 1 << 20 {
+            self.inserts = 0;
+            let horizon = self.max_ts - OCCURRENCE_WINDOW_US;
+            self.occurrences.retain(|_, (_, t)| *t >= horizon);
+        }
+        ids::with_occurrence(base, n)
+    }
+}
+
+fn finalize(
+    state: &mut FileState,
+    out: BlockOut,
+    input: &InputFile,
+    ctx: &FileCtx,
+    report: &mut FileReport,
+    range: DateRange,
+) -> Rows {
+    let mut rows = Rows { file: out.file, ..Default::default() };
+    for (mut r, kind) in out.usage {
+        if kind == IdKind::Content {
+            r.event_id = Id(state.occurrence_id(r.event_id.0, r.ts));
+        }
+        rows.usage.push(r);
+    }
+    for (mut r, kind) in out.requests {
+        if kind == IdKind::Content {
+            r.event_id = Id(state.occurrence_id(r.event_id.0, r.ts));
+        }
+        rows.requests.push(r);
+    }
+    for (mut r, counter) in out.resources {
+        r.event_id = Id(state.occurrence_id(r.event_id.0, r.ts));
+        if let Some(c) = counter {
+            let prev = state.net.insert(c.interface.clone(), (c.bytes_recv, c.bytes_sent));
+            let (prev_recv, prev_sent) = prev.unwrap_or((None, None));
+            let mut delta = |cur: Option<u64>, prev: Option<u64>| -> Option<f64> {
+                let (cur, prev) = (cur?, prev?);
+                if cur >= prev {
+                    Some((cur - prev) as f64 / 1e6)
+                } else {
+                    r.counter_reset = true;
+                    Some(cur as f64 / 1e6)
+                }
+            };
+            let net_in = delta(c.bytes_recv, prev_recv);
+            let net_out = delta(c.bytes_sent, prev_sent);
+            r.network_in_mb = net_in;
+            r.network_out_mb = net_out;
+        }
+        rows.resources.push(r);
+    }
+    for mut r in out.activity {
+        r.event_id = Id(state.occurrence_id(r.event_id.0, r.ts));
+        rows.activity.push(r);
+    }
+    let modified = input.modified.map(|m| Ts(chrono::DateTime::<chrono::Utc>::from(m).timestamp_micros()));
+    for p in out.rejects {
+        let (ts, inferred) = match p.reject.ts {
+            Some(ts) => (ts, false),
+            None => {
+                let guess = p.prev_ts.or(state.last_ts).or(p.next_ts).or(modified).unwrap_or(Ts(0));
+                (guess, true)
+            }
+        };
+        if !range.contains(ts) {
+            *report.skipped_reasons.entry(SkipReason::OutsideRange.as_str().into()).or_default() += 1;
+            report.tables.entry(p.table).or_default().skipped += 1;
+            continue;
+        }
+        report.tables.entry(p.table).or_default().rejects += 1;
+        *report.rejected_fields.entry(p.reject.field.unwrap_or("-").to_string()).or_default() += 1;
+        rows.rejects.push(RejectRow {
+            event_id: Id(p.id),
+            ts,
+            ts_inferred: inferred,
+            customer_id: ctx.customer_id.clone(),
+            vm_id: ctx.vm_id.clone(),
+            target_table: p.table.name().into(),
+            format: p.reject.format.map(Str::from),
+            reason: p.reject.reason,
+            field: p.reject.field.map(Str::from),
+            raw: p.raw,
+            source_file: ctx.rel.clone(),
+            source_line: p.line as i64,
+        });
+    }
+    for ((table, reason), n) in out.skipped {
+        report.tables.entry(table).or_default().skipped += n;
+        *report.skipped_reasons.entry(reason.as_str().into()).or_default() += n;
+    }
+    if out.last_ts.is_some() {
+        state.last_ts = out.last_ts;
+    }
+    rows
+}

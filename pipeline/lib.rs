@@ -1,0 +1,19 @@
+//! `meter`: raw LLM-proxy and VM usage logs to exact invoices.
+//!
+//! The library holds every stage; the `meter` binary only parses flags and
+//! calls them. See ARCHITECTURE.md for the map.
+
+pub mod ctx;
+pub mod error;
+pub mod ids;
+pub mod ingest;
+pub mod lake;
+pub mod parse;
+pub mod redact;
+pub mod registry;
+pub mod sample;
+pub mod source;
+pub mod tables;
+
+pub use ctx::Ctx;
+pub use error::{Error, Result};

@@ -1,0 +1,245 @@
+//! The customer registry (`customers.csv`) and the optional user map
+//! (`users.csv`): who owns which VM, in which time zone, and which API key
+//! belongs to which user.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono_tz::Tz;
+use rust_decimal::Decimal;
+
+use crate::error::{Error, IoContext, Result};
+use crate::ids::valid_id;
+
+const REQUIRED: [&str; 9] = [
+    "customer_id",
+    "name",
+    "email",
+    "tier",
+    "vm_ids",
+    "currency",
+    "stripe_customer_id",
+    "status",
+    "created_at",
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Customer {
+    pub customer_id: Arc<str>,
+    pub name: String,
+    pub email: String,
+    pub tier: String,
+    pub vm_ids: Vec<String>,
+    pub currency: String,
+    pub stripe_customer_id: String,
+    pub status: String,
+    pub created_at: String,
+    pub cancelled_at: Option<String>,
+    pub monthly_limit: Option<Decimal>,
+    pub markup: Option<Decimal>,
+    pub timezone: Tz,
+    /// Columns beyond the known ones, kept for billing.
+    pub extra: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    pub customers: Vec<Arc<Customer>>,
+    by_vm: HashMap<String, Arc<Customer>>,
+    /// full SHA-256 hex of an API key -> user id
+    users: HashMap<String, Arc<str>>,
+}
+
+impl Registry {
+    /// Reads `<input>/customers.csv` (required) and `<input>/users.csv` (optional).
+    pub fn load(input: &Path) -> Result<Registry> {
+        let customers_path = input.join("customers.csv");
+        let text = std::fs::read_to_string(&customers_path).read_ctx(&customers_path)?;
+        let mut registry = Registry::from_customers_csv(&text, &customers_path)?;
+        let users_path = input.join("users.csv");
+        if users_path.exists() {
+            let text = std::fs::read_to_string(&users_path).read_ctx(&users_path)?;
+            registry.load_users(&text, &users_path)?;
+        }
+        Ok(registry)
+    }
+
+    pub fn from_customers_csv(text: &str, path: &Path) -> Result<Registry> {
+        let err = |line: u64, field: &str, message: String| Error::Registry {
+            path: path.to_path_buf(),
+            line,
+            field: field.to_string(),
+            message,
+        };
+        let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
+        let headers = reader.headers().map_err(|e| err(1, "header", e.to_string()))?.clone();
+        let col = |name: &str| headers.iter().position(|h| h == name);
+        for name in REQUIRED {
+            if col(name).is_none() {
+                return Err(err(1, name, "required column is missing from the header".into()));
+            }
+        }
+        let known: Vec<&str> = REQUIRED
+            .iter()
+            .copied()
+            .chain(["cancelled_at", "monthly_limit", "markup", "timezone"])
+            .collect();
+        let mut registry = Registry::default();
+        let mut vm_line: HashMap<String, (u64, Arc<str>)> = HashMap::new();
+        let mut seen_ids: HashMap<String, u64> = HashMap::new();
+        for record in reader.records() {
+            let record = record.map_err(|e| {
+                let line = e.position().map_or(0, |p| p.line());
+                err(line, "row", e.to_string())
+            })?;
+            let line = record.position().map_or(0, |p| p.line());
+            let get = |name: &str| col(name).and_then(|i| record.get(i)).unwrap_or("").to_string();
+            let opt = |name: &str| Some(get(name)).filter(|v| !v.is_empty());
+            let customer_id = get("customer_id");
+            if !valid_id(&customer_id) {
+                return Err(err(line, "customer_id", format!("{customer_id:?} is not a valid id (1-64 of A-Z a-z 0-9 . _ -)")));
+            }
+            if let Some(first) = seen_ids.insert(customer_id.clone(), line) {
+                return Err(err(line, "customer_id", format!("{customer_id} is already listed on line {first}")));
+            }
+            let vm_ids: Vec<String> = get("vm_ids")
+                .split(';')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(String::from)
+                .collect();
+            for vm in &vm_ids {
+                if !valid_id(vm) {
+                    return Err(err(line, "vm_ids", format!("{vm:?} is not a valid id (1-64 of A-Z a-z 0-9 . _ -)")));
+                }
+            }
+            let currency = get("currency").to_ascii_uppercase();
+            if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+                return Err(err(line, "currency", format!("{currency:?} is not an ISO 4217 code")));
+            }
+            let timezone = match opt("timezone") {
+                None => Tz::UTC,
+                Some(tz) => tz
+                    .parse::<Tz>()
+                    .map_err(|_| err(line, "timezone", format!("{tz:?} is not an IANA time zone")))?,
+            };
+            let decimal = |name: &str| -> Result<Option<Decimal>> {
+                opt(name)
+                    .map(|v| {
+                        v.parse::<Decimal>()
+                            .map_err(|_| err(line, name, format!("{v:?} is not a decimal number")))
+                    })
+                    .transpose()
+            };
+            let extra = headers
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| !known.contains(h))
+                .map(|(i, h)| (h.to_string(), record.get(i).unwrap_or("").to_string()))
+                .collect();
+            let customer = Arc::new(Customer {
+                customer_id: customer_id.as_str().into(),
+                name: get("name"),
+                email: get("email"),
+                tier: get("tier"),
+                currency,
+                stripe_customer_id: get("stripe_customer_id"),
+                status: get("status"),
+                created_at: get("created_at"),
+                cancelled_at: opt("cancelled_at"),
+                monthly_limit: decimal("monthly_limit")?,
+                markup: decimal("markup")?,
+                timezone,
+                extra,
+                vm_ids,
+            });
+            for vm in &customer.vm_ids {
+                if let Some((other_line, other)) = vm_line.get(vm) {
+                    return Err(err(
+                        line,
+                        "vm_ids",
+                        format!("VM {vm} is already listed by customer {other} on line {other_line}"),
+                    ));
+                }
+                vm_line.insert(vm.clone(), (line, customer.customer_id.clone()));
+                registry.by_vm.insert(vm.clone(), customer.clone());
+            }
+            registry.customers.push(customer);
+        }
+        Ok(registry)
+    }
+
+    pub fn load_users(&mut self, text: &str, path: &Path) -> Result<()> {
+        let err = |line: u64, field: &str, message: String| Error::Registry {
+            path: PathBuf::from(path),
+            line,
+            field: field.to_string(),
+            message,
+        };
+        let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
+        let headers = reader.headers().map_err(|e| err(1, "header", e.to_string()))?.clone();
+        let col = |name: &str| {
+            headers
+                .iter()
+                .position(|h| h == name)
+                .ok_or_else(|| err(1, name, "required column is missing from the header".into()))
+        };
+        let (key_col, user_col) = (col("api_key_sha256")?, col("user_id")?);
+        for record in reader.records() {
+            let record = record.map_err(|e| err(e.position().map_or(0, |p| p.line()), "row", e.to_string()))?;
+            let line = record.position().map_or(0, |p| p.line());
+            let key = record.get(key_col).unwrap_or("").to_ascii_lowercase();
+            if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(err(line, "api_key_sha256", "expected 64 hex digits (the SHA-256 of the key, never the key itself)".into()));
+            }
+            let user = record.get(user_col).unwrap_or("");
+            if !valid_id(user) {
+                return Err(err(line, "user_id", format!("{user:?} is not a valid id")));
+            }
+            self.users.insert(key, user.into());
+        }
+        Ok(())
+    }
+
+    pub fn customer_of_vm(&self, vm: &str) -> Option<&Arc<Customer>> {
+        self.by_vm.get(vm)
+    }
+
+    /// The user owning an API key, by the key's full SHA-256.
+    pub fn user_of_key_sha256(&self, sha256_hex: &str) -> Option<&Arc<str>> {
+        self.users.get(sha256_hex)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "customer_id,name,email,tier,vm_ids,currency,stripe_customer_id,status,created_at,timezone,region\n";
+
+    #[test]
+    fn loads_customers_and_maps_vms() {
+        let csv = format!("{HEADER}c1,Acme,a@x,pro,vm-1;vm-2,eur,cus_1,active,2026-01-01,Europe/Berlin,eu\n");
+        let reg = Registry::from_customers_csv(&csv, Path::new("customers.csv")).unwrap();
+        let c = reg.customer_of_vm("vm-2").unwrap();
+        assert_eq!(&*c.customer_id, "c1");
+        assert_eq!(c.currency, "EUR");
+        assert_eq!(c.timezone, chrono_tz::Europe::Berlin);
+        assert_eq!(c.extra.get("region").map(String::as_str), Some("eu"));
+        assert!(reg.customer_of_vm("vm-3").is_none());
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let csv = format!("{HEADER}c1,A,a@x,pro,vm-1,EUR,cus_1,active,2026-01-01,UTC,\nc2,B,b@x,pro,vm-1,EUR,cus_2,active,2026-01-01,UTC,\n");
+        let e = Registry::from_customers_csv(&csv, Path::new("customers.csv")).unwrap_err().to_string();
+        assert_eq!(e, "customers.csv:3: field `vm_ids`: VM vm-1 is already listed by customer c1 on line 2");
+        let csv = format!("{HEADER}../../etc,A,a@x,pro,vm-1,EUR,cus_1,active,2026-01-01,UTC,\n");
+        let e = Registry::from_customers_csv(&csv, Path::new("customers.csv")).unwrap_err().to_string();
+        assert!(e.starts_with("customers.csv:2: field `customer_id`"), "{e}");
+        let csv = format!("{HEADER}c1,A,a@x,pro,vm-1,EUR,cus_1,active,2026-01-01,Mars/Olympus,\n");
+        let e = Registry::from_customers_csv(&csv, Path::new("customers.csv")).unwrap_err().to_string();
+        assert!(e.contains("field `timezone`"), "{e}");
+    }
+}
