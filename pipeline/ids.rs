@@ -39,7 +39,7 @@ pub type EventId = u128;
 
 pub fn request_event_id(table: &str, vm: &str, request_id: &str, ts_us: i64) -> EventId {
     let mut h = Xxh3::new();
-    for part in [table.as_bytes(), vm.as_bytes(), b"rid", request_id.as_bytes()] {
+    for part in [table.as_bytes(), vm.as_bytes(), b"rid".as_slice(), request_id.as_bytes()] {
         h.update(part);
         h.update(&[0x1f]);
     }
@@ -50,7 +50,7 @@ pub fn request_event_id(table: &str, vm: &str, request_id: &str, ts_us: i64) -> 
 /// The id of a line before its occurrence number is known.
 pub fn line_base_id(table: &str, vm: &str, ts_us: Option<i64>, line: &[u8]) -> EventId {
     let mut h = Xxh3::new();
-    for part in [table.as_bytes(), vm.as_bytes(), b"line"] {
+    for part in [table.as_bytes(), vm.as_bytes(), b"line".as_slice()] {
         h.update(part);
         h.update(&[0x1f]);
     }

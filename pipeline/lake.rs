@@ -278,7 +278,7 @@ fn apply(commit: &Commit) -> Result<()> {
 pub fn writer_props() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
-        .set_max_row_group_size(128 * 1024)
+        .set_max_row_group_row_count(Some(128 * 1024))
         .set_created_by(format!("meter {}", env!("CARGO_PKG_VERSION")))
         .build()
 }

@@ -58,7 +58,11 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
 pub fn redact(text: &str) -> Cow<'_, str> {
     let mut out = Cow::Borrowed(text);
     for rule in RULES.iter() {
-        if let Cow::Owned(s) = rule.re.replace_all(&out, rule.replacement) {
+        let replaced = match rule.re.replace_all(&out, rule.replacement) {
+            Cow::Owned(s) => Some(s),
+            Cow::Borrowed(_) => None,
+        };
+        if let Some(s) = replaced {
             out = Cow::Owned(s);
         }
     }

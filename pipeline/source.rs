@@ -201,6 +201,7 @@ pub struct BlockReader {
     file: usize,
     inner: Box<dyn Read + Send>,
     gz: bool,
+    block_size: usize,
     carry: Vec<u8>,
     next_line: u64,
     /// Lines handed out so far, counted here and nowhere else.
@@ -226,12 +227,52 @@ impl BlockReader {
             file,
             inner,
             gz,
+            block_size: BLOCK_SIZE,
             carry: Vec::new(),
             next_line: 1,
             lines_read: 0,
             error: None,
             done: false,
             discarding: false,
+        }
+    }
+
+    /// Smaller blocks (tests: event ids must not depend on chunking).
+    pub fn with_block_size(mut self, block_size: usize) -> BlockReader {
+        self.block_size = block_size.max(1);
+        self
+    }
+
+    /// Cuts every line longer than [`MAX_LINE`] that the bytes from `from` on
+    /// end or extend, keeping its head and marking its number; an unfinished
+    /// one makes the reader drop the rest of it up to its newline.
+    fn cut_long_lines(&mut self, buf: &mut Vec<u8>, from: usize, too_long: &mut Vec<u64>) {
+        let mut line_start = memchr::memrchr(b'\n', &buf[..from]).map_or(0, |i| i + 1);
+        let mut pos = from.max(line_start);
+        let line_no = |buf: &[u8], at: usize| self.next_line + memchr::memchr_iter(b'\n', &buf[..at]).count() as u64;
+        loop {
+            match memchr::memchr(b'\n', &buf[pos..]) {
+                Some(i) => {
+                    let end = pos + i;
+                    if end - line_start > MAX_LINE {
+                        too_long.push(line_no(buf, line_start));
+                        buf.drain(line_start + MAX_LINE..end);
+                        line_start += MAX_LINE + 1;
+                    } else {
+                        line_start = end + 1;
+                    }
+                    pos = line_start;
+                }
+                None => {
+                    if buf.len() - line_start > MAX_LINE {
+                        too_long.push(line_no(buf, line_start));
+                        buf.truncate(line_start + MAX_LINE);
+                        buf.push(b'\n');
+                        self.discarding = true;
+                    }
+                    return;
+                }
+            }
         }
     }
 
@@ -247,11 +288,11 @@ impl BlockReader {
         let mut failed = false;
         loop {
             // Enough for a block, ending in a newline?
-            if buf.len() >= BLOCK_SIZE && memchr::memrchr(b'\n', &buf).is_some() {
+            if buf.len() >= self.block_size && memchr::memrchr(b'\n', &buf).is_some() {
                 break;
             }
             let start = buf.len();
-            let want = if buf.len() < BLOCK_SIZE { BLOCK_SIZE - buf.len() } else { 1 << 20 };
+            let want = if buf.len() < self.block_size { self.block_size - buf.len() } else { 1 << 16 };
             buf.resize(start + want, 0);
             match self.inner.read(&mut buf[start..]) {
                 Ok(0) => {
@@ -278,15 +319,7 @@ impl BlockReader {
                     None => buf.truncate(start),
                 }
             }
-            // A line with no newline within MAX_LINE: keep its head, mark it.
-            let line_start = memchr::memrchr(b'\n', &buf).map_or(0, |i| i + 1);
-            if buf.len() - line_start > MAX_LINE {
-                buf.truncate(line_start + MAX_LINE);
-                buf.push(b'\n');
-                let line_no = self.next_line + memchr::memchr_iter(b'\n', &buf[..line_start]).count() as u64;
-                too_long.push(line_no);
-                self.discarding = true;
-            }
+            self.cut_long_lines(&mut buf, start, &mut too_long);
         }
         let tail;
         if eof || failed {

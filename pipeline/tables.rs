@@ -116,7 +116,7 @@ pub trait TableRow: Sized + Send + 'static {
 }
 
 macro_rules! table {
-    ($(#[$meta:meta])* $name:ident => $table:expr { $($field:ident : $ty:ty),* $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident => $table:path { $($field:ident : $ty:ty),* $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq)]
         pub struct $name { $(pub $field: $ty),* }
@@ -206,12 +206,6 @@ impl Table {
 impl std::fmt::Display for Table {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-impl From<Ts> for Option<Ts> {
-    fn from(ts: Ts) -> Self {
-        Some(ts)
     }
 }
 

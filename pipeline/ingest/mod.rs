@@ -101,7 +101,7 @@ pub fn run(ctx: &Ctx, opts: &IngestOptions) -> Result<IngestReport> {
         let produced = produce(&discovery.files, &mut ctxs, &mut files, range, tx);
         (produced, sink.join().expect("the writer thread does not panic"))
     });
-    let (store_counts, unattributed, partitions) = stored?;
+    let sink::Stored { counts: store_counts, unattributed, partitions } = stored?;
     produced?;
 
     for ((file, table), (rows, dups)) in store_counts {
@@ -205,23 +205,21 @@ fn produce(
     loop {
         let mut blocks: Vec<Block> = Vec::with_capacity(window);
         while blocks.len() < window {
-            let reader = match current.as_mut() {
-                Some(r) => r,
-                None => {
-                    if next_file >= inputs.len() {
-                        break;
-                    }
-                    let idx = next_file;
-                    next_file += 1;
-                    match BlockReader::open(idx, &inputs[idx]) {
-                        Ok(r) => current.insert(r),
-                        Err(e) => {
-                            files[idx].error = Some(format!("cannot open: {e}"));
-                            continue;
-                        }
+            if current.is_none() {
+                if next_file >= inputs.len() {
+                    break;
+                }
+                let idx = next_file;
+                next_file += 1;
+                match BlockReader::open(idx, &inputs[idx]) {
+                    Ok(r) => current = Some(r),
+                    Err(e) => {
+                        files[idx].error = Some(format!("cannot open: {e}"));
+                        continue;
                     }
                 }
-            };
+            }
+            let reader = current.as_mut().expect("opened above");
             match reader.next_block() {
                 Some(block) => {
                     if block.first_line == 1 && ctxs[block.file].kind == SourceKind::Resources {
@@ -490,4 +488,144 @@ fn finalize(
         state.last_ts = out.last_ts;
     }
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const LINES: &[&str] = &[
+        r#"{"timestamp":"2026-10-01T10:00:00Z","model":"gpt-4o","provider":"openai","input_tokens":100,"cache_read_tokens":20,"output_tokens":5}"#,
+        r#"{"timestamp":"2026-10-01T10:00:01Z","model":"claude-haiku-4-5","input_tokens":10,"output_tokens":5,"request_id":"a1b2c3d4"}"#,
+        r#"{"timestamp":"2026-10-01T10:00:02Z","model":"gpt-4o","provider":"openai","input_tokens":1,"cache_read_tokens":20,"output_tokens":5}"#,
+        r#"[2026-10-01 10:00:03] [a1b2c3d4] [info ] [gin_logger.go:97] 200 |  1.5s | 127.0.0.1 | POST "/v1/messages""#,
+        r#"[2026-10-01 10:00:03] [--------] [info ] [main.go:12] server started"#,
+        r#"10.0.0.1 - - [01/Oct/2026:10:00:04 +0000] "POST /v1/messages HTTP/1.1" 200 1234 "-" "sdk""#,
+        r#"10.0.0.1 - - [01/Oct/2026:10:00:04 +0000] "POST /v1/messages HTTP/1.1" 2x0 1234"#,
+        "",
+        "garbage that is no format at all",
+        r#"{"timestamp":"2026-10-02T00:00:00Z","model":"#,
+    ];
+
+    fn ctx() -> FileCtx {
+        FileCtx {
+            rel: "vm-1/cliproxy/x.log".into(),
+            vm_id: "vm-1".into(),
+            customer_id: Some("c1".into()),
+            tz: chrono_tz::Tz::UTC,
+            kind: SourceKind::Cliproxy,
+            registry: Arc::new(Registry::default()),
+            csv_columns: None,
+        }
+    }
+
+    fn input() -> InputFile {
+        InputFile {
+            path: "x.log".into(),
+            rel: "vm-1/cliproxy/x.log".into(),
+            vm_id: "vm-1".into(),
+            kind: SourceKind::Cliproxy,
+            gz: false,
+            modified: None,
+        }
+    }
+
+    /// Runs one file through read, parse and finalize with a given block
+    /// size: the ids of every row and reject, and the report.
+    fn process(data: &[u8], block_size: usize) -> (Vec<(Table, i64, EventId)>, FileReport, u64) {
+        let ctx = ctx();
+        let input = input();
+        let range = DateRange { since: None, until: None };
+        let mut reader = BlockReader::from_reader(0, Box::new(std::io::Cursor::new(data.to_vec())), false)
+            .with_block_size(block_size);
+        let mut state = FileState::default();
+        let mut report = FileReport::default();
+        let mut ids = Vec::new();
+        while let Some(block) = reader.next_block() {
+            let rows = finalize(&mut state, parse_block(&ctx, &block, range), &input, &ctx, &mut report, range);
+            ids.extend(rows.usage.iter().map(|r| (Table::ApiUsage, r.source_line, r.event_id.0)));
+            ids.extend(rows.requests.iter().map(|r| (Table::ApiRequests, r.source_line, r.event_id.0)));
+            ids.extend(rows.rejects.iter().map(|r| (Table::Rejects, r.source_line, r.event_id.0)));
+            report.tables.entry(Table::ApiUsage).or_default().rows += rows.usage.len() as u64;
+            report.tables.entry(Table::ApiRequests).or_default().rows += rows.requests.len() as u64;
+        }
+        (ids, report, reader.lines_read)
+    }
+
+    fn file_of(picks: &[usize], terminated: bool) -> Vec<u8> {
+        let mut data = picks.iter().map(|i| LINES[i % LINES.len()]).collect::<Vec<_>>().join("\n").into_bytes();
+        if terminated && !data.is_empty() {
+            data.push(b'\n');
+        }
+        data
+    }
+
+    proptest! {
+        #[test]
+        fn event_ids_do_not_depend_on_chunking(picks in prop::collection::vec(0usize..100, 0..60), size in 1usize..400, terminated: bool) {
+            let data = file_of(&picks, terminated);
+            let (mut whole, _, _) = process(&data, 1 << 20);
+            let (mut chunked, _, _) = process(&data, size);
+            whole.sort_by_key(|(_, line, _)| *line);
+            chunked.sort_by_key(|(_, line, _)| *line);
+            prop_assert_eq!(whole, chunked);
+        }
+
+        #[test]
+        fn every_line_lands_in_one_bucket(picks in prop::collection::vec(0usize..100, 0..60), size in 1usize..400, terminated: bool) {
+            let data = file_of(&picks, terminated);
+            let (_, report, lines_read) = process(&data, size);
+            let accounted: u64 = report.tables.values().map(|c| c.total()).sum();
+            prop_assert_eq!(accounted, lines_read);
+            let last_is_blank = picks.last().is_some_and(|i| LINES[i % LINES.len()].is_empty());
+            let expected_lines = if !terminated && last_is_blank {
+                picks.len() as u64 - 1
+            } else if data.is_empty() {
+                0
+            } else {
+                picks.len() as u64
+            };
+            prop_assert_eq!(lines_read, expected_lines);
+        }
+    }
+
+    #[test]
+    fn identical_lines_in_one_file_are_distinct_events() {
+        let line = LINES[5];
+        let data = format!("{line}\n{line}\n{line}\n");
+        let (ids, _, _) = process(data.as_bytes(), 1 << 20);
+        let mut unique: Vec<EventId> = ids.iter().map(|(_, _, id)| *id).collect();
+        unique.dedup();
+        assert_eq!(unique.len(), 3);
+    }
+
+    #[test]
+    fn undated_rejects_take_the_previous_dated_line() {
+        let data = format!("{}\n{}\n", LINES[5], LINES[8]);
+        let ctx = ctx();
+        let range = DateRange { since: None, until: None };
+        let mut reader = BlockReader::from_reader(0, Box::new(std::io::Cursor::new(data.into_bytes())), false);
+        let block = reader.next_block().unwrap();
+        let rows = finalize(&mut FileState::default(), parse_block(&ctx, &block, range), &input(), &ctx, &mut FileReport::default(), range);
+        assert_eq!(rows.rejects.len(), 1);
+        assert!(rows.rejects[0].ts_inferred);
+        assert_eq!(rows.rejects[0].ts, rows.requests[0].ts);
+    }
+
+    #[test]
+    fn net_counters_become_deltas_with_resets() {
+        let mut ctx = ctx();
+        ctx.kind = SourceKind::Resources;
+        let data = "net,interface=eth0 bytes_recv=1000000i,bytes_sent=500i 1700000000000000000\n\
+                    net,interface=eth0 bytes_recv=3000000i,bytes_sent=1500i 1700000300000000000\n\
+                    net,interface=eth0 bytes_recv=2000000i,bytes_sent=2500i 1700000600000000000\n";
+        let range = DateRange { since: None, until: None };
+        let mut reader = BlockReader::from_reader(0, Box::new(std::io::Cursor::new(data.as_bytes().to_vec())), false);
+        let block = reader.next_block().unwrap();
+        let rows = finalize(&mut FileState::default(), parse_block(&ctx, &block, range), &input(), &ctx, &mut FileReport::default(), range);
+        let deltas: Vec<(Option<f64>, Option<f64>, bool)> =
+            rows.resources.iter().map(|r| (r.network_in_mb, r.network_out_mb, r.counter_reset)).collect();
+        assert_eq!(deltas, vec![(None, None, false), (Some(2.0), Some(0.001), false), (Some(2.0), Some(0.001), true)]);
+    }
 }

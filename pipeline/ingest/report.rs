@@ -45,13 +45,19 @@ pub struct FileReport {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct PartitionReport {
     pub table: Table,
     pub date: String,
     pub rows_added: u64,
     pub files_written: u64,
     pub files_removed: u64,
+}
+
+impl PartitionReport {
+    pub fn new(table: Table, date: chrono::NaiveDate) -> PartitionReport {
+        PartitionReport { table, date: date.to_string(), rows_added: 0, files_written: 0, files_removed: 0 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -48,6 +48,14 @@ impl<R> Default for Parts<R> {
 /// Per file and table: rows stored and duplicates dropped.
 pub type StoreCounts = HashMap<(usize, Table), (u64, u64)>;
 
+/// What the writer did, once committed.
+pub struct Stored {
+    pub counts: StoreCounts,
+    /// Rows stored with a null customer, per VM and table.
+    pub unattributed: BTreeMap<String, BTreeMap<Table, u64>>,
+    pub partitions: Vec<PartitionReport>,
+}
+
 pub struct Sink<'a> {
     lake: &'a Lake,
     run_id: String,
@@ -110,7 +118,7 @@ impl<'a> Sink<'a> {
                     Some((from, to)) if date >= from && date <= to => HashSet::new(),
                     _ => self.lake.stored_ids(table, date)?,
                 };
-                let report = PartitionReport { table, date: date.to_string(), ..Default::default() };
+                let report = PartitionReport::new(table, date);
                 parts(self).map.insert(date, Partition { seen, buffer: Vec::new(), report });
             }
             let is_event = table != Table::Rejects;
@@ -193,7 +201,7 @@ impl<'a> Sink<'a> {
 
     /// Writes what is buffered and commits the run's files; with a rebuild,
     /// the rebuilt dates' older files are removed in the same commit.
-    pub fn finish(mut self) -> Result<(StoreCounts, BTreeMap<String, BTreeMap<Table, u64>>, Vec<PartitionReport>)> {
+    pub fn finish(mut self) -> Result<Stored> {
         self.flush_all(|s| &mut s.usage)?;
         self.flush_all(|s| &mut s.requests)?;
         self.flush_all(|s| &mut s.resources)?;
@@ -217,11 +225,7 @@ impl<'a> Sink<'a> {
                         continue;
                     }
                     let old: Vec<PathBuf> = self.lake.partition_files(table, date)?;
-                    let report = reports.entry((table, date.to_string())).or_insert_with(|| PartitionReport {
-                        table,
-                        date: date.to_string(),
-                        ..Default::default()
-                    });
+                    let report = reports.entry((table, date.to_string())).or_insert_with(|| PartitionReport::new(table, date));
                     report.files_removed += old.len() as u64;
                     self.commit.deletes.extend(old);
                 }
@@ -232,6 +236,6 @@ impl<'a> Sink<'a> {
             .into_values()
             .filter(|r| r.rows_added > 0 || r.files_removed > 0)
             .collect();
-        Ok((self.counts, self.unattributed, partitions))
+        Ok(Stored { counts: self.counts, unattributed: self.unattributed, partitions })
     }
 }

@@ -3,7 +3,7 @@
 //! Format lines (Apache and nginx, 1d). Access lines count requests; they never
 //! carry tokens.
 
-use super::time::{parse_clf, parse_iso};
+use super::time::{parse_clf as clf_time, parse_iso};
 use super::usage::{Family, strip_query};
 use super::{FileCtx, IdKind, Parsed, Reject, SkipReason};
 use crate::ids;
@@ -274,7 +274,7 @@ pub fn parse_clf(ctx: &FileCtx, text: &str) -> Parsed {
     let rest = &rest[bracket_at + 1..];
     let Some((time_text, rest)) = bracket(rest) else { return unrecognized() };
     let fmt = |r: Reject| r.format("clf");
-    let Some(ts) = parse_clf(time_text) else {
+    let Some(ts) = clf_time(time_text) else {
         return reject(fmt(Reject::field("time", format!("{time_text:?} is not a [day/Mon/year:HH:MM:SS zone] time"))));
     };
     let dated = |r: Reject| reject(fmt(r).at(Some(ts)));

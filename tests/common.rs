@@ -1,0 +1,100 @@
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{NaiveDate, TimeZone, Utc};
+use meter::ctx::{Ctx, FixedClock};
+use meter::ingest::report::IngestReport;
+use meter::ingest::{self, IngestOptions};
+use meter::sample::SampleOptions;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn sample_data() -> PathBuf {
+    repo().join("sample-data")
+}
+
+/// The options `sample-data/` was generated with (see the justfile).
+pub fn sample_data_options(out: &Path) -> SampleOptions {
+    SampleOptions {
+        out: out.to_path_buf(),
+        customers: 3,
+        days: 30,
+        events_per_day: 40,
+        seed: 42,
+        clean: false,
+        start: NaiveDate::from_ymd_opt(2026, 10, 1).unwrap(),
+    }
+}
+
+pub fn ctx(run: &str) -> Ctx {
+    Ctx::with_run_id(Arc::new(FixedClock(Utc.with_ymd_and_hms(2026, 11, 2, 3, 0, 0).unwrap())), run)
+}
+
+pub fn options(input: &Path, lake: &Path) -> IngestOptions {
+    IngestOptions {
+        input: input.to_path_buf(),
+        lake: lake.to_path_buf(),
+        since: None,
+        until: None,
+        rebuild: false,
+        max_reject_rate: 0.01,
+    }
+}
+
+pub fn ingest(input: &Path, lake: &Path, run: &str) -> IngestReport {
+    ingest::run(&ctx(run), &options(input, lake)).expect("ingest runs")
+}
+
+/// An in-memory DuckDB with the schema views over `lake`.
+pub fn duck(lake: &Path) -> duckdb::Connection {
+    let conn = duckdb::Connection::open_in_memory().unwrap();
+    conn.execute_batch(&format!("SET VARIABLE lake = '{}';", lake.display())).unwrap();
+    let views = std::fs::read_to_string(repo().join("schemas/views.sql")).unwrap();
+    conn.execute_batch(&views).unwrap();
+    conn
+}
+
+pub fn count(conn: &duckdb::Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Every file under `dir`, relative, sorted.
+pub fn list_files(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.push(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+pub fn assert_accounted(report: &IngestReport) {
+    for f in &report.files {
+        assert_eq!(f.counts.total(), f.lines_read, "{}: buckets do not add up", f.path);
+    }
+    assert_eq!(report.totals.total(), report.lines_read);
+    assert!(!report.attention.iter().any(|a| a.starts_with("BUG")), "{:?}", report.attention);
+}

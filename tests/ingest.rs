@@ -1,0 +1,268 @@
+use std::io::Write;
+
+use meter::Error;
+use meter::ingest;
+use meter::tables::Table;
+
+use crate::common::*;
+
+/// The committed sample data is exactly what the generator writes, and the
+/// generator's expectations are exactly what ingest makes of it.
+#[test]
+fn sample_data_is_generated_and_ingests_as_expected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let generated = tmp.path().join("gen");
+    let expected = meter::sample::generate(&sample_data_options(&generated)).unwrap();
+    let committed = sample_data();
+    assert_eq!(list_files(&generated), list_files(&committed), "regenerate sample-data with `just sample-data`");
+    for f in list_files(&committed) {
+        assert!(
+            std::fs::read(generated.join(&f)).unwrap() == std::fs::read(committed.join(&f)).unwrap(),
+            "sample-data/{f} differs from the generator's output"
+        );
+    }
+
+    let lake = tmp.path().join("lake");
+    let report = ingest(&committed, &lake, "test-run");
+    assert_accounted(&report);
+    assert_eq!(report.lines_read, expected.lines);
+    for (table, exp) in &expected.tables {
+        let table: Table = serde_json::from_value(serde_json::Value::String(table.clone())).unwrap();
+        let got = report.tables[&table];
+        assert_eq!(
+            (got.rows, got.duplicates, got.rejects, got.skipped),
+            (exp.rows, exp.duplicates, exp.rejects, exp.skipped),
+            "{table}: (rows, duplicates, rejects, skipped) differ from the generator's"
+        );
+    }
+
+    // The lake holds what the report says, readable by DuckDB with the views.
+    let db = duck(&lake);
+    for (table, counts) in &report.tables {
+        assert_eq!(count(&db, &format!("SELECT count(*) FROM {table}")) as u64, counts.rows, "{table}");
+    }
+    assert_eq!(count(&db, "SELECT count(*) FROM rejects") as u64, report.totals.rejects);
+    assert_eq!(count(&db, "SELECT count(DISTINCT event_id) FROM api_usage") as u64, report.tables[&Table::ApiUsage].rows);
+    // Partitions are the UTC date of the event.
+    assert_eq!(count(&db, "SELECT count(*) FROM api_usage WHERE date <> CAST(ts AT TIME ZONE 'UTC' AS DATE)"), 0);
+    // No raw API key anywhere.
+    for table in ["api_usage", "api_requests", "activity", "rejects", "resource_usage"] {
+        let leaked = count(&db, &format!("SELECT count(*) FROM {table} t WHERE CAST(t AS VARCHAR) SIMILAR TO '.*(sk-proj-|sk-ant-api).*'"));
+        assert_eq!(leaked, 0, "raw API keys in {table}");
+    }
+    // Secrets in commands are redacted.
+    assert!(count(&db, "SELECT count(*) FROM activity WHERE command_redacted") > 0);
+    assert_eq!(count(&db, "SELECT count(*) FROM activity WHERE command ILIKE '%hunter2%'"), 0);
+
+    // Golden output: the summary and the token totals by provider.
+    insta::assert_snapshot!("sample_data_summary", report.summary());
+    let mut stmt = db
+        .prepare(
+            "SELECT provider, count(*), sum(input_tokens), sum(cache_read_tokens), sum(cache_write_tokens), \
+             sum(output_tokens), sum(reasoning_tokens), count(*) FILTER (WHERE customer_id IS NULL) \
+             FROM api_usage GROUP BY provider ORDER BY provider",
+        )
+        .unwrap();
+    let rows: Vec<String> = stmt
+        .query_map([], |r| {
+            Ok(format!(
+                "{:<10} calls={} input={} cache_read={} cache_write={} output={} reasoning={} unattributed={}",
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i128>(2)?,
+                r.get::<_, i128>(3)?,
+                r.get::<_, i128>(4)?,
+                r.get::<_, i128>(5)?,
+                r.get::<_, i128>(6)?,
+                r.get::<_, i64>(7)?
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    insta::assert_snapshot!("sample_data_tokens_by_provider", rows.join("\n"));
+}
+
+#[test]
+fn ingesting_twice_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("lake");
+    let first = ingest(&sample_data(), &lake, "run-1");
+    let files_before: Vec<String> = list_files(&lake).into_iter().filter(|f| !f.starts_with("_runs")).collect();
+    let second = ingest(&sample_data(), &lake, "run-2");
+    assert_accounted(&second);
+    let files_after: Vec<String> = list_files(&lake).into_iter().filter(|f| !f.starts_with("_runs")).collect();
+    assert_eq!(files_before, files_after);
+    assert_eq!(second.totals.rows, 0);
+    assert_eq!(second.totals.duplicates, first.totals.rows + first.totals.duplicates);
+    assert_eq!(second.totals.rejects, first.totals.rejects, "rejects are counted again but stored once");
+    let db = duck(&lake);
+    assert_eq!(count(&db, "SELECT count(*) FROM rejects") as u64, first.totals.rejects);
+}
+
+/// A rotated, re-gzipped copy of a log plus three appended lines adds
+/// exactly three rows.
+#[test]
+fn rotated_copy_with_three_new_lines_adds_three_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("input");
+    copy_dir(&sample_data(), &input);
+    let lake = tmp.path().join("lake");
+    let first = ingest(&input, &lake, "run-1");
+    let usage_before = first.tables[&Table::ApiUsage].rows;
+
+    // Pick a plain usage log of a known VM and rotate it.
+    let file = first
+        .files
+        .iter()
+        .find(|f| f.path.ends_with(".jsonl") && f.path.contains("/cliproxy/") && f.tables.get(&Table::ApiUsage).is_some_and(|c| c.rows > 10))
+        .expect("sample data has a plain usage log")
+        .path
+        .clone();
+    let original = std::fs::read_to_string(input.join(&file)).unwrap();
+    let last_ts = "2026-10-30T23:59:0";
+    let mut rotated = original.clone();
+    for i in 0..3 {
+        rotated.push_str(&format!(
+            "{{\"timestamp\":\"{last_ts}{i}Z\",\"model\":\"claude-haiku-4-5\",\"provider\":\"anthropic\",\"input_tokens\":{},\"output_tokens\":7,\"request_id\":\"feed{i:04}\"}}\n",
+            100 + i
+        ));
+    }
+    let rotated_path = input.join(format!("{file}.1.gz"));
+    let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(&rotated_path).unwrap(), flate2::Compression::default());
+    gz.write_all(rotated.as_bytes()).unwrap();
+    gz.finish().unwrap();
+
+    let second = ingest(&input, &lake, "run-2");
+    assert_accounted(&second);
+    assert_eq!(second.totals.rows, 3, "{}", second.summary());
+    assert_eq!(second.tables[&Table::ApiUsage].rows, 3);
+    let db = duck(&lake);
+    assert_eq!(count(&db, "SELECT count(*) FROM api_usage") as u64, usage_before + 3);
+}
+
+#[test]
+fn rebuild_replaces_the_dates_it_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("lake");
+    let first = ingest(&sample_data(), &lake, "run-1");
+    let db = duck(&lake);
+    let day = "2026-10-10";
+    let before = count(&db, &format!("SELECT count(*) FROM api_usage WHERE date = '{day}'"));
+    assert!(before > 0);
+    drop(db);
+
+    let mut opts = options(&sample_data(), &lake);
+    opts.since = Some(day.parse().unwrap());
+    opts.until = Some(day.parse().unwrap());
+    opts.rebuild = true;
+    let report = ingest::run(&ctx("run-2"), &opts).unwrap();
+    assert_accounted(&report);
+    let db = duck(&lake);
+    assert_eq!(count(&db, &format!("SELECT count(*) FROM api_usage WHERE date = '{day}'")), before);
+    assert_eq!(count(&db, "SELECT count(*) FROM api_usage") as u64, first.tables[&Table::ApiUsage].rows);
+    let files = list_files(&lake.join(format!("api_usage/date={day}")));
+    assert!(files.iter().all(|f| f.contains("run-2")), "{files:?}");
+    assert!(report.partitions.iter().any(|p| p.date == day && p.files_removed > 0));
+    assert!(report.totals.skipped > first.totals.skipped, "lines of other dates are skipped");
+}
+
+#[test]
+fn since_and_until_skip_other_dates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("lake");
+    let mut opts = options(&sample_data(), &lake);
+    opts.since = Some("2026-10-05".parse().unwrap());
+    opts.until = Some("2026-10-06".parse().unwrap());
+    let report = ingest::run(&ctx("run-1"), &opts).unwrap();
+    assert_accounted(&report);
+    let db = duck(&lake);
+    assert_eq!(count(&db, "SELECT count(*) FROM api_usage WHERE date NOT BETWEEN '2026-10-05' AND '2026-10-06'"), 0);
+    assert!(count(&db, "SELECT count(*) FROM api_usage") > 0);
+}
+
+#[test]
+fn a_held_lock_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("lake");
+    let _held = meter::lake::Lake::open(&lake, "other-run").unwrap();
+    match ingest::run(&ctx("run-1"), &options(&sample_data(), &lake)) {
+        Err(Error::Locked { holder, .. }) => assert!(holder.contains("other-run")),
+        other => panic!("expected Locked, got {:?}", other.map(|r| r.run_id)),
+    }
+}
+
+fn tiny_input(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir.join("vm-1/cliproxy")).unwrap();
+    std::fs::write(
+        dir.join("customers.csv"),
+        "customer_id,name,email,tier,vm_ids,currency,stripe_customer_id,status,created_at\nc1,Acme,a@x,pro,vm-1,EUR,cus_1,active,2026-01-01\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("vm-1/cliproxy/usage.jsonl"),
+        "{\"timestamp\":\"2026-10-01T10:00:00Z\",\"model\":\"gpt-4o\",\"provider\":\"openai\",\"input_tokens\":10,\"output_tokens\":2,\"api_key\":\"sk-proj-SECRETSECRETSECRET1234\"}\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_corrupt_gzip_is_reported_and_the_rest_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("input");
+    tiny_input(&input);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    for i in 0..2000 {
+        writeln!(gz, "{{\"timestamp\":\"2026-10-01T11:00:00Z\",\"model\":\"gpt-4o\",\"provider\":\"openai\",\"input_tokens\":{i},\"output_tokens\":2}}").unwrap();
+    }
+    let mut bytes = gz.finish().unwrap();
+    let cut = bytes.len() / 2;
+    bytes.truncate(cut);
+    std::fs::write(input.join("vm-1/cliproxy/old.jsonl.1.gz"), &bytes).unwrap();
+    let lake = tmp.path().join("lake");
+    let report = ingest(&input, &lake, "run-1");
+    assert_accounted(&report);
+    assert_eq!(report.unreadable_files, vec!["vm-1/cliproxy/old.jsonl.1.gz"]);
+    assert!(report.needs_attention());
+    let good = report.files.iter().find(|f| f.path == "vm-1/cliproxy/usage.jsonl").unwrap();
+    assert_eq!(good.counts.rows, 1);
+}
+
+#[test]
+fn bad_ids_never_reach_a_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("input");
+    tiny_input(&input);
+    std::fs::create_dir_all(input.join("..evil/cliproxy")).unwrap();
+    std::fs::write(input.join("..evil/cliproxy/x.log"), "x\n").unwrap();
+    let lake = tmp.path().join("lake");
+    let report = ingest(&input, &lake, "run-1");
+    assert!(report.ignored_paths.iter().any(|i| i.path == "..evil" && i.attention));
+    assert!(report.needs_attention());
+
+    std::fs::write(
+        input.join("customers.csv"),
+        "customer_id,name,email,tier,vm_ids,currency,stripe_customer_id,status,created_at\nc1,Acme,a@x,pro,../../etc,EUR,cus_1,active,2026-01-01\n",
+    )
+    .unwrap();
+    let err = ingest::run(&ctx("run-2"), &options(&input, &lake)).unwrap_err();
+    assert!(err.to_string().contains("customers.csv:2: field `vm_ids`"), "{err}");
+}
+
+#[test]
+fn unterminated_last_line_waits_for_the_next_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("input");
+    tiny_input(&input);
+    let path = input.join("vm-1/cliproxy/usage.jsonl");
+    let line2 = "{\"timestamp\":\"2026-10-01T10:00:05Z\",\"model\":\"gpt-4o\",\"provider\":\"openai\",\"input_tokens\":3,\"output_tokens\":2}";
+    let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    write!(f, "{line2}").unwrap();
+    let lake = tmp.path().join("lake");
+    let first = ingest(&input, &lake, "run-1");
+    assert_accounted(&first);
+    assert_eq!((first.totals.rows, first.totals.skipped), (1, 1));
+    writeln!(f).unwrap();
+    let second = ingest(&input, &lake, "run-2");
+    assert_eq!((second.totals.rows, second.totals.duplicates), (1, 1));
+}
