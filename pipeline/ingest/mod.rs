@@ -105,12 +105,15 @@ pub fn run(ctx: &Ctx, opts: &IngestOptions) -> Result<IngestReport> {
     produced?;
 
     for ((file, table), (rows, dups)) in store_counts {
+        if table == Table::Rejects {
+            // Rejects are already counted, by the table they were meant for.
+            continue;
+        }
         let c = files[file].tables.entry(table).or_default();
         c.rows += rows;
         c.duplicates += dups;
     }
-    let mut tables: BTreeMap<Table, Counts> = Table::ALL.iter().map(|t| (*t, Counts::default())).collect();
-    tables.remove(&Table::Rejects);
+    let mut tables: BTreeMap<Table, Counts> = Table::EVENTS.iter().map(|t| (*t, Counts::default())).collect();
     let mut totals = Counts::default();
     let mut attention = Vec::new();
     for f in &mut files {
@@ -138,9 +141,13 @@ pub fn run(ctx: &Ctx, opts: &IngestOptions) -> Result<IngestReport> {
     for ignored in discovery.ignored.iter().filter(|i| i.attention) {
         attention.push(format!("{} ignored: {}", ignored.path, ignored.reason));
     }
+    let mut notices = Vec::new();
     if !unattributed.is_empty() {
         let vms: Vec<&str> = unattributed.keys().map(String::as_str).collect();
-        attention.push(format!("events from VMs no customer lists (stored with a null customer): {}", vms.join(", ")));
+        notices.push(format!(
+            "events from VMs no customer lists, stored with a null customer (billing reports them): {}",
+            vms.join(", ")
+        ));
     }
     let mut report = IngestReport {
         job: "ingest",
@@ -162,6 +169,7 @@ pub fn run(ctx: &Ctx, opts: &IngestOptions) -> Result<IngestReport> {
         unattributed_vms: unattributed,
         partitions,
         attention,
+        notices,
     };
     if report.reject_rate() > opts.max_reject_rate {
         report.attention.push(format!(

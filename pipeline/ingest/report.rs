@@ -83,6 +83,8 @@ pub struct IngestReport {
     pub partitions: Vec<PartitionReport>,
     /// Why the run needs attention (exit code 1); empty when all is well.
     pub attention: Vec<String>,
+    /// Worth knowing, not a problem of this run.
+    pub notices: Vec<String>,
 }
 
 impl IngestReport {
@@ -117,6 +119,9 @@ impl IngestReport {
             "  {:<15} {:>10} {:>10} {:>10} {:>10}\n",
             "total", t.rows, t.duplicates, t.rejects, t.skipped
         ));
+        for n in &self.notices {
+            s.push_str(&format!("  notice: {n}\n"));
+        }
         for a in &self.attention {
             s.push_str(&format!("  attention: {a}\n"));
         }
