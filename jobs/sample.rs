@@ -67,7 +67,11 @@ fn render(out: &std::path::Path, totals: &SampleTotals) -> String {
         totals.bytes as f64 / 1e6,
         totals.lines
     );
-    let _ = writeln!(s, "{:<16}{:>12}{:>12}{:>10}{:>10}", "table", "rows", "duplicates", "rejects", "skipped");
+    let _ = writeln!(
+        s,
+        "{:<16}{:>12}{:>12}{:>10}{:>10}",
+        "table", "rows", "duplicates", "rejects", "skipped"
+    );
     for (name, e) in &totals.tables {
         let _ = writeln!(
             s,

@@ -34,7 +34,8 @@
 //! The customer list comes from one generator seeded with `seed`; every VM stream has its
 //! own generator seeded from `(seed, vm, stream)`, so VMs can be written in parallel and
 //! the tree is byte-identical for a seed. `SmallRng` differs between 32- and 64-bit
-//! targets, so a tree is reproducible per target width.
+//! targets, so a tree is reproducible per target width. Gzip bytes depend on the flate2
+//! backend compiled in, so regenerate committed samples with the `meter` binary itself.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
@@ -116,7 +117,11 @@ pub fn generate(opts: &SampleOptions) -> Result<SampleTotals, SampleError> {
     let world = build_world(&ctx, opts);
 
     let mut tally = Tally::default();
-    write_table_file(&ctx.out.join("customers.csv"), &world.customers_csv, &mut tally)?;
+    write_table_file(
+        &ctx.out.join("customers.csv"),
+        &world.customers_csv,
+        &mut tally,
+    )?;
     write_table_file(&ctx.out.join("users.csv"), &world.users_csv, &mut tally)?;
 
     let results: Vec<Result<Tally, SampleError>> = world
@@ -145,7 +150,9 @@ fn validate(opts: &SampleOptions) -> Result<(), SampleError> {
         return Err(SampleError::Options("customers must be at least 1".into()));
     }
     if opts.customers > 9_999 {
-        return Err(SampleError::Options("customers must be at most 9999".into()));
+        return Err(SampleError::Options(
+            "customers must be at most 9999".into(),
+        ));
     }
     if opts.days == 0 {
         return Err(SampleError::Options("days must be at least 1".into()));
@@ -162,7 +169,9 @@ fn prepare_out(out: &Path) -> Result<(), SampleError> {
     match fs::read_dir(out) {
         Ok(mut entries) => {
             if entries.next().is_some() {
-                return Err(SampleError::NotEmpty { path: out.to_path_buf() });
+                return Err(SampleError::NotEmpty {
+                    path: out.to_path_buf(),
+                });
             }
             Ok(())
         }
@@ -174,7 +183,10 @@ fn prepare_out(out: &Path) -> Result<(), SampleError> {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SampleError + '_ {
-    move |source| SampleError::Io { path: path.to_path_buf(), source }
+    move |source| SampleError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 struct Ctx {
@@ -327,7 +339,12 @@ impl Tally {
             .zip(self.counts.0)
             .map(|(name, e)| ((*name).to_string(), e))
             .collect();
-        SampleTotals { files: self.files, bytes: self.bytes, lines: self.lines, tables }
+        SampleTotals {
+            files: self.files,
+            bytes: self.bytes,
+            lines: self.lines,
+            tables,
+        }
     }
 }
 
@@ -374,8 +391,9 @@ fn civil(secs: i64) -> Civil {
     }
 }
 
-const MONTHS: [&str; 12] =
-    ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Frac {
@@ -388,7 +406,11 @@ enum Frac {
 /// RFC 3339; `off` None writes UTC with `Z`, Some writes local time with `+hh:mm`.
 fn w_rfc3339(buf: &mut String, secs: i64, nanos: u32, frac: Frac, off: Option<i32>) {
     let c = civil(secs + i64::from(off.unwrap_or(0)));
-    let _ = write!(buf, "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}", c.y, c.mo, c.d, c.h, c.mi, c.s);
+    let _ = write!(
+        buf,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        c.y, c.mo, c.d, c.h, c.mi, c.s
+    );
     match frac {
         Frac::None => {}
         Frac::Millis => {
@@ -419,14 +441,22 @@ fn w_rfc3339(buf: &mut String, secs: i64, nanos: u32, frac: Frac, off: Option<i3
 fn w_mainlog_ts(buf: &mut String, local: i64, bad_day: bool) {
     let c = civil(local);
     let d = if bad_day { 32 } else { c.d };
-    let _ = write!(buf, "{:04}-{:02}-{:02} {:02}:{:02}:{:02}", c.y, c.mo, d, c.h, c.mi, c.s);
+    let _ = write!(
+        buf,
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        c.y, c.mo, d, c.h, c.mi, c.s
+    );
 }
 
 /// `2026/10/01 - 09:12:44` (gin's own timestamp in the older `[GIN]` lines).
 fn w_gin_ts(buf: &mut String, local: i64, bad_day: bool) {
     let c = civil(local);
     let d = if bad_day { 32 } else { c.d };
-    let _ = write!(buf, "{:04}/{:02}/{:02} - {:02}:{:02}:{:02}", c.y, c.mo, d, c.h, c.mi, c.s);
+    let _ = write!(
+        buf,
+        "{:04}/{:02}/{:02} - {:02}:{:02}:{:02}",
+        c.y, c.mo, d, c.h, c.mi, c.s
+    );
 }
 
 /// `01/Oct/2026:09:12:44 +0200` (CLF `%t` without brackets).
@@ -486,7 +516,11 @@ struct TzOff {
 
 impl TzOff {
     fn new(tz: Tz) -> TzOff {
-        TzOff { tz, hour: i64::MIN, off: 0 }
+        TzOff {
+            tz,
+            hour: i64::MIN,
+            off: 0,
+        }
     }
 
     fn at(&mut self, secs: i64) -> i32 {
@@ -496,7 +530,11 @@ impl TzOff {
             let utc = chrono::DateTime::from_timestamp(hour * 3_600, 0)
                 .expect("timestamp in range")
                 .naive_utc();
-            self.off = self.tz.offset_from_utc_datetime(&utc).fix().local_minus_utc();
+            self.off = self
+                .tz
+                .offset_from_utc_datetime(&utc)
+                .fix()
+                .local_minus_utc();
         }
         self.off
     }
@@ -567,7 +605,11 @@ const COMPANIES: [(&str, &str); 10] = [
     ("Soylent Systems KG", "soylent"),
     ("Tyrell Compute Ltd", "tyrell"),
 ];
-const TIERS: [(&str, u64); 3] = [("pro", 5_000_000), ("starter", 1_000_000), ("enterprise", 20_000_000)];
+const TIERS: [(&str, u64); 3] = [
+    ("pro", 5_000_000),
+    ("starter", 1_000_000),
+    ("enterprise", 20_000_000),
+];
 const ZONES: [Tz; 3] = [Tz::Europe__Berlin, Tz::America__New_York, Tz::UTC];
 
 fn random_key(rng: &mut SmallRng) -> String {
@@ -608,7 +650,10 @@ fn build_world(ctx: &Ctx, opts: &SampleOptions) -> World {
         let (name, slug) = if round == 0 {
             (base_name.to_string(), base_slug.to_string())
         } else {
-            (format!("{base_name} {}", round + 1), format!("{base_slug}-{}", round + 1))
+            (
+                format!("{base_name} {}", round + 1),
+                format!("{base_slug}-{}", round + 1),
+            )
         };
         let (tier, limit) = TIERS[i % TIERS.len()];
         let tz = ZONES[i % ZONES.len()];
@@ -639,7 +684,11 @@ fn build_world(ctx: &Ctx, opts: &SampleOptions) -> World {
             customers_csv,
             "{id},{name},billing@{slug}.example,{tier},{},{currency},{stripe},{},",
             vm_ids.join(";"),
-            if cancelled_at.is_some() { "cancelled" } else { "active" },
+            if cancelled_at.is_some() {
+                "cancelled"
+            } else {
+                "active"
+            },
         );
         w_rfc3339(&mut customers_csv, created_at, 0, Frac::None, None);
         customers_csv.push(',');
@@ -655,16 +704,31 @@ fn build_world(ctx: &Ctx, opts: &SampleOptions) -> World {
                 end: cancelled_at.unwrap_or(ctx.end),
                 users: users
                     .iter()
-                    .map(|(k, u)| VmUser { key: k.clone(), user_id: Some(u.clone()) })
+                    .map(|(k, u)| VmUser {
+                        key: k.clone(),
+                        user_id: Some(u.clone()),
+                    })
                     .collect(),
             });
         }
     }
     // A VM nobody lists: its events are kept with a null customer.
     let id = new_vm_id(&mut rng, &mut seen);
-    let orphan = VmUser { key: random_key(&mut rng), user_id: None };
-    vms.push(VmBase { id, tz: Tz::UTC, end: ctx.end, users: vec![orphan] });
-    World { customers_csv, users_csv, vms }
+    let orphan = VmUser {
+        key: random_key(&mut rng),
+        user_id: None,
+    };
+    vms.push(VmBase {
+        id,
+        tz: Tz::UTC,
+        end: ctx.end,
+        users: vec![orphan],
+    });
+    World {
+        customers_csv,
+        users_csv,
+        vms,
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -672,7 +736,7 @@ fn build_world(ctx: &Ctx, opts: &SampleOptions) -> World {
 
 enum Sink {
     Plain(BufWriter<File>),
-    Gz(BufWriter<GzEncoder<File>>),
+    Gz(Box<BufWriter<GzEncoder<File>>>),
 }
 
 impl Sink {
@@ -697,6 +761,9 @@ struct Stream {
     ext: &'static str,
     /// logrotate numbering (`usage.jsonl.2.gz`) rather than dated names.
     numbered: bool,
+    /// Still written at the VM's end, so its last segment is the plain live file. A
+    /// stream that stopped earlier (format switch) is rotated entirely.
+    live: bool,
     table: Table,
     clean: bool,
     segs: Vec<(i64, i64)>,
@@ -715,12 +782,19 @@ struct Stream {
 }
 
 impl Stream {
-    fn new(ctx: &Ctx, dir: &Path, name: (&'static str, &'static str), table: Table, range: (i64, i64)) -> Stream {
+    fn new(
+        ctx: &Ctx,
+        dir: &Path,
+        name: (&'static str, &'static str),
+        table: Table,
+        range: (i64, i64),
+    ) -> Stream {
         Stream {
             dir: dir.to_path_buf(),
             stem: name.0,
             ext: name.1,
             numbered: false,
+            live: true,
             table,
             clean: ctx.clean,
             segs: ctx.segments(range.0, range.1),
@@ -745,13 +819,18 @@ impl Stream {
         self.next == self.segs.len()
     }
 
+    /// Whether segment `j` is the plain live file (not clean).
+    fn is_live(&self, j: usize) -> bool {
+        self.live && j + 1 == self.segs.len()
+    }
+
     fn file_name(&self, j: usize) -> String {
-        let last = j + 1 == self.segs.len();
-        if !self.clean && last {
+        if !self.clean && self.is_live(j) {
             return format!("{}.{}", self.stem, self.ext);
         }
         if !self.clean && self.numbered {
-            return format!("{}.{}.{}.gz", self.stem, self.ext, self.segs.len() - 1 - j);
+            let n = self.segs.len() - j - usize::from(self.live);
+            return format!("{}.{}.{n}.gz", self.stem, self.ext);
         }
         let mut name = format!("{}-", self.stem);
         let start = self.segs[j].0;
@@ -781,12 +860,18 @@ impl Stream {
         self.next += 1;
         self.path = self.dir.join(self.file_name(j));
         let file = File::create(&self.path).map_err(io_err(&self.path))?;
-        self.sink = Some(if !self.clean && !self.is_last() {
-            Sink::Gz(BufWriter::with_capacity(GZ_BUF, GzEncoder::new(file, Compression::fast())))
+        self.sink = Some(if !self.clean && !self.is_live(j) {
+            Sink::Gz(Box::new(BufWriter::with_capacity(
+                GZ_BUF,
+                GzEncoder::new(file, Compression::fast()),
+            )))
         } else {
             Sink::Plain(BufWriter::with_capacity(PLAIN_BUF, file))
         });
-        self.seg = Tally { files: 1, ..Tally::default() };
+        self.seg = Tally {
+            files: 1,
+            ..Tally::default()
+        };
         if let Some(header) = self.header {
             self.emit(header, Bucket::Skipped)?;
         }
@@ -929,26 +1014,45 @@ struct Plan {
 impl Plan {
     fn new(ctx: &Ctx, idx: usize, vm: &VmBase, rng: &mut SmallRng) -> Plan {
         let (start, end) = (ctx.start, vm.end);
-        let half = if ctx.days >= 2 { i64::from(ctx.days / 2) * DAY } else { DAY / 2 };
+        let half = if ctx.days >= 2 {
+            i64::from(ctx.days / 2) * DAY
+        } else {
+            DAY / 2
+        };
         let mid = start + half;
         let never = i64::MAX;
         let usage = [UsageKind::B, UsageKind::A, UsageKind::AThenB][idx % 3];
         let clf = (idx % 2 == 1).then(|| {
-            [ClfFlavor::NginxCombined, ClfFlavor::ApacheCombined, ClfFlavor::ApacheCommon][idx / 2 % 3]
+            [
+                ClfFlavor::NginxCombined,
+                ClfFlavor::ApacheCombined,
+                ClfFlavor::ApacheCommon,
+            ][idx / 2 % 3]
         });
-        let upgrade_at = if idx % 4 == 0 { mid + 10 * 3_600 } else { start };
+        let upgrade_at = if idx.is_multiple_of(4) {
+            mid + 10 * 3_600
+        } else {
+            start
+        };
         let breakdown_since = match idx % 4 {
             0 => upgrade_at,
             1 => never,
             _ => start,
         };
-        let influx_len = if ctx.days >= 2 { i64::from((ctx.days / 10).max(1)) * DAY } else { DAY / 2 };
+        let influx_len = if ctx.days >= 2 {
+            i64::from((ctx.days / 15).max(1)) * DAY
+        } else {
+            DAY / 2
+        };
         let switch = (start + influx_len).min(end);
         let res = match idx % 4 {
             0 => vec![(ResFmt::Influx, start, switch), (ResFmt::Csv, switch, end)],
             1 => vec![(ResFmt::Jsonl, start, end)],
             2 => vec![(ResFmt::Csv, start, end)],
-            _ => vec![(ResFmt::Influx, start, switch), (ResFmt::Jsonl, switch, end)],
+            _ => vec![
+                (ResFmt::Influx, start, switch),
+                (ResFmt::Jsonl, switch, end),
+            ],
         };
         Plan {
             usage,
@@ -964,12 +1068,16 @@ impl Plan {
             a_api_key: rng.random_bool(0.8),
             a_user: rng.random_bool(0.5),
             a_millis: rng.random_bool(0.5),
-            gemini_exec: if rng.random_bool(0.5) { "GeminiCLIExecutor" } else { "GeminiExecutor" },
+            gemini_exec: if rng.random_bool(0.5) {
+                "GeminiCLIExecutor"
+            } else {
+                "GeminiExecutor"
+            },
             claude_oauth: rng.random_bool(0.5),
             res,
             crlf_csv: !ctx.clean && idx % 4 == 2,
-            tail_usage: !ctx.clean && idx % 2 == 0,
-            tail_access: !ctx.clean && idx % 4 == 0,
+            tail_usage: !ctx.clean && idx.is_multiple_of(2),
+            tail_access: !ctx.clean && idx.is_multiple_of(4),
         }
     }
 }
@@ -1000,13 +1108,23 @@ fn gen_vm(ctx: &Ctx, idx: usize, vm: &VmBase) -> Result<Tally, SampleError> {
         (k, want) if k == want => Some((start, end)),
         _ => None,
     };
-    let mut usage_a = usage_range(UsageKind::A)
-        .map(|r| Stream::new(ctx, &cli, ("usage", "log"), Table::ApiUsage, r));
+    let mut usage_a = usage_range(UsageKind::A).map(|r| {
+        let mut s = Stream::new(ctx, &cli, ("usage", "log"), Table::ApiUsage, r);
+        s.live = r.1 == end;
+        s
+    });
     let mut usage_b = usage_range(UsageKind::B)
         .map(|r| Stream::new(ctx, &cli, ("usage", "jsonl"), Table::ApiUsage, r));
-    let access_name = if plan.clf.is_some() { ("access", "log") } else { ("main", "log") };
+    let access_name = if plan.clf.is_some() {
+        ("access", "log")
+    } else {
+        ("main", "log")
+    };
     let mut access = Stream::new(ctx, &cli, access_name, Table::ApiRequests, (start, end));
-    for s in [usage_a.as_mut(), usage_b.as_mut(), Some(&mut access)].into_iter().flatten() {
+    for s in [usage_a.as_mut(), usage_b.as_mut(), Some(&mut access)]
+        .into_iter()
+        .flatten()
+    {
         s.numbered = true;
     }
     let mut res = Vec::new();
@@ -1021,6 +1139,7 @@ fn gen_vm(ctx: &Ctx, idx: usize, vm: &VmBase) -> Result<Tally, SampleError> {
         };
         let mut s = Stream::new(ctx, &res_dir, name, Table::ResourceUsage, (a, b));
         s.header = header;
+        s.live = b == end;
         if fmt == ResFmt::Csv && plan.crlf_csv {
             s.eol = "\r\n";
         }
@@ -1028,8 +1147,20 @@ fn gen_vm(ctx: &Ctx, idx: usize, vm: &VmBase) -> Result<Tally, SampleError> {
             res.push((fmt, s));
         }
     }
-    let commands = Stream::new(ctx, &cmd_dir, ("history", "jsonl"), Table::Activity, (start, end));
-    let mut streams = VmStreams { usage_a, usage_b, access, res, commands };
+    let commands = Stream::new(
+        ctx,
+        &cmd_dir,
+        ("history", "jsonl"),
+        Table::Activity,
+        (start, end),
+    );
+    let mut streams = VmStreams {
+        usage_a,
+        usage_b,
+        access,
+        res,
+        commands,
+    };
 
     if !ctx.clean {
         for s in streams.all_mut() {
@@ -1091,14 +1222,32 @@ struct ModelSpec {
 }
 
 const fn m(name: &'static str, family: Family, reasoning: bool, p: f64, o: f64) -> ModelSpec {
-    ModelSpec { name, family, reasoning, prompt_median: p, out_median: o }
+    ModelSpec {
+        name,
+        family,
+        reasoning,
+        prompt_median: p,
+        out_median: o,
+    }
 }
 
 const MODELS: [ModelSpec; 12] = [
-    m("claude-sonnet-4-5-20250929", Family::Anthropic, false, 24_000.0, 450.0),
+    m(
+        "claude-sonnet-4-5-20250929",
+        Family::Anthropic,
+        false,
+        24_000.0,
+        450.0,
+    ),
     m("claude-opus-4-5", Family::Anthropic, false, 30_000.0, 600.0),
     m("claude-haiku-4-5", Family::Anthropic, false, 6_000.0, 250.0),
-    m("claude-3-5-sonnet-20241022", Family::Anthropic, false, 8_000.0, 400.0),
+    m(
+        "claude-3-5-sonnet-20241022",
+        Family::Anthropic,
+        false,
+        8_000.0,
+        400.0,
+    ),
     m("gpt-5", Family::OpenAi, true, 12_000.0, 900.0),
     m("gpt-5-mini", Family::OpenAi, true, 5_000.0, 500.0),
     m("gpt-4o", Family::OpenAi, false, 3_000.0, 350.0),
@@ -1121,8 +1270,8 @@ const PROFILES: [[u32; 12]; 4] = [
 
 /// Relative call volume per local hour.
 const DIURNAL: [f64; 24] = [
-    0.15, 0.10, 0.08, 0.08, 0.10, 0.15, 0.30, 0.60, 1.00, 1.30, 1.40, 1.40, 1.20, 1.30, 1.40,
-    1.40, 1.30, 1.10, 0.80, 0.60, 0.50, 0.40, 0.30, 0.20,
+    0.15, 0.10, 0.08, 0.08, 0.10, 0.15, 0.30, 0.60, 1.00, 1.30, 1.40, 1.40, 1.20, 1.30, 1.40, 1.40,
+    1.30, 1.10, 0.80, 0.60, 0.50, 0.40, 0.30, 0.20,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -1268,9 +1417,16 @@ impl<'a> Api<'a> {
         let ips = (0..vm.users.len())
             .map(|u| match (u + idx) % 4 {
                 0 => "127.0.0.1".to_string(),
-                1 => format!("10.0.{}.{}", rng.random_range(0..255), rng.random_range(2..255)),
+                1 => format!(
+                    "10.0.{}.{}",
+                    rng.random_range(0..255),
+                    rng.random_range(2..255)
+                ),
                 2 => format!("fd2b:6d4:c6af:cafe::{:x}", rng.random_range(0x10..0xfff)),
-                _ => format!("2001:db8:85a3::8a2e:370:{:x}", rng.random_range(0x1000..0xffff)),
+                _ => format!(
+                    "2001:db8:85a3::8a2e:370:{:x}",
+                    rng.random_range(0x1000..0xffff)
+                ),
             })
             .collect();
         let uas = (0..vm.users.len())
@@ -1326,7 +1482,9 @@ impl<'a> Api<'a> {
                 let k = if minute == 1_439 || p >= 1.0 {
                     left
                 } else {
-                    Binomial::new(left, p).expect("valid binomial").sample(&mut self.rng)
+                    Binomial::new(left, p)
+                        .expect("valid binomial")
+                        .sample(&mut self.rng)
                 };
                 left -= k;
                 if k == 0 {
@@ -1338,7 +1496,8 @@ impl<'a> Api<'a> {
                 }
                 self.offsets.sort_unstable();
                 for i in 0..self.offsets.len() {
-                    let t_ms = (day_start + minute as i64 * 60) * 1_000 + i64::from(self.offsets[i]);
+                    let t_ms =
+                        (day_start + minute as i64 * 60) * 1_000 + i64::from(self.offsets[i]);
                     if t_ms >= end * 1_000 {
                         break 'days;
                     }
@@ -1369,10 +1528,24 @@ impl<'a> Api<'a> {
             _ => 0,
         };
         if let Some(a) = s.usage_a.as_mut() {
-            a.finish(tally, if last_usage == 0 { usage_tail.as_deref() } else { None })?;
+            a.finish(
+                tally,
+                if last_usage == 0 {
+                    usage_tail.as_deref()
+                } else {
+                    None
+                },
+            )?;
         }
         if let Some(b) = s.usage_b.as_mut() {
-            b.finish(tally, if last_usage == 1 { usage_tail.as_deref() } else { None })?;
+            b.finish(
+                tally,
+                if last_usage == 1 {
+                    usage_tail.as_deref()
+                } else {
+                    None
+                },
+            )?;
         }
         s.access.finish(tally, access_tail.as_deref())
     }
@@ -1392,7 +1565,11 @@ impl<'a> Api<'a> {
         self.counter = self.counter.wrapping_add(1);
         let rid = request_id(self.salt, self.counter);
         let n_users = self.vm.users.len();
-        let user = if n_users > 1 && rng.random_bool(0.4) { rng.random_range(1..n_users) } else { 0 };
+        let user = if n_users > 1 && rng.random_bool(0.4) {
+            rng.random_range(1..n_users)
+        } else {
+            0
+        };
         let weights = &PROFILES[self.plan.profile];
         let mut pick = rng.random_range(0..weights.iter().sum::<u32>());
         let mut model = 0;
@@ -1408,10 +1585,18 @@ impl<'a> Api<'a> {
             Family::Anthropic => Ep::Messages,
             Family::OpenAi => {
                 let responses = if spec.reasoning { 0.7 } else { 0.1 };
-                if rng.random_bool(responses) { Ep::Responses } else { Ep::Chat }
+                if rng.random_bool(responses) {
+                    Ep::Responses
+                } else {
+                    Ep::Chat
+                }
             }
             Family::Google => {
-                if rng.random_bool(0.5) { Ep::StreamGenerate } else { Ep::Generate }
+                if rng.random_bool(0.5) {
+                    Ep::StreamGenerate
+                } else {
+                    Ep::Generate
+                }
             }
         };
         let status = if rng.random_bool(0.02) {
@@ -1423,7 +1608,11 @@ impl<'a> Api<'a> {
         } else {
             200
         };
-        let tok = if status == 200 { gen_tokens(rng, spec) } else { Tok::default() };
+        let tok = if status == 200 {
+            gen_tokens(rng, spec)
+        } else {
+            Tok::default()
+        };
         let ttft_ms = (lognormal(rng, 900.0, 0.6) as u64).clamp(80, 30_000);
         let latency_ms = if status == 200 {
             let per_tok = uniform(rng, 6.0, 25.0);
@@ -1464,8 +1653,12 @@ impl<'a> Api<'a> {
 
         // Usage record.
         let one_a = self.uses_1a(secs);
-        let us = (if one_a { s.usage_a.as_mut() } else { s.usage_b.as_mut() })
-            .expect("usage stream for the call time");
+        let us = (if one_a {
+            s.usage_a.as_mut()
+        } else {
+            s.usage_b.as_mut()
+        })
+        .expect("usage stream for the call time");
         us.at(secs, tally)?;
         let quirk = if us.corrupt(&mut self.rng) {
             let q = if one_a {
@@ -1480,8 +1673,16 @@ impl<'a> Api<'a> {
         };
         if quirk == UsageQuirk::CachedOverPrompt {
             // An OpenAI or Google record whose cached tokens exceed its prompt tokens.
-            call.model = if self.rng.random_bool(0.5) { GPT_41 } else { GEMINI_FLASH };
-            call.ep = if call.model == GPT_41 { Ep::Chat } else { Ep::Generate };
+            call.model = if self.rng.random_bool(0.5) {
+                GPT_41
+            } else {
+                GEMINI_FLASH
+            };
+            call.ep = if call.model == GPT_41 {
+                Ep::Chat
+            } else {
+                Ep::Generate
+            };
             call.status = 200;
             let prompt = self.rng.random_range(200..3_000);
             call.tok = Tok {
@@ -1495,10 +1696,16 @@ impl<'a> Api<'a> {
         self.buf.clear();
         self.usage_line(&call, !one_a, quirk);
         if quirk == UsageQuirk::Truncate {
-            let cut = self.rng.random_range(self.buf.len() / 4..self.buf.len() - 2);
+            let cut = self
+                .rng
+                .random_range(self.buf.len() / 4..self.buf.len() - 2);
             self.buf.truncate(cut);
         }
-        let bucket = if quirk == UsageQuirk::None { Bucket::Row } else { Bucket::Reject };
+        let bucket = if quirk == UsageQuirk::None {
+            Bucket::Row
+        } else {
+            Bucket::Reject
+        };
         us.emit(&self.buf, bucket)?;
 
         // Access line, plus the main log's own lines.
@@ -1508,14 +1715,34 @@ impl<'a> Api<'a> {
             if !self.upgraded && secs >= self.plan.upgrade_at {
                 self.upgraded = true;
                 let at = self.plan.upgrade_at;
-                self.main_line(ac, at, None, "info", "main.go:248", "received signal terminated, shutting down", true)?;
+                self.main_line(
+                    ac,
+                    at,
+                    None,
+                    "info",
+                    "main.go:248",
+                    "received signal terminated, shutting down",
+                    true,
+                )?;
                 self.banner(ac, at + 2, false)?;
             }
             if self.rng.random_bool(0.004) {
                 const NOTES: [(&str, &str, &str); 4] = [
-                    ("warn", "conductor.go:611", "auth index 1 cooling down for 60s after upstream rate limit"),
-                    ("info", "watcher.go:233", "config file changed, reloading clients"),
-                    ("warn", "token_refresh.go:88", "oauth token refresh took 4.2s, serving with cached token"),
+                    (
+                        "warn",
+                        "conductor.go:611",
+                        "auth index 1 cooling down for 60s after upstream rate limit",
+                    ),
+                    (
+                        "info",
+                        "watcher.go:233",
+                        "config file changed, reloading clients",
+                    ),
+                    (
+                        "warn",
+                        "token_refresh.go:88",
+                        "oauth token refresh took 4.2s, serving with cached token",
+                    ),
                     ("info", "usage_logger.go:141", "usage statistics flushed"),
                 ];
                 let (level, caller, msg) = NOTES[self.rng.random_range(0..NOTES.len())];
@@ -1528,7 +1755,11 @@ impl<'a> Api<'a> {
                     Family::Google => "gemini_executor.go:276",
                 };
                 self.scratch.clear();
-                let _ = write!(self.scratch, "upstream request failed, status {}", call.status);
+                let _ = write!(
+                    self.scratch,
+                    "upstream request failed, status {}",
+                    call.status
+                );
                 let msg = std::mem::take(&mut self.scratch);
                 self.main_line(ac, secs, Some(call.rid), "error", caller, &msg, false)?;
                 self.scratch = msg;
@@ -1536,13 +1767,21 @@ impl<'a> Api<'a> {
         }
         let aq = if ac.corrupt(&mut self.rng) {
             self.quirk_a += 1;
-            if self.quirk_a % 2 == 1 { AccessQuirk::BadStatus } else { AccessQuirk::BadDate }
+            if self.quirk_a % 2 == 1 {
+                AccessQuirk::BadStatus
+            } else {
+                AccessQuirk::BadDate
+            }
         } else {
             AccessQuirk::None
         };
         self.buf.clear();
         self.access_line(&call, aq);
-        let bucket = if aq == AccessQuirk::None { Bucket::Row } else { Bucket::Reject };
+        let bucket = if aq == AccessQuirk::None {
+            Bucket::Row
+        } else {
+            Bucket::Reject
+        };
         ac.emit(&self.buf, bucket)?;
 
         // Now and then a request that is not a model call.
@@ -1565,7 +1804,11 @@ impl<'a> Api<'a> {
             Ep::Chat => self.path.push_str("/v1/chat/completions"),
             Ep::Responses => self.path.push_str("/v1/responses"),
             Ep::Generate | Ep::StreamGenerate => {
-                let verb = if ep == Ep::Generate { "generateContent" } else { "streamGenerateContent" };
+                let verb = if ep == Ep::Generate {
+                    "generateContent"
+                } else {
+                    "streamGenerateContent"
+                };
                 let _ = write!(self.path, "/v1beta/models/{}:{verb}", MODELS[model].name);
             }
         }
@@ -1651,9 +1894,11 @@ impl<'a> Api<'a> {
         let p = self.plan;
         let t = c.tok;
         let (provider, executor, auth_type) = match (spec.family, c.ep) {
-            (Family::Anthropic, _) => {
-                ("claude", "ClaudeExecutor", if p.claude_oauth { "oauth" } else { "apikey" })
-            }
+            (Family::Anthropic, _) => (
+                "claude",
+                "ClaudeExecutor",
+                if p.claude_oauth { "oauth" } else { "apikey" },
+            ),
             (Family::OpenAi, Ep::Responses) if spec.name.starts_with("gpt-5") => {
                 ("codex", "CodexExecutor", "oauth")
             }
@@ -1662,9 +1907,21 @@ impl<'a> Api<'a> {
         };
         // tokens{} as CLIProxyAPI fills it, and the normalized breakdown.
         let (input, output, reasoning, creation, total) = match spec.family {
-            Family::Anthropic => (t.input, t.output, 0, t.write, t.input + t.read + t.write + t.output),
+            Family::Anthropic => (
+                t.input,
+                t.output,
+                0,
+                t.write,
+                t.input + t.read + t.write + t.output,
+            ),
             Family::OpenAi => (t.input, t.output, t.reasoning, 0, t.input + t.output),
-            Family::Google => (t.input, t.output, t.reasoning, 0, t.input + t.output + t.reasoning),
+            Family::Google => (
+                t.input,
+                t.output,
+                t.reasoning,
+                0,
+                t.input + t.output + t.reasoning,
+            ),
         };
         let b = &mut self.buf;
         b.push('{');
@@ -1673,7 +1930,11 @@ impl<'a> Api<'a> {
             w_rfc3339(b, c.secs, c.nanos, Frac::Nanos, off);
             b.push_str("\",");
         }
-        let _ = write!(b, "\"latency_ms\":{},\"ttft_ms\":{},\"source\":\"", c.latency_ms, c.ttft_ms);
+        let _ = write!(
+            b,
+            "\"latency_ms\":{},\"ttft_ms\":{},\"source\":\"",
+            c.latency_ms, c.ttft_ms
+        );
         if auth_type == "oauth" {
             let _ = write!(b, "{provider}-{}@ops.example", c.auth_index + 1);
         }
@@ -1714,15 +1975,22 @@ impl<'a> Api<'a> {
                  \"reasoning_tokens\":{}}},\"unclassified_tokens\":0}}",
                 in_total + out_total,
                 t.read,
-                if spec.family == Family::Anthropic { t.write } else { 0 },
+                if spec.family == Family::Anthropic {
+                    t.write
+                } else {
+                    0
+                },
                 out_total - non_reasoning,
             );
         }
-        let _ = write!(b, ",\"provider\":\"{provider}\",\"executor_type\":\"{executor}\"");
+        let _ = write!(
+            b,
+            ",\"provider\":\"{provider}\",\"executor_type\":\"{executor}\""
+        );
         if quirk != UsageQuirk::NoModel {
             let _ = write!(b, ",\"model\":\"{}\"", spec.name);
         }
-        let alias = if spec.name == "claude-sonnet-4-5-20250929" && c.rid % 3 == 0 {
+        let alias = if spec.name == "claude-sonnet-4-5-20250929" && c.rid.is_multiple_of(3) {
             "claude-sonnet-4-5"
         } else {
             spec.name
@@ -1740,7 +2008,11 @@ impl<'a> Api<'a> {
             self.path,
             self.vm.users[c.user].key,
             c.rid,
-            if c.rid % 4 == 0 { "default" } else { "" },
+            if c.rid.is_multiple_of(4) {
+                "default"
+            } else {
+                ""
+            },
         );
     }
 
@@ -1777,7 +2049,11 @@ impl<'a> Api<'a> {
             user: c.user,
             method: if head { "HEAD" } else { "GET" },
             path: "/v1/models",
-            bytes: if head { 0 } else { self.rng.random_range(2_000..2_600) },
+            bytes: if head {
+                0
+            } else {
+                self.rng.random_range(2_000..2_600)
+            },
             ua: c.ua,
         };
         match self.plan.clf {
@@ -1881,13 +2157,35 @@ impl<'a> Api<'a> {
 
     fn banner(&mut self, ac: &mut Stream, secs: i64, old: bool) -> Result<(), SampleError> {
         let (version, caller) = if old {
-            ("CLIProxyAPI Version: 6.3.2, Commit: 1a7c9e2, BuiltAt: 2026-07-02T11:20:31Z", "main.go:180")
+            (
+                "CLIProxyAPI Version: 6.3.2, Commit: 1a7c9e2, BuiltAt: 2026-07-02T11:20:31Z",
+                "main.go:180",
+            )
         } else {
-            ("CLIProxyAPI Version: 6.6.0, Commit: 8d4b2c1, BuiltAt: 2026-09-18T08:12:55Z", "main.go:212")
+            (
+                "CLIProxyAPI Version: 6.6.0, Commit: 8d4b2c1, BuiltAt: 2026-09-18T08:12:55Z",
+                "main.go:212",
+            )
         };
         self.main_line(ac, secs, None, "info", caller, version, old)?;
-        self.main_line(ac, secs, None, "info", "server.go:471", "API server started successfully on: :8317", old)?;
-        self.main_line(ac, secs + 1, None, "info", "watcher.go:172", "watching config file and auth directory", old)
+        self.main_line(
+            ac,
+            secs,
+            None,
+            "info",
+            "server.go:471",
+            "API server started successfully on: :8317",
+            old,
+        )?;
+        self.main_line(
+            ac,
+            secs + 1,
+            None,
+            "info",
+            "watcher.go:172",
+            "watching config file and auth directory",
+            old,
+        )
     }
 }
 
@@ -1923,7 +2221,13 @@ fn gen_tokens(rng: &mut SmallRng, spec: &ModelSpec) -> Tok {
                 (0, 0)
             };
             let input = (ctx - read - write).max(1);
-            Tok { input, output, read, write, reasoning: 0 }
+            Tok {
+                input,
+                output,
+                read,
+                write,
+                reasoning: 0,
+            }
         }
         Family::OpenAi => {
             let prompt = (lognormal(rng, spec.prompt_median, 1.0) as u64).clamp(20, 200_000);
@@ -1932,18 +2236,38 @@ fn gen_tokens(rng: &mut SmallRng, spec: &ModelSpec) -> Tok {
             } else {
                 0
             };
-            let reasoning = if spec.reasoning { (output as f64 * uniform(rng, 0.2, 0.85)) as u64 } else { 0 };
-            Tok { input: prompt, output, read, write: 0, reasoning }
+            let reasoning = if spec.reasoning {
+                (output as f64 * uniform(rng, 0.2, 0.85)) as u64
+            } else {
+                0
+            };
+            Tok {
+                input: prompt,
+                output,
+                read,
+                write: 0,
+                reasoning,
+            }
         }
         Family::Google => {
             let prompt = (lognormal(rng, spec.prompt_median, 1.0) as u64).clamp(20, 1_000_000);
-            let read = if rng.random_bool(0.3) { (prompt as f64 * uniform(rng, 0.2, 0.8)) as u64 } else { 0 };
+            let read = if rng.random_bool(0.3) {
+                (prompt as f64 * uniform(rng, 0.2, 0.8)) as u64
+            } else {
+                0
+            };
             let reasoning = if spec.reasoning {
                 (lognormal(rng, spec.out_median * 1.2, 0.9) as u64).clamp(1, 32_000)
             } else {
                 0
             };
-            Tok { input: prompt, output, read, write: 0, reasoning }
+            Tok {
+                input: prompt,
+                output,
+                read,
+                write: 0,
+                reasoning,
+            }
         }
     }
 }
@@ -1983,9 +2307,21 @@ impl<'a> Resources<'a> {
         let cores = [2, 4][rng.random_range(0..2)];
         let mem_gib = [4u64, 8, 16][rng.random_range(0..3)];
         let disk_gb = [40u64, 80, 160][rng.random_range(0..3)];
-        let mut ifaces = vec![Iface { name: "eth0", rx: 0, tx: 0, prx: 0, ptx: 0 }];
+        let mut ifaces = vec![Iface {
+            name: "eth0",
+            rx: 0,
+            tx: 0,
+            prx: 0,
+            ptx: 0,
+        }];
         if rng.random_bool(0.5) {
-            ifaces.push(Iface { name: "docker0", rx: 0, tx: 0, prx: 0, ptx: 0 });
+            ifaces.push(Iface {
+                name: "docker0",
+                rx: 0,
+                tx: 0,
+                prx: 0,
+                ptx: 0,
+            });
         }
         for i in &mut ifaces {
             i.rx = rng.random_range(1_000_000..5_000_000_000);
@@ -2012,7 +2348,11 @@ impl<'a> Resources<'a> {
         }
     }
 
-    fn run(mut self, streams: &mut [(ResFmt, Stream)], tally: &mut Tally) -> Result<(), SampleError> {
+    fn run(
+        mut self,
+        streams: &mut [(ResFmt, Stream)],
+        tally: &mut Tally,
+    ) -> Result<(), SampleError> {
         // Counter reset (reboot) half-way through each Telegraf range, when not clean.
         let resets: Vec<i64> = self
             .plan
@@ -2027,7 +2367,8 @@ impl<'a> Resources<'a> {
         let mut t = self.ctx.start;
         let mut si = 0;
         while t < self.vm.end {
-            while si + 1 < streams.len() && t >= streams[si].1.segs.last().map_or(i64::MIN, |s| s.1) {
+            while si + 1 < streams.len() && t >= streams[si].1.segs.last().map_or(i64::MIN, |s| s.1)
+            {
                 si += 1;
             }
             let (fmt, stream) = &mut streams[si];
@@ -2075,7 +2416,10 @@ impl<'a> Resources<'a> {
     fn net_mb(&mut self, t: i64) -> (f64, f64) {
         let h = self.local_hour(t);
         let d = 0.3 + DIURNAL[h];
-        (lognormal(&mut self.rng, 2.0 * d, 0.8), lognormal(&mut self.rng, 0.8 * d, 0.8))
+        (
+            lognormal(&mut self.rng, 2.0 * d, 0.8),
+            lognormal(&mut self.rng, 0.8 * d, 0.8),
+        )
     }
 
     /// CSV or JSONL sample: `timestamp,cpu_percent,memory_percent,disk_gb,network_in_mb,network_out_mb`.
@@ -2121,7 +2465,10 @@ impl<'a> Resources<'a> {
                 b.truncate(cut);
             }
         }
-        s.emit(&self.buf, if corrupt { Bucket::Reject } else { Bucket::Row })
+        s.emit(
+            &self.buf,
+            if corrupt { Bucket::Reject } else { Bucket::Row },
+        )
     }
 
     /// One Telegraf interval: cpu-total, per-core cpu (skipped), disk, mem, net per
@@ -2143,8 +2490,8 @@ impl<'a> Resources<'a> {
         let (iowait, system) = (cpu * 0.04, cpu * 0.26);
         let _ = write!(
             line,
-            "cpu,cpu=cpu-total,host={host} usage_active={cpu:.4},usage_idle={:.4},usage_iowait={iowait:.4},\
-             usage_system={system:.4},usage_user={:.4} {ns}",
+            "cpu,cpu=cpu-total,host={host} usage_active={cpu:.2},usage_idle={:.2},usage_iowait={iowait:.2},\
+             usage_system={system:.2},usage_user={:.2} {ns}",
             100.0 - cpu,
             cpu - iowait - system,
         );
@@ -2154,8 +2501,8 @@ impl<'a> Resources<'a> {
             line.clear();
             let _ = write!(
                 line,
-                "cpu,cpu=cpu{core},host={host} usage_active={c:.4},usage_idle={:.4},usage_iowait={:.4},\
-                 usage_system={:.4},usage_user={:.4} {ns}",
+                "cpu,cpu=cpu{core},host={host} usage_active={c:.2},usage_idle={:.2},usage_iowait={:.2},\
+                 usage_system={:.2},usage_user={:.2} {ns}",
                 100.0 - c,
                 c * 0.04,
                 c * 0.26,
@@ -2217,12 +2564,20 @@ impl<'a> Resources<'a> {
 
 /// Emits a used Telegraf line, or (when `broken`) the line cut right after one of its
 /// field `=` signs so that it no longer parses.
-fn emit_influx(rng: &mut SmallRng, s: &mut Stream, line: &mut String, broken: bool) -> Result<(), SampleError> {
+fn emit_influx(
+    rng: &mut SmallRng,
+    s: &mut Stream,
+    line: &mut String,
+    broken: bool,
+) -> Result<(), SampleError> {
     if !broken {
         return s.emit(line, Bucket::Row);
     }
     let fields_at = line.find(' ').expect("influx line has a field set");
-    let eqs: Vec<usize> = line[fields_at..].match_indices('=').map(|(i, _)| fields_at + i).collect();
+    let eqs: Vec<usize> = line[fields_at..]
+        .match_indices('=')
+        .map(|(i, _)| fields_at + i)
+        .collect();
     let cut = eqs[rng.random_range(0..eqs.len())] + 1;
     line.truncate(cut);
     s.emit(line, Bucket::Reject)
@@ -2251,10 +2606,17 @@ const PATTERNS: [(&str, &str); 4] = [
     ("git-sync", "git fetch --all && git rebase origin/main"),
     ("deploy-release", "./scripts/deploy.sh --env prod"),
     ("db-backup", "pg_dump -Fc app > /backups/app.dump"),
-    ("log-check", "journalctl -u cliproxyapi --since \"1 hour ago\""),
+    (
+        "log-check",
+        "journalctl -u cliproxyapi --since \"1 hour ago\"",
+    ),
 ];
-const OPERATIONS: [&str; 4] =
-    ["systemctl restart cliproxyapi", "apt-get upgrade -y", "certbot renew", "reboot"];
+const OPERATIONS: [&str; 4] = [
+    "systemctl restart cliproxyapi",
+    "apt-get upgrade -y",
+    "certbot renew",
+    "reboot",
+];
 const UNIX_USERS: [&str; 4] = ["ubuntu", "deploy", "root", "ci"];
 
 struct Commands<'a> {
@@ -2285,7 +2647,11 @@ impl<'a> Commands<'a> {
     }
 
     fn run(mut self, s: &mut Stream, tally: &mut Tally) -> Result<(), SampleError> {
-        let per_day = if self.ctx.events_per_day == 0 { 0 } else { (self.ctx.events_per_day + 5) / 10 };
+        let per_day = if self.ctx.events_per_day == 0 {
+            0
+        } else {
+            (self.ctx.events_per_day + 5) / 10
+        };
         for day in 0..i64::from(self.ctx.days) {
             let day_start = self.ctx.start + day * DAY;
             self.times.clear();
@@ -2318,7 +2684,9 @@ impl<'a> Commands<'a> {
                     self.cmd.push_str("export OPENAI_API_KEY=sk-proj-");
                     push_random(&mut self.cmd, rng, ALNUM, 40);
                 }
-                1 => self.cmd.push_str("mysql -h db.internal -u app --password hunter2 billing"),
+                1 => self
+                    .cmd
+                    .push_str("mysql -h db.internal -u app --password hunter2 billing"),
                 2 => {
                     self.cmd.push_str("curl -H \"Authorization: Bearer ");
                     push_random(&mut self.cmd, rng, ALNUM, 32);
@@ -2331,19 +2699,25 @@ impl<'a> Commands<'a> {
             }
             ("command", None)
         } else if r < 0.75 {
-            self.cmd.push_str(COMMANDS[rng.random_range(0..COMMANDS.len())]);
+            self.cmd
+                .push_str(COMMANDS[rng.random_range(0..COMMANDS.len())]);
             ("command", None)
         } else if r < 0.9 {
             let (name, cmd) = PATTERNS[rng.random_range(0..PATTERNS.len())];
             self.cmd.push_str(cmd);
             ("pattern", Some(name))
         } else {
-            self.cmd.push_str(OPERATIONS[rng.random_range(0..OPERATIONS.len())]);
+            self.cmd
+                .push_str(OPERATIONS[rng.random_range(0..OPERATIONS.len())]);
             ("operation", None)
         };
         let user = UNIX_USERS[rng.random_range(0..UNIX_USERS.len())];
         let duration = lognormal(rng, 2.0, 1.5).min(3_600.0);
-        let exit_code = if rng.random_bool(0.9) { 0 } else { [1, 2, 127, 130][rng.random_range(0..4)] };
+        let exit_code = if rng.random_bool(0.9) {
+            0
+        } else {
+            [1, 2, 127, 130][rng.random_range(0..4)]
+        };
         let corrupt = s.corrupt(rng);
         let quirk = if corrupt {
             self.quirk += 1;
@@ -2361,7 +2735,10 @@ impl<'a> Commands<'a> {
             b.push_str("\",");
         }
         let kind = if quirk == 0 { "login" } else { kind };
-        let _ = write!(b, "\"user\":\"{user}\",\"activity_type\":\"{kind}\",\"command\":\"");
+        let _ = write!(
+            b,
+            "\"user\":\"{user}\",\"activity_type\":\"{kind}\",\"command\":\""
+        );
         push_json_escaped(b, &self.cmd);
         b.push_str("\",\"pattern_name\":");
         match pattern {
@@ -2370,12 +2747,18 @@ impl<'a> Commands<'a> {
             }
             None => b.push_str("null"),
         }
-        let _ = write!(b, ",\"duration_seconds\":{duration:.2},\"exit_code\":{exit_code}}}");
+        let _ = write!(
+            b,
+            ",\"duration_seconds\":{duration:.2},\"exit_code\":{exit_code}}}"
+        );
         if quirk == 2 {
             let cut = self.rng.random_range(b.len() / 3..b.len() - 1);
             b.truncate(cut);
         }
-        s.emit(&self.buf, if corrupt { Bucket::Reject } else { Bucket::Row })
+        s.emit(
+            &self.buf,
+            if corrupt { Bucket::Reject } else { Bucket::Row },
+        )
     }
 }
 
@@ -2418,12 +2801,18 @@ mod tests {
                 let raw = fs::read(&p).expect("read file");
                 let text = if p.extension().is_some_and(|e| e == "gz") {
                     let mut v = Vec::new();
-                    flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut v).expect("gunzip");
+                    flate2::read::MultiGzDecoder::new(&raw[..])
+                        .read_to_end(&mut v)
+                        .expect("gunzip");
                     v
                 } else {
                     raw.clone()
                 };
-                (p.strip_prefix(root).expect("under root").to_path_buf(), raw, text)
+                (
+                    p.strip_prefix(root).expect("under root").to_path_buf(),
+                    raw,
+                    text,
+                )
             })
             .collect()
     }
@@ -2441,7 +2830,10 @@ mod tests {
 
     #[test]
     fn same_seed_gives_identical_tree() {
-        let (a, b) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+        let (a, b) = (
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        );
         let ta = generate(&opts(a.path(), false)).expect("generate a");
         let tb = generate(&opts(b.path(), false)).expect("generate b");
         assert_eq!(ta, tb);
@@ -2452,7 +2844,11 @@ mod tests {
             assert!(ra == rb, "{} differs", pa.display());
         }
         let c = tempfile::tempdir().expect("tempdir");
-        let tc = generate(&SampleOptions { seed: 8, ..opts(c.path(), false) }).expect("generate c");
+        let tc = generate(&SampleOptions {
+            seed: 8,
+            ..opts(c.path(), false)
+        })
+        .expect("generate c");
         assert_ne!(ta, tc, "another seed gives another tree");
     }
 
@@ -2464,37 +2860,77 @@ mod tests {
             assert_eq!((e.rejects, e.duplicates), (0, 0), "{name}");
             assert!(e.rows > 0, "{name} has rows");
         }
-        assert!(totals.tables["resource_usage"].skipped > 0, "csv headers and per-core rows");
-        assert!(totals.tables["api_requests"].skipped > 0, "main-log banner lines");
+        assert!(
+            totals.tables["resource_usage"].skipped > 0,
+            "csv headers and per-core rows"
+        );
+        assert!(
+            totals.tables["api_requests"].skipped > 0,
+            "main-log banner lines"
+        );
         let tree = read_tree(dir.path());
-        assert!(tree.iter().all(|(p, _, _)| p.extension().is_none_or(|e| e != "gz")));
-        assert!(!tree.iter().any(|(p, _, _)| p.components().any(|c| c.as_os_str() == "reshipped")));
+        assert!(
+            tree.iter()
+                .all(|(p, _, _)| p.extension().is_none_or(|e| e != "gz"))
+        );
+        assert!(
+            !tree
+                .iter()
+                .any(|(p, _, _)| p.components().any(|c| c.as_os_str() == "reshipped"))
+        );
 
         // Usage records parse, carry unique 8-hex request ids per VM, keep cached <= prompt
         // for OpenAI and Google, and use Z timestamps.
         let mut ids: HashMap<(String, String), usize> = HashMap::new();
         for (path, _, text) in &tree {
-            let vm = path.components().next().expect("component").as_os_str().to_string_lossy().to_string();
+            let vm = path
+                .components()
+                .next()
+                .expect("component")
+                .as_os_str()
+                .to_string_lossy()
+                .to_string();
             if !path.to_string_lossy().contains("cliproxy") {
                 continue;
             }
-            for line in std::str::from_utf8(text).expect("utf8").lines().filter(|l| l.starts_with('{')) {
+            for line in std::str::from_utf8(text)
+                .expect("utf8")
+                .lines()
+                .filter(|l| l.starts_with('{'))
+            {
                 let v: serde_json::Value = serde_json::from_str(line).expect("clean json parses");
-                assert!(v["timestamp"].as_str().expect("timestamp").ends_with('Z'), "{line}");
+                assert!(
+                    v["timestamp"].as_str().expect("timestamp").ends_with('Z'),
+                    "{line}"
+                );
                 let provider = v["provider"].as_str().unwrap_or("");
                 let (input, cached) = match v.get("tokens") {
-                    Some(t) => (t["input_tokens"].as_u64().expect("u64"), t["cached_tokens"].as_u64().expect("u64")),
+                    Some(t) => (
+                        t["input_tokens"].as_u64().expect("u64"),
+                        t["cached_tokens"].as_u64().expect("u64"),
+                    ),
                     None => (
                         v["input_tokens"].as_u64().expect("u64"),
-                        v.get("cache_read_tokens").and_then(|c| c.as_u64()).unwrap_or(0),
+                        v.get("cache_read_tokens")
+                            .and_then(|c| c.as_u64())
+                            .unwrap_or(0),
                     ),
                 };
-                let path_field = v.get("path").or(v.get("endpoint")).and_then(|p| p.as_str()).unwrap_or("");
+                let path_field = v
+                    .get("path")
+                    .or(v.get("endpoint"))
+                    .and_then(|p| p.as_str())
+                    .unwrap_or("");
                 if provider != "claude" && provider != "anthropic" && path_field != "/v1/messages" {
                     assert!(cached <= input, "{line}");
                 }
                 if let Some(rid) = v.get("request_id").and_then(|r| r.as_str()) {
-                    assert!(rid.len() == 8 && rid.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+                    assert!(
+                        rid.len() == 8
+                            && rid
+                                .bytes()
+                                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+                    );
                     *ids.entry((vm.clone(), rid.to_string())).or_default() += 1;
                 }
             }
@@ -2509,13 +2945,25 @@ mod tests {
         let totals = generate(&opts(dir.path(), false)).expect("generate");
         let tree = read_tree(dir.path());
         assert_eq!(totals.files, tree.len() as u64);
-        assert_eq!(totals.bytes, tree.iter().map(|(_, raw, _)| raw.len() as u64).sum::<u64>());
+        assert_eq!(
+            totals.bytes,
+            tree.iter().map(|(_, raw, _)| raw.len() as u64).sum::<u64>()
+        );
         let newlines = |t: &[u8]| t.iter().filter(|&&b| b == b'\n').count() as u64;
-        assert_eq!(totals.lines, tree.iter().map(|(_, _, t)| newlines(t)).sum::<u64>());
+        assert_eq!(
+            totals.lines,
+            tree.iter().map(|(_, _, t)| newlines(t)).sum::<u64>()
+        );
 
         // Every line of a VM file (plus unterminated last lines) is in exactly one bucket.
-        let vm_files: Vec<_> = tree.iter().filter(|(p, _, _)| p.components().count() > 1).collect();
-        let unterminated = vm_files.iter().filter(|(_, _, t)| t.last().is_some_and(|&b| b != b'\n')).count() as u64;
+        let vm_files: Vec<_> = tree
+            .iter()
+            .filter(|(p, _, _)| p.components().count() > 1)
+            .collect();
+        let unterminated = vm_files
+            .iter()
+            .filter(|(_, _, t)| t.last().is_some_and(|&b| b != b'\n'))
+            .count() as u64;
         assert!(unterminated > 0, "not clean writes cut-off live files");
         let all = sum(&totals);
         assert_eq!(
@@ -2523,21 +2971,36 @@ mod tests {
             vm_files.iter().map(|(_, _, t)| newlines(t)).sum::<u64>() + unterminated
         );
         for (name, e) in &totals.tables {
-            assert!(e.rows > 0 && e.duplicates > 0 && e.rejects > 0, "{name}: {e:?}");
+            assert!(
+                e.rows > 0 && e.duplicates > 0 && e.rejects > 0,
+                "{name}: {e:?}"
+            );
         }
-        assert!(tree.iter().any(|(p, _, _)| p.extension().is_some_and(|e| e == "gz")));
+        assert!(
+            tree.iter()
+                .any(|(p, _, _)| p.extension().is_some_and(|e| e == "gz"))
+        );
 
         // Duplicates are exactly the lines that also occur in another file of the same VM
         // (CSV headers aside).
         let mut files_per_line: HashMap<(String, &[u8]), BTreeSet<&Path>> = HashMap::new();
         for (path, _, text) in &vm_files {
-            let vm = path.components().next().expect("component").as_os_str().to_string_lossy().to_string();
+            let vm = path
+                .components()
+                .next()
+                .expect("component")
+                .as_os_str()
+                .to_string_lossy()
+                .to_string();
             for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
                 if line.starts_with(b"timestamp,cpu_percent") {
                     continue;
                 }
-                files_per_line.entry((vm.clone(), line)).or_default().insert(path.as_path());
+                files_per_line
+                    .entry((vm.clone(), line))
+                    .or_default()
+                    .insert(path.as_path());
             }
         }
         let copies: u64 = files_per_line.values().map(|f| f.len() as u64 - 1).sum();
@@ -2548,7 +3011,10 @@ mod tests {
     fn refuses_a_non_empty_directory() {
         let dir = tempfile::tempdir().expect("tempdir");
         fs::write(dir.path().join("x"), "x").expect("write");
-        assert!(matches!(generate(&opts(dir.path(), false)), Err(SampleError::NotEmpty { .. })));
+        assert!(matches!(
+            generate(&opts(dir.path(), false)),
+            Err(SampleError::NotEmpty { .. })
+        ));
     }
 
     #[test]

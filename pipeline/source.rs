@@ -76,6 +76,7 @@ pub fn discover(input: &Path) -> Result<Discovery> {
     for entry in entries {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') {
+            d.ignored.push(Ignored { path: name, reason: "hidden".into(), attention: false });
             continue;
         }
         let path = entry.path();
@@ -101,6 +102,7 @@ pub fn discover(input: &Path) -> Result<Discovery> {
         for sub in subs {
             let sub_name = sub.file_name().to_string_lossy().into_owned();
             if sub_name.starts_with('.') {
+                d.ignored.push(Ignored { path: format!("{name}/{sub_name}"), reason: "hidden".into(), attention: false });
                 continue;
             }
             let kind = match sub_name.as_str() {
@@ -132,11 +134,12 @@ fn walk(dir: &Path, rel: &str, vm: &str, kind: SourceKind, depth: usize, d: &mut
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let name = entry.file_name().to_string_lossy().into_owned();
+        let child = format!("{rel}/{name}");
         if name.starts_with('.') {
+            d.ignored.push(Ignored { path: child, reason: "hidden".into(), attention: false });
             continue;
         }
         let path = entry.path();
-        let child = format!("{rel}/{name}");
         let meta = match std::fs::metadata(&path) {
             Ok(m) => m,
             Err(e) => {

@@ -116,10 +116,11 @@ fn rotated_copy_with_three_new_lines_adds_three_rows() {
     let file = first
         .files
         .iter()
-        .find(|f| f.path.ends_with(".jsonl") && f.path.contains("/cliproxy/") && f.tables.get(&Table::ApiUsage).is_some_and(|c| c.rows > 10))
-        .expect("sample data has a plain usage log")
-        .path
-        .clone();
+        .filter(|f| f.path.ends_with(".jsonl") && f.path.contains("/cliproxy/"))
+        .filter(|f| f.tables.get(&Table::ApiUsage).is_some_and(|c| c.rows > 10) && f.counts.skipped == 0)
+        .map(|f| f.path.clone())
+        .find(|p| std::fs::read(input.join(p)).unwrap().ends_with(b"\n"))
+        .expect("sample data has a plain, complete usage log");
     let original = std::fs::read_to_string(input.join(&file)).unwrap();
     let last_ts = "2026-10-30T23:59:0";
     let mut rotated = original.clone();
@@ -129,7 +130,8 @@ fn rotated_copy_with_three_new_lines_adds_three_rows() {
             100 + i
         ));
     }
-    let rotated_path = input.join(format!("{file}.1.gz"));
+    let rotated_path = input.join(format!("{file}.9.gz"));
+    assert!(!rotated_path.exists());
     let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(&rotated_path).unwrap(), flate2::Compression::default());
     gz.write_all(rotated.as_bytes()).unwrap();
     gz.finish().unwrap();
@@ -234,11 +236,11 @@ fn bad_ids_never_reach_a_path() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("input");
     tiny_input(&input);
-    std::fs::create_dir_all(input.join("..evil/cliproxy")).unwrap();
-    std::fs::write(input.join("..evil/cliproxy/x.log"), "x\n").unwrap();
+    std::fs::create_dir_all(input.join("vm 1;rm -rf/cliproxy")).unwrap();
+    std::fs::write(input.join("vm 1;rm -rf/cliproxy/x.log"), "x\n").unwrap();
     let lake = tmp.path().join("lake");
     let report = ingest(&input, &lake, "run-1");
-    assert!(report.ignored_paths.iter().any(|i| i.path == "..evil" && i.attention));
+    assert!(report.ignored_paths.iter().any(|i| i.path == "vm 1;rm -rf" && i.attention), "{:?}", report.ignored_paths);
     assert!(report.needs_attention());
 
     std::fs::write(
