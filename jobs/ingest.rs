@@ -54,11 +54,22 @@ pub fn run(args: IngestArgs) -> Outcome {
     match ingest::run(&ctx, &opts) {
         Ok(report) => {
             eprint!("{}", report.summary());
-            eprintln!("  report: {}/_runs/{}.json", opts.lake.display(), report.run_id);
+            eprintln!(
+                "  report: {}/_runs/{}.json",
+                opts.lake.display(),
+                report.run_id
+            );
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&report).expect("the report serializes"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("the report serializes")
+                );
             }
-            if report.needs_attention() { Outcome::NeedsAttention } else { Outcome::Done }
+            if report.needs_attention() {
+                Outcome::NeedsAttention
+            } else {
+                Outcome::Done
+            }
         }
         Err(e) => fail(&e),
     }

@@ -38,12 +38,19 @@ impl Ctx {
     pub fn new(clock: Arc<dyn Clock>, job: &str) -> Ctx {
         let now = clock.now();
         let salt = std::process::id() as u64 ^ now.timestamp_subsec_nanos() as u64;
-        let run_id = format!("{}-{job}-{:04x}", now.format("%Y%m%dT%H%M%SZ"), salt & 0xffff);
+        let run_id = format!(
+            "{}-{job}-{:04x}",
+            now.format("%Y%m%dT%H%M%SZ"),
+            salt & 0xffff
+        );
         Ctx { clock, run_id }
     }
 
     /// A context with a given run id (tests).
     pub fn with_run_id(clock: Arc<dyn Clock>, run_id: impl Into<String>) -> Ctx {
-        Ctx { clock, run_id: run_id.into() }
+        Ctx {
+            clock,
+            run_id: run_id.into(),
+        }
     }
 }

@@ -63,16 +63,22 @@ impl Error {
                 Some("pass --input the directory that holds customers.csv and one folder per VM")
             }
             Error::Read { .. } => Some("check that the file exists and is readable by this user"),
-            Error::Write { .. } => Some("check that the lake directory is writable and the disk has space"),
-            Error::Registry { .. } => Some("fix the registry file and run again; nothing was written"),
+            Error::Write { .. } => {
+                Some("check that the lake directory is writable and the disk has space")
+            }
+            Error::Registry { .. } => {
+                Some("fix the registry file and run again; nothing was written")
+            }
             Error::Locked { .. } => Some(
                 "wait for the other run to finish; if none is running, the lock is released automatically when its process exits",
             ),
-            Error::Lake { .. } | Error::Parquet { .. } => {
-                Some("the lake needs attention: inspect the named file, or rebuild the affected dates with --rebuild")
-            }
+            Error::Lake { .. } | Error::Parquet { .. } => Some(
+                "the lake needs attention: inspect the named file, or rebuild the affected dates with --rebuild",
+            ),
             Error::Usage(_) => Some("see --help"),
-            Error::Arrow(_) | Error::Invariant(_) => Some("this is a bug in meter: please report it with the run report"),
+            Error::Arrow(_) | Error::Invariant(_) => {
+                Some("this is a bug in meter: please report it with the run report")
+            }
         }
     }
 }
@@ -87,9 +93,15 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn read_ctx(self, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| Error::Read { path: path.into(), source })
+        self.map_err(|source| Error::Read {
+            path: path.into(),
+            source,
+        })
     }
     fn write_ctx(self, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| Error::Write { path: path.into(), source })
+        self.map_err(|source| Error::Write {
+            path: path.into(),
+            source,
+        })
     }
 }

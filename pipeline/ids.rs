@@ -39,7 +39,12 @@ pub type EventId = u128;
 
 pub fn request_event_id(table: &str, vm: &str, request_id: &str, ts_us: i64) -> EventId {
     let mut h = Xxh3::new();
-    for part in [table.as_bytes(), vm.as_bytes(), b"rid".as_slice(), request_id.as_bytes()] {
+    for part in [
+        table.as_bytes(),
+        vm.as_bytes(),
+        b"rid".as_slice(),
+        request_id.as_bytes(),
+    ] {
         h.update(part);
         h.update(&[0x1f]);
     }
@@ -107,7 +112,18 @@ mod tests {
 
     #[test]
     fn ids_that_could_escape_a_path_are_invalid() {
-        for bad in ["", "..", "../../etc", "a/b", "a\\b", ".hidden", "-x", "a b", "é", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "..",
+            "../../etc",
+            "a/b",
+            "a\\b",
+            ".hidden",
+            "-x",
+            "a b",
+            "é",
+            &"x".repeat(65),
+        ] {
             assert!(!valid_id(bad), "{bad:?} should be invalid");
         }
         for good in ["vm-a1b2c3", "cust_0001", "A.b-c_d", "7"] {

@@ -18,8 +18,8 @@ use arrow::array::{Array, StringArray};
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
@@ -69,16 +69,28 @@ impl Lake {
                 let holder = fs::read_to_string(&lock_path).unwrap_or_default();
                 return Err(Error::Locked {
                     path: root.to_path_buf(),
-                    holder: if holder.trim().is_empty() { "unknown".into() } else { holder.trim().to_string() },
+                    holder: if holder.trim().is_empty() {
+                        "unknown".into()
+                    } else {
+                        holder.trim().to_string()
+                    },
                 });
             }
-            Err(fs::TryLockError::Error(e)) => return Err(Error::Write { path: lock_path, source: e }),
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(Error::Write {
+                    path: lock_path,
+                    source: e,
+                });
+            }
         }
         lock.set_len(0).write_ctx(&lock_path)?;
         (&lock)
             .write_all(format!("run {run_id}, pid {}", std::process::id()).as_bytes())
             .write_ctx(&lock_path)?;
-        let lake = Lake { root: root.to_path_buf(), _lock: lock };
+        let lake = Lake {
+            root: root.to_path_buf(),
+            _lock: lock,
+        };
         lake.check_layout()?;
         lake.recover()?;
         Ok(lake)
@@ -92,8 +104,10 @@ impl Lake {
         let path = self.root.join("_lake.json");
         if path.exists() {
             let text = fs::read_to_string(&path).read_ctx(&path)?;
-            let meta: LakeMeta = serde_json::from_str(&text)
-                .map_err(|e| Error::Lake { path: path.clone(), message: format!("unreadable layout file: {e}") })?;
+            let meta: LakeMeta = serde_json::from_str(&text).map_err(|e| Error::Lake {
+                path: path.clone(),
+                message: format!("unreadable layout file: {e}"),
+            })?;
             if meta.layout_version != LAYOUT_VERSION {
                 return Err(Error::Lake {
                     path,
@@ -110,7 +124,12 @@ impl Lake {
             tables: Table::ALL.iter().map(|t| t.name().to_string()).collect(),
             created_by: format!("meter {}", env!("CARGO_PKG_VERSION")),
         };
-        write_atomic(&path, serde_json::to_string_pretty(&meta).expect("serializable").as_bytes())
+        write_atomic(
+            &path,
+            serde_json::to_string_pretty(&meta)
+                .expect("serializable")
+                .as_bytes(),
+        )
     }
 
     /// Finishes commits that a previous run started, and removes temporary
@@ -122,8 +141,10 @@ impl Lake {
                 let path = entry.path();
                 if path.to_string_lossy().ends_with(".commit.json") {
                     let text = fs::read_to_string(&path).read_ctx(&path)?;
-                    let commit: Commit = serde_json::from_str(&text)
-                        .map_err(|e| Error::Lake { path: path.clone(), message: format!("unreadable commit journal: {e}") })?;
+                    let commit: Commit = serde_json::from_str(&text).map_err(|e| Error::Lake {
+                        path: path.clone(),
+                        message: format!("unreadable commit journal: {e}"),
+                    })?;
                     apply(&commit)?;
                     fs::remove_file(&path).write_ctx(&path)?;
                 }
@@ -143,17 +164,25 @@ impl Lake {
     }
 
     pub fn partition_dir(&self, table: Table, date: NaiveDate) -> PathBuf {
-        self.root.join(table.name()).join(format!("date={}", date.format("%Y-%m-%d")))
+        self.root
+            .join(table.name())
+            .join(format!("date={}", date.format("%Y-%m-%d")))
     }
 
     /// Every `date=` directory of a table.
     pub fn partition_dirs(&self, table: Table) -> Result<Vec<PathBuf>> {
         let dir = self.root.join(table.name());
-        let Ok(entries) = fs::read_dir(&dir) else { return Ok(Vec::new()) };
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return Ok(Vec::new());
+        };
         let mut out: Vec<PathBuf> = entries
             .flatten()
             .map(|e| e.path())
-            .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("date=")))
+            .filter(|p| {
+                p.is_dir()
+                    && p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("date="))
+            })
             .collect();
         out.sort();
         Ok(out)
@@ -174,7 +203,9 @@ impl Lake {
     /// The committed Parquet files of one partition.
     pub fn partition_files(&self, table: Table, date: NaiveDate) -> Result<Vec<PathBuf>> {
         let dir = self.partition_dir(table, date);
-        let Ok(entries) = fs::read_dir(&dir) else { return Ok(Vec::new()) };
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return Ok(Vec::new());
+        };
         let mut out: Vec<PathBuf> = entries
             .flatten()
             .map(|e| e.path())
@@ -189,22 +220,44 @@ impl Lake {
         let mut ids = HashSet::new();
         for path in self.partition_files(table, date)? {
             let file = File::open(&path).read_ctx(&path)?;
-            let perr = |source| Error::Parquet { path: path.clone(), source };
+            let perr = |source| Error::Parquet {
+                path: path.clone(),
+                source,
+            };
             let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?;
-            let Some(idx) = builder.schema().fields().iter().position(|f| f.name() == "event_id") else {
-                return Err(Error::Lake { path: path.clone(), message: "no event_id column".into() });
+            let Some(idx) = builder
+                .schema()
+                .fields()
+                .iter()
+                .position(|f| f.name() == "event_id")
+            else {
+                return Err(Error::Lake {
+                    path: path.clone(),
+                    message: "no event_id column".into(),
+                });
             };
             let mask = ProjectionMask::roots(builder.parquet_schema(), [idx]);
-            let reader = builder.with_projection(mask).with_batch_size(65536).build().map_err(perr)?;
+            let reader = builder
+                .with_projection(mask)
+                .with_batch_size(65536)
+                .build()
+                .map_err(perr)?;
             for batch in reader {
                 let batch = batch?;
                 let col = batch
                     .column(0)
                     .as_any()
                     .downcast_ref::<StringArray>()
-                    .ok_or_else(|| Error::Lake { path: path.clone(), message: "event_id is not text".into() })?;
+                    .ok_or_else(|| Error::Lake {
+                        path: path.clone(),
+                        message: "event_id is not text".into(),
+                    })?;
                 for i in 0..col.len() {
-                    if let Some(id) = col.is_valid(i).then(|| parse_id_hex(col.value(i))).flatten() {
+                    if let Some(id) = col
+                        .is_valid(i)
+                        .then(|| parse_id_hex(col.value(i)))
+                        .flatten()
+                    {
                         ids.insert(id);
                     }
                 }
@@ -215,14 +268,24 @@ impl Lake {
 
     /// Writes one batch as a new temporary Parquet file in its partition and
     /// returns (temporary path, final path).
-    pub fn write_part(&self, table: Table, date: NaiveDate, name: &str, batch: &RecordBatch) -> Result<(PathBuf, PathBuf)> {
+    pub fn write_part(
+        &self,
+        table: Table,
+        date: NaiveDate,
+        name: &str,
+        batch: &RecordBatch,
+    ) -> Result<(PathBuf, PathBuf)> {
         let dir = self.partition_dir(table, date);
         fs::create_dir_all(&dir).write_ctx(&dir)?;
         let final_path = dir.join(format!("{name}.parquet"));
         let tmp = dir.join(format!("{name}.parquet.tmp"));
         let file = File::create(&tmp).write_ctx(&tmp)?;
-        let perr = |source| Error::Parquet { path: tmp.clone(), source };
-        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_props())).map_err(perr)?;
+        let perr = |source| Error::Parquet {
+            path: tmp.clone(),
+            source,
+        };
+        let mut writer =
+            ArrowWriter::try_new(file, batch.schema(), Some(writer_props())).map_err(perr)?;
         writer.write(batch).map_err(perr)?;
         writer.close().map_err(perr)?;
         Ok((tmp, final_path))
@@ -237,7 +300,12 @@ impl Lake {
         let runs = self.root.join("_runs");
         fs::create_dir_all(&runs).write_ctx(&runs)?;
         let journal = runs.join(format!("{run_id}.commit.json"));
-        write_atomic(&journal, serde_json::to_string(commit).expect("serializable").as_bytes())?;
+        write_atomic(
+            &journal,
+            serde_json::to_string(commit)
+                .expect("serializable")
+                .as_bytes(),
+        )?;
         apply(commit)?;
         fs::remove_file(&journal).write_ctx(&journal)?;
         // Empty partition directories left by a rebuild.
@@ -268,7 +336,12 @@ fn apply(commit: &Commit) -> Result<()> {
         match fs::remove_file(path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::Write { path: path.clone(), source: e }),
+            Err(e) => {
+                return Err(Error::Write {
+                    path: path.clone(),
+                    source: e,
+                });
+            }
         }
     }
     Ok(())
@@ -277,7 +350,9 @@ fn apply(commit: &Commit) -> Result<()> {
 /// zstd, 128k-row row groups, statistics on: what DuckDB and pyarrow read best.
 pub fn writer_props() -> WriterProperties {
     WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid level"),
+        ))
         .set_max_row_group_row_count(Some(128 * 1024))
         .set_created_by(format!("meter {}", env!("CARGO_PKG_VERSION")))
         .build()
@@ -301,7 +376,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let _first = Lake::open(dir.path(), "run-1").unwrap();
         match Lake::open(dir.path(), "run-2") {
-            Err(Error::Locked { holder, .. }) => assert!(holder.starts_with("run run-1"), "{holder}"),
+            Err(Error::Locked { holder, .. }) => {
+                assert!(holder.starts_with("run run-1"), "{holder}")
+            }
             Err(e) => panic!("expected Locked, got {e}"),
             Ok(_) => panic!("expected Locked, got a second lake handle"),
         }
@@ -320,9 +397,16 @@ mod tests {
             renames: vec![(part.join("part-a.parquet.tmp"), part.join("part-a.parquet"))],
             deletes: vec![part.join("part-old.parquet")],
         };
-        fs::write(dir.path().join("_runs/r.commit.json"), serde_json::to_string(&commit).unwrap()).unwrap();
+        fs::write(
+            dir.path().join("_runs/r.commit.json"),
+            serde_json::to_string(&commit).unwrap(),
+        )
+        .unwrap();
         let _lake = Lake::open(dir.path(), "run-2").unwrap();
-        let mut names: Vec<String> = fs::read_dir(&part).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut names: Vec<String> = fs::read_dir(&part)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         names.sort();
         assert_eq!(names, vec!["part-a.parquet"]);
         assert!(!dir.path().join("_runs/r.commit.json").exists());

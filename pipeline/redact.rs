@@ -36,8 +36,14 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
             r#"(?i)\b((?:proxy-)?authorization\s*:\s*)(?:(bearer|basic|token)\s+)?[^\s'"]+"#,
             "${1}${2} [REDACTED]",
         ),
-        rule(r#"(?i)\b((?:x-api-key|x-goog-api-key|api-key)\s*:\s*)[^\s'"]+"#, "${1}[REDACTED]"),
-        rule(r#"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{6,}"#, "${1}[REDACTED]"),
+        rule(
+            r#"(?i)\b((?:x-api-key|x-goog-api-key|api-key)\s*:\s*)[^\s'"]+"#,
+            "${1}[REDACTED]",
+        ),
+        rule(
+            r#"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{6,}"#,
+            "${1}[REDACTED]",
+        ),
         rule(
             r#"(?i)(--?(?:password|passwd|pass|token|api-key|apikey|api_key|secret|access-key|secret-key|auth-token)(?:=|\s+))("[^"]*"|'[^']*'|[^\s'"]+)"#,
             "${1}[REDACTED]",
@@ -94,23 +100,49 @@ mod tests {
 
     #[test]
     fn redacts_common_secrets_in_commands() {
-        assert_eq!(r("export OPENAI_API_KEY=sk-abc123"), "export OPENAI_API_KEY=[REDACTED]");
-        assert_eq!(r("mysql --password hunter2 -u root"), "mysql --password [REDACTED] -u root");
+        assert_eq!(
+            r("export OPENAI_API_KEY=sk-abc123"),
+            "export OPENAI_API_KEY=[REDACTED]"
+        );
+        assert_eq!(
+            r("mysql --password hunter2 -u root"),
+            "mysql --password [REDACTED] -u root"
+        );
         assert_eq!(r("psql --password=hunter2"), "psql --password=[REDACTED]");
         assert_eq!(
             r(r#"curl -H "Authorization: Bearer abcdef123456" https://x"#),
             r#"curl -H "Authorization: Bearer [REDACTED]" https://x"#
         );
-        assert_eq!(r("git clone https://bob:pa55@github.com/x"), "git clone https://bob:[REDACTED]@github.com/x");
-        assert_eq!(r("echo sk-ant-api03-AAAAAAAAAAAAAAAAAAAAAA"), "echo [REDACTED]");
-        assert_eq!(r("GET /v1beta/models/x?key=AIzaSyA1234567890abcdefghijklmnopqrs"), "GET /v1beta/models/x?key=[REDACTED]");
-        assert_eq!(r(r#"{"api_key":"sk-123","model":"x"}"#), r#"{"api_key":"[REDACTED]","model":"x"}"#);
-        assert_eq!(r("curl -H 'x-api-key: abc'"), "curl -H 'x-api-key: [REDACTED]'");
+        assert_eq!(
+            r("git clone https://bob:pa55@github.com/x"),
+            "git clone https://bob:[REDACTED]@github.com/x"
+        );
+        assert_eq!(
+            r("echo sk-ant-api03-AAAAAAAAAAAAAAAAAAAAAA"),
+            "echo [REDACTED]"
+        );
+        assert_eq!(
+            r("GET /v1beta/models/x?key=AIzaSyA1234567890abcdefghijklmnopqrs"),
+            "GET /v1beta/models/x?key=[REDACTED]"
+        );
+        assert_eq!(
+            r(r#"{"api_key":"sk-123","model":"x"}"#),
+            r#"{"api_key":"[REDACTED]","model":"x"}"#
+        );
+        assert_eq!(
+            r("curl -H 'x-api-key: abc'"),
+            "curl -H 'x-api-key: [REDACTED]'"
+        );
     }
 
     #[test]
     fn leaves_ordinary_text_alone() {
-        for s in ["ls -la /tmp", "mkdir -p build", "cargo test --release", "keyboard=us"] {
+        for s in [
+            "ls -la /tmp",
+            "mkdir -p build",
+            "cargo test --release",
+            "keyboard=us",
+        ] {
             assert!(matches!(redact(s), Cow::Borrowed(_)), "{s}");
         }
     }

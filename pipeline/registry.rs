@@ -72,12 +72,21 @@ impl Registry {
             field: field.to_string(),
             message,
         };
-        let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
-        let headers = reader.headers().map_err(|e| err(1, "header", e.to_string()))?.clone();
+        let mut reader = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .from_reader(text.as_bytes());
+        let headers = reader
+            .headers()
+            .map_err(|e| err(1, "header", e.to_string()))?
+            .clone();
         let col = |name: &str| headers.iter().position(|h| h == name);
         for name in REQUIRED {
             if col(name).is_none() {
-                return Err(err(1, name, "required column is missing from the header".into()));
+                return Err(err(
+                    1,
+                    name,
+                    "required column is missing from the header".into(),
+                ));
             }
         }
         let known: Vec<&str> = REQUIRED
@@ -94,14 +103,27 @@ impl Registry {
                 err(line, "row", e.to_string())
             })?;
             let line = record.position().map_or(0, |p| p.line());
-            let get = |name: &str| col(name).and_then(|i| record.get(i)).unwrap_or("").to_string();
+            let get = |name: &str| {
+                col(name)
+                    .and_then(|i| record.get(i))
+                    .unwrap_or("")
+                    .to_string()
+            };
             let opt = |name: &str| Some(get(name)).filter(|v| !v.is_empty());
             let customer_id = get("customer_id");
             if !valid_id(&customer_id) {
-                return Err(err(line, "customer_id", format!("{customer_id:?} is not a valid id (1-64 of A-Z a-z 0-9 . _ -)")));
+                return Err(err(
+                    line,
+                    "customer_id",
+                    format!("{customer_id:?} is not a valid id (1-64 of A-Z a-z 0-9 . _ -)"),
+                ));
             }
             if let Some(first) = seen_ids.insert(customer_id.clone(), line) {
-                return Err(err(line, "customer_id", format!("{customer_id} is already listed on line {first}")));
+                return Err(err(
+                    line,
+                    "customer_id",
+                    format!("{customer_id} is already listed on line {first}"),
+                ));
             }
             let vm_ids: Vec<String> = get("vm_ids")
                 .split(';')
@@ -111,18 +133,26 @@ impl Registry {
                 .collect();
             for vm in &vm_ids {
                 if !valid_id(vm) {
-                    return Err(err(line, "vm_ids", format!("{vm:?} is not a valid id (1-64 of A-Z a-z 0-9 . _ -)")));
+                    return Err(err(
+                        line,
+                        "vm_ids",
+                        format!("{vm:?} is not a valid id (1-64 of A-Z a-z 0-9 . _ -)"),
+                    ));
                 }
             }
             let currency = get("currency").to_ascii_uppercase();
             if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
-                return Err(err(line, "currency", format!("{currency:?} is not an ISO 4217 code")));
+                return Err(err(
+                    line,
+                    "currency",
+                    format!("{currency:?} is not an ISO 4217 code"),
+                ));
             }
             let timezone = match opt("timezone") {
                 None => Tz::UTC,
-                Some(tz) => tz
-                    .parse::<Tz>()
-                    .map_err(|_| err(line, "timezone", format!("{tz:?} is not an IANA time zone")))?,
+                Some(tz) => tz.parse::<Tz>().map_err(|_| {
+                    err(line, "timezone", format!("{tz:?} is not an IANA time zone"))
+                })?,
             };
             let decimal = |name: &str| -> Result<Option<Decimal>> {
                 opt(name)
@@ -159,7 +189,9 @@ impl Registry {
                     return Err(err(
                         line,
                         "vm_ids",
-                        format!("VM {vm} is already listed by customer {other} on line {other_line}"),
+                        format!(
+                            "VM {vm} is already listed by customer {other} on line {other_line}"
+                        ),
                     ));
                 }
                 vm_line.insert(vm.clone(), (line, customer.customer_id.clone()));
@@ -177,8 +209,13 @@ impl Registry {
             field: field.to_string(),
             message,
         };
-        let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
-        let headers = reader.headers().map_err(|e| err(1, "header", e.to_string()))?.clone();
+        let mut reader = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .from_reader(text.as_bytes());
+        let headers = reader
+            .headers()
+            .map_err(|e| err(1, "header", e.to_string()))?
+            .clone();
         let col = |name: &str| {
             headers
                 .iter()
@@ -187,11 +224,16 @@ impl Registry {
         };
         let (key_col, user_col) = (col("api_key_sha256")?, col("user_id")?);
         for record in reader.records() {
-            let record = record.map_err(|e| err(e.position().map_or(0, |p| p.line()), "row", e.to_string()))?;
+            let record = record
+                .map_err(|e| err(e.position().map_or(0, |p| p.line()), "row", e.to_string()))?;
             let line = record.position().map_or(0, |p| p.line());
             let key = record.get(key_col).unwrap_or("").to_ascii_lowercase();
             if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(err(line, "api_key_sha256", "expected 64 hex digits (the SHA-256 of the key, never the key itself)".into()));
+                return Err(err(
+                    line,
+                    "api_key_sha256",
+                    "expected 64 hex digits (the SHA-256 of the key, never the key itself)".into(),
+                ));
             }
             let user = record.get(user_col).unwrap_or("");
             if !valid_id(user) {
@@ -220,7 +262,9 @@ mod tests {
 
     #[test]
     fn loads_customers_and_maps_vms() {
-        let csv = format!("{HEADER}c1,Acme,a@x,pro,vm-1;vm-2,eur,cus_1,active,2026-01-01,Europe/Berlin,eu\n");
+        let csv = format!(
+            "{HEADER}c1,Acme,a@x,pro,vm-1;vm-2,eur,cus_1,active,2026-01-01,Europe/Berlin,eu\n"
+        );
         let reg = Registry::from_customers_csv(&csv, Path::new("customers.csv")).unwrap();
         let c = reg.customer_of_vm("vm-2").unwrap();
         assert_eq!(&*c.customer_id, "c1");
@@ -232,14 +276,25 @@ mod tests {
 
     #[test]
     fn errors_name_file_line_and_field() {
-        let csv = format!("{HEADER}c1,A,a@x,pro,vm-1,EUR,cus_1,active,2026-01-01,UTC,\nc2,B,b@x,pro,vm-1,EUR,cus_2,active,2026-01-01,UTC,\n");
-        let e = Registry::from_customers_csv(&csv, Path::new("customers.csv")).unwrap_err().to_string();
-        assert_eq!(e, "customers.csv:3: field `vm_ids`: VM vm-1 is already listed by customer c1 on line 2");
+        let csv = format!(
+            "{HEADER}c1,A,a@x,pro,vm-1,EUR,cus_1,active,2026-01-01,UTC,\nc2,B,b@x,pro,vm-1,EUR,cus_2,active,2026-01-01,UTC,\n"
+        );
+        let e = Registry::from_customers_csv(&csv, Path::new("customers.csv"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "customers.csv:3: field `vm_ids`: VM vm-1 is already listed by customer c1 on line 2"
+        );
         let csv = format!("{HEADER}../../etc,A,a@x,pro,vm-1,EUR,cus_1,active,2026-01-01,UTC,\n");
-        let e = Registry::from_customers_csv(&csv, Path::new("customers.csv")).unwrap_err().to_string();
+        let e = Registry::from_customers_csv(&csv, Path::new("customers.csv"))
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("customers.csv:2: field `customer_id`"), "{e}");
         let csv = format!("{HEADER}c1,A,a@x,pro,vm-1,EUR,cus_1,active,2026-01-01,Mars/Olympus,\n");
-        let e = Registry::from_customers_csv(&csv, Path::new("customers.csv")).unwrap_err().to_string();
+        let e = Registry::from_customers_csv(&csv, Path::new("customers.csv"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("field `timezone`"), "{e}");
     }
 }

@@ -54,7 +54,9 @@ fn accepted(kind: SourceKind, name: &str) -> bool {
     let name = name.strip_suffix(".gz").unwrap_or(name);
     // Drop a rotation suffix: `.1`, `-20261005`.
     let base = match name.rfind(['.', '-']) {
-        Some(i) if i + 1 < name.len() && name[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &name[..i],
+        Some(i) if i + 1 < name.len() && name[i + 1..].bytes().all(|b| b.is_ascii_digit()) => {
+            &name[..i]
+        }
         _ => name,
     };
     let ext = base.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
@@ -76,13 +78,21 @@ pub fn discover(input: &Path) -> Result<Discovery> {
     for entry in entries {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') {
-            d.ignored.push(Ignored { path: name, reason: "hidden".into(), attention: false });
+            d.ignored.push(Ignored {
+                path: name,
+                reason: "hidden".into(),
+                attention: false,
+            });
             continue;
         }
         let path = entry.path();
         if !path.is_dir() {
             if !matches!(name.as_str(), "customers.csv" | "users.csv") {
-                d.ignored.push(Ignored { path: name, reason: "not part of the input layout".into(), attention: false });
+                d.ignored.push(Ignored {
+                    path: name,
+                    reason: "not part of the input layout".into(),
+                    attention: false,
+                });
             }
             continue;
         }
@@ -102,7 +112,11 @@ pub fn discover(input: &Path) -> Result<Discovery> {
         for sub in subs {
             let sub_name = sub.file_name().to_string_lossy().into_owned();
             if sub_name.starts_with('.') {
-                d.ignored.push(Ignored { path: format!("{name}/{sub_name}"), reason: "hidden".into(), attention: false });
+                d.ignored.push(Ignored {
+                    path: format!("{name}/{sub_name}"),
+                    reason: "hidden".into(),
+                    attention: false,
+                });
                 continue;
             }
             let kind = match sub_name.as_str() {
@@ -118,32 +132,61 @@ pub fn discover(input: &Path) -> Result<Discovery> {
                     continue;
                 }
             };
-            walk(&sub.path(), &format!("{name}/{sub_name}"), &name, kind, 0, &mut d)?;
+            walk(
+                &sub.path(),
+                &format!("{name}/{sub_name}"),
+                &name,
+                kind,
+                0,
+                &mut d,
+            )?;
         }
     }
     d.files.sort_by(|a, b| a.rel.cmp(&b.rel));
     Ok(d)
 }
 
-fn walk(dir: &Path, rel: &str, vm: &str, kind: SourceKind, depth: usize, d: &mut Discovery) -> Result<()> {
+fn walk(
+    dir: &Path,
+    rel: &str,
+    vm: &str,
+    kind: SourceKind,
+    depth: usize,
+    d: &mut Discovery,
+) -> Result<()> {
     if depth > 16 {
-        d.ignored.push(Ignored { path: rel.into(), reason: "nested deeper than 16 levels".into(), attention: true });
+        d.ignored.push(Ignored {
+            path: rel.into(),
+            reason: "nested deeper than 16 levels".into(),
+            attention: true,
+        });
         return Ok(());
     }
-    let mut entries: Vec<_> = std::fs::read_dir(dir).read_ctx(dir)?.collect::<io::Result<Vec<_>>>().read_ctx(dir)?;
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .read_ctx(dir)?
+        .collect::<io::Result<Vec<_>>>()
+        .read_ctx(dir)?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let name = entry.file_name().to_string_lossy().into_owned();
         let child = format!("{rel}/{name}");
         if name.starts_with('.') {
-            d.ignored.push(Ignored { path: child, reason: "hidden".into(), attention: false });
+            d.ignored.push(Ignored {
+                path: child,
+                reason: "hidden".into(),
+                attention: false,
+            });
             continue;
         }
         let path = entry.path();
         let meta = match std::fs::metadata(&path) {
             Ok(m) => m,
             Err(e) => {
-                d.ignored.push(Ignored { path: child, reason: format!("cannot stat: {e}"), attention: true });
+                d.ignored.push(Ignored {
+                    path: child,
+                    reason: format!("cannot stat: {e}"),
+                    attention: true,
+                });
                 continue;
             }
         };
@@ -161,11 +204,14 @@ fn walk(dir: &Path, rel: &str, vm: &str, kind: SourceKind, depth: usize, d: &mut
         } else {
             d.ignored.push(Ignored {
                 path: child,
-                reason: format!("not a {} file", match kind {
-                    SourceKind::Cliproxy => "*.log or *.jsonl",
-                    SourceKind::Resources => "*.csv, *.jsonl or *.influx",
-                    SourceKind::Commands => "*.jsonl",
-                }),
+                reason: format!(
+                    "not a {} file",
+                    match kind {
+                        SourceKind::Cliproxy => "*.log or *.jsonl",
+                        SourceKind::Resources => "*.csv, *.jsonl or *.influx",
+                        SourceKind::Commands => "*.jsonl",
+                    }
+                ),
                 attention: false,
             });
         }
@@ -218,7 +264,10 @@ impl BlockReader {
     pub fn open(file: usize, f: &InputFile) -> io::Result<BlockReader> {
         let handle = File::open(&f.path)?;
         let inner: Box<dyn Read + Send> = if f.gz {
-            Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, handle)))
+            Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
+                1 << 20,
+                handle,
+            )))
         } else {
             Box::new(handle)
         };
@@ -252,7 +301,9 @@ impl BlockReader {
     fn cut_long_lines(&mut self, buf: &mut Vec<u8>, from: usize, too_long: &mut Vec<u64>) {
         let mut line_start = memchr::memrchr(b'\n', &buf[..from]).map_or(0, |i| i + 1);
         let mut pos = from.max(line_start);
-        let line_no = |buf: &[u8], at: usize| self.next_line + memchr::memchr_iter(b'\n', &buf[..at]).count() as u64;
+        let line_no = |buf: &[u8], at: usize| {
+            self.next_line + memchr::memchr_iter(b'\n', &buf[..at]).count() as u64
+        };
         loop {
             match memchr::memchr(b'\n', &buf[pos..]) {
                 Some(i) => {
@@ -295,7 +346,11 @@ impl BlockReader {
                 break;
             }
             let start = buf.len();
-            let want = if buf.len() < self.block_size { self.block_size - buf.len() } else { 1 << 16 };
+            let want = if buf.len() < self.block_size {
+                self.block_size - buf.len()
+            } else {
+                1 << 16
+            };
             buf.resize(start + want, 0);
             match self.inner.read(&mut buf[start..]) {
                 Ok(0) => {
@@ -337,15 +392,23 @@ impl BlockReader {
                 Tail::Unterminated
             };
         } else {
-            let cut = memchr::memrchr(b'\n', &buf).expect("loop ends with a newline in the buffer") + 1;
+            let cut =
+                memchr::memrchr(b'\n', &buf).expect("loop ends with a newline in the buffer") + 1;
             self.carry = buf.split_off(cut);
             tail = Tail::Newline;
         }
         if buf.is_empty() && self.done {
             return None;
         }
-        let lines = memchr::memchr_iter(b'\n', &buf).count() as u64 + u64::from(tail != Tail::Newline);
-        let block = Block { file: self.file, first_line: self.next_line, data: buf, tail, too_long };
+        let lines =
+            memchr::memchr_iter(b'\n', &buf).count() as u64 + u64::from(tail != Tail::Newline);
+        let block = Block {
+            file: self.file,
+            first_line: self.next_line,
+            data: buf,
+            tail,
+            too_long,
+        };
         self.next_line += lines;
         self.lines_read += lines;
         Some(block)

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray,
+    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, StringArray,
+    TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
@@ -60,7 +61,8 @@ macro_rules! col_type {
 }
 
 col_type!(Str, Option<Str>, DataType::Utf8, StringArray, |v| &**v);
-col_type!(String, Option<String>, DataType::Utf8, StringArray, |v| v.as_str());
+col_type!(String, Option<String>, DataType::Utf8, StringArray, |v| v
+    .as_str());
 col_type!(i64, Option<i64>, DataType::Int64, Int64Array, |v| *v);
 col_type!(i32, Option<i32>, DataType::Int32, Int32Array, |v| *v);
 col_type!(f64, Option<f64>, DataType::Float64, Float64Array, |v| *v);
@@ -76,7 +78,9 @@ impl ColType for Ts {
         ts_type()
     }
     fn array<'a>(values: impl Iterator<Item = &'a Self>) -> ArrayRef {
-        Arc::new(TimestampMicrosecondArray::from_iter_values(values.map(|t| t.0)).with_timezone("UTC"))
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(values.map(|t| t.0)).with_timezone("UTC"),
+        )
     }
 }
 
@@ -86,7 +90,12 @@ impl ColType for Option<Ts> {
         ts_type()
     }
     fn array<'a>(values: impl Iterator<Item = &'a Self>) -> ArrayRef {
-        Arc::new(values.map(|t| t.map(|t| t.0)).collect::<TimestampMicrosecondArray>().with_timezone("UTC"))
+        Arc::new(
+            values
+                .map(|t| t.map(|t| t.0))
+                .collect::<TimestampMicrosecondArray>()
+                .with_timezone("UTC"),
+        )
     }
 }
 
@@ -156,7 +165,9 @@ macro_rules! table {
 }
 
 /// The tables of the lake.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Table {
     ApiUsage,
@@ -167,10 +178,20 @@ pub enum Table {
 }
 
 impl Table {
-    pub const ALL: [Table; 5] =
-        [Table::ApiUsage, Table::ApiRequests, Table::ResourceUsage, Table::Activity, Table::Rejects];
+    pub const ALL: [Table; 5] = [
+        Table::ApiUsage,
+        Table::ApiRequests,
+        Table::ResourceUsage,
+        Table::Activity,
+        Table::Rejects,
+    ];
     /// The tables that hold events (all but rejects).
-    pub const EVENTS: [Table; 4] = [Table::ApiUsage, Table::ApiRequests, Table::ResourceUsage, Table::Activity];
+    pub const EVENTS: [Table; 4] = [
+        Table::ApiUsage,
+        Table::ApiRequests,
+        Table::ResourceUsage,
+        Table::Activity,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -342,7 +363,12 @@ mod tests {
                 .filter_map(|l| l.strip_prefix("| `"))
                 .filter_map(|l| l.split('`').next())
                 .collect();
-            assert_eq!(documented, table.columns(), "schemas/{}.md is out of step with the code", table.name());
+            assert_eq!(
+                documented,
+                table.columns(),
+                "schemas/{}.md is out of step with the code",
+                table.name()
+            );
         }
     }
 }

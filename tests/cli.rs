@@ -5,7 +5,10 @@ use std::process::Command;
 use crate::common::*;
 
 fn meter(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_meter")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_meter"))
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -17,9 +20,18 @@ fn meter(args: &[&str]) -> (i32, String, String) {
 fn missing_input_fails_with_what_to_do() {
     let tmp = tempfile::tempdir().unwrap();
     let lake = tmp.path().join("lake");
-    let (code, _, err) = meter(&["ingest", "--input", "/nonexistent/input", "--lake", lake.to_str().unwrap()]);
+    let (code, _, err) = meter(&[
+        "ingest",
+        "--input",
+        "/nonexistent/input",
+        "--lake",
+        lake.to_str().unwrap(),
+    ]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("/nonexistent/input") && err.contains("what to do:"), "{err}");
+    assert!(
+        err.contains("/nonexistent/input") && err.contains("what to do:"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -27,7 +39,13 @@ fn a_locked_lake_exits_3() {
     let tmp = tempfile::tempdir().unwrap();
     let lake = tmp.path().join("lake");
     let _held = meter::lake::Lake::open(&lake, "other-run").unwrap();
-    let (code, _, err) = meter(&["ingest", "--input", sample_data().to_str().unwrap(), "--lake", lake.to_str().unwrap()]);
+    let (code, _, err) = meter(&[
+        "ingest",
+        "--input",
+        sample_data().to_str().unwrap(),
+        "--lake",
+        lake.to_str().unwrap(),
+    ]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("held by another run"), "{err}");
 }
@@ -36,7 +54,13 @@ fn a_locked_lake_exits_3() {
 fn sample_data_run_succeeds_and_names_the_unlisted_vm() {
     let tmp = tempfile::tempdir().unwrap();
     let lake = tmp.path().join("lake");
-    let (code, _, err) = meter(&["ingest", "--input", sample_data().to_str().unwrap(), "--lake", lake.to_str().unwrap()]);
+    let (code, _, err) = meter(&[
+        "ingest",
+        "--input",
+        sample_data().to_str().unwrap(),
+        "--lake",
+        lake.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("VMs no customer lists"), "{err}");
     assert!(err.contains("api_usage"), "{err}");
@@ -44,7 +68,15 @@ fn sample_data_run_succeeds_and_names_the_unlisted_vm() {
     assert_eq!(reports.len(), 1);
     // Rejects far above the default rate: --max-reject-rate 0 makes any reject an attention item.
     let lake2 = tmp.path().join("lake2");
-    let (code, _, err) = meter(&["ingest", "--input", sample_data().to_str().unwrap(), "--lake", lake2.to_str().unwrap(), "--max-reject-rate", "0"]);
+    let (code, _, err) = meter(&[
+        "ingest",
+        "--input",
+        sample_data().to_str().unwrap(),
+        "--lake",
+        lake2.to_str().unwrap(),
+        "--max-reject-rate",
+        "0",
+    ]);
     assert_eq!(code, 1);
     assert!(err.contains("reject rate"), "{err}");
 }
@@ -53,7 +85,14 @@ fn sample_data_run_succeeds_and_names_the_unlisted_vm() {
 fn rebuild_without_dates_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let lake = tmp.path().join("lake");
-    let (code, _, err) = meter(&["ingest", "--input", sample_data().to_str().unwrap(), "--lake", lake.to_str().unwrap(), "--rebuild"]);
+    let (code, _, err) = meter(&[
+        "ingest",
+        "--input",
+        sample_data().to_str().unwrap(),
+        "--lake",
+        lake.to_str().unwrap(),
+        "--rebuild",
+    ]);
     assert_eq!(code, 2);
     assert!(err.contains("--since and --until"), "{err}");
 }
@@ -62,7 +101,18 @@ fn rebuild_without_dates_is_refused() {
 fn sample_prints_its_totals() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("s");
-    let (code, stdout, err) = meter(&["sample", "--out", out.to_str().unwrap(), "--customers", "1", "--days", "1", "--events-per-day", "5", "--clean"]);
+    let (code, stdout, err) = meter(&[
+        "sample",
+        "--out",
+        out.to_str().unwrap(),
+        "--customers",
+        "1",
+        "--days",
+        "1",
+        "--events-per-day",
+        "5",
+        "--clean",
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(stdout.contains("api_usage"), "{stdout}");
     assert!(out.join("customers.csv").exists());

@@ -29,7 +29,12 @@ pub fn sample_data_options(out: &Path) -> SampleOptions {
 }
 
 pub fn ctx(run: &str) -> Ctx {
-    Ctx::with_run_id(Arc::new(FixedClock(Utc.with_ymd_and_hms(2026, 11, 2, 3, 0, 0).unwrap())), run)
+    Ctx::with_run_id(
+        Arc::new(FixedClock(
+            Utc.with_ymd_and_hms(2026, 11, 2, 3, 0, 0).unwrap(),
+        )),
+        run,
+    )
 }
 
 pub fn options(input: &Path, lake: &Path) -> IngestOptions {
@@ -50,14 +55,16 @@ pub fn ingest(input: &Path, lake: &Path, run: &str) -> IngestReport {
 /// An in-memory DuckDB with the schema views over `lake`.
 pub fn duck(lake: &Path) -> duckdb::Connection {
     let conn = duckdb::Connection::open_in_memory().unwrap();
-    conn.execute_batch(&format!("SET VARIABLE lake = '{}';", lake.display())).unwrap();
+    conn.execute_batch(&format!("SET VARIABLE lake = '{}';", lake.display()))
+        .unwrap();
     let views = std::fs::read_to_string(repo().join("schemas/views.sql")).unwrap();
     conn.execute_batch(&views).unwrap();
     conn
 }
 
 pub fn count(conn: &duckdb::Connection, sql: &str) -> i64 {
-    conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    conn.query_row(sql, [], |r| r.get::<_, i64>(0))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 pub fn copy_dir(from: &Path, to: &Path) {
@@ -93,8 +100,17 @@ pub fn list_files(dir: &Path) -> Vec<String> {
 
 pub fn assert_accounted(report: &IngestReport) {
     for f in &report.files {
-        assert_eq!(f.counts.total(), f.lines_read, "{}: buckets do not add up", f.path);
+        assert_eq!(
+            f.counts.total(),
+            f.lines_read,
+            "{}: buckets do not add up",
+            f.path
+        );
     }
     assert_eq!(report.totals.total(), report.lines_read);
-    assert!(!report.attention.iter().any(|a| a.starts_with("BUG")), "{:?}", report.attention);
+    assert!(
+        !report.attention.iter().any(|a| a.starts_with("BUG")),
+        "{:?}",
+        report.attention
+    );
 }

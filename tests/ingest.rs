@@ -14,10 +14,15 @@ fn sample_data_is_generated_and_ingests_as_expected() {
     let generated = tmp.path().join("gen");
     let expected = meter::sample::generate(&sample_data_options(&generated)).unwrap();
     let committed = sample_data();
-    assert_eq!(list_files(&generated), list_files(&committed), "regenerate sample-data with `just sample-data`");
+    assert_eq!(
+        list_files(&generated),
+        list_files(&committed),
+        "regenerate sample-data with `just sample-data`"
+    );
     for f in list_files(&committed) {
         assert!(
-            std::fs::read(generated.join(&f)).unwrap() == std::fs::read(committed.join(&f)).unwrap(),
+            std::fs::read(generated.join(&f)).unwrap()
+                == std::fs::read(committed.join(&f)).unwrap(),
             "sample-data/{f} differs from the generator's output"
         );
     }
@@ -25,10 +30,15 @@ fn sample_data_is_generated_and_ingests_as_expected() {
     let lake = tmp.path().join("lake");
     let report = ingest(&committed, &lake, "test-run");
     assert_accounted(&report);
-    let expected_lines: u64 = expected.tables.values().map(|e| e.rows + e.duplicates + e.rejects + e.skipped).sum();
+    let expected_lines: u64 = expected
+        .tables
+        .values()
+        .map(|e| e.rows + e.duplicates + e.rejects + e.skipped)
+        .sum();
     assert_eq!(report.lines_read, expected_lines);
     for (table, exp) in &expected.tables {
-        let table: Table = serde_json::from_value(serde_json::Value::String(table.clone())).unwrap();
+        let table: Table =
+            serde_json::from_value(serde_json::Value::String(table.clone())).unwrap();
         let got = report.tables[&table];
         assert_eq!(
             (got.rows, got.duplicates, got.rejects, got.skipped),
@@ -40,20 +50,53 @@ fn sample_data_is_generated_and_ingests_as_expected() {
     // The lake holds what the report says, readable by DuckDB with the views.
     let db = duck(&lake);
     for (table, counts) in &report.tables {
-        assert_eq!(count(&db, &format!("SELECT count(*) FROM {table}")) as u64, counts.rows, "{table}");
+        assert_eq!(
+            count(&db, &format!("SELECT count(*) FROM {table}")) as u64,
+            counts.rows,
+            "{table}"
+        );
     }
-    assert_eq!(count(&db, "SELECT count(*) FROM rejects") as u64, report.totals.rejects);
-    assert_eq!(count(&db, "SELECT count(DISTINCT event_id) FROM api_usage") as u64, report.tables[&Table::ApiUsage].rows);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM rejects") as u64,
+        report.totals.rejects
+    );
+    assert_eq!(
+        count(&db, "SELECT count(DISTINCT event_id) FROM api_usage") as u64,
+        report.tables[&Table::ApiUsage].rows
+    );
     // Partitions are the UTC date of the event.
-    assert_eq!(count(&db, "SELECT count(*) FROM api_usage WHERE date <> CAST(ts AT TIME ZONE 'UTC' AS DATE)"), 0);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM api_usage WHERE date <> CAST(ts AT TIME ZONE 'UTC' AS DATE)"
+        ),
+        0
+    );
     // No raw API key anywhere.
-    for table in ["api_usage", "api_requests", "activity", "rejects", "resource_usage"] {
-        let leaked = count(&db, &format!("SELECT count(*) FROM {table} t WHERE CAST(t AS VARCHAR) SIMILAR TO '.*(sk-proj-|sk-ant-api).*'"));
+    for table in [
+        "api_usage",
+        "api_requests",
+        "activity",
+        "rejects",
+        "resource_usage",
+    ] {
+        let leaked = count(
+            &db,
+            &format!(
+                "SELECT count(*) FROM {table} t WHERE CAST(t AS VARCHAR) SIMILAR TO '.*(sk-proj-|sk-ant-api).*'"
+            ),
+        );
         assert_eq!(leaked, 0, "raw API keys in {table}");
     }
     // Secrets in commands are redacted.
     assert!(count(&db, "SELECT count(*) FROM activity WHERE command_redacted") > 0);
-    assert_eq!(count(&db, "SELECT count(*) FROM activity WHERE command ILIKE '%hunter2%'"), 0);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM activity WHERE command ILIKE '%hunter2%'"
+        ),
+        0
+    );
 
     // Golden output: the summary and the token totals by provider.
     insta::assert_snapshot!("sample_data_summary", report.summary());
@@ -89,16 +132,31 @@ fn ingesting_twice_changes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let lake = tmp.path().join("lake");
     let first = ingest(&sample_data(), &lake, "run-1");
-    let files_before: Vec<String> = list_files(&lake).into_iter().filter(|f| !f.starts_with("_runs")).collect();
+    let files_before: Vec<String> = list_files(&lake)
+        .into_iter()
+        .filter(|f| !f.starts_with("_runs"))
+        .collect();
     let second = ingest(&sample_data(), &lake, "run-2");
     assert_accounted(&second);
-    let files_after: Vec<String> = list_files(&lake).into_iter().filter(|f| !f.starts_with("_runs")).collect();
+    let files_after: Vec<String> = list_files(&lake)
+        .into_iter()
+        .filter(|f| !f.starts_with("_runs"))
+        .collect();
     assert_eq!(files_before, files_after);
     assert_eq!(second.totals.rows, 0);
-    assert_eq!(second.totals.duplicates, first.totals.rows + first.totals.duplicates);
-    assert_eq!(second.totals.rejects, first.totals.rejects, "rejects are counted again but stored once");
+    assert_eq!(
+        second.totals.duplicates,
+        first.totals.rows + first.totals.duplicates
+    );
+    assert_eq!(
+        second.totals.rejects, first.totals.rejects,
+        "rejects are counted again but stored once"
+    );
     let db = duck(&lake);
-    assert_eq!(count(&db, "SELECT count(*) FROM rejects") as u64, first.totals.rejects);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM rejects") as u64,
+        first.totals.rejects
+    );
 }
 
 /// A rotated, re-gzipped copy of a log plus three appended lines adds
@@ -117,7 +175,9 @@ fn rotated_copy_with_three_new_lines_adds_three_rows() {
         .files
         .iter()
         .filter(|f| f.path.ends_with(".jsonl") && f.path.contains("/cliproxy/"))
-        .filter(|f| f.tables.get(&Table::ApiUsage).is_some_and(|c| c.rows > 10) && f.counts.skipped == 0)
+        .filter(|f| {
+            f.tables.get(&Table::ApiUsage).is_some_and(|c| c.rows > 10) && f.counts.skipped == 0
+        })
         .map(|f| f.path.clone())
         .find(|p| std::fs::read(input.join(p)).unwrap().ends_with(b"\n"))
         .expect("sample data has a plain, complete usage log");
@@ -132,7 +192,10 @@ fn rotated_copy_with_three_new_lines_adds_three_rows() {
     }
     let rotated_path = input.join(format!("{file}.9.gz"));
     assert!(!rotated_path.exists());
-    let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(&rotated_path).unwrap(), flate2::Compression::default());
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&rotated_path).unwrap(),
+        flate2::Compression::default(),
+    );
     gz.write_all(rotated.as_bytes()).unwrap();
     gz.finish().unwrap();
 
@@ -141,7 +204,10 @@ fn rotated_copy_with_three_new_lines_adds_three_rows() {
     assert_eq!(second.totals.rows, 3, "{}", second.summary());
     assert_eq!(second.tables[&Table::ApiUsage].rows, 3);
     let db = duck(&lake);
-    assert_eq!(count(&db, "SELECT count(*) FROM api_usage") as u64, usage_before + 3);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM api_usage") as u64,
+        usage_before + 3
+    );
 }
 
 #[test]
@@ -151,7 +217,10 @@ fn rebuild_replaces_the_dates_it_names() {
     let first = ingest(&sample_data(), &lake, "run-1");
     let db = duck(&lake);
     let day = "2026-10-10";
-    let before = count(&db, &format!("SELECT count(*) FROM api_usage WHERE date = '{day}'"));
+    let before = count(
+        &db,
+        &format!("SELECT count(*) FROM api_usage WHERE date = '{day}'"),
+    );
     assert!(before > 0);
     drop(db);
 
@@ -162,12 +231,29 @@ fn rebuild_replaces_the_dates_it_names() {
     let report = ingest::run(&ctx("run-2"), &opts).unwrap();
     assert_accounted(&report);
     let db = duck(&lake);
-    assert_eq!(count(&db, &format!("SELECT count(*) FROM api_usage WHERE date = '{day}'")), before);
-    assert_eq!(count(&db, "SELECT count(*) FROM api_usage") as u64, first.tables[&Table::ApiUsage].rows);
+    assert_eq!(
+        count(
+            &db,
+            &format!("SELECT count(*) FROM api_usage WHERE date = '{day}'")
+        ),
+        before
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM api_usage") as u64,
+        first.tables[&Table::ApiUsage].rows
+    );
     let files = list_files(&lake.join(format!("api_usage/date={day}")));
     assert!(files.iter().all(|f| f.contains("run-2")), "{files:?}");
-    assert!(report.partitions.iter().any(|p| p.date == day && p.files_removed > 0));
-    assert!(report.totals.skipped > first.totals.skipped, "lines of other dates are skipped");
+    assert!(
+        report
+            .partitions
+            .iter()
+            .any(|p| p.date == day && p.files_removed > 0)
+    );
+    assert!(
+        report.totals.skipped > first.totals.skipped,
+        "lines of other dates are skipped"
+    );
 }
 
 #[test]
@@ -180,7 +266,13 @@ fn since_and_until_skip_other_dates() {
     let report = ingest::run(&ctx("run-1"), &opts).unwrap();
     assert_accounted(&report);
     let db = duck(&lake);
-    assert_eq!(count(&db, "SELECT count(*) FROM api_usage WHERE date NOT BETWEEN '2026-10-05' AND '2026-10-06'"), 0);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM api_usage WHERE date NOT BETWEEN '2026-10-05' AND '2026-10-06'"
+        ),
+        0
+    );
     assert!(count(&db, "SELECT count(*) FROM api_usage") > 0);
 }
 
@@ -225,9 +317,16 @@ fn a_corrupt_gzip_is_reported_and_the_rest_goes_on() {
     let lake = tmp.path().join("lake");
     let report = ingest(&input, &lake, "run-1");
     assert_accounted(&report);
-    assert_eq!(report.unreadable_files, vec!["vm-1/cliproxy/old.jsonl.1.gz"]);
+    assert_eq!(
+        report.unreadable_files,
+        vec!["vm-1/cliproxy/old.jsonl.1.gz"]
+    );
     assert!(report.needs_attention());
-    let good = report.files.iter().find(|f| f.path == "vm-1/cliproxy/usage.jsonl").unwrap();
+    let good = report
+        .files
+        .iter()
+        .find(|f| f.path == "vm-1/cliproxy/usage.jsonl")
+        .unwrap();
     assert_eq!(good.counts.rows, 1);
 }
 
@@ -240,7 +339,14 @@ fn bad_ids_never_reach_a_path() {
     std::fs::write(input.join("vm 1;rm -rf/cliproxy/x.log"), "x\n").unwrap();
     let lake = tmp.path().join("lake");
     let report = ingest(&input, &lake, "run-1");
-    assert!(report.ignored_paths.iter().any(|i| i.path == "vm 1;rm -rf" && i.attention), "{:?}", report.ignored_paths);
+    assert!(
+        report
+            .ignored_paths
+            .iter()
+            .any(|i| i.path == "vm 1;rm -rf" && i.attention),
+        "{:?}",
+        report.ignored_paths
+    );
     assert!(report.needs_attention());
 
     std::fs::write(
@@ -249,7 +355,10 @@ fn bad_ids_never_reach_a_path() {
     )
     .unwrap();
     let err = ingest::run(&ctx("run-2"), &options(&input, &lake)).unwrap_err();
-    assert!(err.to_string().contains("customers.csv:2: field `vm_ids`"), "{err}");
+    assert!(
+        err.to_string().contains("customers.csv:2: field `vm_ids`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -259,7 +368,10 @@ fn unterminated_last_line_waits_for_the_next_run() {
     tiny_input(&input);
     let path = input.join("vm-1/cliproxy/usage.jsonl");
     let line2 = "{\"timestamp\":\"2026-10-01T10:00:05Z\",\"model\":\"gpt-4o\",\"provider\":\"openai\",\"input_tokens\":3,\"output_tokens\":2}";
-    let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
     write!(f, "{line2}").unwrap();
     let lake = tmp.path().join("lake");
     let first = ingest(&input, &lake, "run-1");

@@ -23,11 +23,15 @@ use crate::error::{Error, Result};
 use crate::ids::{self, EventId};
 use crate::lake::Lake;
 use crate::parse::resources::CsvColumns;
-use crate::parse::{FileCtx, IdKind, NetCounter, Parsed, Reject, SkipReason, SourceKind, parse_line};
+use crate::parse::{
+    FileCtx, IdKind, NetCounter, Parsed, Reject, SkipReason, SourceKind, parse_line,
+};
 use crate::redact::redact_and_cut;
 use crate::registry::Registry;
 use crate::source::{self, Block, BlockReader, InputFile, Tail};
-use crate::tables::{ActivityRow, ApiRequestRow, ApiUsageRow, Id, RejectRow, ResourceRow, Str, Table, Ts};
+use crate::tables::{
+    ActivityRow, ApiRequestRow, ApiUsageRow, Id, RejectRow, ResourceRow, Str, Table, Ts,
+};
 use report::{Counts, FileReport, IngestReport};
 use sink::{Rows, Sink};
 
@@ -66,7 +70,9 @@ impl DateRange {
 pub fn run(ctx: &Ctx, opts: &IngestOptions) -> Result<IngestReport> {
     let started_at = ctx.clock.now();
     if !opts.input.is_dir() {
-        return Err(Error::NoInput { path: opts.input.clone() });
+        return Err(Error::NoInput {
+            path: opts.input.clone(),
+        });
     }
     if let (Some(s), Some(u)) = (opts.since, opts.until)
         && s > u
@@ -74,20 +80,42 @@ pub fn run(ctx: &Ctx, opts: &IngestOptions) -> Result<IngestReport> {
         return Err(Error::Usage(format!("--since {s} is after --until {u}")));
     }
     if opts.rebuild && (opts.since.is_none() || opts.until.is_none()) {
-        return Err(Error::Usage("--rebuild replaces whole dates: give both --since and --until".into()));
+        return Err(Error::Usage(
+            "--rebuild replaces whole dates: give both --since and --until".into(),
+        ));
     }
     if !(0.0..=1.0).contains(&opts.max_reject_rate) {
-        return Err(Error::Usage(format!("--max-reject-rate {} is not between 0 and 1", opts.max_reject_rate)));
+        return Err(Error::Usage(format!(
+            "--max-reject-rate {} is not between 0 and 1",
+            opts.max_reject_rate
+        )));
     }
     let registry = Arc::new(Registry::load(&opts.input)?);
     let lake = Lake::open(&opts.lake, &ctx.run_id)?;
     let discovery = source::discover(&opts.input)?;
-    let range = DateRange { since: opts.since, until: opts.until };
-    let rebuild = if opts.rebuild { opts.since.zip(opts.until) } else { None };
+    let range = DateRange {
+        since: opts.since,
+        until: opts.until,
+    };
+    let rebuild = if opts.rebuild {
+        opts.since.zip(opts.until)
+    } else {
+        None
+    };
 
-    let mut ctxs: Vec<FileCtx> = discovery.files.iter().map(|f| file_ctx(f, &registry)).collect();
-    let mut files: Vec<FileReport> =
-        discovery.files.iter().map(|f| FileReport { path: f.rel.clone(), ..Default::default() }).collect();
+    let mut ctxs: Vec<FileCtx> = discovery
+        .files
+        .iter()
+        .map(|f| file_ctx(f, &registry))
+        .collect();
+    let mut files: Vec<FileReport> = discovery
+        .files
+        .iter()
+        .map(|f| FileReport {
+            path: f.rel.clone(),
+            ..Default::default()
+        })
+        .collect();
 
     let (tx, rx) = sync_channel::<Rows>(4);
     let (produced, stored) = std::thread::scope(|scope| {
@@ -99,9 +127,16 @@ pub fn run(ctx: &Ctx, opts: &IngestOptions) -> Result<IngestReport> {
             sink.finish()
         });
         let produced = produce(&discovery.files, &mut ctxs, &mut files, range, tx);
-        (produced, sink.join().expect("the writer thread does not panic"))
+        (
+            produced,
+            sink.join().expect("the writer thread does not panic"),
+        )
     });
-    let sink::Stored { counts: store_counts, unattributed, partitions } = stored?;
+    let sink::Stored {
+        counts: store_counts,
+        unattributed,
+        partitions,
+    } = stored?;
     produced?;
 
     for ((file, table), (rows, dups)) in store_counts {
@@ -113,7 +148,10 @@ pub fn run(ctx: &Ctx, opts: &IngestOptions) -> Result<IngestReport> {
         c.rows += rows;
         c.duplicates += dups;
     }
-    let mut tables: BTreeMap<Table, Counts> = Table::EVENTS.iter().map(|t| (*t, Counts::default())).collect();
+    let mut tables: BTreeMap<Table, Counts> = Table::EVENTS
+        .iter()
+        .map(|t| (*t, Counts::default()))
+        .collect();
     let mut totals = Counts::default();
     let mut attention = Vec::new();
     for f in &mut files {
@@ -134,9 +172,17 @@ pub fn run(ctx: &Ctx, opts: &IngestOptions) -> Result<IngestReport> {
         }
     }
     let lines_read = files.iter().map(|f| f.lines_read).sum();
-    let unreadable_files: Vec<String> = files.iter().filter(|f| f.error.is_some()).map(|f| f.path.clone()).collect();
+    let unreadable_files: Vec<String> = files
+        .iter()
+        .filter(|f| f.error.is_some())
+        .map(|f| f.path.clone())
+        .collect();
     if !unreadable_files.is_empty() {
-        attention.push(format!("{} file(s) could not be read to the end: {}", unreadable_files.len(), unreadable_files.join(", ")));
+        attention.push(format!(
+            "{} file(s) could not be read to the end: {}",
+            unreadable_files.len(),
+            unreadable_files.join(", ")
+        ));
     }
     for ignored in discovery.ignored.iter().filter(|i| i.attention) {
         attention.push(format!("{} ignored: {}", ignored.path, ignored.reason));
@@ -240,7 +286,8 @@ fn produce(
                     let idx = next_file - 1;
                     files[idx].lines_read = r.lines_read;
                     if let Some(e) = r.error {
-                        files[idx].error = Some(format!("read error after line {}: {e}", r.lines_read));
+                        files[idx].error =
+                            Some(format!("read error after line {}: {e}", r.lines_read));
                     }
                 }
             }
@@ -249,11 +296,21 @@ fn produce(
             return Ok(());
         }
         let ctxs_ref = &*ctxs;
-        let outs: Vec<BlockOut> = blocks.par_iter().map(|b| parse_block(&ctxs_ref[b.file], b, range)).collect();
+        let outs: Vec<BlockOut> = blocks
+            .par_iter()
+            .map(|b| parse_block(&ctxs_ref[b.file], b, range))
+            .collect();
         for out in outs {
             let file = out.file;
             let state = states.entry(file).or_default();
-            let rows = finalize(state, out, &inputs[file], &ctxs[file], &mut files[file], range);
+            let rows = finalize(
+                state,
+                out,
+                &inputs[file],
+                &ctxs[file],
+                &mut files[file],
+                range,
+            );
             if tx.send(rows).is_err() {
                 // The writer stopped: its error is reported by the caller.
                 return Ok(());
@@ -266,8 +323,13 @@ fn produce(
 
 /// The first non-blank line of a resource file, if it is a CSV header.
 fn csv_header(data: &[u8]) -> Option<CsvColumns> {
-    let line = data.split(|b| *b == b'\n').find(|l| l.iter().any(|b| !b.is_ascii_whitespace()))?;
-    let text = std::str::from_utf8(line).ok()?.trim_start_matches('\u{feff}').trim_end_matches('\r');
+    let line = data
+        .split(|b| *b == b'\n')
+        .find(|l| l.iter().any(|b| !b.is_ascii_whitespace()))?;
+    let text = std::str::from_utf8(line)
+        .ok()?
+        .trim_start_matches('\u{feff}')
+        .trim_end_matches('\r');
     if text.trim_start().starts_with('{') || text.contains('=') {
         return None;
     }
@@ -299,7 +361,10 @@ struct BlockOut {
 }
 
 fn parse_block(ctx: &FileCtx, block: &Block, range: DateRange) -> BlockOut {
-    let mut out = BlockOut { file: block.file, ..Default::default() };
+    let mut out = BlockOut {
+        file: block.file,
+        ..Default::default()
+    };
     let data = &block.data;
     let mut start = 0;
     let mut line_no = block.first_line;
@@ -323,7 +388,10 @@ fn parse_block(ctx: &FileCtx, block: &Block, range: DateRange) -> BlockOut {
         } else if block.too_long.contains(&this_line) {
             Parsed::Reject(
                 ctx.default_table(line),
-                Reject::new(None, format!("line longer than {} MiB", source::MAX_LINE >> 20)),
+                Reject::new(
+                    None,
+                    format!("line longer than {} MiB", source::MAX_LINE >> 20),
+                ),
             )
         } else {
             parse_line(ctx, line)
@@ -339,7 +407,9 @@ fn parse_block(ctx: &FileCtx, block: &Block, range: DateRange) -> BlockOut {
             out.last_ts = ts;
         }
         let parsed = match ts {
-            Some(ts) if !range.contains(ts) => Parsed::Skip(parsed.table(), SkipReason::OutsideRange),
+            Some(ts) if !range.contains(ts) => {
+                Parsed::Skip(parsed.table(), SkipReason::OutsideRange)
+            }
             _ => parsed,
         };
         match parsed {
@@ -419,7 +489,10 @@ fn finalize(
     report: &mut FileReport,
     range: DateRange,
 ) -> Rows {
-    let mut rows = Rows { file: out.file, ..Default::default() };
+    let mut rows = Rows {
+        file: out.file,
+        ..Default::default()
+    };
     for (mut r, kind) in out.usage {
         if kind == IdKind::Content {
             r.event_id = Id(state.occurrence_id(r.event_id.0, r.ts));
@@ -435,7 +508,9 @@ fn finalize(
     for (mut r, counter) in out.resources {
         r.event_id = Id(state.occurrence_id(r.event_id.0, r.ts));
         if let Some(c) = counter {
-            let prev = state.net.insert(c.interface.clone(), (c.bytes_recv, c.bytes_sent));
+            let prev = state
+                .net
+                .insert(c.interface.clone(), (c.bytes_recv, c.bytes_sent));
             let (prev_recv, prev_sent) = prev.unwrap_or((None, None));
             let mut delta = |cur: Option<u64>, prev: Option<u64>| -> Option<f64> {
                 let (cur, prev) = (cur?, prev?);
@@ -457,22 +532,35 @@ fn finalize(
         r.event_id = Id(state.occurrence_id(r.event_id.0, r.ts));
         rows.activity.push(r);
     }
-    let modified = input.modified.map(|m| Ts(chrono::DateTime::<chrono::Utc>::from(m).timestamp_micros()));
+    let modified = input
+        .modified
+        .map(|m| Ts(chrono::DateTime::<chrono::Utc>::from(m).timestamp_micros()));
     for p in out.rejects {
         let (ts, inferred) = match p.reject.ts {
             Some(ts) => (ts, false),
             None => {
-                let guess = p.prev_ts.or(state.last_ts).or(p.next_ts).or(modified).unwrap_or(Ts(0));
+                let guess = p
+                    .prev_ts
+                    .or(state.last_ts)
+                    .or(p.next_ts)
+                    .or(modified)
+                    .unwrap_or(Ts(0));
                 (guess, true)
             }
         };
         if !range.contains(ts) {
-            *report.skipped_reasons.entry(SkipReason::OutsideRange.as_str().into()).or_default() += 1;
+            *report
+                .skipped_reasons
+                .entry(SkipReason::OutsideRange.as_str().into())
+                .or_default() += 1;
             report.tables.entry(p.table).or_default().skipped += 1;
             continue;
         }
         report.tables.entry(p.table).or_default().rejects += 1;
-        *report.rejected_fields.entry(p.reject.field.unwrap_or("-").to_string()).or_default() += 1;
+        *report
+            .rejected_fields
+            .entry(p.reject.field.unwrap_or("-").to_string())
+            .or_default() += 1;
         rows.rejects.push(RejectRow {
             event_id: Id(p.id),
             ts,
@@ -490,7 +578,10 @@ fn finalize(
     }
     for ((table, reason), n) in out.skipped {
         report.tables.entry(table).or_default().skipped += n;
-        *report.skipped_reasons.entry(reason.as_str().into()).or_default() += n;
+        *report
+            .skipped_reasons
+            .entry(reason.as_str().into())
+            .or_default() += n;
     }
     if out.last_ts.is_some() {
         state.last_ts = out.last_ts;
@@ -544,17 +635,40 @@ mod tests {
     fn process(data: &[u8], block_size: usize) -> (Vec<(Table, i64, EventId)>, FileReport, u64) {
         let ctx = ctx();
         let input = input();
-        let range = DateRange { since: None, until: None };
-        let mut reader = BlockReader::from_reader(0, Box::new(std::io::Cursor::new(data.to_vec())), false)
-            .with_block_size(block_size);
+        let range = DateRange {
+            since: None,
+            until: None,
+        };
+        let mut reader =
+            BlockReader::from_reader(0, Box::new(std::io::Cursor::new(data.to_vec())), false)
+                .with_block_size(block_size);
         let mut state = FileState::default();
         let mut report = FileReport::default();
         let mut ids = Vec::new();
         while let Some(block) = reader.next_block() {
-            let rows = finalize(&mut state, parse_block(&ctx, &block, range), &input, &ctx, &mut report, range);
-            ids.extend(rows.usage.iter().map(|r| (Table::ApiUsage, r.source_line, r.event_id.0)));
-            ids.extend(rows.requests.iter().map(|r| (Table::ApiRequests, r.source_line, r.event_id.0)));
-            ids.extend(rows.rejects.iter().map(|r| (Table::Rejects, r.source_line, r.event_id.0)));
+            let rows = finalize(
+                &mut state,
+                parse_block(&ctx, &block, range),
+                &input,
+                &ctx,
+                &mut report,
+                range,
+            );
+            ids.extend(
+                rows.usage
+                    .iter()
+                    .map(|r| (Table::ApiUsage, r.source_line, r.event_id.0)),
+            );
+            ids.extend(
+                rows.requests
+                    .iter()
+                    .map(|r| (Table::ApiRequests, r.source_line, r.event_id.0)),
+            );
+            ids.extend(
+                rows.rejects
+                    .iter()
+                    .map(|r| (Table::Rejects, r.source_line, r.event_id.0)),
+            );
             report.tables.entry(Table::ApiUsage).or_default().rows += rows.usage.len() as u64;
             report.tables.entry(Table::ApiRequests).or_default().rows += rows.requests.len() as u64;
         }
@@ -562,7 +676,12 @@ mod tests {
     }
 
     fn file_of(picks: &[usize], terminated: bool) -> Vec<u8> {
-        let mut data = picks.iter().map(|i| LINES[i % LINES.len()]).collect::<Vec<_>>().join("\n").into_bytes();
+        let mut data = picks
+            .iter()
+            .map(|i| LINES[i % LINES.len()])
+            .collect::<Vec<_>>()
+            .join("\n")
+            .into_bytes();
         if terminated && !data.is_empty() {
             data.push(b'\n');
         }
@@ -612,10 +731,21 @@ mod tests {
     fn undated_rejects_take_the_previous_dated_line() {
         let data = format!("{}\n{}\n", LINES[5], LINES[8]);
         let ctx = ctx();
-        let range = DateRange { since: None, until: None };
-        let mut reader = BlockReader::from_reader(0, Box::new(std::io::Cursor::new(data.into_bytes())), false);
+        let range = DateRange {
+            since: None,
+            until: None,
+        };
+        let mut reader =
+            BlockReader::from_reader(0, Box::new(std::io::Cursor::new(data.into_bytes())), false);
         let block = reader.next_block().unwrap();
-        let rows = finalize(&mut FileState::default(), parse_block(&ctx, &block, range), &input(), &ctx, &mut FileReport::default(), range);
+        let rows = finalize(
+            &mut FileState::default(),
+            parse_block(&ctx, &block, range),
+            &input(),
+            &ctx,
+            &mut FileReport::default(),
+            range,
+        );
         assert_eq!(rows.rejects.len(), 1);
         assert!(rows.rejects[0].ts_inferred);
         assert_eq!(rows.rejects[0].ts, rows.requests[0].ts);
@@ -628,12 +758,36 @@ mod tests {
         let data = "net,interface=eth0 bytes_recv=1000000i,bytes_sent=500i 1700000000000000000\n\
                     net,interface=eth0 bytes_recv=3000000i,bytes_sent=1500i 1700000300000000000\n\
                     net,interface=eth0 bytes_recv=2000000i,bytes_sent=2500i 1700000600000000000\n";
-        let range = DateRange { since: None, until: None };
-        let mut reader = BlockReader::from_reader(0, Box::new(std::io::Cursor::new(data.as_bytes().to_vec())), false);
+        let range = DateRange {
+            since: None,
+            until: None,
+        };
+        let mut reader = BlockReader::from_reader(
+            0,
+            Box::new(std::io::Cursor::new(data.as_bytes().to_vec())),
+            false,
+        );
         let block = reader.next_block().unwrap();
-        let rows = finalize(&mut FileState::default(), parse_block(&ctx, &block, range), &input(), &ctx, &mut FileReport::default(), range);
-        let deltas: Vec<(Option<f64>, Option<f64>, bool)> =
-            rows.resources.iter().map(|r| (r.network_in_mb, r.network_out_mb, r.counter_reset)).collect();
-        assert_eq!(deltas, vec![(None, None, false), (Some(2.0), Some(0.001), false), (Some(2.0), Some(0.001), true)]);
+        let rows = finalize(
+            &mut FileState::default(),
+            parse_block(&ctx, &block, range),
+            &input(),
+            &ctx,
+            &mut FileReport::default(),
+            range,
+        );
+        let deltas: Vec<(Option<f64>, Option<f64>, bool)> = rows
+            .resources
+            .iter()
+            .map(|r| (r.network_in_mb, r.network_out_mb, r.counter_reset))
+            .collect();
+        assert_eq!(
+            deltas,
+            vec![
+                (None, None, false),
+                (Some(2.0), Some(0.001), false),
+                (Some(2.0), Some(0.001), true)
+            ]
+        );
     }
 }

@@ -56,7 +56,13 @@ pub struct PartitionReport {
 
 impl PartitionReport {
     pub fn new(table: Table, date: chrono::NaiveDate) -> PartitionReport {
-        PartitionReport { table, date: date.to_string(), rows_added: 0, files_written: 0, files_removed: 0 }
+        PartitionReport {
+            table,
+            date: date.to_string(),
+            rows_added: 0,
+            files_written: 0,
+            files_removed: 0,
+        }
     }
 }
 
@@ -94,12 +100,21 @@ impl IngestReport {
 
     /// Rejects over lines read.
     pub fn reject_rate(&self) -> f64 {
-        if self.lines_read == 0 { 0.0 } else { self.totals.rejects as f64 / self.lines_read as f64 }
+        if self.lines_read == 0 {
+            0.0
+        } else {
+            self.totals.rejects as f64 / self.lines_read as f64
+        }
     }
 
     /// The summary printed on stderr.
     pub fn summary(&self) -> String {
-        let mut s = format!("ingest {}: {} files, {} lines read\n", self.run_id, self.files.len(), self.lines_read);
+        let mut s = format!(
+            "ingest {}: {} files, {} lines read\n",
+            self.run_id,
+            self.files.len(),
+            self.lines_read
+        );
         s.push_str(&format!(
             "  {:<15} {:>10} {:>10} {:>10} {:>10}\n",
             "table", "rows", "duplicates", "rejects", "skipped"

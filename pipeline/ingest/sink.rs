@@ -11,7 +11,9 @@ use super::report::PartitionReport;
 use crate::error::Result;
 use crate::ids::EventId;
 use crate::lake::{Commit, Lake};
-use crate::tables::{ActivityRow, ApiRequestRow, ApiUsageRow, RejectRow, ResourceRow, Table, TableRow};
+use crate::tables::{
+    ActivityRow, ApiRequestRow, ApiUsageRow, RejectRow, ResourceRow, Table, TableRow,
+};
 
 /// Rows per Parquet file a partition buffer is flushed at.
 const FLUSH_ROWS: usize = 128 * 1024;
@@ -41,7 +43,9 @@ struct Parts<R> {
 
 impl<R> Default for Parts<R> {
     fn default() -> Self {
-        Parts { map: HashMap::new() }
+        Parts {
+            map: HashMap::new(),
+        }
     }
 }
 
@@ -105,21 +109,36 @@ impl<'a> Sink<'a> {
         Ok(())
     }
 
-    fn store<R: TableRow>(&mut self, file: usize, rows: Vec<R>, parts: fn(&mut Self) -> &mut Parts<R>) -> Result<()> {
+    fn store<R: TableRow>(
+        &mut self,
+        file: usize,
+        rows: Vec<R>,
+        parts: fn(&mut Self) -> &mut Parts<R>,
+    ) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
         let table = R::TABLE;
         let (mut stored, mut dups) = (0u64, 0u64);
         for row in rows {
-            let date = row.ts().map(|t| t.date()).expect("rows reach the sink with a partition date");
+            let date = row
+                .ts()
+                .map(|t| t.date())
+                .expect("rows reach the sink with a partition date");
             if !parts(self).map.contains_key(&date) {
                 let seen = match self.rebuild {
                     Some((from, to)) if date >= from && date <= to => HashSet::new(),
                     _ => self.lake.stored_ids(table, date)?,
                 };
                 let report = PartitionReport::new(table, date);
-                parts(self).map.insert(date, Partition { seen, buffer: Vec::new(), report });
+                parts(self).map.insert(
+                    date,
+                    Partition {
+                        seen,
+                        buffer: Vec::new(),
+                        report,
+                    },
+                );
             }
             let is_event = table != Table::Rejects;
             let unattributed = is_event && row.customer_id().is_none();
@@ -135,7 +154,12 @@ impl<'a> Sink<'a> {
             let full = part.buffer.len() >= FLUSH_ROWS;
             self.buffered += 1;
             if let Some(vm) = vm {
-                *self.unattributed.entry(vm).or_default().entry(table).or_default() += 1;
+                *self
+                    .unattributed
+                    .entry(vm)
+                    .or_default()
+                    .entry(table)
+                    .or_default() += 1;
             }
             if full {
                 self.flush(date, parts)?;
@@ -147,7 +171,11 @@ impl<'a> Sink<'a> {
         Ok(())
     }
 
-    fn flush<R: TableRow>(&mut self, date: NaiveDate, parts: fn(&mut Self) -> &mut Parts<R>) -> Result<()> {
+    fn flush<R: TableRow>(
+        &mut self,
+        date: NaiveDate,
+        parts: fn(&mut Self) -> &mut Parts<R>,
+    ) -> Result<()> {
         let part = parts(self).map.get_mut(&date).expect("partition exists");
         if part.buffer.is_empty() {
             return Ok(());
@@ -225,7 +253,9 @@ impl<'a> Sink<'a> {
                         continue;
                     }
                     let old: Vec<PathBuf> = self.lake.partition_files(table, date)?;
-                    let report = reports.entry((table, date.to_string())).or_insert_with(|| PartitionReport::new(table, date));
+                    let report = reports
+                        .entry((table, date.to_string()))
+                        .or_insert_with(|| PartitionReport::new(table, date));
                     report.files_removed += old.len() as u64;
                     self.commit.deletes.extend(old);
                 }
@@ -236,6 +266,10 @@ impl<'a> Sink<'a> {
             .into_values()
             .filter(|r| r.rows_added > 0 || r.files_removed > 0)
             .collect();
-        Ok(Stored { counts: self.counts, unattributed: self.unattributed, partitions })
+        Ok(Stored {
+            counts: self.counts,
+            unattributed: self.unattributed,
+            partitions,
+        })
     }
 }

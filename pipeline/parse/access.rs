@@ -23,7 +23,9 @@ pub fn parse_go_duration(s: &str) -> Option<i64> {
     let mut rest = s;
     let mut total_ns: f64 = 0.0;
     while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_end == 0 {
             return None;
         }
@@ -67,7 +69,10 @@ fn status_of(s: &str) -> Result<i32, Reject> {
     if s.len() == 3 && s.bytes().all(|b| b.is_ascii_digit()) {
         Ok(s.parse().expect("three digits"))
     } else {
-        Err(Reject::field("status", format!("{s:?} is not a 3-digit HTTP status")))
+        Err(Reject::field(
+            "status",
+            format!("{s:?} is not a 3-digit HTTP status"),
+        ))
     }
 }
 
@@ -95,8 +100,14 @@ struct Access<'a> {
 
 fn row(ctx: &FileCtx, text: &str, a: Access) -> Parsed {
     let (event_id, kind) = match a.request_id {
-        Some(rid) => (ids::request_event_id("api_requests", &ctx.vm_id, rid, a.ts.0), IdKind::Request),
-        None => (ids::line_base_id("api_requests", &ctx.vm_id, Some(a.ts.0), text.as_bytes()), IdKind::Content),
+        Some(rid) => (
+            ids::request_event_id("api_requests", &ctx.vm_id, rid, a.ts.0),
+            IdKind::Request,
+        ),
+        None => (
+            ids::line_base_id("api_requests", &ctx.vm_id, Some(a.ts.0), text.as_bytes()),
+            IdKind::Content,
+        ),
     };
     let path = a.path.map(|p| strip_query(&p).into_owned());
     let provider = path.as_deref().and_then(Family::of_path);
@@ -113,7 +124,10 @@ fn row(ctx: &FileCtx, text: &str, a: Access) -> Parsed {
             request_id: a.request_id.map(Str::from),
             status: a.status,
             latency_us: a.latency_us,
-            client_ip: a.client_ip.filter(|s| !s.is_empty() && *s != "-").map(Str::from),
+            client_ip: a
+                .client_ip
+                .filter(|s| !s.is_empty() && *s != "-")
+                .map(Str::from),
             method: a.method.map(Str::from),
             path,
             provider: provider.map(|f| Str::from(f.name())),
@@ -135,10 +149,16 @@ fn row(ctx: &FileCtx, text: &str, a: Access) -> Parsed {
 pub fn parse_main_log(ctx: &FileCtx, text: &str) -> Parsed {
     let reject = |r: Reject| Parsed::Reject(Table::ApiRequests, r.format("cliproxy_main"));
     let Some((ts_text, rest)) = bracket(text) else {
-        return reject(Reject::new(None, "unrecognized line: `[` without a closing `]`"));
+        return reject(Reject::new(
+            None,
+            "unrecognized line: `[` without a closing `]`",
+        ));
     };
     let Some(ts) = parse_iso(ts_text, ctx.tz) else {
-        return reject(Reject::field("timestamp", format!("{ts_text:?} is not a main-log timestamp")));
+        return reject(Reject::field(
+            "timestamp",
+            format!("{ts_text:?} is not a main-log timestamp"),
+        ));
     };
     // Up to three more groups: [request id] [level] [caller], or the older
     // [level] [caller] [GIN].
@@ -160,7 +180,15 @@ pub fn parse_main_log(ctx: &FileCtx, text: &str) -> Parsed {
         }
         [rid, _level, caller] => (Some(*rid), *caller, false),
         [_level, caller] => (None, *caller, false),
-        _ => return reject(Reject::new(None, "unrecognized main-log line: expected [level] [caller] groups").at(Some(ts))),
+        _ => {
+            return reject(
+                Reject::new(
+                    None,
+                    "unrecognized main-log line: expected [level] [caller] groups",
+                )
+                .at(Some(ts)),
+            );
+        }
     };
     if !caller.starts_with("gin_logger.go") {
         return Parsed::Skip(Table::ApiRequests, SkipReason::NonAccessLogLine);
@@ -170,7 +198,9 @@ pub fn parse_main_log(ctx: &FileCtx, text: &str) -> Parsed {
         // `2025/11/24 - 10:07:40 | 200 | ...`: drop Gin's own timestamp.
         match text_part.split_once(" | ") {
             Some((_, r)) => text_part = r,
-            None => return reject(Reject::new(None, "[GIN] line without access fields").at(Some(ts))),
+            None => {
+                return reject(Reject::new(None, "[GIN] line without access fields").at(Some(ts)));
+            }
         }
     }
     let request_id = request_id.filter(|r| !r.is_empty() && r.bytes().any(|b| b != b'-'));
@@ -202,17 +232,29 @@ type AccessFields<'a> = (i32, i64, &'a str, &'a str, &'a str, Option<&'a str>);
 /// `200 |       23.559s |       127.0.0.1 | POST    "/v1/chat/completions" | error`
 fn access_text(s: &str) -> Result<AccessFields<'_>, Reject> {
     let mut parts = s.splitn(4, '|');
-    let (Some(status), Some(latency), Some(ip), Some(rest)) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(status), Some(latency), Some(ip), Some(rest)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(Reject::new(None, "access line needs status | latency | client | method \"path\""));
+        return Err(Reject::new(
+            None,
+            "access line needs status | latency | client | method \"path\"",
+        ));
     };
     let status = status_of(status)?;
-    let latency_us = parse_go_duration(latency)
-        .ok_or_else(|| Reject::field("latency", format!("{:?} is not a Go duration", latency.trim())))?;
+    let latency_us = parse_go_duration(latency).ok_or_else(|| {
+        Reject::field(
+            "latency",
+            format!("{:?} is not a Go duration", latency.trim()),
+        )
+    })?;
     let rest = rest.trim_start();
-    let (method, after) = rest.split_once(char::is_whitespace).ok_or_else(|| Reject::field("path", "missing"))?;
+    let (method, after) = rest
+        .split_once(char::is_whitespace)
+        .ok_or_else(|| Reject::field("path", "missing"))?;
     let after = after.trim_start();
-    let quoted = after.strip_prefix('"').ok_or_else(|| Reject::field("path", "expected a quoted path"))?;
+    let quoted = after
+        .strip_prefix('"')
+        .ok_or_else(|| Reject::field("path", "expected a quoted path"))?;
     // The path ends at the last quote that ends the line or precedes ` | `.
     let (path, error) = match quoted.find("\" | ") {
         Some(i) => (&quoted[..i], Some(quoted[i + 4..].trim())),
@@ -221,7 +263,14 @@ fn access_text(s: &str) -> Result<AccessFields<'_>, Reject> {
             None => return Err(Reject::field("path", "unterminated quoted path")),
         },
     };
-    Ok((status, latency_us, ip.trim(), method, path, error.filter(|e| !e.is_empty())))
+    Ok((
+        status,
+        latency_us,
+        ip.trim(),
+        method,
+        path,
+        error.filter(|e| !e.is_empty()),
+    ))
 }
 
 /// Reads a `"..."` field with backslash escapes (`\"`, `\\`, `\xhh`) at the
@@ -237,7 +286,11 @@ fn quoted(s: &str) -> Option<(String, &str)> {
                 (_, 'x') => {
                     let hex: String = [chars.next()?.1, chars.next()?.1].iter().collect();
                     let b = u8::from_str_radix(&hex, 16).ok()?;
-                    out.push(if b.is_ascii() { b as char } else { char::REPLACEMENT_CHARACTER });
+                    out.push(if b.is_ascii() {
+                        b as char
+                    } else {
+                        char::REPLACEMENT_CHARACTER
+                    });
                 }
                 (_, other) => out.push(other),
             },
@@ -266,33 +319,53 @@ pub fn parse_clf(ctx: &FileCtx, text: &str) -> Parsed {
             "unrecognized line: not JSON, a CLIProxyAPI main-log line or Common/Combined Log Format",
         ))
     };
-    let Some((host, rest)) = token(text) else { return unrecognized() };
-    let Some((_ident, rest)) = token(rest) else { return unrecognized() };
+    let Some((host, rest)) = token(text) else {
+        return unrecognized();
+    };
+    let Some((_ident, rest)) = token(rest) else {
+        return unrecognized();
+    };
     let rest = rest.trim_start_matches(' ');
     // %u may itself be quoted or hold spaces in rare setups: read to " [".
-    let Some(bracket_at) = rest.find(" [") else { return unrecognized() };
+    let Some(bracket_at) = rest.find(" [") else {
+        return unrecognized();
+    };
     let rest = &rest[bracket_at + 1..];
-    let Some((time_text, rest)) = bracket(rest) else { return unrecognized() };
+    let Some((time_text, rest)) = bracket(rest) else {
+        return unrecognized();
+    };
     let fmt = |r: Reject| r.format("clf");
     let Some(ts) = clf_time(time_text) else {
-        return reject(fmt(Reject::field("time", format!("{time_text:?} is not a [day/Mon/year:HH:MM:SS zone] time"))));
+        return reject(fmt(Reject::field(
+            "time",
+            format!("{time_text:?} is not a [day/Mon/year:HH:MM:SS zone] time"),
+        )));
     };
     let dated = |r: Reject| reject(fmt(r).at(Some(ts)));
     let Some((request, rest)) = quoted(rest) else {
         return dated(Reject::field("request", "expected a quoted request line"));
     };
-    let Some((status, rest)) = token(rest) else { return dated(Reject::field("status", "missing")) };
+    let Some((status, rest)) = token(rest) else {
+        return dated(Reject::field("status", "missing"));
+    };
     let status = match status_of(status) {
         Ok(s) => s,
         Err(r) => return dated(r),
     };
-    let Some((bytes, rest)) = token(rest) else { return dated(Reject::field("bytes", "missing")) };
+    let Some((bytes, rest)) = token(rest) else {
+        return dated(Reject::field("bytes", "missing"));
+    };
     let bytes = if bytes == "-" {
         0
     } else {
         match bytes.parse::<i64>() {
             Ok(b) if b >= 0 => b,
-            _ => return dated(Reject::field("bytes", format!("{bytes:?} is not a byte count"))),
+            _ => {
+                return dated(Reject::field(
+                    "bytes",
+                    format!("{bytes:?} is not a byte count"),
+                ));
+            }
         }
     };
     let rest = rest.trim_start_matches(' ');
@@ -301,18 +374,26 @@ pub fn parse_clf(ctx: &FileCtx, text: &str) -> Parsed {
             return dated(Reject::field("referer", "unterminated quoted field"));
         };
         let Some((ua, _)) = quoted(rest.trim_start_matches(' ')) else {
-            return dated(Reject::field("user_agent", "expected a quoted user agent after the referer"));
+            return dated(Reject::field(
+                "user_agent",
+                "expected a quoted user agent after the referer",
+            ));
         };
         (Some(referer), Some(ua), "combined")
     } else if rest.is_empty() {
         (None, None, "common")
     } else {
-        return dated(Reject::new(None, format!("unexpected text after the byte count: {:?}", cut(rest, 40))));
+        return dated(Reject::new(
+            None,
+            format!("unexpected text after the byte count: {:?}", cut(rest, 40)),
+        ));
     };
     let dash = |s: Option<String>| s.filter(|v| !v.is_empty() && v != "-");
     let mut parts = request.split(' ').filter(|p| !p.is_empty());
     let (method, path) = match (parts.next(), parts.next()) {
-        (Some(m), Some(p)) if m.bytes().all(|b| b.is_ascii_uppercase()) => (Some(m), Some(p.to_string())),
+        (Some(m), Some(p)) if m.bytes().all(|b| b.is_ascii_uppercase()) => {
+            (Some(m), Some(p.to_string()))
+        }
         _ => (None, None),
     };
     row(
@@ -384,23 +465,63 @@ mod tests {
 
     #[test]
     fn current_main_log_access_line() {
-        let r = request(r#"[2026-01-05 10:07:49] [a1b2c3d4] [info ] [gin_logger.go:97] 200 |       23.559s |       127.0.0.1 | POST    "/v1/chat/completions""#);
+        let r = request(
+            r#"[2026-01-05 10:07:49] [a1b2c3d4] [info ] [gin_logger.go:97] 200 |       23.559s |       127.0.0.1 | POST    "/v1/chat/completions""#,
+        );
         assert_eq!(r.ts, ts("2026-01-05T10:07:49Z"));
-        assert_eq!((r.request_id.as_deref(), r.status, r.latency_us), (Some("a1b2c3d4"), 200, Some(23_559_000)));
-        assert_eq!((r.client_ip.as_deref(), r.method.as_deref(), r.path.as_deref()), (Some("127.0.0.1"), Some("POST"), Some("/v1/chat/completions")));
-        assert_eq!((r.provider.as_deref(), &*r.log_format), (Some("openai"), "cliproxy"));
-        let r = request(r#"[2026-01-05 10:07:50] [--------] [warn ] [gin_logger.go:97] 502 |          1.2s |       ::1 | POST    "/v1beta/models/gemini-2.5-pro:generateContent?key=*****" | upstream timeout"#);
-        assert_eq!((r.request_id, r.status, r.error.as_deref()), (None, 502, Some("upstream timeout")));
-        assert_eq!((r.model.as_deref(), r.path.as_deref()), (Some("gemini-2.5-pro"), Some("/v1beta/models/gemini-2.5-pro:generateContent")));
+        assert_eq!(
+            (r.request_id.as_deref(), r.status, r.latency_us),
+            (Some("a1b2c3d4"), 200, Some(23_559_000))
+        );
+        assert_eq!(
+            (
+                r.client_ip.as_deref(),
+                r.method.as_deref(),
+                r.path.as_deref()
+            ),
+            (
+                Some("127.0.0.1"),
+                Some("POST"),
+                Some("/v1/chat/completions")
+            )
+        );
+        assert_eq!(
+            (r.provider.as_deref(), &*r.log_format),
+            (Some("openai"), "cliproxy")
+        );
+        let r = request(
+            r#"[2026-01-05 10:07:50] [--------] [warn ] [gin_logger.go:97] 502 |          1.2s |       ::1 | POST    "/v1beta/models/gemini-2.5-pro:generateContent?key=*****" | upstream timeout"#,
+        );
+        assert_eq!(
+            (r.request_id, r.status, r.error.as_deref()),
+            (None, 502, Some("upstream timeout"))
+        );
+        assert_eq!(
+            (r.model.as_deref(), r.path.as_deref()),
+            (
+                Some("gemini-2.5-pro"),
+                Some("/v1beta/models/gemini-2.5-pro:generateContent")
+            )
+        );
     }
 
     #[test]
     fn older_gin_lines_from_formats_md() {
-        let r = request(r#"[2025-11-24 10:07:40] [info] [gin_logger.go:58] [GIN] 2025/11/24 - 10:07:40 | 200 |           7ms | fd2b:6d4:c6af:cafe::185 | GET     "/v0/management/logs""#);
-        assert_eq!((r.status, r.latency_us, r.client_ip.as_deref()), (200, Some(7000), Some("fd2b:6d4:c6af:cafe::185")));
+        let r = request(
+            r#"[2025-11-24 10:07:40] [info] [gin_logger.go:58] [GIN] 2025/11/24 - 10:07:40 | 200 |           7ms | fd2b:6d4:c6af:cafe::185 | GET     "/v0/management/logs""#,
+        );
+        assert_eq!(
+            (r.status, r.latency_us, r.client_ip.as_deref()),
+            (200, Some(7000), Some("fd2b:6d4:c6af:cafe::185"))
+        );
         assert_eq!(&*r.log_format, "cliproxy_gin");
-        let r = request(r#"[2025-11-24 10:07:49] [info] [gin_logger.go:58] [GIN] 2025/11/24 - 10:07:49 | 200 |            0s |       127.0.0.1 | GET     "/v1/models""#);
-        assert_eq!((r.path.as_deref(), r.latency_us), (Some("/v1/models"), Some(0)));
+        let r = request(
+            r#"[2025-11-24 10:07:49] [info] [gin_logger.go:58] [GIN] 2025/11/24 - 10:07:49 | 200 |            0s |       127.0.0.1 | GET     "/v1/models""#,
+        );
+        assert_eq!(
+            (r.path.as_deref(), r.latency_us),
+            (Some("/v1/models"), Some(0))
+        );
     }
 
     #[test]
@@ -409,22 +530,57 @@ mod tests {
             "[2026-01-05 10:07:49] [--------] [info ] [main.go:212] CLIProxyAPI Version: 6.6.0",
             "[2025-11-24 10:07:40] [warn] [config.go:58] config file changed",
         ] {
-            assert_eq!(parse(line), Parsed::Skip(Table::ApiRequests, SkipReason::NonAccessLogLine), "{line}");
+            assert_eq!(
+                parse(line),
+                Parsed::Skip(Table::ApiRequests, SkipReason::NonAccessLogLine),
+                "{line}"
+            );
         }
-        assert_eq!(reject_field(r#"[2026-01-05 10:07:49] [a1b2c3d4] [info ] [gin_logger.go:97] 2x0 | 1s | 127.0.0.1 | GET "/""#), Some("status"));
-        assert_eq!(reject_field("[2026-13-05 10:07:49] [a1b2c3d4] [info ] [gin_logger.go:97] 200"), Some("timestamp"));
+        assert_eq!(
+            reject_field(
+                r#"[2026-01-05 10:07:49] [a1b2c3d4] [info ] [gin_logger.go:97] 2x0 | 1s | 127.0.0.1 | GET "/""#
+            ),
+            Some("status")
+        );
+        assert_eq!(
+            reject_field("[2026-13-05 10:07:49] [a1b2c3d4] [info ] [gin_logger.go:97] 200"),
+            Some("timestamp")
+        );
     }
 
     #[test]
     fn common_and_combined_lines() {
-        let r = request(r#"127.0.0.1 - frank [10/Oct/2000:13:55:36 -0700] "GET /apache_pb.gif HTTP/1.0" 200 2326"#);
+        let r = request(
+            r#"127.0.0.1 - frank [10/Oct/2000:13:55:36 -0700] "GET /apache_pb.gif HTTP/1.0" 200 2326"#,
+        );
         assert_eq!(r.ts, ts("2000-10-10T20:55:36Z"));
-        assert_eq!((r.status, r.bytes, &*r.log_format), (200, Some(2326), "common"));
-        let r = request(r#"10.0.0.1 - - [25/Dec/2025:10:30:00 +0000] "POST /v1/messages HTTP/1.1" 200 1234 "-" "anthropic-sdk/0.1.0""#);
-        assert_eq!((r.provider.as_deref(), r.referer.as_deref(), r.user_agent.as_deref()), (Some("anthropic"), None, Some("anthropic-sdk/0.1.0")));
+        assert_eq!(
+            (r.status, r.bytes, &*r.log_format),
+            (200, Some(2326), "common")
+        );
+        let r = request(
+            r#"10.0.0.1 - - [25/Dec/2025:10:30:00 +0000] "POST /v1/messages HTTP/1.1" 200 1234 "-" "anthropic-sdk/0.1.0""#,
+        );
+        assert_eq!(
+            (
+                r.provider.as_deref(),
+                r.referer.as_deref(),
+                r.user_agent.as_deref()
+            ),
+            (Some("anthropic"), None, Some("anthropic-sdk/0.1.0"))
+        );
         // Apache writes `-` for no bytes, nginx 0; escaped quotes; IPv6 client; query dropped.
-        let r = request(r#"2001:db8::1 - - [25/Dec/2025:10:30:00 +0100] "GET /v1beta/models/gemini-2.5-flash:generateContent?key=AIzaSECRET HTTP/1.1" 304 - "https://x/?token=abc" "curl \"quoted\" \\ agent""#);
-        assert_eq!((r.bytes, r.client_ip.as_deref(), r.path.as_deref()), (Some(0), Some("2001:db8::1"), Some("/v1beta/models/gemini-2.5-flash:generateContent")));
+        let r = request(
+            r#"2001:db8::1 - - [25/Dec/2025:10:30:00 +0100] "GET /v1beta/models/gemini-2.5-flash:generateContent?key=AIzaSECRET HTTP/1.1" 304 - "https://x/?token=abc" "curl \"quoted\" \\ agent""#,
+        );
+        assert_eq!(
+            (r.bytes, r.client_ip.as_deref(), r.path.as_deref()),
+            (
+                Some(0),
+                Some("2001:db8::1"),
+                Some("/v1beta/models/gemini-2.5-flash:generateContent")
+            )
+        );
         assert_eq!(r.user_agent.as_deref(), Some(r#"curl "quoted" \ agent"#));
         assert_eq!(r.referer.as_deref(), Some("https://x/?token=[REDACTED]"));
         assert_eq!(r.ts, ts("2025-12-25T09:30:00Z"));
@@ -435,9 +591,18 @@ mod tests {
 
     #[test]
     fn clf_rejects_name_the_field() {
-        assert_eq!(reject_field(r#"10.0.0.1 - - [25/Dec/2025:10:30:00 +0000] "GET / HTTP/1.1" 2x0 12"#), Some("status"));
-        assert_eq!(reject_field(r#"10.0.0.1 - - [25/Dex/2025:10:30:00 +0000] "GET / HTTP/1.1" 200 12"#), Some("time"));
-        assert_eq!(reject_field(r#"10.0.0.1 - - [25/Dec/2025:10:30:00 +0000] "GET / HTTP/1.1" 200 abc"#), Some("bytes"));
+        assert_eq!(
+            reject_field(r#"10.0.0.1 - - [25/Dec/2025:10:30:00 +0000] "GET / HTTP/1.1" 2x0 12"#),
+            Some("status")
+        );
+        assert_eq!(
+            reject_field(r#"10.0.0.1 - - [25/Dex/2025:10:30:00 +0000] "GET / HTTP/1.1" 200 12"#),
+            Some("time")
+        );
+        assert_eq!(
+            reject_field(r#"10.0.0.1 - - [25/Dec/2025:10:30:00 +0000] "GET / HTTP/1.1" 200 abc"#),
+            Some("bytes")
+        );
         assert_eq!(reject_field("hello world"), None);
     }
 }

@@ -29,12 +29,16 @@ struct Record<'a> {
 }
 
 pub fn parse(ctx: &FileCtx, text: &str) -> Parsed {
-    parse_record(ctx, text).unwrap_or_else(|r| Parsed::Reject(Table::Activity, r.format("commands_jsonl")))
+    parse_record(ctx, text)
+        .unwrap_or_else(|r| Parsed::Reject(Table::Activity, r.format("commands_jsonl")))
 }
 
 fn parse_record(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
     if !text.trim_start().starts_with('{') {
-        return Err(Reject::new(None, "unrecognized line: command logs are JSON Lines"));
+        return Err(Reject::new(
+            None,
+            "unrecognized line: command logs are JSON Lines",
+        ));
     }
     let rec: Record = serde_json::from_str(text).map_err(|e| json::syntax_error(&e))?;
     let ts = json::timestamp("timestamp", &rec.timestamp, ctx.tz)?;
@@ -51,7 +55,10 @@ fn parse_record(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
     };
     let duration = json::number("duration_seconds", &rec.duration_seconds).map_err(dated)?;
     if duration.is_some_and(|d| d < 0.0) {
-        return Err(dated(Reject::field("duration_seconds", "negative duration")));
+        return Err(dated(Reject::field(
+            "duration_seconds",
+            "negative duration",
+        )));
     }
     let exit_code = json::int32("exit_code", &rec.exit_code).map_err(dated)?;
     let (command, command_redacted) = match json::text(&rec.command) {
@@ -64,7 +71,12 @@ fn parse_record(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
     };
     let user_id = json::text(&rec.user).map(|u| Str::from(cut(&u, 128)));
     Ok(Parsed::Activity(ActivityRow {
-        event_id: Id(ids::line_base_id("activity", &ctx.vm_id, Some(ts.0), text.as_bytes())),
+        event_id: Id(ids::line_base_id(
+            "activity",
+            &ctx.vm_id,
+            Some(ts.0),
+            text.as_bytes(),
+        )),
         ts,
         customer_id: ctx.customer_id.clone(),
         vm_id: ctx.vm_id.clone(),
@@ -100,16 +112,38 @@ mod tests {
 
     #[test]
     fn command_records_are_redacted() {
-        let Parsed::Activity(r) = parse(r#"{"timestamp":"2026-10-01T09:00:00Z","user":"alice","activity_type":"command","command":"export OPENAI_API_KEY=sk-abcdefghijklmnopqrstuvwxyz","pattern_name":null,"duration_seconds":0.25,"exit_code":0}"#) else {
+        let Parsed::Activity(r) = parse(
+            r#"{"timestamp":"2026-10-01T09:00:00Z","user":"alice","activity_type":"command","command":"export OPENAI_API_KEY=sk-abcdefghijklmnopqrstuvwxyz","pattern_name":null,"duration_seconds":0.25,"exit_code":0}"#,
+        ) else {
             panic!()
         };
-        assert_eq!(r.command.as_deref(), Some("export OPENAI_API_KEY=[REDACTED]"));
+        assert_eq!(
+            r.command.as_deref(),
+            Some("export OPENAI_API_KEY=[REDACTED]")
+        );
         assert!(r.command_redacted);
-        assert_eq!((r.ts, r.user_id.as_deref(), r.duration_seconds, r.exit_code), (ts("2026-10-01T09:00:00Z"), Some("alice"), Some(0.25), Some(0)));
-        let Parsed::Activity(r) = parse(r#"{"timestamp":"2026-10-01T09:00:00Z","user":"bob","activity_type":"pattern","command":null,"pattern_name":"deploy","duration_seconds":12,"exit_code":1}"#) else {
+        assert_eq!(
+            (r.ts, r.user_id.as_deref(), r.duration_seconds, r.exit_code),
+            (
+                ts("2026-10-01T09:00:00Z"),
+                Some("alice"),
+                Some(0.25),
+                Some(0)
+            )
+        );
+        let Parsed::Activity(r) = parse(
+            r#"{"timestamp":"2026-10-01T09:00:00Z","user":"bob","activity_type":"pattern","command":null,"pattern_name":"deploy","duration_seconds":12,"exit_code":1}"#,
+        ) else {
             panic!()
         };
-        assert_eq!((&*r.activity_type, r.pattern_name.as_deref(), r.command_redacted), ("pattern", Some("deploy"), false));
+        assert_eq!(
+            (
+                &*r.activity_type,
+                r.pattern_name.as_deref(),
+                r.command_redacted
+            ),
+            ("pattern", Some("deploy"), false)
+        );
     }
 
     #[test]
@@ -118,9 +152,20 @@ mod tests {
             Parsed::Reject(Table::Activity, r) => r.field,
             other => panic!("{other:?}"),
         };
-        assert_eq!(field(r#"{"user":"a","activity_type":"command"}"#), Some("timestamp"));
-        assert_eq!(field(r#"{"timestamp":"2026-10-01T09:00:00Z","activity_type":"dance"}"#), Some("activity_type"));
-        assert_eq!(field(r#"{"timestamp":"2026-10-01T09:00:00Z","activity_type":"command","exit_code":"x"}"#), Some("exit_code"));
+        assert_eq!(
+            field(r#"{"user":"a","activity_type":"command"}"#),
+            Some("timestamp")
+        );
+        assert_eq!(
+            field(r#"{"timestamp":"2026-10-01T09:00:00Z","activity_type":"dance"}"#),
+            Some("activity_type")
+        );
+        assert_eq!(
+            field(
+                r#"{"timestamp":"2026-10-01T09:00:00Z","activity_type":"command","exit_code":"x"}"#
+            ),
+            Some("exit_code")
+        );
         assert_eq!(field("not json"), None);
     }
 }

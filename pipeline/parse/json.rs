@@ -91,10 +91,15 @@ pub fn count(field: &'static str, v: &Scalar) -> Result<Option<u64>, Reject> {
         Scalar::Int(n) if *n >= 0 => Ok(Some(*n as u64)),
         Scalar::Int(n) => Err(Reject::field(field, format!("negative value {n}"))),
         Scalar::Float(f) if f.fract() == 0.0 && *f >= 0.0 && *f < 9.0e15 => Ok(Some(*f as u64)),
-        Scalar::Float(f) => Err(Reject::field(field, format!("{f} is not a non-negative whole number"))),
+        Scalar::Float(f) => Err(Reject::field(
+            field,
+            format!("{f} is not a non-negative whole number"),
+        )),
         Scalar::Str(s) => match s.trim().parse::<u64>() {
             Ok(n) => Ok(Some(n)),
-            Err(_) if s.trim().starts_with('-') => Err(Reject::field(field, format!("negative value {s:?}"))),
+            Err(_) if s.trim().starts_with('-') => {
+                Err(Reject::field(field, format!("negative value {s:?}")))
+            }
             Err(_) => Err(Reject::field(field, format!("{s:?} is not a number"))),
         },
         Scalar::Bool(_) | Scalar::Nested => Err(Reject::field(field, "expected a number")),
@@ -174,10 +179,11 @@ pub fn boolean(field: &'static str, v: &Scalar) -> Result<Option<bool>, Reject> 
 pub fn timestamp(field: &'static str, v: &Scalar, tz: Tz) -> Result<Ts, Reject> {
     match v {
         Scalar::Null => Err(Reject::field(field, "missing")),
-        Scalar::Str(s) => {
-            parse_iso(s.trim(), tz).ok_or_else(|| Reject::field(field, format!("{s:?} is not an RFC 3339 timestamp")))
+        Scalar::Str(s) => parse_iso(s.trim(), tz)
+            .ok_or_else(|| Reject::field(field, format!("{s:?} is not an RFC 3339 timestamp"))),
+        Scalar::Int(n) => {
+            from_epoch(*n).ok_or_else(|| Reject::field(field, format!("{n} is not a Unix time")))
         }
-        Scalar::Int(n) => from_epoch(*n).ok_or_else(|| Reject::field(field, format!("{n} is not a Unix time"))),
         Scalar::UInt(n) => i64::try_from(*n)
             .ok()
             .and_then(from_epoch)
@@ -211,8 +217,14 @@ mod tests {
         assert_eq!(count("f", &s("\"12\"")), Ok(Some(12)));
         assert_eq!(count("f", &s("12.0")), Ok(Some(12)));
         assert_eq!(count("f", &s("null")), Ok(None));
-        assert_eq!(count("f", &s("-1")).unwrap_err().reason, "negative value -1");
-        assert_eq!(count("f", &s("\"abc\"")).unwrap_err().reason, "\"abc\" is not a number");
+        assert_eq!(
+            count("f", &s("-1")).unwrap_err().reason,
+            "negative value -1"
+        );
+        assert_eq!(
+            count("f", &s("\"abc\"")).unwrap_err().reason,
+            "\"abc\" is not a number"
+        );
         assert_eq!(count("f", &s("1.5")).unwrap_err().field, Some("f"));
         assert!(count("f", &s("{\"a\":1}")).is_err());
     }

@@ -99,7 +99,12 @@ pub struct Reject {
 
 impl Reject {
     pub fn new(field: Option<&'static str>, reason: impl Into<String>) -> Reject {
-        Reject { reason: reason.into(), field, ts: None, format: None }
+        Reject {
+            reason: reason.into(),
+            field,
+            ts: None,
+            format: None,
+        }
     }
     pub fn field(field: &'static str, reason: impl Into<String>) -> Reject {
         Reject::new(Some(field), reason)
@@ -220,6 +225,8 @@ pub(crate) mod test_util {
     }
 
     pub fn ts(s: &str) -> Ts {
-        Ts(chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp_micros())
+        Ts(chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .timestamp_micros())
     }
 }

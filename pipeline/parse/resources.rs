@@ -29,7 +29,14 @@ pub struct CsvColumns(pub Vec<Col>);
 
 impl Default for CsvColumns {
     fn default() -> Self {
-        CsvColumns(vec![Col::Timestamp, Col::Cpu, Col::Memory, Col::Disk, Col::NetIn, Col::NetOut])
+        CsvColumns(vec![
+            Col::Timestamp,
+            Col::Cpu,
+            Col::Memory,
+            Col::Disk,
+            Col::NetIn,
+            Col::NetOut,
+        ])
     }
 }
 
@@ -70,7 +77,12 @@ struct Sample {
     net_out: Option<f64>,
 }
 
-fn sample_row(ctx: &FileCtx, text: &str, s: Sample, format: &'static str) -> Result<Parsed, Reject> {
+fn sample_row(
+    ctx: &FileCtx,
+    text: &str,
+    s: Sample,
+    format: &'static str,
+) -> Result<Parsed, Reject> {
     let ts = s.ts.ok_or_else(|| Reject::field("timestamp", "missing"))?;
     for (field, v) in [
         ("cpu_percent", s.cpu),
@@ -85,7 +97,12 @@ fn sample_row(ctx: &FileCtx, text: &str, s: Sample, format: &'static str) -> Res
     }
     Ok(Parsed::Resource(
         ResourceRow {
-            event_id: Id(ids::line_base_id("resource_usage", &ctx.vm_id, Some(ts.0), text.as_bytes())),
+            event_id: Id(ids::line_base_id(
+                "resource_usage",
+                &ctx.vm_id,
+                Some(ts.0),
+                text.as_bytes(),
+            )),
             ts,
             customer_id: ctx.customer_id.clone(),
             vm_id: ctx.vm_id.clone(),
@@ -107,7 +124,12 @@ fn sample_row(ctx: &FileCtx, text: &str, s: Sample, format: &'static str) -> Res
 
 /// Parses one line of a `resources/` file.
 pub fn parse(ctx: &FileCtx, text: &str) -> Parsed {
-    let first = text.trim_start().as_bytes().first().copied().unwrap_or(b' ');
+    let first = text
+        .trim_start()
+        .as_bytes()
+        .first()
+        .copied()
+        .unwrap_or(b' ');
     let result = if first == b'{' {
         parse_json(ctx, text).map_err(|r| r.format("jsonl"))
     } else if first.is_ascii_alphabetic() && text.contains('=') {
@@ -123,11 +145,18 @@ pub fn parse(ctx: &FileCtx, text: &str) -> Parsed {
 fn parse_csv(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
     let default = CsvColumns::default();
     let cols = ctx.csv_columns.as_deref().unwrap_or(&default);
-    let fields: Vec<&str> = text.split(',').map(|f| f.trim().trim_matches('"')).collect();
+    let fields: Vec<&str> = text
+        .split(',')
+        .map(|f| f.trim().trim_matches('"'))
+        .collect();
     if fields.len() != cols.0.len() {
         return Err(Reject::new(
             None,
-            format!("expected {} comma-separated columns, found {}", cols.0.len(), fields.len()),
+            format!(
+                "expected {} comma-separated columns, found {}",
+                cols.0.len(),
+                fields.len()
+            ),
         ));
     }
     let mut s = Sample::default();
@@ -266,7 +295,11 @@ fn scan<'a>(s: &'a str, stops: &[u8], quotes: bool) -> (String, Option<u8>, &'a 
             in_quotes = true;
             out.push(c);
         } else if stops.contains(&c) {
-            return (String::from_utf8_lossy(&out).into_owned(), Some(c), &s[i + 1..]);
+            return (
+                String::from_utf8_lossy(&out).into_owned(),
+                Some(c),
+                &s[i + 1..],
+            );
         } else {
             out.push(c);
         }
@@ -278,7 +311,9 @@ fn scan<'a>(s: &'a str, stops: &[u8], quotes: bool) -> (String, Option<u8>, &'a 
 fn field_value(raw: &str) -> Option<FieldValue> {
     if let Some(inner) = raw.strip_prefix('"') {
         let inner = inner.strip_suffix('"')?;
-        return Some(FieldValue::Str(inner.replace("\\\"", "\"").replace("\\\\", "\\")));
+        return Some(FieldValue::Str(
+            inner.replace("\\\"", "\"").replace("\\\\", "\\"),
+        ));
     }
     if let Some(i) = raw.strip_suffix('i') {
         return i.parse().ok().map(FieldValue::Int);
@@ -291,14 +326,20 @@ fn field_value(raw: &str) -> Option<FieldValue> {
         "f" | "F" | "false" | "False" | "FALSE" => return Some(FieldValue::Bool(false)),
         _ => {}
     }
-    raw.parse::<f64>().ok().filter(|f| f.is_finite()).map(FieldValue::Float)
+    raw.parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite())
+        .map(FieldValue::Float)
 }
 
 /// Parses `measurement[,tag=v...] field=v[,field=v...] [timestamp]`.
 pub fn parse_line_protocol(text: &str) -> Result<InfluxLine, Reject> {
     let (series, stop, rest) = scan(text.trim(), b" ", false);
     if stop.is_none() {
-        return Err(Reject::new(None, "line protocol needs a field set after the measurement"));
+        return Err(Reject::new(
+            None,
+            "line protocol needs a field set after the measurement",
+        ));
     }
     // Series: measurement then ,tag=value pairs (escapes already resolved by
     // re-scanning the original text would be costlier; tags rarely escape).
@@ -311,7 +352,8 @@ pub fn parse_line_protocol(text: &str) -> Result<InfluxLine, Reject> {
     let mut tags = Vec::new();
     for p in parts {
         let (k, v) = split_unescaped(p, b'=');
-        let v = v.ok_or_else(|| Reject::field("tags", format!("tag {:?} has no value", unescape(k))))?;
+        let v =
+            v.ok_or_else(|| Reject::field("tags", format!("tag {:?} has no value", unescape(k))))?;
         tags.push((unescape(k), unescape(v)));
     }
     let rest = rest.trim_start();
@@ -323,7 +365,9 @@ pub fn parse_line_protocol(text: &str) -> Result<InfluxLine, Reject> {
             return Err(Reject::field("fields", "expected key=value"));
         }
         let (value, stop, after) = scan(after, b", ", true);
-        let v = field_value(&value).ok_or_else(|| Reject::field("fields", format!("field {key:?} has a bad value {value:?}")))?;
+        let v = field_value(&value).ok_or_else(|| {
+            Reject::field("fields", format!("field {key:?} has a bad value {value:?}"))
+        })?;
         fields.push((key, v));
         remaining = after;
         match stop {
@@ -335,13 +379,19 @@ pub fn parse_line_protocol(text: &str) -> Result<InfluxLine, Reject> {
     let timestamp = if ts_text.is_empty() {
         None
     } else {
-        Some(
-            ts_text
-                .parse::<i64>()
-                .map_err(|_| Reject::field("timestamp", format!("{ts_text:?} is not an integer timestamp")))?,
-        )
+        Some(ts_text.parse::<i64>().map_err(|_| {
+            Reject::field(
+                "timestamp",
+                format!("{ts_text:?} is not an integer timestamp"),
+            )
+        })?)
     };
-    Ok(InfluxLine { measurement, tags, fields, timestamp })
+    Ok(InfluxLine {
+        measurement,
+        tags,
+        fields,
+        timestamp,
+    })
 }
 
 fn split_unescaped(s: &str, sep: u8) -> (&str, Option<&str>) {
@@ -390,23 +440,41 @@ fn unescape(s: &str) -> String {
 fn parse_influx(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
     let line = parse_line_protocol(text)?;
     let ts = match line.timestamp {
-        Some(t) => from_epoch(t).ok_or_else(|| Reject::field("timestamp", format!("{t} is not a Unix time")))?,
-        None => return Err(Reject::field("timestamp", "missing (meter needs the sample time)")),
+        Some(t) => from_epoch(t)
+            .ok_or_else(|| Reject::field("timestamp", format!("{t} is not a Unix time")))?,
+        None => {
+            return Err(Reject::field(
+                "timestamp",
+                "missing (meter needs the sample time)",
+            ));
+        }
     };
     let dated = |r: Reject| r.at(Some(ts));
-    let tag = |k: &str| line.tags.iter().find(|(t, _)| t == k).map(|(_, v)| v.as_str());
+    let tag = |k: &str| {
+        line.tags
+            .iter()
+            .find(|(t, _)| t == k)
+            .map(|(_, v)| v.as_str())
+    };
     let field = |k: &str| line.fields.iter().find(|(f, _)| f == k).map(|(_, v)| v);
     let number = |k: &'static str| -> Result<Option<f64>, Reject> {
         match field(k) {
             None => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| dated(Reject::field(k_static(k), format!("field {k} is not numeric")))),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| {
+                dated(Reject::field(
+                    k_static(k),
+                    format!("field {k} is not numeric"),
+                ))
+            }),
         }
     };
     let mut row = ResourceRow {
-        event_id: Id(ids::line_base_id("resource_usage", &ctx.vm_id, Some(ts.0), text.as_bytes())),
+        event_id: Id(ids::line_base_id(
+            "resource_usage",
+            &ctx.vm_id,
+            Some(ts.0),
+            text.as_bytes(),
+        )),
         ts,
         customer_id: ctx.customer_id.clone(),
         vm_id: ctx.vm_id.clone(),
@@ -433,13 +501,19 @@ fn parse_influx(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
                 None => number("usage_idle")?.map(|idle| 100.0 - idle),
             };
             if row.cpu_percent.is_none() {
-                return Err(dated(Reject::field("usage_active", "cpu line has neither usage_active nor usage_idle")));
+                return Err(dated(Reject::field(
+                    "usage_active",
+                    "cpu line has neither usage_active nor usage_idle",
+                )));
             }
         }
         "mem" => {
             row.memory_percent = number("used_percent")?;
             if row.memory_percent.is_none() {
-                return Err(dated(Reject::field("used_percent", "mem line has no used_percent")));
+                return Err(dated(Reject::field(
+                    "used_percent",
+                    "mem line has no used_percent",
+                )));
             }
         }
         "disk" => {
@@ -450,11 +524,20 @@ fn parse_influx(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
             row.device = tag("path").map(Str::from);
         }
         "net" => {
-            let recv = field("bytes_recv").map(|v| v.as_u64().ok_or_else(|| dated(Reject::field("bytes_recv", "not a counter"))));
-            let sent = field("bytes_sent").map(|v| v.as_u64().ok_or_else(|| dated(Reject::field("bytes_sent", "not a counter"))));
+            let recv = field("bytes_recv").map(|v| {
+                v.as_u64()
+                    .ok_or_else(|| dated(Reject::field("bytes_recv", "not a counter")))
+            });
+            let sent = field("bytes_sent").map(|v| {
+                v.as_u64()
+                    .ok_or_else(|| dated(Reject::field("bytes_sent", "not a counter")))
+            });
             if recv.is_none() && sent.is_none() {
                 // e.g. `net,interface=all` protocol statistics.
-                return Ok(Parsed::Skip(Table::ResourceUsage, SkipReason::UnusedMeasurement));
+                return Ok(Parsed::Skip(
+                    Table::ResourceUsage,
+                    SkipReason::UnusedMeasurement,
+                ));
             }
             let interface: Str = tag("interface").unwrap_or("").into();
             row.device = Some(interface.clone());
@@ -464,7 +547,12 @@ fn parse_influx(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
                 bytes_sent: sent.transpose()?,
             });
         }
-        _ => return Ok(Parsed::Skip(Table::ResourceUsage, SkipReason::UnusedMeasurement)),
+        _ => {
+            return Ok(Parsed::Skip(
+                Table::ResourceUsage,
+                SkipReason::UnusedMeasurement,
+            ));
+        }
     }
     row.measurement = line.measurement.as_str().into();
     Ok(Parsed::Resource(row, counter))
@@ -499,47 +587,117 @@ mod tests {
 
     #[test]
     fn telegraf_lines_from_formats_md() {
-        let (r, _) = resource("cpu,cpu=cpu-total,host=loaner usage_active=17.616580305880305,usage_idle=82.3834196941197,usage_system=4.145077721691784,usage_user=11.398963731636465 1568760922000000000");
-        assert_eq!((r.ts, r.cpu_percent, &*r.measurement), (ts("2019-09-17T22:55:22Z"), Some(17.616580305880305), "cpu"));
-        let (r, _) = resource("mem,host=loaner used_percent=15.95004011996231,total=20913917952i,used=3335778304i 1574712869000000000");
+        let (r, _) = resource(
+            "cpu,cpu=cpu-total,host=loaner usage_active=17.616580305880305,usage_idle=82.3834196941197,usage_system=4.145077721691784,usage_user=11.398963731636465 1568760922000000000",
+        );
+        assert_eq!(
+            (r.ts, r.cpu_percent, &*r.measurement),
+            (ts("2019-09-17T22:55:22Z"), Some(17.616580305880305), "cpu")
+        );
+        let (r, _) = resource(
+            "mem,host=loaner used_percent=15.95004011996231,total=20913917952i,used=3335778304i 1574712869000000000",
+        );
         assert_eq!(r.memory_percent, Some(15.95004011996231));
-        let (r, _) = resource("disk,fstype=hfs,mode=ro,path=/ free=398407520256i,total=499088621568i,used=100418957312i,used_percent=20.131039916242397 1453832006274071563");
-        assert_eq!((r.disk_gb, r.device.as_deref()), (Some(100.418957312), Some("/")));
+        let (r, _) = resource(
+            "disk,fstype=hfs,mode=ro,path=/ free=398407520256i,total=499088621568i,used=100418957312i,used_percent=20.131039916242397 1453832006274071563",
+        );
+        assert_eq!(
+            (r.disk_gb, r.device.as_deref()),
+            (Some(100.418957312), Some("/"))
+        );
         assert_eq!(r.ts, Ts(1453832006274071));
-        let (r, c) = resource("net,interface=eth0,host=HOST bytes_sent=451838509i,bytes_recv=3284081640i,packets_sent=2663590i,packets_recv=3585442i 1492834180000000000");
-        assert_eq!(c, Some(NetCounter { interface: "eth0".into(), bytes_recv: Some(3284081640), bytes_sent: Some(451838509) }));
+        let (r, c) = resource(
+            "net,interface=eth0,host=HOST bytes_sent=451838509i,bytes_recv=3284081640i,packets_sent=2663590i,packets_recv=3585442i 1492834180000000000",
+        );
+        assert_eq!(
+            c,
+            Some(NetCounter {
+                interface: "eth0".into(),
+                bytes_recv: Some(3284081640),
+                bytes_sent: Some(451838509)
+            })
+        );
         assert_eq!((r.device.as_deref(), r.network_in_mb), (Some("eth0"), None));
     }
 
     #[test]
     fn telegraf_skips_and_rejects() {
-        assert_eq!(parse("cpu,cpu=cpu0,host=h usage_active=3 1568760922000000000"), Parsed::Skip(Table::ResourceUsage, SkipReason::PerCoreCpu));
-        assert_eq!(parse("system,host=h load1=0.5,uptime=100i 1568760922000000000"), Parsed::Skip(Table::ResourceUsage, SkipReason::UnusedMeasurement));
-        for bad in ["mem,host=h used_percent= 1568760922000000000", "mem,host=h used_percent=1", "mem,host=h used_percent=x 1568760922000000000", "mem,host used_percent=1 1"] {
-            assert!(matches!(parse(bad), Parsed::Reject(Table::ResourceUsage, _)), "{bad}");
+        assert_eq!(
+            parse("cpu,cpu=cpu0,host=h usage_active=3 1568760922000000000"),
+            Parsed::Skip(Table::ResourceUsage, SkipReason::PerCoreCpu)
+        );
+        assert_eq!(
+            parse("system,host=h load1=0.5,uptime=100i 1568760922000000000"),
+            Parsed::Skip(Table::ResourceUsage, SkipReason::UnusedMeasurement)
+        );
+        for bad in [
+            "mem,host=h used_percent= 1568760922000000000",
+            "mem,host=h used_percent=1",
+            "mem,host=h used_percent=x 1568760922000000000",
+            "mem,host used_percent=1 1",
+        ] {
+            assert!(
+                matches!(parse(bad), Parsed::Reject(Table::ResourceUsage, _)),
+                "{bad}"
+            );
         }
         let line = parse_line_protocol(r#"weather,location=us\,midwest,sea\ level=0 temperature=82,note="a \"q\" b",ok=t 1465839830100400200"#).unwrap();
-        assert_eq!(line.tags, vec![("location".into(), "us,midwest".into()), ("sea level".into(), "0".into())]);
-        assert_eq!(line.fields[1], ("note".into(), FieldValue::Str(r#"a "q" b"#.into())));
+        assert_eq!(
+            line.tags,
+            vec![
+                ("location".into(), "us,midwest".into()),
+                ("sea level".into(), "0".into())
+            ]
+        );
+        assert_eq!(
+            line.fields[1],
+            ("note".into(), FieldValue::Str(r#"a "q" b"#.into()))
+        );
         assert_eq!(line.fields[2], ("ok".into(), FieldValue::Bool(true)));
     }
 
     #[test]
     fn csv_and_jsonl_samples() {
-        assert_eq!(parse("timestamp,cpu_percent,memory_percent,disk_gb,network_in_mb,network_out_mb"), Parsed::Skip(Table::ResourceUsage, SkipReason::Header));
+        assert_eq!(
+            parse("timestamp,cpu_percent,memory_percent,disk_gb,network_in_mb,network_out_mb"),
+            Parsed::Skip(Table::ResourceUsage, SkipReason::Header)
+        );
         let (r, _) = resource("2026-10-01T00:05:00Z,12.5,40.25,18.2,0.5,0.25");
-        assert_eq!((r.cpu_percent, r.memory_percent, r.disk_gb, r.network_in_mb, r.network_out_mb), (Some(12.5), Some(40.25), Some(18.2), Some(0.5), Some(0.25)));
+        assert_eq!(
+            (
+                r.cpu_percent,
+                r.memory_percent,
+                r.disk_gb,
+                r.network_in_mb,
+                r.network_out_mb
+            ),
+            (Some(12.5), Some(40.25), Some(18.2), Some(0.5), Some(0.25))
+        );
         assert_eq!(&*r.source_format, "csv");
-        let (r, _) = resource(r#"{"timestamp":"2026-10-01T02:05:00+02:00","cpu_percent":12.5,"memory_percent":40,"disk_gb":18.2,"network_in_mb":0.5,"network_out_mb":0.25}"#);
-        assert_eq!((r.ts, r.memory_percent), (ts("2026-10-01T00:05:00Z"), Some(40.0)));
+        let (r, _) = resource(
+            r#"{"timestamp":"2026-10-01T02:05:00+02:00","cpu_percent":12.5,"memory_percent":40,"disk_gb":18.2,"network_in_mb":0.5,"network_out_mb":0.25}"#,
+        );
+        assert_eq!(
+            (r.ts, r.memory_percent),
+            (ts("2026-10-01T00:05:00Z"), Some(40.0))
+        );
         let field = |line: &str| match parse(line) {
             Parsed::Reject(_, r) => r.field,
             other => panic!("{other:?}"),
         };
-        assert_eq!(field("2026-10-01T00:05:00Z,abc,40.25,18.2,0.5,0.25"), Some("cpu_percent"));
+        assert_eq!(
+            field("2026-10-01T00:05:00Z,abc,40.25,18.2,0.5,0.25"),
+            Some("cpu_percent")
+        );
         assert_eq!(field("2026-10-01T00:05:00Z,1,2"), None);
         assert_eq!(field("yesterday,1,2,3,4,5"), Some("timestamp"));
-        assert_eq!(field(r#"{"timestamp":"2026-10-01T00:05:00Z","cpu_percent":"hot"}"#), Some("cpu_percent"));
-        assert_eq!(field("2026-10-01T00:05:00Z,-1,40.25,18.2,0.5,0.25"), Some("cpu_percent"));
+        assert_eq!(
+            field(r#"{"timestamp":"2026-10-01T00:05:00Z","cpu_percent":"hot"}"#),
+            Some("cpu_percent")
+        );
+        assert_eq!(
+            field("2026-10-01T00:05:00Z,-1,40.25,18.2,0.5,0.25"),
+            Some("cpu_percent")
+        );
     }
 }

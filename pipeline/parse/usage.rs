@@ -148,10 +148,18 @@ impl Family {
         let n = name.trim().to_ascii_lowercase();
         Some(match n.as_str() {
             "anthropic" | "claude" | "claude-code" => Family::Anthropic,
-            "openai" | "codex" | "openai-compatibility" | "openai-compatible" | "openai_compatibility" | "azure"
-            | "azure-openai" | "qwen" | "iflow" | "openrouter" => Family::OpenAi,
-            "google" | "gemini" | "gemini-cli" | "gemini-web" | "vertex" | "vertexai" | "vertex-ai" | "aistudio"
-            | "ai-studio" | "antigravity" => Family::Google,
+            "openai"
+            | "codex"
+            | "openai-compatibility"
+            | "openai-compatible"
+            | "openai_compatibility"
+            | "azure"
+            | "azure-openai"
+            | "qwen"
+            | "iflow"
+            | "openrouter" => Family::OpenAi,
+            "google" | "gemini" | "gemini-cli" | "gemini-web" | "vertex" | "vertexai"
+            | "vertex-ai" | "aistudio" | "ai-studio" | "antigravity" => Family::Google,
             _ => return None,
         })
     }
@@ -162,7 +170,9 @@ impl Family {
         let m = m.rsplit('/').next().unwrap_or(&m);
         if m.starts_with("claude") {
             Some(Family::Anthropic)
-        } else if m.starts_with("gpt") || m.starts_with("chatgpt") || m.starts_with("text-embedding")
+        } else if m.starts_with("gpt")
+            || m.starts_with("chatgpt")
+            || m.starts_with("text-embedding")
             || (m.starts_with('o') && m[1..].starts_with(|c: char| c.is_ascii_digit()))
         {
             Some(Family::OpenAi)
@@ -178,12 +188,20 @@ impl Family {
         let p = path.split('?').next().unwrap_or(path);
         if p.ends_with("/v1/messages") || p.ends_with("/v1/messages/count_tokens") {
             Some(Family::Anthropic)
-        } else if ["/v1/chat/completions", "/v1/responses", "/v1/completions", "/v1/embeddings"]
-            .iter()
-            .any(|s| p.ends_with(s))
+        } else if [
+            "/v1/chat/completions",
+            "/v1/responses",
+            "/v1/completions",
+            "/v1/embeddings",
+        ]
+        .iter()
+        .any(|s| p.ends_with(s))
         {
             Some(Family::OpenAi)
-        } else if p.contains(":generateContent") || p.contains(":streamGenerateContent") || p.starts_with("/v1beta/") {
+        } else if p.contains(":generateContent")
+            || p.contains(":streamGenerateContent")
+            || p.starts_with("/v1beta/")
+        {
             Some(Family::Google)
         } else {
             None
@@ -234,23 +252,38 @@ pub fn normalize(family: Option<Family>, t: ReportedTokens) -> Result<LakeTokens
         Family::OpenAi | Family::Google => t.prompt.checked_sub(t.cache_read).ok_or_else(|| {
             Reject::field(
                 "cache_read_tokens",
-                format!("cached tokens ({}) exceed the prompt tokens ({}) that include them", t.cache_read, t.prompt),
+                format!(
+                    "cached tokens ({}) exceed the prompt tokens ({}) that include them",
+                    t.cache_read, t.prompt
+                ),
             )
         })?,
     };
     let output = match family {
-        Family::Google => t.output.checked_add(t.reasoning).ok_or_else(|| Reject::field("output_tokens", "overflow"))?,
+        Family::Google => t
+            .output
+            .checked_add(t.reasoning)
+            .ok_or_else(|| Reject::field("output_tokens", "overflow"))?,
         Family::Anthropic | Family::OpenAi => {
             if t.reasoning > t.output {
                 return Err(Reject::field(
                     "reasoning_tokens",
-                    format!("reasoning tokens ({}) exceed the output tokens ({}) that include them", t.reasoning, t.output),
+                    format!(
+                        "reasoning tokens ({}) exceed the output tokens ({}) that include them",
+                        t.reasoning, t.output
+                    ),
                 ));
             }
             t.output
         }
     };
-    Ok(LakeTokens { input, cache_read: t.cache_read, cache_write: t.cache_write, output, reasoning: t.reasoning })
+    Ok(LakeTokens {
+        input,
+        cache_read: t.cache_read,
+        cache_write: t.cache_write,
+        output,
+        reasoning: t.reasoning,
+    })
 }
 
 fn str_of(v: &Scalar) -> Option<Str> {
@@ -279,7 +312,11 @@ fn parse_record(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
     let ts = json::timestamp("timestamp", &rec.timestamp, ctx.tz)?;
     let dated = |r: Reject| r.at(Some(ts));
     let is_record = rec.tokens.is_some() || rec.token_breakdown.is_some();
-    let format = if is_record { "cliproxy_record" } else { "usage_line" };
+    let format = if is_record {
+        "cliproxy_record"
+    } else {
+        "usage_line"
+    };
     let fmt = |r: Reject| dated(r).format(format);
 
     let model = json::text(&rec.model)
@@ -297,35 +334,66 @@ fn parse_record(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
         (None, Some(p)) => p.trim().to_ascii_lowercase().into(),
         (None, None) => "unknown".into(),
     };
-    let count = |field: &'static str, v: &Scalar| json::count(field, v).map(|n| n.unwrap_or(0)).map_err(fmt);
+    let count = |field: &'static str, v: &Scalar| {
+        json::count(field, v).map(|n| n.unwrap_or(0)).map_err(fmt)
+    };
 
     let (tokens, token_source) = if let Some(b) = &rec.token_breakdown {
         let t = LakeTokens {
-            input: count("token_breakdown.input.uncached_tokens", &b.input.uncached_tokens)?,
-            cache_read: count("token_breakdown.input.cache_read_tokens", &b.input.cache_read_tokens)?,
-            cache_write: count("token_breakdown.input.cache_write_tokens", &b.input.cache_write_tokens)?,
-            output: count("token_breakdown.output.total_tokens", &b.output.total_tokens)?,
-            reasoning: count("token_breakdown.output.reasoning_tokens", &b.output.reasoning_tokens)?,
+            input: count(
+                "token_breakdown.input.uncached_tokens",
+                &b.input.uncached_tokens,
+            )?,
+            cache_read: count(
+                "token_breakdown.input.cache_read_tokens",
+                &b.input.cache_read_tokens,
+            )?,
+            cache_write: count(
+                "token_breakdown.input.cache_write_tokens",
+                &b.input.cache_write_tokens,
+            )?,
+            output: count(
+                "token_breakdown.output.total_tokens",
+                &b.output.total_tokens,
+            )?,
+            reasoning: count(
+                "token_breakdown.output.reasoning_tokens",
+                &b.output.reasoning_tokens,
+            )?,
         };
         if t.reasoning > t.output {
             return Err(fmt(Reject::field(
                 "token_breakdown.output.reasoning_tokens",
-                format!("reasoning tokens ({}) exceed the output total ({})", t.reasoning, t.output),
+                format!(
+                    "reasoning tokens ({}) exceed the output total ({})",
+                    t.reasoning, t.output
+                ),
             )));
         }
         (t, "token_breakdown")
     } else if let Some(t) = &rec.tokens {
-        let present = json::boolean("tokens.cache_read_tokens_present", &t.cache_read_tokens_present).map_err(fmt)?;
+        let present = json::boolean(
+            "tokens.cache_read_tokens_present",
+            &t.cache_read_tokens_present,
+        )
+        .map_err(fmt)?;
         let cached = count("tokens.cached_tokens", &t.cached_tokens)?;
         let read = count("tokens.cache_read_tokens", &t.cache_read_tokens)?;
         let reported = ReportedTokens {
             prompt: count("tokens.input_tokens", &t.input_tokens)?,
-            cache_read: if present == Some(true) { read } else { read.max(cached) },
+            cache_read: if present == Some(true) {
+                read
+            } else {
+                read.max(cached)
+            },
             cache_write: count("tokens.cache_creation_tokens", &t.cache_creation_tokens)?,
             output: count("tokens.output_tokens", &t.output_tokens)?,
             reasoning: count("tokens.reasoning_tokens", &t.reasoning_tokens)?,
         };
-        (normalize(family, reported).map_err(|r| fmt(prefix_tokens(r)))?, "tokens")
+        (
+            normalize(family, reported).map_err(|r| fmt(prefix_tokens(r)))?,
+            "tokens",
+        )
     } else {
         if rec.input_tokens.is_null() && rec.output_tokens.is_null() {
             return Err(fmt(Reject::field(
@@ -343,13 +411,20 @@ fn parse_record(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
         (normalize(family, reported).map_err(fmt)?, "flat")
     };
 
-    let status_field = rec.fail.as_ref().map(|f| &f.status_code).filter(|s| !s.is_null());
+    let status_field = rec
+        .fail
+        .as_ref()
+        .map(|f| &f.status_code)
+        .filter(|s| !s.is_null());
     let status = match status_field {
         Some(s) => json::int32("fail.status_code", s),
         None => json::int32("status", &rec.status),
     }
     .map_err(fmt)?;
-    let failed = json::boolean("failed", &rec.failed).map_err(fmt)?.unwrap_or(false) || status.is_some_and(|s| s >= 400);
+    let failed = json::boolean("failed", &rec.failed)
+        .map_err(fmt)?
+        .unwrap_or(false)
+        || status.is_some_and(|s| s >= 400);
 
     let api_key = json::text(&rec.api_key);
     let user_id: Option<Str> = match json::text(&rec.user) {
@@ -360,8 +435,14 @@ fn parse_record(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
     };
     let request_id = json::text(&rec.request_id).map(|r| Str::from(cut(r.trim(), 128)));
     let (event_id, kind) = match &request_id {
-        Some(rid) if !rid.is_empty() => (ids::request_event_id("api_usage", &ctx.vm_id, rid, ts.0), IdKind::Request),
-        _ => (ids::line_base_id("api_usage", &ctx.vm_id, Some(ts.0), text.as_bytes()), IdKind::Content),
+        Some(rid) if !rid.is_empty() => (
+            ids::request_event_id("api_usage", &ctx.vm_id, rid, ts.0),
+            IdKind::Request,
+        ),
+        _ => (
+            ids::line_base_id("api_usage", &ctx.vm_id, Some(ts.0), text.as_bytes()),
+            IdKind::Content,
+        ),
     };
     let row = ApiUsageRow {
         event_id: Id(event_id),
@@ -448,22 +529,45 @@ mod tests {
 
     #[test]
     fn usage_line_from_formats_md() {
-        let r = usage(r#"{"timestamp":"2025-12-25T10:30:00Z","path":"/v1/messages","status":200,"model":"claude-3-sonnet-20240229","input_tokens":1500,"output_tokens":500}"#);
+        let r = usage(
+            r#"{"timestamp":"2025-12-25T10:30:00Z","path":"/v1/messages","status":200,"model":"claude-3-sonnet-20240229","input_tokens":1500,"output_tokens":500}"#,
+        );
         assert_eq!(r.ts, ts("2025-12-25T10:30:00Z"));
-        assert_eq!((&*r.provider, &*r.model, r.status, r.failed), ("anthropic", "claude-3-sonnet-20240229", Some(200), false));
-        assert_eq!((r.input_tokens, r.output_tokens, r.cache_read_tokens), (1500, 500, 0));
+        assert_eq!(
+            (&*r.provider, &*r.model, r.status, r.failed),
+            ("anthropic", "claude-3-sonnet-20240229", Some(200), false)
+        );
+        assert_eq!(
+            (r.input_tokens, r.output_tokens, r.cache_read_tokens),
+            (1500, 500, 0)
+        );
         assert_eq!(r.endpoint.as_deref(), Some("/v1/messages"));
         assert_eq!(&*r.record_format, "usage_line");
     }
 
     #[test]
     fn usage_line_openai_prompt_includes_cache() {
-        let r = usage(r#"{"timestamp":"2025-12-25T10:30:00+02:00","path":"/v1/chat/completions","status":200,"model":"gpt-4o","provider":"openai","input_tokens":1000,"cache_read_tokens":400,"output_tokens":300,"reasoning_tokens":100,"api_key":"sk-secret","request_id":"a1b2c3d4"}"#);
+        let r = usage(
+            r#"{"timestamp":"2025-12-25T10:30:00+02:00","path":"/v1/chat/completions","status":200,"model":"gpt-4o","provider":"openai","input_tokens":1000,"cache_read_tokens":400,"output_tokens":300,"reasoning_tokens":100,"api_key":"sk-secret","request_id":"a1b2c3d4"}"#,
+        );
         assert_eq!(r.ts, ts("2025-12-25T08:30:00Z"));
-        assert_eq!((r.input_tokens, r.cache_read_tokens, r.output_tokens, r.reasoning_tokens), (600, 400, 300, 100));
-        assert_eq!(r.api_key_fp.as_deref(), Some(&key_fingerprint("sk-secret")[..]));
+        assert_eq!(
+            (
+                r.input_tokens,
+                r.cache_read_tokens,
+                r.output_tokens,
+                r.reasoning_tokens
+            ),
+            (600, 400, 300, 100)
+        );
+        assert_eq!(
+            r.api_key_fp.as_deref(),
+            Some(&key_fingerprint("sk-secret")[..])
+        );
         assert_eq!(r.request_id.as_deref(), Some("a1b2c3d4"));
-        let rej = reject(r#"{"timestamp":"2025-12-25T10:30:00Z","model":"gpt-4o","provider":"openai","input_tokens":10,"cache_read_tokens":400,"output_tokens":3}"#);
+        let rej = reject(
+            r#"{"timestamp":"2025-12-25T10:30:00Z","model":"gpt-4o","provider":"openai","input_tokens":10,"cache_read_tokens":400,"output_tokens":3}"#,
+        );
         assert_eq!(rej.field, Some("cache_read_tokens"));
         assert_eq!(rej.ts, Some(ts("2025-12-25T10:30:00Z")));
     }
@@ -471,39 +575,88 @@ mod tests {
     #[test]
     fn cliproxy_record_with_tokens_follows_the_named_provider() {
         // Gemini: prompt includes cached, thoughts are outside candidates.
-        let r = usage(r#"{"timestamp":"2026-01-05T10:07:49.123Z","latency_ms":2350,"ttft_ms":410,"source":"gemini-cli","auth_index":"0","tokens":{"input_tokens":5000,"output_tokens":800,"reasoning_tokens":200,"cached_tokens":3000,"cache_read_tokens":0,"cache_read_tokens_present":false,"cache_creation_tokens":0,"total_tokens":6000},"failed":false,"accounting_version":2,"provider":"gemini","executor_type":"gemini","model":"gemini-2.5-pro","alias":"","endpoint":"/v1/chat/completions","auth_type":"oauth","api_key":"AIzaSyXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX","request_id":"a1b2c3d4","reasoning_effort":"high","service_tier":""}"#);
+        let r = usage(
+            r#"{"timestamp":"2026-01-05T10:07:49.123Z","latency_ms":2350,"ttft_ms":410,"source":"gemini-cli","auth_index":"0","tokens":{"input_tokens":5000,"output_tokens":800,"reasoning_tokens":200,"cached_tokens":3000,"cache_read_tokens":0,"cache_read_tokens_present":false,"cache_creation_tokens":0,"total_tokens":6000},"failed":false,"accounting_version":2,"provider":"gemini","executor_type":"gemini","model":"gemini-2.5-pro","alias":"","endpoint":"/v1/chat/completions","auth_type":"oauth","api_key":"AIzaSyXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX","request_id":"a1b2c3d4","reasoning_effort":"high","service_tier":""}"#,
+        );
         assert_eq!(&*r.provider, "google");
-        assert_eq!((r.input_tokens, r.cache_read_tokens, r.output_tokens, r.reasoning_tokens), (2000, 3000, 1000, 200));
+        assert_eq!(
+            (
+                r.input_tokens,
+                r.cache_read_tokens,
+                r.output_tokens,
+                r.reasoning_tokens
+            ),
+            (2000, 3000, 1000, 200)
+        );
         assert_eq!((r.latency_ms, r.ttft_ms), (Some(2350), Some(410)));
         assert_eq!(&*r.token_source, "tokens");
         // Claude through the same OpenAI endpoint: input excludes cache.
-        let r = usage(r#"{"timestamp":"2026-01-05T10:07:49Z","tokens":{"input_tokens":50,"output_tokens":800,"cache_read_tokens":3000,"cache_read_tokens_present":true,"cache_creation_tokens":1200},"provider":"claude","model":"claude-sonnet-4-5-20250929","endpoint":"/v1/chat/completions","request_id":"0badf00d"}"#);
-        assert_eq!((r.input_tokens, r.cache_read_tokens, r.cache_write_tokens, r.output_tokens), (50, 3000, 1200, 800));
+        let r = usage(
+            r#"{"timestamp":"2026-01-05T10:07:49Z","tokens":{"input_tokens":50,"output_tokens":800,"cache_read_tokens":3000,"cache_read_tokens_present":true,"cache_creation_tokens":1200},"provider":"claude","model":"claude-sonnet-4-5-20250929","endpoint":"/v1/chat/completions","request_id":"0badf00d"}"#,
+        );
+        assert_eq!(
+            (
+                r.input_tokens,
+                r.cache_read_tokens,
+                r.cache_write_tokens,
+                r.output_tokens
+            ),
+            (50, 3000, 1200, 800)
+        );
     }
 
     #[test]
     fn cliproxy_record_breakdown_wins_and_failures_keep_their_status() {
-        let r = usage(r#"{"timestamp":"2026-01-05T10:07:49Z","tokens":{"input_tokens":999},"token_breakdown":{"schema_version":1,"quality":"exact","input":{"total_tokens":4200,"uncached_tokens":1000,"cache_read_tokens":3000,"cache_write_tokens":200},"output":{"total_tokens":500,"reasoning_tokens":120}},"provider":"codex","model":"gpt-5","failed":true,"fail":{"status_code":429,"body":"rate limited"}}"#);
-        assert_eq!((r.input_tokens, r.cache_read_tokens, r.cache_write_tokens, r.output_tokens, r.reasoning_tokens), (1000, 3000, 200, 500, 120));
+        let r = usage(
+            r#"{"timestamp":"2026-01-05T10:07:49Z","tokens":{"input_tokens":999},"token_breakdown":{"schema_version":1,"quality":"exact","input":{"total_tokens":4200,"uncached_tokens":1000,"cache_read_tokens":3000,"cache_write_tokens":200},"output":{"total_tokens":500,"reasoning_tokens":120}},"provider":"codex","model":"gpt-5","failed":true,"fail":{"status_code":429,"body":"rate limited"}}"#,
+        );
+        assert_eq!(
+            (
+                r.input_tokens,
+                r.cache_read_tokens,
+                r.cache_write_tokens,
+                r.output_tokens,
+                r.reasoning_tokens
+            ),
+            (1000, 3000, 200, 500, 120)
+        );
         assert_eq!((r.status, r.failed), (Some(429), true));
         assert_eq!(&*r.token_source, "token_breakdown");
     }
 
     #[test]
     fn rejects_name_the_field() {
-        assert_eq!(reject(r#"{"model":"gpt-4o","input_tokens":1,"output_tokens":1}"#).field, Some("timestamp"));
-        assert_eq!(reject(r#"{"timestamp":"2025-12-25T10:30:00Z","input_tokens":1,"output_tokens":1}"#).field, Some("model"));
+        assert_eq!(
+            reject(r#"{"model":"gpt-4o","input_tokens":1,"output_tokens":1}"#).field,
+            Some("timestamp")
+        );
+        assert_eq!(
+            reject(r#"{"timestamp":"2025-12-25T10:30:00Z","input_tokens":1,"output_tokens":1}"#)
+                .field,
+            Some("model")
+        );
         assert_eq!(reject(r#"{"timestamp":"2025-12-25T10:30:00Z","model":"m","input_tokens":"abc","output_tokens":1}"#).field, Some("input_tokens"));
         assert_eq!(reject(r#"{"timestamp":"2025-12-25T10:30:00Z","model":"claude-3-haiku","input_tokens":-5,"output_tokens":1}"#).reason, "negative value -5");
-        assert!(reject(r#"{"timestamp":"2025-12-25T10:30:00Z","model":"x","input_tokens":1"#).reason.starts_with("truncated JSON"));
-        assert_eq!(reject(r#"{"timestamp":"2025-12-25T10:30:00Z","model":"x"}"#).field, Some("input_tokens"));
+        assert!(
+            reject(r#"{"timestamp":"2025-12-25T10:30:00Z","model":"x","input_tokens":1"#)
+                .reason
+                .starts_with("truncated JSON")
+        );
+        assert_eq!(
+            reject(r#"{"timestamp":"2025-12-25T10:30:00Z","model":"x"}"#).field,
+            Some("input_tokens")
+        );
     }
 
     #[test]
     fn unknown_provider_is_rejected_only_where_the_rule_matters() {
-        let r = usage(r#"{"timestamp":"2025-12-25T10:30:00Z","model":"mystery-1","input_tokens":10,"output_tokens":5}"#);
+        let r = usage(
+            r#"{"timestamp":"2025-12-25T10:30:00Z","model":"mystery-1","input_tokens":10,"output_tokens":5}"#,
+        );
         assert_eq!((&*r.provider, r.input_tokens), ("unknown", 10));
-        let rej = reject(r#"{"timestamp":"2025-12-25T10:30:00Z","model":"mystery-1","input_tokens":10,"cache_read_tokens":4,"output_tokens":5}"#);
+        let rej = reject(
+            r#"{"timestamp":"2025-12-25T10:30:00Z","model":"mystery-1","input_tokens":10,"cache_read_tokens":4,"output_tokens":5}"#,
+        );
         assert_eq!(rej.field, Some("provider"));
     }
 
@@ -511,8 +664,14 @@ mod tests {
     fn families() {
         assert_eq!(Family::of_model("o3-mini"), Some(Family::OpenAi));
         assert_eq!(Family::of_model("omni"), None);
-        assert_eq!(Family::of_model("models/gemini-2.5-flash"), Some(Family::Google));
-        assert_eq!(Family::of_path("/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse"), Some(Family::Google));
+        assert_eq!(
+            Family::of_model("models/gemini-2.5-flash"),
+            Some(Family::Google)
+        );
+        assert_eq!(
+            Family::of_path("/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse"),
+            Some(Family::Google)
+        );
         assert_eq!(Family::of_provider("Codex"), Some(Family::OpenAi));
     }
 }
