@@ -3,7 +3,7 @@
 //! belongs to which user.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use chrono_tz::Tz;
@@ -66,12 +66,7 @@ impl Registry {
     }
 
     pub fn from_customers_csv(text: &str, path: &Path) -> Result<Registry> {
-        let err = |line: u64, field: &str, message: String| Error::Registry {
-            path: path.to_path_buf(),
-            line,
-            field: field.to_string(),
-            message,
-        };
+        let err = registry_error(path);
         let mut reader = csv::ReaderBuilder::new()
             .trim(csv::Trim::All)
             .from_reader(text.as_bytes());
@@ -203,12 +198,7 @@ impl Registry {
     }
 
     pub fn load_users(&mut self, text: &str, path: &Path) -> Result<()> {
-        let err = |line: u64, field: &str, message: String| Error::Registry {
-            path: PathBuf::from(path),
-            line,
-            field: field.to_string(),
-            message,
-        };
+        let err = registry_error(path);
         let mut reader = csv::ReaderBuilder::new()
             .trim(csv::Trim::All)
             .from_reader(text.as_bytes());
@@ -251,6 +241,16 @@ impl Registry {
     /// The user owning an API key, by the key's full SHA-256.
     pub fn user_of_key_sha256(&self, sha256_hex: &str) -> Option<&Arc<str>> {
         self.users.get(sha256_hex)
+    }
+}
+
+/// Builds the error for `path` at a line and field.
+fn registry_error(path: &Path) -> impl Fn(u64, &str, String) -> Error + '_ {
+    move |line, field, message| Error::Registry {
+        path: path.to_path_buf(),
+        line,
+        field: field.to_string(),
+        message,
     }
 }
 

@@ -16,6 +16,20 @@ fn meter(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `meter ingest` on the sample data into `lake`, with extra flags.
+fn ingest_sample(lake: &std::path::Path, extra: &[&str]) -> (i32, String, String) {
+    let input = sample_data();
+    let mut args = vec![
+        "ingest",
+        "--input",
+        input.to_str().unwrap(),
+        "--lake",
+        lake.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    meter(&args)
+}
+
 #[test]
 fn missing_input_fails_with_what_to_do() {
     let tmp = tempfile::tempdir().unwrap();
@@ -39,13 +53,7 @@ fn a_locked_lake_exits_3() {
     let tmp = tempfile::tempdir().unwrap();
     let lake = tmp.path().join("lake");
     let _held = meter::lake::Lake::open(&lake, "other-run").unwrap();
-    let (code, _, err) = meter(&[
-        "ingest",
-        "--input",
-        sample_data().to_str().unwrap(),
-        "--lake",
-        lake.to_str().unwrap(),
-    ]);
+    let (code, _, err) = ingest_sample(&lake, &[]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("held by another run"), "{err}");
 }
@@ -54,13 +62,7 @@ fn a_locked_lake_exits_3() {
 fn sample_data_run_succeeds_and_names_the_unlisted_vm() {
     let tmp = tempfile::tempdir().unwrap();
     let lake = tmp.path().join("lake");
-    let (code, _, err) = meter(&[
-        "ingest",
-        "--input",
-        sample_data().to_str().unwrap(),
-        "--lake",
-        lake.to_str().unwrap(),
-    ]);
+    let (code, _, err) = ingest_sample(&lake, &[]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("VMs no customer lists"), "{err}");
     assert!(err.contains("api_usage"), "{err}");
@@ -68,15 +70,7 @@ fn sample_data_run_succeeds_and_names_the_unlisted_vm() {
     assert_eq!(reports.len(), 1);
     // Rejects far above the default rate: --max-reject-rate 0 makes any reject an attention item.
     let lake2 = tmp.path().join("lake2");
-    let (code, _, err) = meter(&[
-        "ingest",
-        "--input",
-        sample_data().to_str().unwrap(),
-        "--lake",
-        lake2.to_str().unwrap(),
-        "--max-reject-rate",
-        "0",
-    ]);
+    let (code, _, err) = ingest_sample(&lake2, &["--max-reject-rate", "0"]);
     assert_eq!(code, 1);
     assert!(err.contains("reject rate"), "{err}");
 }
@@ -85,14 +79,7 @@ fn sample_data_run_succeeds_and_names_the_unlisted_vm() {
 fn rebuild_without_dates_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let lake = tmp.path().join("lake");
-    let (code, _, err) = meter(&[
-        "ingest",
-        "--input",
-        sample_data().to_str().unwrap(),
-        "--lake",
-        lake.to_str().unwrap(),
-        "--rebuild",
-    ]);
+    let (code, _, err) = ingest_sample(&lake, &["--rebuild"]);
     assert_eq!(code, 2);
     assert!(err.contains("--since and --until"), "{err}");
 }

@@ -68,7 +68,7 @@ fn sample_data_is_generated_and_ingests_as_expected() {
     assert_eq!(
         count(
             &db,
-            "SELECT count(*) FROM api_usage WHERE date <> CAST(ts AT TIME ZONE 'UTC' AS DATE)"
+            "SELECT count(*) FROM api_usage WHERE date <> DATE '1970-01-01' + CAST(floor(epoch_us(ts) / 86400000000) AS INTEGER)"
         ),
         0
     );

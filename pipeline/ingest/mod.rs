@@ -722,30 +722,40 @@ mod tests {
         let line = LINES[5];
         let data = format!("{line}\n{line}\n{line}\n");
         let (ids, _, _) = process(data.as_bytes(), 1 << 20);
-        let mut unique: Vec<EventId> = ids.iter().map(|(_, _, id)| *id).collect();
-        unique.dedup();
+        let unique: std::collections::HashSet<EventId> = ids.iter().map(|(_, _, id)| *id).collect();
         assert_eq!(unique.len(), 3);
     }
 
-    #[test]
-    fn undated_rejects_take_the_previous_dated_line() {
-        let data = format!("{}\n{}\n", LINES[5], LINES[8]);
-        let ctx = ctx();
+    /// Reads, parses and finalizes `data` as the single block of one file.
+    fn one_block(ctx: &FileCtx, data: &str) -> Rows {
         let range = DateRange {
             since: None,
             until: None,
         };
-        let mut reader =
-            BlockReader::from_reader(0, Box::new(std::io::Cursor::new(data.into_bytes())), false);
-        let block = reader.next_block().unwrap();
-        let rows = finalize(
+        let cursor = std::io::Cursor::new(data.as_bytes().to_vec());
+        let block = BlockReader::from_reader(0, Box::new(cursor), false)
+            .next_block()
+            .unwrap();
+        let out = parse_block(ctx, &block, range);
+        finalize(
             &mut FileState::default(),
-            parse_block(&ctx, &block, range),
+            out,
             &input(),
-            &ctx,
+            ctx,
             &mut FileReport::default(),
             range,
+        )
+    }
+
+    #[test]
+    fn undated_rejects_take_the_previous_dated_line() {
+        let data = format!(
+            "{}
+{}
+",
+            LINES[5], LINES[8]
         );
+        let rows = one_block(&ctx(), &data);
         assert_eq!(rows.rejects.len(), 1);
         assert!(rows.rejects[0].ts_inferred);
         assert_eq!(rows.rejects[0].ts, rows.requests[0].ts);
@@ -758,24 +768,7 @@ mod tests {
         let data = "net,interface=eth0 bytes_recv=1000000i,bytes_sent=500i 1700000000000000000\n\
                     net,interface=eth0 bytes_recv=3000000i,bytes_sent=1500i 1700000300000000000\n\
                     net,interface=eth0 bytes_recv=2000000i,bytes_sent=2500i 1700000600000000000\n";
-        let range = DateRange {
-            since: None,
-            until: None,
-        };
-        let mut reader = BlockReader::from_reader(
-            0,
-            Box::new(std::io::Cursor::new(data.as_bytes().to_vec())),
-            false,
-        );
-        let block = reader.next_block().unwrap();
-        let rows = finalize(
-            &mut FileState::default(),
-            parse_block(&ctx, &block, range),
-            &input(),
-            &ctx,
-            &mut FileReport::default(),
-            range,
-        );
+        let rows = one_block(&ctx, data);
         let deltas: Vec<(Option<f64>, Option<f64>, bool)> = rows
             .resources
             .iter()
