@@ -50,9 +50,6 @@ pub enum Error {
 
     #[error("invalid arguments: {0}")]
     Usage(String),
-
-    #[error("internal invariant broken: {0}")]
-    Invariant(String),
 }
 
 impl Error {
@@ -76,9 +73,7 @@ impl Error {
                 "the lake needs attention: inspect the named file, or rebuild the affected dates with --rebuild",
             ),
             Error::Usage(_) => Some("see --help"),
-            Error::Arrow(_) | Error::Invariant(_) => {
-                Some("this is a bug in meter: please report it with the run report")
-            }
+            Error::Arrow(_) => Some("this is a bug in meter: please report it with the run report"),
         }
     }
 }

@@ -334,19 +334,18 @@ fn field_value(raw: &str) -> Option<FieldValue> {
 
 /// Parses `measurement[,tag=v...] field=v[,field=v...] [timestamp]`.
 pub fn parse_line_protocol(text: &str) -> Result<InfluxLine, Reject> {
-    let (series, stop, rest) = scan(text.trim(), b" ", false);
-    if stop.is_none() {
+    // The series (measurement and tags, with their escapes) ends at the
+    // first unescaped space.
+    let (series_raw, rest) = split_unescaped(text.trim(), b' ');
+    let Some(rest) = rest else {
         return Err(Reject::new(
             None,
             "line protocol needs a field set after the measurement",
         ));
-    }
-    // Series: measurement then ,tag=value pairs (escapes already resolved by
-    // re-scanning the original text would be costlier; tags rarely escape).
-    let (series_raw, _) = split_unescaped(text.trim(), b' ');
+    };
     let mut parts = split_all_unescaped(series_raw, b',').into_iter();
     let measurement = unescape(parts.next().unwrap_or_default());
-    if measurement.is_empty() || series.is_empty() {
+    if measurement.is_empty() {
         return Err(Reject::field("measurement", "missing"));
     }
     let mut tags = Vec::new();
