@@ -3,6 +3,7 @@
 //! 0 done, 1 done but needs attention, 2 failed, 3 another run holds the lake.
 
 mod ingest;
+mod pricing;
 mod sample;
 
 use std::process::ExitCode;
@@ -23,6 +24,8 @@ enum Job {
     Ingest(ingest::IngestArgs),
     /// Write a realistic raw input tree (for demos, tests and benchmarks).
     Sample(sample::SampleArgs),
+    /// Work with the price list (`pricing.toml`).
+    Pricing(pricing::PricingArgs),
 }
 
 /// How a job ended, as an exit code.
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.job {
         Job::Ingest(args) => ingest::run(args),
+        Job::Pricing(args) => pricing::run(args),
         Job::Sample(args) => match sample::run(&args) {
             Ok(_) => Outcome::Done,
             Err(e) => {

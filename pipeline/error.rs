@@ -32,6 +32,12 @@ pub enum Error {
         message: String,
     },
 
+    #[error("{path}: {} problem(s):\n{}", problems.len(), problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Pricing {
+        path: PathBuf,
+        problems: Vec<crate::pricing::Problem>,
+    },
+
     #[error("lake {path} is held by another run ({holder})")]
     Locked { path: PathBuf, holder: String },
 
@@ -65,6 +71,9 @@ impl Error {
             }
             Error::Registry { .. } => {
                 Some("fix the registry file and run again; nothing was written")
+            }
+            Error::Pricing { .. } => {
+                Some("fix the named keys; `meter pricing check` validates the file")
             }
             Error::Locked { .. } => Some(
                 "wait for the other run to finish; if none is running, the lock is released automatically when its process exits",

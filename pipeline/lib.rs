@@ -9,6 +9,7 @@ pub mod ids;
 pub mod ingest;
 pub mod lake;
 pub mod parse;
+pub mod pricing;
 pub mod redact;
 pub mod registry;
 pub mod sample;

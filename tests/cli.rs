@@ -104,3 +104,24 @@ fn sample_prints_its_totals() {
     assert!(stdout.contains("api_usage"), "{stdout}");
     assert!(out.join("customers.csv").exists());
 }
+
+#[test]
+fn pricing_check_accepts_the_shipped_file_and_names_bad_keys() {
+    let shipped = repo().join("pricing.toml");
+    let (code, out, err) = meter(&["pricing", "check", "--pricing", shipped.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(": ok ("), "{out}");
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("pricing.toml");
+    let text =
+        std::fs::read_to_string(&shipped)
+            .unwrap()
+            .replacen("input = \"5\"", "input = \"-5\"", 1);
+    std::fs::write(&bad, text).unwrap();
+    let (code, _, err) = meter(&["pricing", "check", "--pricing", bad.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("models[0] (claude-opus-4-5).input: negative price -5"),
+        "{err}"
+    );
+}

@@ -1,0 +1,42 @@
+//! `meter pricing check`: validate a pricing file.
+
+use std::path::PathBuf;
+
+use meter::pricing::Pricing;
+
+use crate::{Outcome, fail};
+
+#[derive(clap::Args, Debug)]
+pub struct PricingArgs {
+    #[command(subcommand)]
+    pub command: PricingCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum PricingCommand {
+    /// Validate a pricing file and list every problem with its key
+    /// (negative prices, overlapping effective dates, a raw name two models
+    /// match, unknown currencies, tiers below their base).
+    Check {
+        /// The pricing file.
+        #[arg(long, value_name = "FILE", default_value = "pricing.toml")]
+        pricing: PathBuf,
+    },
+}
+
+pub fn run(args: PricingArgs) -> Outcome {
+    match args.command {
+        PricingCommand::Check { pricing } => match Pricing::load(&pricing) {
+            Ok(p) => {
+                let (models, entries) = p.size();
+                println!(
+                    "{}: ok ({models} models, {entries} price entries, prices in {} per 1M tokens)",
+                    pricing.display(),
+                    p.currency
+                );
+                Outcome::Done
+            }
+            Err(e) => fail(&e),
+        },
+    }
+}
