@@ -384,13 +384,13 @@ impl Pricing {
         for (idx, (names, patterns)) in matchers.iter().enumerate() {
             let key = &by_key[idx].0;
             for n in names {
-                if let Some(other) = exact.insert(n.clone(), idx) {
-                    if other != idx {
-                        problem(
-                            format!("models ({key}).names"),
-                            format!("{n:?} is also a name of {}", by_key[other].0),
-                        );
-                    }
+                if let Some(other) = exact.insert(n.clone(), idx)
+                    && other != idx
+                {
+                    problem(
+                        format!("models ({key}).names"),
+                        format!("{n:?} is also a name of {}", by_key[other].0),
+                    );
                 }
             }
             for p in patterns {
