@@ -43,6 +43,33 @@ pub struct Lake {
     _lock: File,
 }
 
+/// A Parquet file being written; [`PartWriter::finish`] gives the rename
+/// that makes it visible at commit.
+pub struct PartWriter {
+    writer: ArrowWriter<File>,
+    tmp: PathBuf,
+    final_path: PathBuf,
+    pub rows: usize,
+}
+
+impl PartWriter {
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.rows += batch.num_rows();
+        self.writer.write(batch).map_err(|source| Error::Parquet {
+            path: self.tmp.clone(),
+            source,
+        })
+    }
+
+    pub fn finish(self) -> Result<(PathBuf, PathBuf)> {
+        self.writer.close().map_err(|source| Error::Parquet {
+            path: self.tmp.clone(),
+            source,
+        })?;
+        Ok((self.tmp, self.final_path))
+    }
+}
+
 /// File operations that make a run's output visible, written down before
 /// they start so that an interrupted commit is finished by the next run.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -150,17 +177,71 @@ impl Lake {
                 }
             }
         }
-        for table in Table::ALL {
-            for dir in self.partition_dirs(table)? {
-                for entry in fs::read_dir(&dir).read_ctx(&dir)?.flatten() {
-                    let path = entry.path();
-                    if path.extension().is_some_and(|e| e == "tmp") {
-                        fs::remove_file(&path).write_ctx(&path)?;
-                    }
-                }
-            }
-        }
+        remove_tmp_files(&self.root)?;
         Ok(())
+    }
+
+    /// `<lake>/<rel>/date=YYYY-MM-DD`, for derived tables such as `priced/api_usage`.
+    pub fn dated_dir(&self, rel: &str, date: NaiveDate) -> PathBuf {
+        self.root
+            .join(rel)
+            .join(format!("date={}", date.format("%Y-%m-%d")))
+    }
+
+    /// The committed Parquet files of a directory, sorted.
+    pub fn parquet_files(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Reads a Parquet file as record batches of up to 64k rows.
+    pub fn read_batches(&self, path: &Path) -> Result<Vec<RecordBatch>> {
+        let file = File::open(path).read_ctx(path)?;
+        let perr = |source| Error::Parquet {
+            path: path.to_path_buf(),
+            source,
+        };
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(perr)?
+            .with_batch_size(65536)
+            .build()
+            .map_err(perr)?;
+        Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)
+    }
+
+    /// Starts a new Parquet file `<dir>/<name>.parquet`, written under a
+    /// temporary name until the run commits.
+    pub fn part_writer(
+        &self,
+        dir: &Path,
+        name: &str,
+        schema: arrow::datatypes::SchemaRef,
+    ) -> Result<PartWriter> {
+        fs::create_dir_all(dir).write_ctx(dir)?;
+        let final_path = dir.join(format!("{name}.parquet"));
+        let tmp = dir.join(format!("{name}.parquet.tmp"));
+        let file = File::create(&tmp).write_ctx(&tmp)?;
+        let writer =
+            ArrowWriter::try_new(file, schema, Some(writer_props())).map_err(|source| {
+                Error::Parquet {
+                    path: tmp.clone(),
+                    source,
+                }
+            })?;
+        Ok(PartWriter {
+            writer,
+            tmp,
+            final_path,
+            rows: 0,
+        })
     }
 
     pub fn partition_dir(&self, table: Table, date: NaiveDate) -> PathBuf {
@@ -202,17 +283,7 @@ impl Lake {
 
     /// The committed Parquet files of one partition.
     pub fn partition_files(&self, table: Table, date: NaiveDate) -> Result<Vec<PathBuf>> {
-        let dir = self.partition_dir(table, date);
-        let Ok(entries) = fs::read_dir(&dir) else {
-            return Ok(Vec::new());
-        };
-        let mut out: Vec<PathBuf> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-            .collect();
-        out.sort();
-        Ok(out)
+        self.parquet_files(&self.partition_dir(table, date))
     }
 
     /// The event ids already stored in one partition.
@@ -275,20 +346,10 @@ impl Lake {
         name: &str,
         batch: &RecordBatch,
     ) -> Result<(PathBuf, PathBuf)> {
-        let dir = self.partition_dir(table, date);
-        fs::create_dir_all(&dir).write_ctx(&dir)?;
-        let final_path = dir.join(format!("{name}.parquet"));
-        let tmp = dir.join(format!("{name}.parquet.tmp"));
-        let file = File::create(&tmp).write_ctx(&tmp)?;
-        let perr = |source| Error::Parquet {
-            path: tmp.clone(),
-            source,
-        };
         let mut writer =
-            ArrowWriter::try_new(file, batch.schema(), Some(writer_props())).map_err(perr)?;
-        writer.write(batch).map_err(perr)?;
-        writer.close().map_err(perr)?;
-        Ok((tmp, final_path))
+            self.part_writer(&self.partition_dir(table, date), name, batch.schema())?;
+        writer.write(batch)?;
+        writer.finish()
     }
 
     /// Makes a run's files visible: journals the commit, applies it, and
@@ -297,6 +358,16 @@ impl Lake {
         if commit.renames.is_empty() && commit.deletes.is_empty() {
             return Ok(());
         }
+        // A file this commit writes is never also one it removes.
+        let commit = &Commit {
+            renames: commit.renames.clone(),
+            deletes: commit
+                .deletes
+                .iter()
+                .filter(|d| !commit.renames.iter().any(|(_, to)| to == *d))
+                .cloned()
+                .collect(),
+        };
         let runs = self.root.join("_runs");
         fs::create_dir_all(&runs).write_ctx(&runs)?;
         let journal = runs.join(format!("{run_id}.commit.json"));
@@ -324,6 +395,22 @@ impl Lake {
         write_atomic(&path, json.as_bytes())?;
         Ok(path)
     }
+}
+
+/// Removes `*.parquet.tmp` files left below `dir` by a run that crashed.
+fn remove_tmp_files(dir: &Path) -> Result<()> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            remove_tmp_files(&path)?;
+        } else if path.to_string_lossy().ends_with(".parquet.tmp") {
+            fs::remove_file(&path).write_ctx(&path)?;
+        }
+    }
+    Ok(())
 }
 
 fn apply(commit: &Commit) -> Result<()> {

@@ -12,6 +12,7 @@ pub mod parse;
 pub mod pricing;
 pub mod redact;
 pub mod registry;
+pub mod rollup;
 pub mod sample;
 pub mod source;
 pub mod tables;

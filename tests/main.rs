@@ -5,3 +5,4 @@ mod cli;
 mod common;
 mod fuzz;
 mod ingest;
+mod rollup;

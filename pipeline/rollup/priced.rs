@@ -1,0 +1,247 @@
+//! Priced events: `<lake>/priced/api_usage/date=YYYY-MM-DD/`, every
+//! `api_usage` column plus the event's cost. Raw tables stay unpriced, so a
+//! price correction needs a rerun of this step, never a re-ingest.
+//!
+//! Money is `Decimal128(38, 18)` from `rust_decimal` arithmetic: no float,
+//! no rounding before an invoice line.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, LazyLock};
+
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, Date32Array, Decimal128Array, Int64Array, StringArray,
+    TimestampMicrosecondArray,
+};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::lake::{Commit, Lake};
+use crate::pricing::{Pricing, Usage};
+use crate::tables::{ApiUsageRow, Table, TableRow, Ts};
+
+/// Where priced events live, below the lake.
+pub const PRICED_API_USAGE: &str = "priced/api_usage";
+/// Money columns: `DECIMAL(38, 18)`.
+pub const MONEY_PRECISION: u8 = 38;
+pub const MONEY_SCALE: i8 = 18;
+
+/// The columns priced events add to `api_usage`.
+pub const PRICE_COLUMNS: [&str; 7] = [
+    "cost",
+    "currency",
+    "priced",
+    "price_key",
+    "price_effective_from",
+    "price_tier",
+    "unpriced_reason",
+];
+
+pub fn money_type() -> DataType {
+    DataType::Decimal128(MONEY_PRECISION, MONEY_SCALE)
+}
+
+/// `api_usage`'s schema plus the price columns.
+pub fn priced_schema() -> SchemaRef {
+    static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+        let mut fields: Vec<Field> = ApiUsageRow::schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.extend([
+            Field::new("cost", money_type(), true),
+            Field::new("currency", DataType::Utf8, false),
+            Field::new("priced", DataType::Boolean, false),
+            Field::new("price_key", DataType::Utf8, true),
+            Field::new("price_effective_from", DataType::Date32, true),
+            Field::new("price_tier", DataType::Int64, true),
+            Field::new("unpriced_reason", DataType::Utf8, true),
+        ]);
+        Arc::new(Schema::new(fields))
+    });
+    SCHEMA.clone()
+}
+
+/// Events of one raw model name that could not be priced.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UnpricedModel {
+    pub events: u64,
+    /// All token kinds together.
+    pub tokens: u64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PricedDay {
+    pub date: NaiveDate,
+    /// Rows read from `api_usage` for the day.
+    pub events_read: u64,
+    /// Rows whose `event_id` was already read (counted once).
+    pub duplicates: u64,
+    pub priced: u64,
+    pub unpriced: u64,
+    /// Sum of costs of priced events, exact, in `currency`.
+    pub cost: Decimal,
+    pub currency: String,
+    pub unpriced_models: BTreeMap<String, UnpricedModel>,
+    pub files_written: u64,
+    pub files_replaced: u64,
+}
+
+fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| Error::Lake {
+            path: name.into(),
+            message: format!("api_usage column {name} is missing or mistyped"),
+        })
+}
+
+/// Appends the price columns to a batch of `api_usage` rows.
+pub fn price_batch(
+    pricing: &Pricing,
+    batch: &RecordBatch,
+    day: &mut PricedDay,
+) -> Result<RecordBatch> {
+    let model = column::<StringArray>(batch, "model")?;
+    let ts = column::<TimestampMicrosecondArray>(batch, "ts")?;
+    let tokens = |name| column::<Int64Array>(batch, name);
+    let (input, cache_read, cache_write, output, reasoning) = (
+        tokens("input_tokens")?,
+        tokens("cache_read_tokens")?,
+        tokens("cache_write_tokens")?,
+        tokens("output_tokens")?,
+        tokens("reasoning_tokens")?,
+    );
+    let n = batch.num_rows();
+    let mut cost = Vec::with_capacity(n);
+    let mut priced = Vec::with_capacity(n);
+    let mut key = Vec::with_capacity(n);
+    let mut from = Vec::with_capacity(n);
+    let mut tier = Vec::with_capacity(n);
+    let mut reason = Vec::with_capacity(n);
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
+    for i in 0..n {
+        let count = |a: &Int64Array| u64::try_from(a.value(i)).unwrap_or(0);
+        let usage = Usage {
+            input: count(input),
+            cache_read: count(cache_read),
+            cache_write: count(cache_write),
+            output: count(output),
+            reasoning: count(reasoning),
+        };
+        match pricing.price(model.value(i), Ts(ts.value(i)), usage) {
+            Ok(p) => {
+                let mut c = p.cost;
+                if c.scale() > MONEY_SCALE as u32 {
+                    return Err(Error::Lake {
+                        path: PRICED_API_USAGE.into(),
+                        message: format!(
+                            "cost {c} has more than {MONEY_SCALE} decimal places; refusing to round"
+                        ),
+                    });
+                }
+                c.rescale(MONEY_SCALE as u32);
+                day.priced += 1;
+                day.cost += p.cost;
+                cost.push(Some(c.mantissa()));
+                priced.push(true);
+                key.push(Some(p.entry.key.clone()));
+                from.push(Some((p.entry.effective_from - epoch).num_days() as i32));
+                tier.push(p.tier.map(|t| t as i64));
+                reason.push(None);
+            }
+            Err(why) => {
+                day.unpriced += 1;
+                let entry = day
+                    .unpriced_models
+                    .entry(model.value(i).to_string())
+                    .or_default();
+                entry.events += 1;
+                entry.tokens += usage.input + usage.cache_read + usage.cache_write + usage.output;
+                entry.reason = why.to_string();
+                cost.push(None);
+                priced.push(false);
+                key.push(None);
+                from.push(None);
+                tier.push(None);
+                reason.push(Some(why.to_string()));
+            }
+        }
+    }
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    columns.push(Arc::new(
+        Decimal128Array::from(cost).with_precision_and_scale(MONEY_PRECISION, MONEY_SCALE)?,
+    ));
+    columns.push(Arc::new(StringArray::from(vec![
+        pricing.currency.as_str();
+        n
+    ])));
+    columns.push(Arc::new(BooleanArray::from(priced)));
+    columns.push(Arc::new(StringArray::from(key)));
+    columns.push(Arc::new(Date32Array::from(from)));
+    columns.push(Arc::new(Int64Array::from(tier)));
+    columns.push(Arc::new(StringArray::from(reason)));
+    Ok(RecordBatch::try_new(priced_schema(), columns)?)
+}
+
+/// Prices one day of `api_usage` (each `event_id` once) and replaces that
+/// day's priced partition wholly.
+pub fn price_day(
+    lake: &Lake,
+    pricing: &Pricing,
+    date: NaiveDate,
+    run_id: &str,
+) -> Result<PricedDay> {
+    let mut day = PricedDay {
+        date,
+        events_read: 0,
+        duplicates: 0,
+        priced: 0,
+        unpriced: 0,
+        cost: Decimal::ZERO,
+        currency: pricing.currency.clone(),
+        unpriced_models: BTreeMap::new(),
+        files_written: 0,
+        files_replaced: 0,
+    };
+    let out_dir = lake.dated_dir(PRICED_API_USAGE, date);
+    let old = lake.parquet_files(&out_dir)?;
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut writer = None;
+    for path in lake.partition_files(Table::ApiUsage, date)? {
+        for batch in lake.read_batches(&path)? {
+            day.events_read += batch.num_rows() as u64;
+            let ids = column::<StringArray>(&batch, "event_id")?;
+            let keep: BooleanArray = (0..ids.len())
+                .map(|i| Some(seen.insert(ids.value(i).to_string())))
+                .collect();
+            let batch = filter_record_batch(&batch, &keep)?;
+            day.duplicates += (keep.len() - batch.num_rows()) as u64;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let priced = price_batch(pricing, &batch, &mut day)?;
+            if writer.is_none() {
+                writer =
+                    Some(lake.part_writer(&out_dir, &format!("part-{run_id}"), priced_schema())?);
+            }
+            writer.as_mut().expect("created above").write(&priced)?;
+        }
+    }
+    let mut commit = Commit::default();
+    if let Some(w) = writer {
+        commit.renames.push(w.finish()?);
+        day.files_written = 1;
+    }
+    day.files_replaced = old.len() as u64;
+    commit.deletes = old;
+    lake.commit(run_id, &commit)?;
+    Ok(day)
+}
