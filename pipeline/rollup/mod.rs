@@ -1,4 +1,6 @@
 //! The rollup stage: prices events from `pricing.toml` in exact decimals
-//! ([`priced`]); daily and monthly aggregates follow.
+//! ([`priced`]) and aggregates them by day and month with polars
+//! ([`aggregate`]).
 
+pub mod aggregate;
 pub mod priced;
