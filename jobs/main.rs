@@ -4,6 +4,7 @@
 
 mod ingest;
 mod pricing;
+mod rollup;
 mod sample;
 
 use std::process::ExitCode;
@@ -22,6 +23,8 @@ struct Cli {
 enum Job {
     /// Parse a raw input tree into the date-partitioned Parquet lake.
     Ingest(ingest::IngestArgs),
+    /// Price events and build the daily and monthly aggregates.
+    Rollup(rollup::RollupArgs),
     /// Write a realistic raw input tree (for demos, tests and benchmarks).
     Sample(sample::SampleArgs),
     /// Work with the price list (`pricing.toml`).
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
     let outcome = match cli.job {
         Job::Ingest(args) => ingest::run(args),
         Job::Pricing(args) => pricing::run(args),
+        Job::Rollup(args) => rollup::run(args),
         Job::Sample(args) => match sample::run(&args) {
             Ok(_) => Outcome::Done,
             Err(e) => {

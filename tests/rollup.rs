@@ -129,34 +129,63 @@ fn sums(db: &duckdb::Connection, glob: &str, measures: &[&str]) -> Vec<String> {
     .collect()
 }
 
+/// Measures equal exactly, except float measurements (not money), which
+/// may differ by summation order in the last bits.
+fn assert_same(what: &str, a: &[String], b: &[String], measures: &[&str]) {
+    for ((x, y), m) in a.iter().zip(b).zip(measures) {
+        if x == y {
+            continue;
+        }
+        let (fx, fy): (f64, f64) = (x.parse().unwrap(), y.parse().unwrap());
+        const FLOAT_MEASURES: [&str; 5] = [
+            "cpu_percent_sum",
+            "memory_percent_sum",
+            "network_in_mb",
+            "network_out_mb",
+            "duration_seconds_sum",
+        ];
+        let is_float = FLOAT_MEASURES.contains(m);
+        assert!(
+            is_float && (fx - fy).abs() <= 1e-9 * fx.abs().max(1.0),
+            "{what}: {m}: {x} != {y}"
+        );
+    }
+}
+
 #[test]
-fn daily_and_monthly_aggregates_add_up_exactly() {
-    use meter::rollup::aggregate::{self, USAGE_SUMS};
+fn rollup_of_a_month_adds_up_exactly() {
+    use meter::rollup::aggregate::{API_USAGE, SPECS};
+    use meter::rollup::{self, Period, RollupOptions};
 
     let tmp = tempfile::tempdir().unwrap();
     let lake_dir = tmp.path().join("lake");
     ingest(&sample_data(), &lake_dir, "ingest-run");
-    let pricing = Pricing::load(&repo().join("pricing.toml")).unwrap();
-    let lake = Lake::open(&lake_dir, "rollup-run").unwrap();
-    let dates = lake.partition_dates(Table::ApiUsage).unwrap();
-    let mut months = std::collections::BTreeSet::new();
-    for date in &dates {
-        priced::price_day(&lake, &pricing, *date, "rollup-run").unwrap();
-        let report = aggregate::daily_api_usage(&lake, *date, "rollup-run").unwrap();
-        assert!(report.rows_out > 0 && report.rows_out <= report.rows_in);
-        months.insert(chrono::Datelike::with_day(date, 1).unwrap());
-    }
-    for month in &months {
-        aggregate::monthly_api_usage(&lake, *month, "rollup-run").unwrap();
-    }
+    let opts = RollupOptions {
+        lake: lake_dir.clone(),
+        pricing: repo().join("pricing.toml"),
+        period: Period::Month("2026-10-01".parse().unwrap()),
+    };
+    let report = rollup::run(&ctx("rollup-run"), &opts).unwrap();
+    assert!(
+        report.needs_attention(),
+        "the sample data has events without a price"
+    );
+    assert_eq!(
+        report.unpriced_models.keys().collect::<Vec<_>>(),
+        vec!["gemini-1.5-pro"]
+    );
+    // A second run replaces every day and the month: same numbers, one file each.
+    let again = rollup::run(&ctx("rollup-run-2"), &opts).unwrap();
+    assert_eq!(
+        (again.cost, again.events_priced),
+        (report.cost, report.events_priced)
+    );
+
     let db = duck(&lake_dir);
     let root = lake_dir.display();
-    let priced_glob = format!("{root}/priced/api_usage/*/*.parquet");
-    let daily_glob = format!("{root}/daily/api_usage/*/*.parquet");
-    let monthly_glob = format!("{root}/monthly/api_usage/*/*.parquet");
-
-    // Money columns stay decimal and no measure is a float.
-    for glob in [&daily_glob, &monthly_glob] {
+    // Money columns stay decimal everywhere.
+    for dir in ["priced/api_usage", "daily/api_usage", "monthly/api_usage"] {
+        let glob = format!("{root}/{dir}/*/*.parquet");
         let mut stmt = db
             .prepare(&format!("DESCRIBE SELECT * FROM read_parquet('{glob}')"))
             .unwrap();
@@ -168,18 +197,33 @@ fn daily_and_monthly_aggregates_add_up_exactly() {
         for (name, ty) in &types {
             assert!(
                 !ty.contains("DOUBLE") && !ty.contains("FLOAT"),
-                "{glob}: {name} is {ty}"
+                "{dir}: {name} is {ty}"
             );
         }
         assert!(
             types
                 .iter()
-                .any(|(n, t)| n == "cost" && t.starts_with("DECIMAL(38,18)")),
-            "{types:?}"
+                .any(|(n, t)| n == "cost" && t == "DECIMAL(38,18)"),
+            "{dir}: {types:?}"
         );
+        let files = count(
+            &db,
+            &format!(
+                "SELECT count(DISTINCT filename) FROM read_parquet('{glob}', filename = true)"
+            ),
+        );
+        let parts = count(
+            &db,
+            &format!(
+                "SELECT count(DISTINCT parse_dirpath(filename)) FROM read_parquet('{glob}', filename = true)"
+            ),
+        );
+        assert_eq!(files, parts, "{dir}: one file per partition after a rerun");
     }
 
-    // Daily rows add up to the priced events, monthly rows to the daily rows.
+    // Daily rows add up to the events; monthly rows to the daily rows.
+    let priced_glob = format!("{root}/priced/api_usage/*/*.parquet");
+    let daily_glob = format!("{root}/daily/api_usage/*/*.parquet");
     let event_measures = [
         "input_tokens",
         "cache_read_tokens",
@@ -202,41 +246,70 @@ fn daily_and_monthly_aggregates_add_up_exactly() {
         sums(&db, &priced_glob, &event_measures),
         sums(&db, &daily_glob, &daily_measures)
     );
-    let requests = count(
-        &db,
-        &format!("SELECT count(*) FROM read_parquet('{priced_glob}')"),
-    );
     assert_eq!(
         count(
             &db,
             &format!("SELECT sum(requests) FROM read_parquet('{daily_glob}')")
         ),
-        requests
-    );
-    let unpriced = count(
-        &db,
-        &format!("SELECT count(*) FILTER (WHERE NOT priced) FROM read_parquet('{priced_glob}')"),
+        count(
+            &db,
+            &format!("SELECT count(*) FROM read_parquet('{priced_glob}')")
+        )
     );
     assert_eq!(
         count(
             &db,
             &format!("SELECT sum(unpriced_requests) FROM read_parquet('{daily_glob}')")
-        ),
-        unpriced
+        ) as u64,
+        report.events_unpriced
+    );
+    let raw = |table: &str, expr: &str| count(&db, &format!("SELECT {expr} FROM {table}"));
+    let daily = |table: &str, expr: &str| {
+        count(
+            &db,
+            &format!("SELECT {expr} FROM read_parquet('{root}/daily/{table}/*/*.parquet')"),
+        )
+    };
+    assert_eq!(
+        daily("api_requests", "sum(requests)"),
+        raw("api_requests", "count(*)")
     );
     assert_eq!(
-        sums(&db, &daily_glob, &USAGE_SUMS),
-        sums(&db, &monthly_glob, &USAGE_SUMS)
+        daily("api_requests", "sum(latency_us_sum)"),
+        raw("api_requests", "sum(latency_us)")
     );
+    assert_eq!(daily("activity", "sum(count)"), raw("activity", "count(*)"));
+    assert_eq!(
+        daily("activity", "sum(failures)"),
+        raw("activity", "count(*) FILTER (WHERE exit_code <> 0)")
+    );
+    assert_eq!(
+        daily("resource_usage", "sum(samples)"),
+        raw(
+            "resource_usage",
+            "count(DISTINCT (vm_id, ts)) FILTER (WHERE measurement IN ('sample', 'cpu'))"
+        )
+    );
+    for spec in SPECS {
+        let table = spec.table.name();
+        let d = sums(&db, &format!("{root}/daily/{table}/*/*.parquet"), spec.sums);
+        let m = sums(
+            &db,
+            &format!("{root}/monthly/{table}/*/*.parquet"),
+            spec.sums,
+        );
+        assert_same(table, &d, &m, spec.sums);
+    }
 
     let mut stmt = db
         .prepare(&format!(
             "SELECT month, coalesce(customer_id, '-'), provider, sum(requests), sum(input_tokens), sum(output_tokens), \
-             CAST(sum(cost) AS VARCHAR), sum(unpriced_requests) FROM read_parquet('{monthly_glob}', hive_partitioning = true) \
-             GROUP BY ALL ORDER BY ALL"
+             CAST(sum(cost) AS VARCHAR), sum(unpriced_requests) FROM read_parquet('{root}/monthly/{}/*/*.parquet', hive_partitioning = true) \
+             GROUP BY ALL ORDER BY ALL",
+            API_USAGE.table.name()
         ))
         .unwrap();
-    let lines: Vec<String> = stmt
+    let mut lines: Vec<String> = stmt
         .query_map([], |r| {
             Ok(format!(
                 "{} {:<10} {:<9} requests={} input={} output={} cost={} unpriced={}",
@@ -253,5 +326,25 @@ fn daily_and_monthly_aggregates_add_up_exactly() {
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    insta::assert_snapshot!("sample_data_monthly_api_usage", lines.join("\n"));
+    let mut stmt = db
+        .prepare(&format!(
+            "SELECT month, coalesce(customer_id, '-'), vm_id, samples, compute_seconds \
+             FROM read_parquet('{root}/monthly/resource_usage/*/*.parquet', hive_partitioning = true) ORDER BY ALL"
+        ))
+        .unwrap();
+    lines.extend(
+        stmt.query_map([], |r| {
+            Ok(format!(
+                "{} {:<10} {} samples={} compute_hours={}",
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                meter::rollup::aggregate::compute_hours(r.get::<_, i64>(4)?).normalize()
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap),
+    );
+    insta::assert_snapshot!("sample_data_monthly", lines.join("\n"));
 }

@@ -1,58 +1,229 @@
 //! Daily and monthly aggregates with polars. Daily rows are built from
-//! priced events (each `event_id` once), monthly rows from daily rows; every
-//! measure is additive (sums, counts, maxima), so averages are carried as
-//! sum and count and add up across days. Money stays `Decimal(38, 18)`.
+//! events (each `event_id` once; api_usage from its priced events), monthly
+//! rows from daily rows. Every stored measure combines across days by sum or
+//! by maximum, so averages are carried as sum and count. Money stays
+//! `Decimal(38, 18)`.
 //!
 //! ```text
-//! <lake>/daily/api_usage/date=YYYY-MM-DD/     per customer, vm, user, provider, model
-//! <lake>/monthly/api_usage/month=YYYY-MM/     the same, over the month
+//! <lake>/daily/<table>/date=YYYY-MM-DD/
+//! <lake>/monthly/<table>/month=YYYY-MM/
 //! ```
+//! for `api_usage`, `api_requests`, `resource_usage` and `activity`.
+//!
+//! Compute time (resource_usage): a VM's sample interval for a day is the
+//! median gap between its consecutive distinct sample times, ignoring gaps
+//! longer than one hour (the VM was off or not reporting); with fewer than two
+//! samples it is 300 s. `compute_seconds = samples x interval`, so a gap never
+//! counts as compute time. Samples are rows with `measurement` `sample` (CSV,
+//! JSONL) or `cpu` (Telegraf), counted once per timestamp.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use chrono::{Datelike, NaiveDate};
 use polars::prelude::*;
+use rust_decimal::Decimal;
 use serde::Serialize;
 
 use super::priced::PRICED_API_USAGE;
 use crate::error::{Error, IoContext, Result};
 use crate::lake::{Commit, Lake};
+use crate::tables::Table;
 
-pub const DAILY_API_USAGE: &str = "daily/api_usage";
-pub const MONTHLY_API_USAGE: &str = "monthly/api_usage";
+/// Gaps longer than this are not a sample interval.
+pub const MAX_SAMPLE_GAP_S: i64 = 3600;
+/// The interval assumed for a VM with fewer than two samples in a day.
+pub const DEFAULT_SAMPLE_INTERVAL_S: i64 = 300;
 
-/// Group keys of the api_usage aggregates.
-pub const USAGE_KEYS: [&str; 5] = ["customer_id", "vm_id", "user_id", "provider", "model"];
-/// Measures that add up across rows and periods.
-pub const USAGE_SUMS: [&str; 12] = [
-    "requests",
-    "failed",
-    "input_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-    "cost",
-    "unpriced_requests",
-    "unpriced_tokens",
-    "latency_ms_sum",
-    "latency_ms_count",
-];
-/// Measures that combine by maximum.
-pub const USAGE_MAXES: [&str; 1] = ["latency_ms_max"];
+/// One aggregated table: where its events are, its keys and its measures.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    pub table: Table,
+    pub keys: &'static [&'static str],
+    /// Measures that add up across days (money among them).
+    pub sums: &'static [&'static str],
+    /// Measures that combine by maximum.
+    pub maxes: &'static [&'static str],
+}
+
+pub const API_USAGE: Spec = Spec {
+    table: Table::ApiUsage,
+    keys: &["customer_id", "vm_id", "user_id", "provider", "model"],
+    sums: &[
+        "requests",
+        "failed",
+        "input_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "output_tokens",
+        "reasoning_tokens",
+        "cost",
+        "unpriced_requests",
+        "unpriced_tokens",
+        "latency_ms_sum",
+        "latency_ms_count",
+    ],
+    maxes: &["latency_ms_max"],
+};
+
+pub const API_REQUESTS: Spec = Spec {
+    table: Table::ApiRequests,
+    keys: &["customer_id", "vm_id", "provider", "path", "status_class"],
+    sums: &["requests", "bytes", "latency_us_sum", "latency_us_count"],
+    maxes: &["latency_us_max"],
+};
+
+pub const RESOURCE_USAGE: Spec = Spec {
+    table: Table::ResourceUsage,
+    keys: &["customer_id", "vm_id"],
+    sums: &[
+        "samples",
+        "compute_seconds",
+        "cpu_percent_sum",
+        "cpu_percent_count",
+        "memory_percent_sum",
+        "memory_percent_count",
+        "network_in_mb",
+        "network_out_mb",
+    ],
+    maxes: &["cpu_percent_max", "memory_percent_max", "disk_gb_max"],
+};
+
+pub const ACTIVITY: Spec = Spec {
+    table: Table::Activity,
+    keys: &[
+        "customer_id",
+        "vm_id",
+        "user_id",
+        "activity_type",
+        "pattern_name",
+    ],
+    sums: &[
+        "count",
+        "failures",
+        "duration_seconds_sum",
+        "duration_seconds_count",
+    ],
+    maxes: &["duration_seconds_max"],
+};
+
+pub const SPECS: [Spec; 4] = [API_USAGE, API_REQUESTS, RESOURCE_USAGE, ACTIVITY];
+
+impl Spec {
+    pub fn daily_dir(&self, lake: &Lake, date: NaiveDate) -> PathBuf {
+        lake.dated_dir(&format!("daily/{}", self.table.name()), date)
+    }
+
+    pub fn monthly_dir(&self, lake: &Lake, month: NaiveDate) -> PathBuf {
+        lake.root()
+            .join("monthly")
+            .join(self.table.name())
+            .join(format!("month={}", month.format("%Y-%m")))
+    }
+
+    fn source_dir(&self, lake: &Lake, date: NaiveDate) -> PathBuf {
+        match self.table {
+            Table::ApiUsage => lake.dated_dir(PRICED_API_USAGE, date),
+            table => lake.partition_dir(table, date),
+        }
+    }
+
+    /// The daily measures, from events.
+    fn daily_aggs(&self) -> Vec<Expr> {
+        let count = |name: &str| len().cast(DataType::Int64).alias(name);
+        let stats = |column: &str, unit: &str| {
+            vec![
+                col(column).sum().alias(format!("{unit}_sum")),
+                col(column)
+                    .count()
+                    .cast(DataType::Int64)
+                    .alias(format!("{unit}_count")),
+                col(column).max().alias(format!("{unit}_max")),
+            ]
+        };
+        match self.table {
+            Table::ApiUsage => {
+                let all_tokens = col("input_tokens")
+                    + col("cache_read_tokens")
+                    + col("cache_write_tokens")
+                    + col("output_tokens");
+                let unpriced = col("priced").not();
+                let mut aggs = vec![
+                    count("requests"),
+                    sum_i64("failed"),
+                    sum_i64("input_tokens"),
+                    sum_i64("cache_read_tokens"),
+                    sum_i64("cache_write_tokens"),
+                    sum_i64("output_tokens"),
+                    sum_i64("reasoning_tokens"),
+                    col("cost").sum().alias("cost"),
+                    unpriced
+                        .clone()
+                        .cast(DataType::Int64)
+                        .sum()
+                        .alias("unpriced_requests"),
+                    all_tokens
+                        .filter(unpriced)
+                        .sum()
+                        .cast(DataType::Int64)
+                        .alias("unpriced_tokens"),
+                ];
+                aggs.extend(stats("latency_ms", "latency_ms"));
+                aggs
+            }
+            Table::ApiRequests => {
+                let mut aggs = vec![count("requests"), sum_i64("bytes")];
+                aggs.extend(stats("latency_us", "latency_us"));
+                aggs
+            }
+            Table::ResourceUsage => {
+                let mut aggs = Vec::new();
+                aggs.extend(stats("cpu_percent", "cpu_percent"));
+                aggs.extend(stats("memory_percent", "memory_percent"));
+                aggs.push(col("disk_gb").max().alias("disk_gb_max"));
+                aggs.push(col("network_in_mb").sum().alias("network_in_mb"));
+                aggs.push(col("network_out_mb").sum().alias("network_out_mb"));
+                aggs
+            }
+            Table::Activity => {
+                let failed = col("exit_code")
+                    .is_not_null()
+                    .and(col("exit_code").neq(lit(0)));
+                let mut aggs = vec![
+                    count("count"),
+                    failed.cast(DataType::Int64).sum().alias("failures"),
+                ];
+                aggs.extend(stats("duration_seconds", "duration_seconds"));
+                aggs
+            }
+            Table::Rejects => Vec::new(),
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AggregateReport {
-    pub table: &'static str,
+    pub table: Table,
+    /// `daily` or `monthly`.
+    pub period: &'static str,
     /// `date=YYYY-MM-DD` or `month=YYYY-MM`.
     pub partition: String,
     pub rows_in: u64,
+    /// Input rows dropped because their `event_id` was already read.
+    pub duplicates: u64,
     pub rows_out: u64,
     pub files_replaced: u64,
 }
 
-fn read_frames(lake: &Lake, dirs: &[PathBuf]) -> Result<Option<LazyFrame>> {
+fn polars_error(path: &Path, e: PolarsError) -> Error {
+    Error::Lake {
+        path: path.to_path_buf(),
+        message: format!("polars: {e}"),
+    }
+}
+
+fn read_frames(lake: &Lake, dirs: &[PathBuf]) -> Result<Option<DataFrame>> {
     let mut frames = Vec::new();
     for dir in dirs {
         for path in lake.parquet_files(dir)? {
@@ -63,22 +234,19 @@ fn read_frames(lake: &Lake, dirs: &[PathBuf]) -> Result<Option<LazyFrame>> {
             frames.push(df.lazy());
         }
     }
+    let Some(first) = dirs.first() else {
+        return Ok(None);
+    };
     if frames.is_empty() {
         return Ok(None);
     }
-    Ok(Some(
-        concat(frames, UnionArgs::default()).map_err(|e| polars_error(&dirs[0], e))?,
-    ))
+    let df = concat(frames, UnionArgs::default())
+        .and_then(LazyFrame::collect)
+        .map_err(|e| polars_error(first, e))?;
+    Ok(Some(df))
 }
 
-fn polars_error(path: &Path, e: PolarsError) -> Error {
-    Error::Lake {
-        path: path.to_path_buf(),
-        message: format!("polars: {e}"),
-    }
-}
-
-/// Replaces every file of `dir` with `df` (or with nothing when empty).
+/// Replaces every file of `dir` with `df` (or with nothing when it is empty).
 fn replace_dir(lake: &Lake, dir: &Path, run_id: &str, df: &mut DataFrame) -> Result<u64> {
     let old = lake.parquet_files(dir)?;
     let mut commit = Commit {
@@ -92,7 +260,6 @@ fn replace_dir(lake: &Lake, dir: &Path, run_id: &str, df: &mut DataFrame) -> Res
         let file = File::create(&tmp).write_ctx(&tmp)?;
         ParquetWriter::new(file)
             .with_compression(ParquetCompression::Zstd(None))
-            .with_statistics(StatisticsOptions::default())
             .finish(df)
             .map_err(|e| polars_error(&tmp, e))?;
         commit.renames.push((tmp, final_path));
@@ -105,128 +272,193 @@ fn sum_i64(name: &str) -> Expr {
     col(name).cast(DataType::Int64).sum().alias(name)
 }
 
-/// Aggregates one day of priced events into `daily/api_usage`.
-pub fn daily_api_usage(lake: &Lake, date: NaiveDate, run_id: &str) -> Result<AggregateReport> {
-    let dir = lake.dated_dir(DAILY_API_USAGE, date);
-    let source = lake.dated_dir(PRICED_API_USAGE, date);
-    let partition = format!("date={date}");
-    let Some(events) = read_frames(lake, std::slice::from_ref(&source))? else {
-        let files_replaced = replace_dir(lake, &dir, run_id, &mut DataFrame::empty())?;
-        return Ok(AggregateReport {
-            table: DAILY_API_USAGE,
-            partition,
-            rows_in: 0,
-            rows_out: 0,
-            files_replaced,
-        });
+fn sort_keys(lf: LazyFrame, keys: &[&str]) -> LazyFrame {
+    lf.sort(
+        keys.iter().copied(),
+        SortMultipleOptions::default()
+            .with_nulls_last(true)
+            .with_maintain_order(true),
+    )
+}
+
+/// Aggregates one day of one table into `daily/<table>/date=D`, replacing
+/// what was there.
+pub fn daily(lake: &Lake, spec: Spec, date: NaiveDate, run_id: &str) -> Result<AggregateReport> {
+    let dir = spec.daily_dir(lake, date);
+    let source = spec.source_dir(lake, date);
+    let mut report = AggregateReport {
+        table: spec.table,
+        period: "daily",
+        partition: format!("date={date}"),
+        rows_in: 0,
+        duplicates: 0,
+        rows_out: 0,
+        files_replaced: 0,
     };
-    let all_tokens = col("input_tokens")
-        + col("cache_read_tokens")
-        + col("cache_write_tokens")
-        + col("output_tokens");
-    let unpriced = col("priced").not();
-    let events = events.unique_stable(Some(cols(["event_id"])), UniqueKeepStrategy::First);
-    let events = events.collect().map_err(|e| polars_error(&source, e))?;
-    let rows_in = events.height() as u64;
-    let mut daily = events
+    let Some(events) = read_frames(lake, std::slice::from_ref(&source))? else {
+        report.files_replaced = replace_dir(lake, &dir, run_id, &mut DataFrame::empty())?;
+        return Ok(report);
+    };
+    report.rows_in = events.height() as u64;
+    let events = events
         .lazy()
-        .group_by(USAGE_KEYS.map(col))
-        .agg([
-            len().cast(DataType::Int64).alias("requests"),
-            sum_i64("failed"),
-            sum_i64("input_tokens"),
-            sum_i64("cache_read_tokens"),
-            sum_i64("cache_write_tokens"),
-            sum_i64("output_tokens"),
-            sum_i64("reasoning_tokens"),
-            col("cost").sum().alias("cost"),
-            unpriced
-                .clone()
-                .cast(DataType::Int64)
-                .sum()
-                .alias("unpriced_requests"),
-            all_tokens
-                .filter(unpriced)
-                .sum()
-                .cast(DataType::Int64)
-                .alias("unpriced_tokens"),
-            col("latency_ms")
-                .sum()
-                .cast(DataType::Int64)
-                .alias("latency_ms_sum"),
-            col("latency_ms")
-                .count()
-                .cast(DataType::Int64)
-                .alias("latency_ms_count"),
-            col("latency_ms").max().alias("latency_ms_max"),
-        ])
-        .sort(
-            USAGE_KEYS,
-            SortMultipleOptions::default().with_nulls_last(true),
+        .unique_stable(Some(cols(["event_id"])), UniqueKeepStrategy::First)
+        .collect()
+        .map_err(|e| polars_error(&source, e))?;
+    report.duplicates = report.rows_in - events.height() as u64;
+    let mut lf = events.clone().lazy();
+    if spec.table == Table::ApiRequests {
+        lf = lf.with_column((col("status").floor_div(lit(100)) * lit(100)).alias("status_class"));
+    }
+    let mut out = sort_keys(
+        lf.group_by(spec.keys.iter().map(|k| col(*k)).collect::<Vec<_>>())
+            .agg(spec.daily_aggs()),
+        spec.keys,
+    );
+    if spec.table == Table::ResourceUsage {
+        let compute = compute_time(&events).map_err(|e| polars_error(&source, e))?;
+        out = out.join(
+            compute.lazy(),
+            [col("vm_id")],
+            [col("vm_id")],
+            JoinArgs::new(JoinType::Left),
+        );
+        out = out.with_columns([
+            col("samples").fill_null(lit(0i64)),
+            col("compute_seconds").fill_null(lit(0i64)),
+        ]);
+    }
+    let mut df = out
+        .select(
+            spec.keys
+                .iter()
+                .chain(spec.sums)
+                .chain(spec.maxes)
+                .map(|c| col(*c))
+                .collect::<Vec<_>>(),
         )
         .collect()
         .map_err(|e| polars_error(&source, e))?;
-    let rows_out = daily.height() as u64;
-    let files_replaced = replace_dir(lake, &dir, run_id, &mut daily)?;
-    Ok(AggregateReport {
-        table: DAILY_API_USAGE,
-        partition,
-        rows_in,
-        rows_out,
-        files_replaced,
-    })
+    report.rows_out = df.height() as u64;
+    report.files_replaced = replace_dir(lake, &dir, run_id, &mut df)?;
+    Ok(report)
 }
 
-/// Aggregates a month's daily rows into `monthly/api_usage/month=YYYY-MM`.
-pub fn monthly_api_usage(lake: &Lake, month: NaiveDate, run_id: &str) -> Result<AggregateReport> {
+/// Per VM: distinct sample times and compute seconds (see the module docs).
+fn compute_time(events: &DataFrame) -> PolarsResult<DataFrame> {
+    let samples = events
+        .clone()
+        .lazy()
+        .filter(
+            col("measurement")
+                .eq(lit("sample"))
+                .or(col("measurement").eq(lit("cpu"))),
+        )
+        .select([col("vm_id"), col("ts").cast(DataType::Int64).alias("ts_us")])
+        .unique_stable(None, UniqueKeepStrategy::First)
+        .sort(["vm_id", "ts_us"], SortMultipleOptions::default())
+        .collect()?;
+    let vms = samples.column("vm_id")?.str()?;
+    let ts = samples.column("ts_us")?.i64()?;
+    let mut per_vm: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for (vm, t) in vms.iter().zip(ts.iter()) {
+        if let (Some(vm), Some(t)) = (vm, t) {
+            per_vm.entry(vm.to_string()).or_default().push(t);
+        }
+    }
+    let mut names = Vec::new();
+    let mut counts = Vec::new();
+    let mut seconds = Vec::new();
+    for (vm, times) in per_vm {
+        let interval = sample_interval_s(&times);
+        names.push(vm);
+        counts.push(times.len() as i64);
+        seconds.push(times.len() as i64 * interval);
+    }
+    DataFrame::new(
+        names.len(),
+        vec![
+            Column::new("vm_id".into(), names),
+            Column::new("samples".into(), counts),
+            Column::new("compute_seconds".into(), seconds),
+        ],
+    )
+}
+
+/// The median gap in seconds between sorted sample times (microseconds),
+/// ignoring gaps over [`MAX_SAMPLE_GAP_S`].
+pub fn sample_interval_s(sorted_us: &[i64]) -> i64 {
+    let mut gaps: Vec<i64> = sorted_us
+        .windows(2)
+        .map(|w| (w[1] - w[0]) / 1_000_000)
+        .filter(|g| *g > 0 && *g <= MAX_SAMPLE_GAP_S)
+        .collect();
+    if gaps.is_empty() {
+        return DEFAULT_SAMPLE_INTERVAL_S;
+    }
+    gaps.sort_unstable();
+    gaps[(gaps.len() - 1) / 2]
+}
+
+/// Compute hours from compute seconds, as an exact decimal rounded to 18
+/// places (seconds are the additive measure; hours are derived).
+pub fn compute_hours(seconds: i64) -> Decimal {
+    (Decimal::from(seconds) / Decimal::from(3600)).round_dp(18)
+}
+
+/// Aggregates a month's daily rows into `monthly/<table>/month=YYYY-MM`.
+pub fn monthly(lake: &Lake, spec: Spec, month: NaiveDate, run_id: &str) -> Result<AggregateReport> {
     let first = month.with_day(1).expect("day 1 exists");
     let days: Vec<PathBuf> = first
         .iter_days()
         .take_while(|d| d.month() == first.month())
-        .map(|d| lake.dated_dir(DAILY_API_USAGE, d))
+        .map(|d| spec.daily_dir(lake, d))
         .collect();
-    let partition = format!("month={}", first.format("%Y-%m"));
-    let dir = lake.root().join(MONTHLY_API_USAGE).join(&partition);
-    let Some(daily) = read_frames(lake, &days)? else {
-        let files_replaced = replace_dir(lake, &dir, run_id, &mut DataFrame::empty())?;
-        return Ok(AggregateReport {
-            table: MONTHLY_API_USAGE,
-            partition,
-            rows_in: 0,
-            rows_out: 0,
-            files_replaced,
-        });
+    let dir = spec.monthly_dir(lake, first);
+    let mut report = AggregateReport {
+        table: spec.table,
+        period: "monthly",
+        partition: format!("month={}", first.format("%Y-%m")),
+        rows_in: 0,
+        duplicates: 0,
+        rows_out: 0,
+        files_replaced: 0,
     };
-    let mut aggs: Vec<Expr> = USAGE_SUMS
-        .iter()
-        .map(|m| {
-            if *m == "cost" {
-                col(*m).sum().alias(*m)
-            } else {
-                sum_i64(m)
-            }
-        })
-        .collect();
-    aggs.extend(USAGE_MAXES.iter().map(|m| col(*m).max().alias(*m)));
-    let daily = daily.collect().map_err(|e| polars_error(&dir, e))?;
-    let rows_in = daily.height() as u64;
-    let mut monthly = daily
-        .lazy()
-        .group_by(USAGE_KEYS.map(col))
-        .agg(aggs)
-        .sort(
-            USAGE_KEYS,
-            SortMultipleOptions::default().with_nulls_last(true),
-        )
-        .collect()
-        .map_err(|e| polars_error(&dir, e))?;
-    let rows_out = monthly.height() as u64;
-    let files_replaced = replace_dir(lake, &dir, run_id, &mut monthly)?;
-    Ok(AggregateReport {
-        table: MONTHLY_API_USAGE,
-        partition,
-        rows_in,
-        rows_out,
-        files_replaced,
-    })
+    let Some(daily) = read_frames(lake, &days)? else {
+        report.files_replaced = replace_dir(lake, &dir, run_id, &mut DataFrame::empty())?;
+        return Ok(report);
+    };
+    report.rows_in = daily.height() as u64;
+    let mut aggs: Vec<Expr> = spec.sums.iter().map(|m| col(*m).sum().alias(*m)).collect();
+    aggs.extend(spec.maxes.iter().map(|m| col(*m).max().alias(*m)));
+    let mut df = sort_keys(
+        daily
+            .lazy()
+            .group_by(spec.keys.iter().map(|k| col(*k)).collect::<Vec<_>>())
+            .agg(aggs),
+        spec.keys,
+    )
+    .collect()
+    .map_err(|e| polars_error(&dir, e))?;
+    report.rows_out = df.height() as u64;
+    report.files_replaced = replace_dir(lake, &dir, run_id, &mut df)?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_interval_is_the_median_gap_without_outages() {
+        let min = 60_000_000;
+        assert_eq!(sample_interval_s(&[0]), DEFAULT_SAMPLE_INTERVAL_S);
+        assert_eq!(sample_interval_s(&[0, 5 * min, 10 * min, 15 * min]), 300);
+        // A three-hour outage is not an interval.
+        assert_eq!(
+            sample_interval_s(&[0, min, 2 * min, 182 * min, 183 * min]),
+            60
+        );
+        assert_eq!(compute_hours(300 * 12), Decimal::ONE);
+    }
 }

@@ -1,6 +1,198 @@
 //! The rollup stage: prices events from `pricing.toml` in exact decimals
-//! ([`priced`]) and aggregates them by day and month with polars
-//! ([`aggregate`]).
+//! ([`priced`]) and aggregates the lake by day and month with polars
+//! ([`aggregate`]). Raw tables are never changed: a price fix or late data
+//! needs only a rerun, which replaces the days and month it names wholly.
 
 pub mod aggregate;
 pub mod priced;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use chrono::{Datelike, NaiveDate};
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use crate::ctx::Ctx;
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+use crate::pricing::Pricing;
+use crate::tables::Table;
+use aggregate::{AggregateReport, SPECS};
+use priced::{PricedDay, UnpricedModel};
+
+/// What to roll up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    /// One UTC day: price it and aggregate it.
+    Day(NaiveDate),
+    /// A month (any day in it): every day of it, then the month from its days.
+    Month(NaiveDate),
+}
+
+#[derive(Debug, Clone)]
+pub struct RollupOptions {
+    pub lake: PathBuf,
+    pub pricing: PathBuf,
+    pub period: Period,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RollupReport {
+    pub job: &'static str,
+    pub run_id: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub lake: String,
+    pub pricing: String,
+    pub period: String,
+    pub events_priced: u64,
+    pub events_unpriced: u64,
+    /// Sum of the priced events' costs, exact, in `currency`.
+    pub cost: Decimal,
+    pub currency: String,
+    /// Raw model name -> events and tokens that no price matched.
+    pub unpriced_models: BTreeMap<String, UnpricedModel>,
+    pub days: Vec<PricedDay>,
+    pub aggregates: Vec<AggregateReport>,
+    pub attention: Vec<String>,
+}
+
+impl RollupReport {
+    pub fn needs_attention(&self) -> bool {
+        !self.attention.is_empty()
+    }
+
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "rollup {} {}: {} events priced, {} unpriced, cost {} {}\n",
+            self.run_id,
+            self.period,
+            self.events_priced,
+            self.events_unpriced,
+            self.cost.normalize(),
+            self.currency
+        );
+        let mut rows: BTreeMap<(Table, &str), u64> = BTreeMap::new();
+        for a in &self.aggregates {
+            *rows.entry((a.table, a.period)).or_default() += a.rows_out;
+        }
+        for ((table, period), n) in rows {
+            s.push_str(&format!("  {period:<8} {:<15} {n:>8} rows\n", table.name()));
+        }
+        for (model, u) in &self.unpriced_models {
+            s.push_str(&format!(
+                "  unpriced: {model}: {} events, {} tokens ({})\n",
+                u.events, u.tokens, u.reason
+            ));
+        }
+        for a in &self.attention {
+            s.push_str(&format!("  attention: {a}\n"));
+        }
+        s
+    }
+}
+
+/// The days a rollup of `period` covers: for a month, every day of it that
+/// has events or earlier aggregates.
+fn days_of(lake: &Lake, period: Period) -> Result<Vec<NaiveDate>> {
+    match period {
+        Period::Day(d) => Ok(vec![d]),
+        Period::Month(m) => {
+            let first = m.with_day(1).expect("day 1 exists");
+            let in_month = |d: &NaiveDate| d.year() == first.year() && d.month() == first.month();
+            let mut days = std::collections::BTreeSet::new();
+            for table in Table::EVENTS {
+                days.extend(lake.partition_dates(table)?.into_iter().filter(in_month));
+            }
+            for spec in SPECS {
+                let dir = lake.root().join("daily").join(spec.table.name());
+                if let Ok(entries) = std::fs::read_dir(&dir) {
+                    for e in entries.flatten() {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        if let Some(d) = name
+                            .strip_prefix("date=")
+                            .and_then(|d| d.parse::<NaiveDate>().ok())
+                            && in_month(&d)
+                        {
+                            days.insert(d);
+                        }
+                    }
+                }
+            }
+            Ok(days.into_iter().collect())
+        }
+    }
+}
+
+/// Runs the stage. Unpriced events are kept (cost null) and make the run
+/// need attention.
+pub fn run(ctx: &Ctx, opts: &RollupOptions) -> Result<RollupReport> {
+    let started_at = ctx.clock.now();
+    let pricing = Pricing::load(&opts.pricing)?;
+    if !opts.lake.join("_lake.json").exists() {
+        return Err(Error::Lake {
+            path: opts.lake.clone(),
+            message: "not a lake (no _lake.json): run `meter ingest` into it first".into(),
+        });
+    }
+    let lake = Lake::open(&opts.lake, &ctx.run_id)?;
+    let mut report = RollupReport {
+        job: "rollup",
+        run_id: ctx.run_id.clone(),
+        started_at: started_at.to_rfc3339(),
+        finished_at: String::new(),
+        lake: opts.lake.display().to_string(),
+        pricing: opts.pricing.display().to_string(),
+        period: match opts.period {
+            Period::Day(d) => format!("date={d}"),
+            Period::Month(m) => format!("month={}", m.format("%Y-%m")),
+        },
+        events_priced: 0,
+        events_unpriced: 0,
+        cost: Decimal::ZERO,
+        currency: pricing.currency.clone(),
+        unpriced_models: BTreeMap::new(),
+        days: Vec::new(),
+        aggregates: Vec::new(),
+        attention: Vec::new(),
+    };
+    for date in days_of(&lake, opts.period)? {
+        let day = priced::price_day(&lake, &pricing, date, &ctx.run_id)?;
+        report.events_priced += day.priced;
+        report.events_unpriced += day.unpriced;
+        report.cost += day.cost;
+        for (model, u) in &day.unpriced_models {
+            let total = report.unpriced_models.entry(model.clone()).or_default();
+            total.events += u.events;
+            total.tokens += u.tokens;
+            total.reason.clone_from(&u.reason);
+        }
+        report.days.push(day);
+        for spec in SPECS {
+            report
+                .aggregates
+                .push(aggregate::daily(&lake, spec, date, &ctx.run_id)?);
+        }
+    }
+    if let Period::Month(m) = opts.period {
+        for spec in SPECS {
+            report
+                .aggregates
+                .push(aggregate::monthly(&lake, spec, m, &ctx.run_id)?);
+        }
+    }
+    if report.events_unpriced > 0 {
+        report.attention.push(format!(
+            "{} events have no price (kept with a null cost): fix pricing.toml and rerun; models: {}",
+            report.events_unpriced,
+            report.unpriced_models.keys().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    report.finished_at = ctx.clock.now().to_rfc3339();
+    lake.write_report(
+        &ctx.run_id,
+        &serde_json::to_string_pretty(&report).expect("the report serializes"),
+    )?;
+    Ok(report)
+}
