@@ -30,9 +30,12 @@ pub fn run(args: PricingArgs) -> Outcome {
             Ok(p) => {
                 let (models, entries) = p.size();
                 println!(
-                    "{}: ok ({models} models, {entries} price entries, prices in {} per 1M tokens)",
+                    "{}: ok ({models} models, {entries} price entries in {} per 1M tokens; {} plans, {} FX rates, {} meters)",
                     pricing.display(),
-                    p.currency
+                    p.currency,
+                    p.plans.len(),
+                    p.fx.len(),
+                    p.meters.len()
                 );
                 Outcome::Done
             }

@@ -24,7 +24,81 @@ pub const CURRENCIES: [&str; 10] = [
 struct WireFile {
     currency: String,
     #[serde(default)]
+    plans: std::collections::BTreeMap<String, WirePlan>,
+    #[serde(default)]
+    fx: Vec<WireFx>,
+    #[serde(default)]
+    meters: Vec<WireMeter>,
+    #[serde(default)]
     models: Vec<WireModel>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WirePlan {
+    monthly_fee: String,
+    currency: String,
+    included_tokens: u64,
+    compute_hour_rate: String,
+    overage_markup: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireFx {
+    base: String,
+    quote: String,
+    rate: String,
+    effective_from: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireMeter {
+    event_name: String,
+    measures: String,
+    unit: String,
+}
+
+/// A subscription plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub name: String,
+    pub monthly_fee: Decimal,
+    pub currency: String,
+    /// Tokens a month the fee includes.
+    pub included_tokens: u64,
+    /// Per compute hour, in the plan's currency (0 where the fee covers it).
+    pub compute_hour_rate: Decimal,
+    /// Usage beyond the allowance is billed at cost x (1 + markup).
+    pub overage_markup: Decimal,
+}
+
+/// `1 base = rate quote` from `effective_from` on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FxRate {
+    pub base: String,
+    pub quote: String,
+    pub rate: Decimal,
+    pub effective_from: NaiveDate,
+}
+
+/// What a Stripe meter counts.
+pub const METER_MEASURES: [&str; 6] = [
+    "tokens",
+    "input_tokens",
+    "output_tokens",
+    "requests",
+    "compute_minutes",
+    "commands",
+];
+
+/// A Stripe billing meter to emit events for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meter {
+    pub event_name: String,
+    pub measures: String,
+    pub unit: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +182,10 @@ pub struct PriceEntry {
 #[derive(Debug, Clone)]
 pub struct Pricing {
     pub currency: String,
+    pub plans: std::collections::BTreeMap<String, Plan>,
+    /// Sorted by (base, quote, effective_from).
+    pub fx: Vec<FxRate>,
+    pub meters: Vec<Meter>,
     /// Per model key, its entries sorted by `effective_from`.
     models: Vec<(String, Vec<PriceEntry>)>,
     exact: HashMap<String, usize>,
@@ -216,6 +294,126 @@ impl Pricing {
                     CURRENCIES.join(", ")
                 ),
             );
+        }
+        let known = |c: &str| CURRENCIES.contains(&c);
+        let decimal = |v: &str| v.trim().parse::<Decimal>().ok();
+        let mut plans = std::collections::BTreeMap::new();
+        for (name, p) in &wire.plans {
+            let at = |field: &str| format!("plans.{name}.{field}");
+            let mut amount = |field: &str, v: &str| match decimal(v) {
+                Some(d) if !d.is_sign_negative() || d.is_zero() => d,
+                Some(d) => {
+                    problem(at(field), format!("negative amount {d}"));
+                    Decimal::ZERO
+                }
+                None => {
+                    problem(at(field), format!("{v:?} is not a decimal number"));
+                    Decimal::ZERO
+                }
+            };
+            let plan = Plan {
+                name: name.clone(),
+                monthly_fee: amount("monthly_fee", &p.monthly_fee),
+                currency: p.currency.trim().to_ascii_uppercase(),
+                included_tokens: p.included_tokens,
+                compute_hour_rate: amount("compute_hour_rate", &p.compute_hour_rate),
+                overage_markup: amount("overage_markup", &p.overage_markup),
+            };
+            if !known(&plan.currency) {
+                problem(
+                    at("currency"),
+                    format!("{:?} is not a currency meter bills in", p.currency),
+                );
+            }
+            plans.insert(name.clone(), plan);
+        }
+        let mut fx: Vec<FxRate> = Vec::new();
+        for (i, f) in wire.fx.iter().enumerate() {
+            let at = |field: &str| format!("fx[{i}].{field}");
+            let (base, quote) = (
+                f.base.trim().to_ascii_uppercase(),
+                f.quote.trim().to_ascii_uppercase(),
+            );
+            for (field, c) in [("base", &base), ("quote", &quote)] {
+                if !known(c) {
+                    problem(at(field), format!("{c:?} is not a currency meter bills in"));
+                }
+            }
+            if base == quote {
+                problem(at("quote"), "base and quote are the same currency".into());
+            }
+            let rate = match decimal(&f.rate) {
+                Some(r) if r > Decimal::ZERO => r,
+                _ => {
+                    problem(
+                        at("rate"),
+                        format!("{:?} is not a positive decimal", f.rate),
+                    );
+                    continue;
+                }
+            };
+            let Ok(effective_from) = NaiveDate::parse_from_str(&f.effective_from, "%Y-%m-%d")
+            else {
+                problem(
+                    at("effective_from"),
+                    format!("{:?} is not a YYYY-MM-DD date", f.effective_from),
+                );
+                continue;
+            };
+            if fx
+                .iter()
+                .any(|o| o.base == base && o.quote == quote && o.effective_from == effective_from)
+            {
+                problem(
+                    at("effective_from"),
+                    format!(
+                        "overlapping effective dates: {base}/{quote} already has a rate from {effective_from}"
+                    ),
+                );
+            }
+            fx.push(FxRate {
+                base,
+                quote,
+                rate,
+                effective_from,
+            });
+        }
+        fx.sort_by(|a, b| {
+            (&a.base, &a.quote, a.effective_from).cmp(&(&b.base, &b.quote, b.effective_from))
+        });
+        let mut meters: Vec<Meter> = Vec::new();
+        for (i, m) in wire.meters.iter().enumerate() {
+            let at = |field: &str| format!("meters[{i}].{field}");
+            let name = m.event_name.trim();
+            if name.is_empty()
+                || name.len() > 100
+                || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                problem(
+                    at("event_name"),
+                    format!(
+                        "{name:?}: 1 to 100 of a-z A-Z 0-9 _ (Stripe's limit is 100 characters)"
+                    ),
+                );
+            }
+            if meters.iter().any(|o| o.event_name == name) {
+                problem(at("event_name"), format!("{name:?} is listed twice"));
+            }
+            if !METER_MEASURES.contains(&m.measures.as_str()) {
+                problem(
+                    at("measures"),
+                    format!(
+                        "{:?} is not one of {}",
+                        m.measures,
+                        METER_MEASURES.join(", ")
+                    ),
+                );
+            }
+            meters.push(Meter {
+                event_name: name.to_string(),
+                measures: m.measures.clone(),
+                unit: m.unit.clone(),
+            });
         }
         let mut by_key: Vec<(String, Vec<PriceEntry>)> = Vec::new();
         let mut matchers: Vec<(Vec<String>, Vec<String>)> = Vec::new();
@@ -427,10 +625,31 @@ impl Pricing {
         prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
         Ok(Pricing {
             currency,
+            plans,
+            fx,
+            meters,
             models: by_key,
             exact,
             prefixes,
         })
+    }
+
+    /// How many units of `to` one unit of `from` is worth on `date`, by the
+    /// rate in force then (either direction of a listed pair).
+    pub fn fx_rate(&self, from: &str, to: &str, date: NaiveDate) -> Option<Decimal> {
+        if from == to {
+            return Some(Decimal::ONE);
+        }
+        let find = |base: &str, quote: &str| {
+            self.fx
+                .iter()
+                .filter(|f| f.base == base && f.quote == quote && f.effective_from <= date)
+                .next_back()
+        };
+        if let Some(f) = find(from, to) {
+            return Some(f.rate);
+        }
+        find(to, from).map(|f| Decimal::ONE / f.rate)
     }
 
     /// Number of model keys and of price entries.
@@ -704,6 +923,104 @@ reasoning = "12"
             Some("claude-sonnet-4-5")
         );
         assert_eq!(p.model_key("claude-sonnet-4"), None);
+    }
+
+    #[test]
+    fn plans_fx_and_meters_from_the_shipped_file() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pricing.toml");
+        let p = Pricing::load(&path).unwrap();
+        let fees: Vec<(String, Decimal)> = p
+            .plans
+            .values()
+            .map(|pl| (pl.name.clone(), pl.monthly_fee))
+            .collect();
+        assert_eq!(
+            fees,
+            vec![
+                ("enterprise".into(), d("833")),
+                ("pro".into(), d("499")),
+                ("starter".into(), d("299"))
+            ]
+        );
+        assert!(
+            p.plans
+                .values()
+                .all(|pl| pl.included_tokens == 1_000_000 && pl.currency == "EUR")
+        );
+        let day = NaiveDate::from_ymd_opt(2026, 10, 31).unwrap();
+        assert_eq!(p.fx_rate("EUR", "USD", day), Some(d("1.0411")));
+        assert_eq!(
+            p.fx_rate("USD", "EUR", day),
+            Some(Decimal::ONE / d("1.0411"))
+        );
+        assert_eq!(
+            p.fx_rate("USD", "EUR", NaiveDate::from_ymd_opt(2024, 1, 1).unwrap()),
+            None
+        );
+        assert_eq!(
+            p.meters
+                .iter()
+                .map(|m| m.event_name.as_str())
+                .collect::<Vec<_>>(),
+            vec!["llm_tokens", "compute_minutes", "commands_run"]
+        );
+        let bad = std::fs::read_to_string(&path)
+            .unwrap()
+            .replacen("monthly_fee = \"299\"", "monthly_fee = \"-299\"", 1)
+            .replacen("measures = \"tokens\"", "measures = \"vibes\"", 1);
+        let problems = problems(&bad);
+        assert!(
+            problems.contains(&"plans.starter.monthly_fee: negative amount -299".to_string()),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("meters[0].measures:")),
+            "{problems:?}"
+        );
+    }
+
+    /// Every key the shipped file uses is described by the JSON Schema.
+    #[test]
+    fn the_json_schema_knows_every_key_of_the_shipped_file() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let schema: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join("schemas/pricing.schema.json")).unwrap(),
+        )
+        .unwrap();
+        let file: toml::Value =
+            toml::from_str(&std::fs::read_to_string(root.join("pricing.toml")).unwrap()).unwrap();
+        fn check(
+            value: &toml::Value,
+            schema: &serde_json::Value,
+            defs: &serde_json::Value,
+            path: &str,
+        ) {
+            let schema = match schema.get("$ref").and_then(|r| r.as_str()) {
+                Some(r) => &defs[r.trim_start_matches("#/$defs/")],
+                None => schema,
+            };
+            match value {
+                toml::Value::Table(t) => {
+                    for (k, v) in t {
+                        let sub = schema["properties"].get(k).or_else(|| {
+                            schema.get("additionalProperties").filter(|a| a.is_object())
+                        });
+                        let sub = sub
+                            .unwrap_or_else(|| panic!("{path}.{k} is not in pricing.schema.json"));
+                        check(v, sub, defs, &format!("{path}.{k}"));
+                    }
+                }
+                toml::Value::Array(items) => {
+                    for (i, v) in items.iter().enumerate() {
+                        check(v, &schema["items"], defs, &format!("{path}[{i}]"));
+                    }
+                }
+                _ => {}
+            }
+        }
+        check(&file, &schema, &schema["$defs"], "pricing");
     }
 
     fn problems(text: &str) -> Vec<String> {

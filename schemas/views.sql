@@ -11,3 +11,4 @@ CREATE OR REPLACE VIEW activity AS
   SELECT * FROM read_parquet(getvariable('lake') || '/activity/*/*.parquet', hive_partitioning = true);
 CREATE OR REPLACE VIEW rejects AS
   SELECT * FROM read_parquet(getvariable('lake') || '/rejects/*/*.parquet', hive_partitioning = true);
+

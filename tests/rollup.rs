@@ -182,6 +182,20 @@ fn rollup_of_a_month_adds_up_exactly() {
     );
 
     let db = duck(&lake_dir);
+    db.execute_batch(&std::fs::read_to_string(repo().join("schemas/rollup_views.sql")).unwrap())
+        .unwrap();
+    for view in [
+        "priced_api_usage",
+        "daily_api_requests",
+        "daily_resource_usage",
+        "daily_activity",
+        "monthly_activity",
+    ] {
+        assert!(
+            count(&db, &format!("SELECT count(*) FROM {view}")) > 0,
+            "{view}"
+        );
+    }
     let root = lake_dir.display();
     // Money columns stay decimal everywhere.
     for dir in ["priced/api_usage", "daily/api_usage", "monthly/api_usage"] {

@@ -462,3 +462,32 @@ mod tests {
         assert_eq!(compute_hours(300 * 12), Decimal::ONE);
     }
 }
+
+#[cfg(test)]
+mod doc_tests {
+    use super::*;
+
+    /// Every key and measure is documented in schemas/rollup.md.
+    #[test]
+    fn every_aggregate_column_is_documented() {
+        let doc = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/rollup.md"),
+        )
+        .unwrap();
+        for spec in SPECS {
+            for column in spec.keys.iter().chain(spec.sums).chain(spec.maxes) {
+                assert!(
+                    doc.contains(&format!("`{column}`")),
+                    "schemas/rollup.md does not document {column} of {}",
+                    spec.table
+                );
+            }
+        }
+        for column in super::super::priced::PRICE_COLUMNS {
+            assert!(
+                doc.contains(&format!("`{column}`")),
+                "schemas/rollup.md does not document {column}"
+            );
+        }
+    }
+}
