@@ -643,8 +643,7 @@ impl Pricing {
         let find = |base: &str, quote: &str| {
             self.fx
                 .iter()
-                .filter(|f| f.base == base && f.quote == quote && f.effective_from <= date)
-                .next_back()
+                .rfind(|f| f.base == base && f.quote == quote && f.effective_from <= date)
         };
         if let Some(f) = find(from, to) {
             return Some(f.rate);
