@@ -14,9 +14,9 @@ check:
 test:
     cargo test --locked
 
-# Ingest the committed sample data into ./lake.
+# The README's main command: ingest the sample data into ./lake, then roll up October 2026.
 demo:
-    cargo run -- ingest --input sample-data --lake lake
+    cargo run -- ingest --input sample-data --lake lake && cargo run -- rollup --lake lake --month 2026-10
 
 # Regenerate the committed sample data (deterministic for the seed).
 sample-data:

@@ -362,3 +362,73 @@ fn rollup_of_a_month_adds_up_exactly() {
     );
     insta::assert_snapshot!("sample_data_monthly", lines.join("\n"));
 }
+
+/// A file copied into a partition (a duplicate that slipped past ingest) is
+/// counted once by the rollup; the day's daily table is a golden text table.
+#[test]
+fn duplicates_in_the_lake_are_counted_once() {
+    use meter::rollup::{self, Period, RollupOptions};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let lake_dir = tmp.path().join("lake");
+    ingest(&sample_data(), &lake_dir, "ingest-run");
+    let day = "2026-10-10";
+    let opts = RollupOptions {
+        lake: lake_dir.clone(),
+        pricing: repo().join("pricing.toml"),
+        period: Period::Day(day.parse().unwrap()),
+    };
+    let clean = rollup::run(&ctx("rollup-1"), &opts).unwrap();
+    for table in ["api_usage", "activity"] {
+        let dir = lake_dir.join(format!("{table}/date={day}"));
+        let file = list_files(&dir).into_iter().next().unwrap();
+        std::fs::copy(dir.join(&file), dir.join("part-copied-by-hand.parquet")).unwrap();
+    }
+    let report = rollup::run(&ctx("rollup-2"), &opts).unwrap();
+    assert_eq!(report.days[0].duplicates, report.days[0].events_read / 2);
+    assert_eq!(
+        (report.cost, report.events_priced),
+        (clean.cost, clean.events_priced)
+    );
+    let activity = report
+        .aggregates
+        .iter()
+        .find(|a| a.table == Table::Activity)
+        .unwrap();
+    assert_eq!(activity.duplicates * 2, activity.rows_in);
+
+    let db = duck(&lake_dir);
+    let mut stmt = db
+        .prepare(&format!(
+            "SELECT coalesce(customer_id, '-'), vm_id, coalesce(user_id, '-'), provider, model, requests, failed, \
+             input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens, \
+             CAST(cost AS VARCHAR), unpriced_requests FROM read_parquet('{}/daily/api_usage/date={day}/*.parquet') ORDER BY ALL",
+            lake_dir.display()
+        ))
+        .unwrap();
+    let rows: Vec<String> = stmt
+        .query_map([], |r| {
+            let text: Vec<String> = (0..14)
+                .map(|i| {
+                    r.get::<_, duckdb::types::Value>(i).map(|v| match v {
+                        duckdb::types::Value::Text(s) => s,
+                        other => format!("{other:?}")
+                            .trim_start_matches("BigInt(")
+                            .trim_end_matches(')')
+                            .to_string(),
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(text.join(" | "))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    insta::assert_snapshot!(
+        "sample_data_daily_api_usage_2026_10_10",
+        format!(
+            "customer | vm | user | provider | model | requests | failed | input | cache_read | cache_write | output | reasoning | cost | unpriced\n{}",
+            rows.join("\n")
+        )
+    );
+}

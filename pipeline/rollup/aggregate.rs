@@ -246,8 +246,30 @@ fn read_frames(lake: &Lake, dirs: &[PathBuf]) -> Result<Option<DataFrame>> {
     Ok(Some(df))
 }
 
+/// Columns that hold money, in any frame the rollup writes.
+pub const MONEY_COLUMNS: [&str; 1] = ["cost"];
+
+/// Refuses a frame whose money column is anything but a decimal.
+pub fn check_money(df: &DataFrame, path: &Path) -> Result<()> {
+    for name in MONEY_COLUMNS {
+        if let Ok(column) = df.column(name)
+            && !matches!(column.dtype(), DataType::Decimal(..))
+        {
+            return Err(Error::Lake {
+                path: path.to_path_buf(),
+                message: format!(
+                    "money column {name} is {}, not a decimal: refusing to write it",
+                    column.dtype()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Replaces every file of `dir` with `df` (or with nothing when it is empty).
 fn replace_dir(lake: &Lake, dir: &Path, run_id: &str, df: &mut DataFrame) -> Result<u64> {
+    check_money(df, dir)?;
     let old = lake.parquet_files(dir)?;
     let mut commit = Commit {
         renames: Vec::new(),
@@ -460,6 +482,21 @@ mod tests {
             60
         );
         assert_eq!(compute_hours(300 * 12), Decimal::ONE);
+    }
+
+    #[test]
+    fn a_float_money_column_is_refused() {
+        let float = df!("model" => ["m"], "cost" => [0.1f64]).unwrap();
+        let err = check_money(&float, Path::new("daily/api_usage"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("money column cost is f64"), "{err}");
+        let decimal = float
+            .lazy()
+            .with_column(col("cost").cast(DataType::Decimal(38, 18)))
+            .collect()
+            .unwrap();
+        check_money(&decimal, Path::new("daily/api_usage")).unwrap();
     }
 }
 
