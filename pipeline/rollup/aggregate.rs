@@ -328,42 +328,63 @@ pub fn daily(lake: &Lake, spec: Spec, date: NaiveDate, run_id: &str) -> Result<A
         .collect()
         .map_err(|e| polars_error(&source, e))?;
     report.duplicates = report.rows_in - events.height() as u64;
+    let mut df = aggregate_events(spec, &events).map_err(|e| polars_error(&source, e))?;
+    report.rows_out = df.height() as u64;
+    report.files_replaced = replace_dir(lake, &dir, run_id, &mut df)?;
+    Ok(report)
+}
+
+/// One table's daily rows from its events (each `event_id` once), sorted
+/// by the keys. Pure: no IO.
+pub fn aggregate_events(spec: Spec, events: &DataFrame) -> PolarsResult<DataFrame> {
+    let keys: Vec<Expr> = spec.keys.iter().map(|k| col(*k)).collect();
     let mut lf = events.clone().lazy();
     if spec.table == Table::ApiRequests {
         lf = lf.with_column((col("status").floor_div(lit(100)) * lit(100)).alias("status_class"));
     }
-    let mut out = sort_keys(
-        lf.group_by(spec.keys.iter().map(|k| col(*k)).collect::<Vec<_>>())
-            .agg(spec.daily_aggs()),
-        spec.keys,
-    );
+    let mut out = lf.group_by(keys).agg(spec.daily_aggs());
     if spec.table == Table::ResourceUsage {
-        let compute = compute_time(&events).map_err(|e| polars_error(&source, e))?;
-        out = out.join(
-            compute.lazy(),
-            [col("vm_id")],
-            [col("vm_id")],
-            JoinArgs::new(JoinType::Left),
-        );
-        out = out.with_columns([
-            col("samples").fill_null(lit(0i64)),
-            col("compute_seconds").fill_null(lit(0i64)),
-        ]);
+        let compute = compute_time(events)?;
+        out = out
+            .join(
+                compute.lazy(),
+                [col("vm_id")],
+                [col("vm_id")],
+                JoinArgs::new(JoinType::Left),
+            )
+            .with_columns([
+                col("samples").fill_null(lit(0i64)),
+                col("compute_seconds").fill_null(lit(0i64)),
+            ]);
     }
-    let mut df = out
-        .select(
-            spec.keys
-                .iter()
-                .chain(spec.sums)
-                .chain(spec.maxes)
-                .map(|c| col(*c))
-                .collect::<Vec<_>>(),
-        )
-        .collect()
-        .map_err(|e| polars_error(&source, e))?;
-    report.rows_out = df.height() as u64;
-    report.files_replaced = replace_dir(lake, &dir, run_id, &mut df)?;
-    Ok(report)
+    let columns: Vec<Expr> = spec
+        .keys
+        .iter()
+        .chain(spec.sums)
+        .chain(spec.maxes)
+        .map(|c| col(*c))
+        .collect();
+    sort_keys(out.select(columns), spec.keys).collect()
+}
+
+/// Combines aggregate rows of shorter periods (days) into one period
+/// (a month): sums and maxima by key, sorted by the keys. Pure: no IO.
+pub fn combine(spec: Spec, rows: DataFrame) -> PolarsResult<DataFrame> {
+    let mut aggs: Vec<Expr> = spec.sums.iter().map(|m| col(*m).sum().alias(*m)).collect();
+    aggs.extend(spec.maxes.iter().map(|m| col(*m).max().alias(*m)));
+    let keys: Vec<Expr> = spec.keys.iter().map(|k| col(*k)).collect();
+    let columns: Vec<Expr> = spec
+        .keys
+        .iter()
+        .chain(spec.sums)
+        .chain(spec.maxes)
+        .map(|c| col(*c))
+        .collect();
+    sort_keys(
+        rows.lazy().group_by(keys).agg(aggs).select(columns),
+        spec.keys,
+    )
+    .collect()
 }
 
 /// Per VM: distinct sample times and compute seconds (see the module docs).
@@ -451,17 +472,7 @@ pub fn monthly(lake: &Lake, spec: Spec, month: NaiveDate, run_id: &str) -> Resul
         return Ok(report);
     };
     report.rows_in = daily.height() as u64;
-    let mut aggs: Vec<Expr> = spec.sums.iter().map(|m| col(*m).sum().alias(*m)).collect();
-    aggs.extend(spec.maxes.iter().map(|m| col(*m).max().alias(*m)));
-    let mut df = sort_keys(
-        daily
-            .lazy()
-            .group_by(spec.keys.iter().map(|k| col(*k)).collect::<Vec<_>>())
-            .agg(aggs),
-        spec.keys,
-    )
-    .collect()
-    .map_err(|e| polars_error(&dir, e))?;
+    let mut df = combine(spec, daily).map_err(|e| polars_error(&dir, e))?;
     report.rows_out = df.height() as u64;
     report.files_replaced = replace_dir(lake, &dir, run_id, &mut df)?;
     Ok(report)
@@ -482,6 +493,141 @@ mod tests {
             60
         );
         assert_eq!(compute_hours(300 * 12), Decimal::ONE);
+    }
+
+    type Event = (u8, u8, u8, bool, u32, u32, u32, u32, u32, bool, Option<u16>);
+
+    /// priced api_usage events as the rollup reads them.
+    fn usage_events(events: &[Event]) -> DataFrame {
+        let customers = [Some("c0"), Some("c1"), None];
+        let models = ["gpt-4o", "gpt-5", "o3"];
+        let n = events.len();
+        let cost: Vec<Option<String>> = events
+            .iter()
+            .map(|e| {
+                e.9.then(|| format!("{}.{:06}", e.8 / 1_000_000, e.8 % 1_000_000))
+            })
+            .collect();
+        let df = DataFrame::new(
+            n,
+            vec![
+                Column::new(
+                    "event_id".into(),
+                    (0..n).map(|i| format!("e{i}")).collect::<Vec<_>>(),
+                ),
+                Column::new(
+                    "customer_id".into(),
+                    events
+                        .iter()
+                        .map(|e| customers[e.0 as usize % 3])
+                        .collect::<Vec<_>>(),
+                ),
+                Column::new(
+                    "vm_id".into(),
+                    events
+                        .iter()
+                        .map(|e| format!("vm-{}", e.1 % 3))
+                        .collect::<Vec<_>>(),
+                ),
+                Column::new(
+                    "user_id".into(),
+                    events
+                        .iter()
+                        .map(|e| (e.1 % 2 == 0).then_some("u1"))
+                        .collect::<Vec<_>>(),
+                ),
+                Column::new("provider".into(), vec!["openai"; n]),
+                Column::new(
+                    "model".into(),
+                    events
+                        .iter()
+                        .map(|e| models[e.2 as usize % 3])
+                        .collect::<Vec<_>>(),
+                ),
+                Column::new(
+                    "failed".into(),
+                    events.iter().map(|e| e.3).collect::<Vec<_>>(),
+                ),
+                Column::new(
+                    "input_tokens".into(),
+                    events.iter().map(|e| i64::from(e.4)).collect::<Vec<_>>(),
+                ),
+                Column::new(
+                    "cache_read_tokens".into(),
+                    events.iter().map(|e| i64::from(e.5)).collect::<Vec<_>>(),
+                ),
+                Column::new("cache_write_tokens".into(), vec![0i64; n]),
+                Column::new(
+                    "output_tokens".into(),
+                    events.iter().map(|e| i64::from(e.6)).collect::<Vec<_>>(),
+                ),
+                Column::new(
+                    "reasoning_tokens".into(),
+                    events
+                        .iter()
+                        .map(|e| i64::from(e.7.min(e.6)))
+                        .collect::<Vec<_>>(),
+                ),
+                Column::new("cost".into(), cost),
+                Column::new(
+                    "priced".into(),
+                    events.iter().map(|e| e.9).collect::<Vec<_>>(),
+                ),
+                Column::new(
+                    "latency_ms".into(),
+                    events
+                        .iter()
+                        .map(|e| e.10.map(i64::from))
+                        .collect::<Vec<_>>(),
+                ),
+            ],
+        )
+        .unwrap();
+        df.lazy()
+            .with_column(col("cost").cast(DataType::Decimal(38, 18)))
+            .collect()
+            .unwrap()
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        (
+            any::<u8>(),
+            any::<u8>(),
+            any::<u8>(),
+            any::<bool>(),
+            0u32..2_000_000,
+            0u32..2_000_000,
+            0u32..100_000,
+            0u32..100_000,
+            any::<u32>(),
+            any::<bool>(),
+            proptest::option::of(any::<u16>()),
+        )
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// aggregate(A) combined with aggregate(B) equals aggregate(A and B),
+        /// exactly: the daily-to-monthly invariant.
+        #[test]
+        fn aggregates_of_parts_combine_to_the_aggregate_of_the_whole(
+            events in prop::collection::vec(event(), 0..60),
+            split in prop::collection::vec(any::<bool>(), 60),
+        ) {
+            let all = usage_events(&events);
+            let mask = BooleanChunked::new("m".into(), &split[..events.len()]);
+            let a = all.filter(&mask).unwrap();
+            let b = all.filter(&!&mask).unwrap();
+            let whole = aggregate_events(API_USAGE, &all).unwrap();
+            let mut parts = aggregate_events(API_USAGE, &a).unwrap();
+            parts.vstack_mut(&aggregate_events(API_USAGE, &b).unwrap()).unwrap();
+            let combined = combine(API_USAGE, parts).unwrap();
+            prop_assert!(whole.equals_missing(&combined), "whole:\n{whole}\ncombined:\n{combined}");
+            check_money(&combined, Path::new("monthly/api_usage")).unwrap();
+        }
     }
 
     #[test]
