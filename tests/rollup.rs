@@ -196,6 +196,17 @@ fn rollup_of_a_month_adds_up_exactly() {
             "{view}"
         );
     }
+    let hours: String = db
+        .query_row(
+            "SELECT CAST(sum(compute_hours) AS VARCHAR) FROM monthly_resource_usage",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        hours.parse::<Decimal>().unwrap() > Decimal::from(4000),
+        "{hours}"
+    );
     let root = lake_dir.display();
     // Money columns stay decimal everywhere.
     for dir in ["priced/api_usage", "daily/api_usage", "monthly/api_usage"] {
