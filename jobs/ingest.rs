@@ -7,7 +7,7 @@ use chrono::NaiveDate;
 use meter::ctx::{Ctx, SystemClock};
 use meter::ingest::{self, IngestOptions};
 
-use crate::{Outcome, fail};
+use crate::{Outcome, fail, finish};
 
 #[derive(clap::Args, Debug)]
 pub struct IngestArgs {
@@ -52,25 +52,14 @@ pub fn run(args: IngestArgs) -> Outcome {
         max_reject_rate: args.max_reject_rate,
     };
     match ingest::run(&ctx, &opts) {
-        Ok(report) => {
-            eprint!("{}", report.summary());
-            eprintln!(
-                "  report: {}/_runs/{}.json",
-                opts.lake.display(),
-                report.run_id
-            );
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("the report serializes")
-                );
-            }
-            if report.needs_attention() {
-                Outcome::NeedsAttention
-            } else {
-                Outcome::Done
-            }
-        }
+        Ok(report) => finish(
+            &report.summary(),
+            &opts.lake,
+            &report.run_id,
+            &report,
+            args.json,
+            report.needs_attention(),
+        ),
         Err(e) => fail(&e),
     }
 }

@@ -57,6 +57,31 @@ pub fn fail(err: &meter::Error) -> Outcome {
     }
 }
 
+/// Prints a stage's summary and report location (and the report itself with
+/// `--json`), and picks the exit code.
+pub fn finish<R: serde::Serialize>(
+    summary: &str,
+    lake: &std::path::Path,
+    run_id: &str,
+    report: &R,
+    json: bool,
+    attention: bool,
+) -> Outcome {
+    eprint!("{summary}");
+    eprintln!("  report: {}/_runs/{run_id}.json", lake.display());
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(report).expect("the report serializes")
+        );
+    }
+    if attention {
+        Outcome::NeedsAttention
+    } else {
+        Outcome::Done
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.job {

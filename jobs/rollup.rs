@@ -7,7 +7,7 @@ use chrono::NaiveDate;
 use meter::ctx::{Ctx, SystemClock};
 use meter::rollup::{self, Period, RollupOptions};
 
-use crate::{Outcome, fail};
+use crate::{Outcome, fail, finish};
 
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("period").required(true).args(["date", "month"])))]
@@ -49,25 +49,14 @@ pub fn run(args: RollupArgs) -> Outcome {
         period,
     };
     match rollup::run(&ctx, &opts) {
-        Ok(report) => {
-            eprint!("{}", report.summary());
-            eprintln!(
-                "  report: {}/_runs/{}.json",
-                opts.lake.display(),
-                report.run_id
-            );
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("the report serializes")
-                );
-            }
-            if report.needs_attention() {
-                Outcome::NeedsAttention
-            } else {
-                Outcome::Done
-            }
-        }
+        Ok(report) => finish(
+            &report.summary(),
+            &opts.lake,
+            &report.run_id,
+            &report,
+            args.json,
+            report.needs_attention(),
+        ),
         Err(e) => fail(&e),
     }
 }

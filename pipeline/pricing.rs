@@ -434,18 +434,9 @@ impl Pricing {
                 }
             };
             let mut price = |field: &str, v: &Option<String>| -> Option<Decimal> {
-                let v = v.as_ref()?;
-                match v.trim().parse::<Decimal>() {
-                    Ok(d) if d.is_sign_negative() && !d.is_zero() => {
-                        problem(at(field), format!("negative price {v}"));
-                        None
-                    }
-                    Ok(d) => Some(d),
-                    Err(_) => {
-                        problem(at(field), format!("{v:?} is not a decimal number"));
-                        None
-                    }
-                }
+                parse_price(v.as_deref()?, None)
+                    .map_err(|m| problem(at(field), m))
+                    .ok()
             };
             let rates = Rates {
                 input: price("input", &Some(m.input.clone())),
@@ -460,28 +451,9 @@ impl Pricing {
                 let tat = |field: &str| format!("models[{i}] ({}).tiers[{j}].{field}", m.key);
                 let mut tprice =
                     |field: &str, v: &Option<String>, base: Option<Decimal>| -> Option<Decimal> {
-                        let v = v.as_ref()?;
-                        match v.trim().parse::<Decimal>() {
-                            Ok(d) if d.is_sign_negative() && !d.is_zero() => {
-                                problem(tat(field), format!("negative price {v}"));
-                                None
-                            }
-                            Ok(d) if base.is_some_and(|b| d < b) => {
-                                problem(
-                                    tat(field),
-                                    format!(
-                                        "tier price {d} is below the base price {}",
-                                        base.unwrap_or_default()
-                                    ),
-                                );
-                                None
-                            }
-                            Ok(d) => Some(d),
-                            Err(_) => {
-                                problem(tat(field), format!("{v:?} is not a decimal number"));
-                                None
-                            }
-                        }
+                        parse_price(v.as_deref()?, base)
+                            .map_err(|m| problem(tat(field), m))
+                            .ok()
                     };
                 let trates = Rates {
                     input: tprice("input", &t.input, rates.input),
@@ -729,6 +701,18 @@ impl Pricing {
             cost: per_million / Decimal::from(1_000_000u32),
             tier: tier.map(|t| t.above_input_tokens),
         })
+    }
+}
+
+/// A price: a non-negative decimal string, not below `base` for a tier.
+fn parse_price(v: &str, base: Option<Decimal>) -> std::result::Result<Decimal, String> {
+    match v.trim().parse::<Decimal>() {
+        Ok(d) if d.is_sign_negative() && !d.is_zero() => Err(format!("negative price {v}")),
+        Ok(d) => match base {
+            Some(b) if d < b => Err(format!("tier price {d} is below the base price {b}")),
+            _ => Ok(d),
+        },
+        Err(_) => Err(format!("{v:?} is not a decimal number")),
     }
 }
 

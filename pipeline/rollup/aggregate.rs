@@ -216,6 +216,20 @@ pub struct AggregateReport {
     pub files_replaced: u64,
 }
 
+impl AggregateReport {
+    fn new(table: Table, period: &'static str, partition: String) -> AggregateReport {
+        AggregateReport {
+            table,
+            period,
+            partition,
+            rows_in: 0,
+            duplicates: 0,
+            rows_out: 0,
+            files_replaced: 0,
+        }
+    }
+}
+
 fn polars_error(path: &Path, e: PolarsError) -> Error {
     Error::Lake {
         path: path.to_path_buf(),
@@ -308,15 +322,7 @@ fn sort_keys(lf: LazyFrame, keys: &[&str]) -> LazyFrame {
 pub fn daily(lake: &Lake, spec: Spec, date: NaiveDate, run_id: &str) -> Result<AggregateReport> {
     let dir = spec.daily_dir(lake, date);
     let source = spec.source_dir(lake, date);
-    let mut report = AggregateReport {
-        table: spec.table,
-        period: "daily",
-        partition: format!("date={date}"),
-        rows_in: 0,
-        duplicates: 0,
-        rows_out: 0,
-        files_replaced: 0,
-    };
+    let mut report = AggregateReport::new(spec.table, "daily", format!("date={date}"));
     let Some(events) = read_frames(lake, std::slice::from_ref(&source))? else {
         report.files_replaced = replace_dir(lake, &dir, run_id, &mut DataFrame::empty())?;
         return Ok(report);
@@ -458,15 +464,11 @@ pub fn monthly(lake: &Lake, spec: Spec, month: NaiveDate, run_id: &str) -> Resul
         .map(|d| spec.daily_dir(lake, d))
         .collect();
     let dir = spec.monthly_dir(lake, first);
-    let mut report = AggregateReport {
-        table: spec.table,
-        period: "monthly",
-        partition: format!("month={}", first.format("%Y-%m")),
-        rows_in: 0,
-        duplicates: 0,
-        rows_out: 0,
-        files_replaced: 0,
-    };
+    let mut report = AggregateReport::new(
+        spec.table,
+        "monthly",
+        format!("month={}", first.format("%Y-%m")),
+    );
     let Some(daily) = read_frames(lake, &days)? else {
         report.files_replaced = replace_dir(lake, &dir, run_id, &mut DataFrame::empty())?;
         return Ok(report);
