@@ -67,13 +67,7 @@ impl Registry {
 
     pub fn from_customers_csv(text: &str, path: &Path) -> Result<Registry> {
         let err = registry_error(path);
-        let mut reader = csv::ReaderBuilder::new()
-            .trim(csv::Trim::All)
-            .from_reader(text.as_bytes());
-        let headers = reader
-            .headers()
-            .map_err(|e| err(1, "header", e.to_string()))?
-            .clone();
+        let (mut reader, headers) = csv_reader(text, &err)?;
         let col = |name: &str| headers.iter().position(|h| h == name);
         for name in REQUIRED {
             if col(name).is_none() {
@@ -199,13 +193,7 @@ impl Registry {
 
     pub fn load_users(&mut self, text: &str, path: &Path) -> Result<()> {
         let err = registry_error(path);
-        let mut reader = csv::ReaderBuilder::new()
-            .trim(csv::Trim::All)
-            .from_reader(text.as_bytes());
-        let headers = reader
-            .headers()
-            .map_err(|e| err(1, "header", e.to_string()))?
-            .clone();
+        let (mut reader, headers) = csv_reader(text, &err)?;
         let col = |name: &str| {
             headers
                 .iter()
@@ -242,6 +230,21 @@ impl Registry {
     pub fn user_of_key_sha256(&self, sha256_hex: &str) -> Option<&Arc<str>> {
         self.users.get(sha256_hex)
     }
+}
+
+/// A trimming CSV reader over `text` and its header row.
+fn csv_reader<'a>(
+    text: &'a str,
+    err: &impl Fn(u64, &str, String) -> Error,
+) -> Result<(csv::Reader<&'a [u8]>, csv::StringRecord)> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let headers = reader
+        .headers()
+        .map_err(|e| err(1, "header", e.to_string()))?
+        .clone();
+    Ok((reader, headers))
 }
 
 /// Builds the error for `path` at a line and field.

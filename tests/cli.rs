@@ -126,44 +126,35 @@ fn pricing_check_accepts_the_shipped_file_and_names_bad_keys() {
     );
 }
 
+/// `meter rollup` on `lake` with the shipped price list, with extra flags.
+fn rollup(lake: &std::path::Path, extra: &[&str]) -> (i32, String, String) {
+    let pricing = repo().join("pricing.toml");
+    let mut args = vec![
+        "rollup",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--pricing",
+        pricing.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    meter(&args)
+}
+
 #[test]
 fn rollup_names_unpriced_models_and_refuses_a_missing_lake() {
     let tmp = tempfile::tempdir().unwrap();
     let lake = tmp.path().join("lake");
-    let pricing = repo().join("pricing.toml");
-    let (code, _, err) = meter(&[
-        "rollup",
-        "--lake",
-        lake.to_str().unwrap(),
-        "--month",
-        "2026-10",
-        "--pricing",
-        pricing.to_str().unwrap(),
-    ]);
+    let (code, _, err) = rollup(&lake, &["--month", "2026-10"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("run `meter ingest` into it first"), "{err}");
     let (code, _, err) = ingest_sample(&lake, &[]);
     assert_eq!(code, 0, "{err}");
-    let (code, _, err) = meter(&[
-        "rollup",
-        "--lake",
-        lake.to_str().unwrap(),
-        "--month",
-        "2026-10",
-        "--pricing",
-        pricing.to_str().unwrap(),
-    ]);
+    let (code, _, err) = rollup(&lake, &["--month", "2026-10"]);
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("unpriced: gemini-1.5-pro: 110 events"),
         "{err}"
     );
-    let (code, _, err) = meter(&[
-        "rollup",
-        "--lake",
-        lake.to_str().unwrap(),
-        "--pricing",
-        pricing.to_str().unwrap(),
-    ]);
+    let (code, _, err) = rollup(&lake, &[]);
     assert_eq!(code, 2, "--date or --month is required: {err}");
 }
