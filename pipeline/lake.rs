@@ -250,19 +250,18 @@ impl Lake {
             .join(format!("date={}", date.format("%Y-%m-%d")))
     }
 
-    /// Every `date=` directory of a table.
-    pub fn partition_dirs(&self, table: Table) -> Result<Vec<PathBuf>> {
-        let dir = self.root.join(table.name());
-        let Ok(entries) = fs::read_dir(&dir) else {
+    /// The dates with a `date=YYYY-MM-DD` directory under `<lake>/<rel>`
+    /// (a table, or a derived table such as `daily/api_usage`), sorted.
+    pub fn dates_under(&self, rel: &str) -> Result<Vec<NaiveDate>> {
+        let Ok(entries) = fs::read_dir(self.root.join(rel)) else {
             return Ok(Vec::new());
         };
-        let mut out: Vec<PathBuf> = entries
+        let mut out: Vec<NaiveDate> = entries
             .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.is_dir()
-                    && p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with("date="))
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                NaiveDate::parse_from_str(name.strip_prefix("date=")?, "%Y-%m-%d").ok()
             })
             .collect();
         out.sort();
@@ -271,14 +270,7 @@ impl Lake {
 
     /// The dates that have a partition directory for `table`.
     pub fn partition_dates(&self, table: Table) -> Result<Vec<NaiveDate>> {
-        Ok(self
-            .partition_dirs(table)?
-            .iter()
-            .filter_map(|p| {
-                let name = p.file_name()?.to_string_lossy().into_owned();
-                NaiveDate::parse_from_str(name.strip_prefix("date=")?, "%Y-%m-%d").ok()
-            })
-            .collect())
+        self.dates_under(table.name())
     }
 
     /// The committed Parquet files of one partition.

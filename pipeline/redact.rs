@@ -78,16 +78,16 @@ pub fn redact(text: &str) -> Cow<'_, str> {
 /// Redacts and cuts a raw line to at most `max` bytes on a character boundary.
 pub fn redact_and_cut(raw: &[u8], max: usize) -> String {
     let text = String::from_utf8_lossy(raw);
-    let red = redact(&text);
-    let mut s = red.into_owned();
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
+    cut(&redact(&text), max).to_string()
+}
+
+/// `s` cut to at most `max` bytes on a character boundary.
+pub fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
     }
-    s
+    &s[..end]
 }
 
 #[cfg(test)]

@@ -67,14 +67,20 @@ fn accepted(kind: SourceKind, name: &str) -> bool {
     }
 }
 
+/// The entries of a directory, sorted by name.
+fn sorted_entries(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
+    let mut entries = std::fs::read_dir(dir)
+        .read_ctx(dir)?
+        .collect::<io::Result<Vec<_>>>()
+        .read_ctx(dir)?;
+    entries.sort_by_key(|e| e.file_name());
+    Ok(entries)
+}
+
 /// Lists the input files in a stable order (by relative path).
 pub fn discover(input: &Path) -> Result<Discovery> {
     let mut d = Discovery::default();
-    let mut entries: Vec<_> = std::fs::read_dir(input)
-        .read_ctx(input)?
-        .collect::<io::Result<Vec<_>>>()
-        .read_ctx(input)?;
-    entries.sort_by_key(|e| e.file_name());
+    let entries = sorted_entries(input)?;
     for entry in entries {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') {
@@ -104,11 +110,7 @@ pub fn discover(input: &Path) -> Result<Discovery> {
             });
             continue;
         }
-        let mut subs: Vec<_> = std::fs::read_dir(&path)
-            .read_ctx(&path)?
-            .collect::<io::Result<Vec<_>>>()
-            .read_ctx(&path)?;
-        subs.sort_by_key(|e| e.file_name());
+        let subs = sorted_entries(&path)?;
         for sub in subs {
             let sub_name = sub.file_name().to_string_lossy().into_owned();
             if sub_name.starts_with('.') {
@@ -162,11 +164,7 @@ fn walk(
         });
         return Ok(());
     }
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .read_ctx(dir)?
-        .collect::<io::Result<Vec<_>>>()
-        .read_ctx(dir)?;
-    entries.sort_by_key(|e| e.file_name());
+    let entries = sorted_entries(dir)?;
     for entry in entries {
         let name = entry.file_name().to_string_lossy().into_owned();
         let child = format!("{rel}/{name}");

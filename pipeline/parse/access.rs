@@ -7,7 +7,7 @@ use super::time::{parse_clf as clf_time, parse_iso};
 use super::usage::{Family, strip_query};
 use super::{FileCtx, IdKind, Parsed, Reject, SkipReason};
 use crate::ids;
-use crate::redact::redact;
+use crate::redact::{cut, redact};
 use crate::tables::{ApiRequestRow, Id, Str, Table, Ts};
 
 /// Parses a Go `time.Duration` string (`23.559s`, `7ms`, `1m2.5s`, `150µs`)
@@ -414,14 +414,6 @@ pub fn parse_clf(ctx: &FileCtx, text: &str) -> Parsed {
             log_format,
         },
     )
-}
-
-fn cut(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 #[cfg(test)]

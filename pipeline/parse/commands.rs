@@ -6,7 +6,7 @@ use serde::Deserialize;
 use super::json::{self, Scalar};
 use super::{FileCtx, Parsed, Reject};
 use crate::ids;
-use crate::redact::redact;
+use crate::redact::{cut, redact};
 use crate::tables::{ActivityRow, Id, Str, Table};
 
 #[derive(Deserialize, Default)]
@@ -90,14 +90,6 @@ fn parse_record(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
         source_file: ctx.rel.clone(),
         source_line: 0,
     }))
-}
-
-fn cut(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 #[cfg(test)]

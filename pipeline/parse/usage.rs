@@ -12,6 +12,7 @@ use serde::Deserialize;
 use super::json::{self, Scalar};
 use super::{FileCtx, IdKind, Parsed, Reject};
 use crate::ids::{self, key_fingerprint, key_sha256};
+use crate::redact::cut;
 use crate::tables::{ApiUsageRow, Id, Str, Table};
 
 #[derive(Deserialize, Default)]
@@ -486,17 +487,6 @@ fn prefix_tokens(mut r: Reject) -> Reject {
         other => other,
     });
     r
-}
-
-fn cut(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// Drops a query string: it can hold keys (`?key=` for Gemini).

@@ -106,19 +106,8 @@ fn days_of(lake: &Lake, period: Period) -> Result<Vec<NaiveDate>> {
                 days.extend(lake.partition_dates(table)?.into_iter().filter(in_month));
             }
             for spec in SPECS {
-                let dir = lake.root().join("daily").join(spec.table.name());
-                if let Ok(entries) = std::fs::read_dir(&dir) {
-                    for e in entries.flatten() {
-                        let name = e.file_name().to_string_lossy().into_owned();
-                        if let Some(d) = name
-                            .strip_prefix("date=")
-                            .and_then(|d| d.parse::<NaiveDate>().ok())
-                            && in_month(&d)
-                        {
-                            days.insert(d);
-                        }
-                    }
-                }
+                let daily = format!("daily/{}", spec.table.name());
+                days.extend(lake.dates_under(&daily)?.into_iter().filter(in_month));
             }
             Ok(days.into_iter().collect())
         }
