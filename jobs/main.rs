@@ -2,6 +2,7 @@
 //! stage per job and maps the outcome to an exit code:
 //! 0 done, 1 done but needs attention, 2 failed, 3 another run holds the lake.
 
+mod bill;
 mod ingest;
 mod pricing;
 mod rollup;
@@ -25,6 +26,8 @@ enum Job {
     Ingest(ingest::IngestArgs),
     /// Price events and build the daily and monthly aggregates.
     Rollup(rollup::RollupArgs),
+    /// Bill a month: invoice CSVs and Stripe meter events, as a revision.
+    Bill(bill::BillArgs),
     /// Write a realistic raw input tree (for demos, tests and benchmarks).
     Sample(sample::SampleArgs),
     /// Work with the price list (`pricing.toml`).
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
         Job::Ingest(args) => ingest::run(args),
         Job::Pricing(args) => pricing::run(args),
         Job::Rollup(args) => rollup::run(args),
+        Job::Bill(args) => bill::run(args),
         Job::Sample(args) => match sample::run(&args) {
             Ok(_) => Outcome::Done,
             Err(e) => {

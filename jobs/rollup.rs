@@ -31,7 +31,7 @@ pub struct RollupArgs {
     pub json: bool,
 }
 
-fn parse_month(s: &str) -> Result<NaiveDate, String> {
+pub fn parse_month(s: &str) -> Result<NaiveDate, String> {
     NaiveDate::parse_from_str(&format!("{s}-01"), "%Y-%m-%d")
         .map_err(|_| format!("{s:?} is not YYYY-MM"))
 }

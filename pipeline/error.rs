@@ -54,6 +54,27 @@ pub enum Error {
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
 
+    #[error("object store {url}")]
+    Store {
+        url: String,
+        #[source]
+        source: object_store::Error,
+    },
+
+    #[error("DuckDB: {context}")]
+    DuckDb {
+        context: String,
+        #[source]
+        source: duckdb::Error,
+    },
+
+    #[error("billing {month}: {message}")]
+    Billing {
+        month: String,
+        message: String,
+        hint: &'static str,
+    },
+
     #[error("invalid arguments: {0}")]
     Usage(String),
 }
@@ -81,6 +102,13 @@ impl Error {
             Error::Lake { .. } | Error::Parquet { .. } => Some(
                 "the lake needs attention: inspect the named file, or rebuild the affected dates with --rebuild",
             ),
+            Error::Store { .. } => Some(
+                "check the --out URL and the store's credentials (AWS_*, GOOGLE_*, AZURE_* variables); nothing was published",
+            ),
+            Error::DuckDb { .. } => Some(
+                "check the named SQL or input file; if the inputs are sound, this is a bug in meter: please report it",
+            ),
+            Error::Billing { hint, .. } => Some(hint),
             Error::Usage(_) => Some("see --help"),
             Error::Arrow(_) => Some("this is a bug in meter: please report it with the run report"),
         }

@@ -6,6 +6,7 @@
 //! <lake>/_lock                               held by the running job
 //! <lake>/_runs/<run_id>.json                 run reports
 //! <lake>/_runs/<run_id>.commit.json          a commit in progress (rolled forward on open)
+//! <lake>/_registry/customers.csv             the registry the last ingest used
 //! <lake>/<table>/date=YYYY-MM-DD/part-<run_id>-NNNN.parquet
 //! ```
 
@@ -182,6 +183,23 @@ impl Lake {
     }
 
     /// `<lake>/<rel>/date=YYYY-MM-DD`, for derived tables such as `priced/api_usage`.
+    /// Where ingest keeps a copy of the `customers.csv` it attributed
+    /// events with; billing reads it unless told otherwise.
+    pub fn registry_path(root: &Path) -> PathBuf {
+        root.join("_registry").join("customers.csv")
+    }
+
+    /// Saves the registry copy (unchanged bytes leave the file untouched).
+    pub fn save_registry(&self, customers_csv: &[u8]) -> Result<()> {
+        let path = Lake::registry_path(&self.root);
+        if fs::read(&path).is_ok_and(|old| old == customers_csv) {
+            return Ok(());
+        }
+        let dir = path.parent().expect("has a parent");
+        fs::create_dir_all(dir).write_ctx(dir)?;
+        write_atomic(&path, customers_csv)
+    }
+
     pub fn dated_dir(&self, rel: &str, date: NaiveDate) -> PathBuf {
         self.root
             .join(rel)

@@ -3,6 +3,7 @@
 //! The library holds every stage; the `meter` binary only parses flags and
 //! calls them. See ARCHITECTURE.md for the map.
 
+pub mod bill;
 pub mod ctx;
 pub mod error;
 pub mod ids;
@@ -15,6 +16,7 @@ pub mod registry;
 pub mod rollup;
 pub mod sample;
 pub mod source;
+pub mod store;
 pub mod tables;
 
 pub use ctx::Ctx;

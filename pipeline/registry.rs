@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
+use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 
@@ -34,8 +35,10 @@ pub struct Customer {
     pub currency: String,
     pub stripe_customer_id: String,
     pub status: String,
-    pub created_at: String,
-    pub cancelled_at: Option<String>,
+    /// Start of service (RFC 3339, or a date meaning its midnight UTC).
+    pub created_at: DateTime<Utc>,
+    /// End of service, exclusive: nothing is billed from this instant on.
+    pub cancelled_at: Option<DateTime<Utc>>,
     pub monthly_limit: Option<Decimal>,
     pub markup: Option<Decimal>,
     pub timezone: Tz,
@@ -65,7 +68,25 @@ impl Registry {
         Ok(registry)
     }
 
+    /// Parses `customers.csv` strictly: the first bad row is the error.
     pub fn from_customers_csv(text: &str, path: &Path) -> Result<Registry> {
+        let (registry, mut problems) = Registry::parse_customers(text, path)?;
+        match problems.is_empty() {
+            true => Ok(registry),
+            false => Err(problems.swap_remove(0)),
+        }
+    }
+
+    /// Reads a customers file leniently (see [`Registry::parse_customers`]).
+    pub fn load_customers(path: &Path) -> Result<(Registry, Vec<Error>)> {
+        let text = std::fs::read_to_string(path).read_ctx(path)?;
+        Registry::parse_customers(&text, path)
+    }
+
+    /// Parses `customers.csv`, skipping each bad row and returning its
+    /// problem (file, line and column) beside the customers that are sound.
+    /// A bad header is an error: then no row can be trusted.
+    pub fn parse_customers(text: &str, path: &Path) -> Result<(Registry, Vec<Error>)> {
         let err = registry_error(path);
         let (mut reader, headers) = csv_reader(text, &err)?;
         let col = |name: &str| headers.iter().position(|h| h == name);
@@ -86,109 +107,52 @@ impl Registry {
         let mut registry = Registry::default();
         let mut vm_line: HashMap<String, (u64, Arc<str>)> = HashMap::new();
         let mut seen_ids: HashMap<String, u64> = HashMap::new();
+        let mut problems = Vec::new();
         for record in reader.records() {
-            let record = record.map_err(|e| {
-                let line = e.position().map_or(0, |p| p.line());
-                err(line, "row", e.to_string())
-            })?;
+            let record = match record {
+                Ok(record) => record,
+                Err(e) => {
+                    let line = e.position().map_or(0, |p| p.line());
+                    problems.push(err(line, "row", e.to_string()));
+                    continue;
+                }
+            };
             let line = record.position().map_or(0, |p| p.line());
-            let get = |name: &str| {
-                col(name)
-                    .and_then(|i| record.get(i))
-                    .unwrap_or("")
-                    .to_string()
-            };
-            let opt = |name: &str| Some(get(name)).filter(|v| !v.is_empty());
-            let customer_id = get("customer_id");
-            if !valid_id(&customer_id) {
-                return Err(err(
-                    line,
-                    "customer_id",
-                    format!("{customer_id:?} is not a valid id (1-64 of A-Z a-z 0-9 . _ -)"),
-                ));
-            }
-            if let Some(first) = seen_ids.insert(customer_id.clone(), line) {
-                return Err(err(
-                    line,
-                    "customer_id",
-                    format!("{customer_id} is already listed on line {first}"),
-                ));
-            }
-            let vm_ids: Vec<String> = get("vm_ids")
-                .split(';')
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-                .map(String::from)
-                .collect();
-            for vm in &vm_ids {
-                if !valid_id(vm) {
-                    return Err(err(
-                        line,
-                        "vm_ids",
-                        format!("{vm:?} is not a valid id (1-64 of A-Z a-z 0-9 . _ -)"),
-                    ));
+            let customer = match parse_customer(&record, line, &headers, &known, &err) {
+                Ok(customer) => customer,
+                Err(e) => {
+                    problems.push(e);
+                    continue;
                 }
-            }
-            let currency = get("currency").to_ascii_uppercase();
-            if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
-                return Err(err(
+            };
+            if let Some(first) = seen_ids.get(&*customer.customer_id) {
+                problems.push(err(
                     line,
-                    "currency",
-                    format!("{currency:?} is not an ISO 4217 code"),
+                    "customer_id",
+                    format!("{} is already listed on line {first}", customer.customer_id),
                 ));
+                continue;
             }
-            let timezone = match opt("timezone") {
-                None => Tz::UTC,
-                Some(tz) => tz.parse::<Tz>().map_err(|_| {
-                    err(line, "timezone", format!("{tz:?} is not an IANA time zone"))
-                })?,
-            };
-            let decimal = |name: &str| -> Result<Option<Decimal>> {
-                opt(name)
-                    .map(|v| {
-                        v.parse::<Decimal>()
-                            .map_err(|_| err(line, name, format!("{v:?} is not a decimal number")))
-                    })
-                    .transpose()
-            };
-            let extra = headers
+            if let Some((vm, (other_line, other))) = customer
+                .vm_ids
                 .iter()
-                .enumerate()
-                .filter(|(_, h)| !known.contains(h))
-                .map(|(i, h)| (h.to_string(), record.get(i).unwrap_or("").to_string()))
-                .collect();
-            let customer = Arc::new(Customer {
-                customer_id: customer_id.as_str().into(),
-                name: get("name"),
-                email: get("email"),
-                tier: get("tier"),
-                currency,
-                stripe_customer_id: get("stripe_customer_id"),
-                status: get("status"),
-                created_at: get("created_at"),
-                cancelled_at: opt("cancelled_at"),
-                monthly_limit: decimal("monthly_limit")?,
-                markup: decimal("markup")?,
-                timezone,
-                extra,
-                vm_ids,
-            });
+                .find_map(|vm| vm_line.get(vm).map(|o| (vm, o)))
+            {
+                problems.push(err(
+                    line,
+                    "vm_ids",
+                    format!("VM {vm} is already listed by customer {other} on line {other_line}"),
+                ));
+                continue;
+            }
+            seen_ids.insert(customer.customer_id.to_string(), line);
             for vm in &customer.vm_ids {
-                if let Some((other_line, other)) = vm_line.get(vm) {
-                    return Err(err(
-                        line,
-                        "vm_ids",
-                        format!(
-                            "VM {vm} is already listed by customer {other} on line {other_line}"
-                        ),
-                    ));
-                }
                 vm_line.insert(vm.clone(), (line, customer.customer_id.clone()));
                 registry.by_vm.insert(vm.clone(), customer.clone());
             }
             registry.customers.push(customer);
         }
-        Ok(registry)
+        Ok((registry, problems))
     }
 
     pub fn load_users(&mut self, text: &str, path: &Path) -> Result<()> {
@@ -230,6 +194,124 @@ impl Registry {
     pub fn user_of_key_sha256(&self, sha256_hex: &str) -> Option<&Arc<str>> {
         self.users.get(sha256_hex)
     }
+}
+
+/// One `customers.csv` row, or the problem that makes it unusable.
+fn parse_customer(
+    record: &csv::StringRecord,
+    line: u64,
+    headers: &csv::StringRecord,
+    known: &[&str],
+    err: &impl Fn(u64, &str, String) -> Error,
+) -> Result<Arc<Customer>> {
+    let col = |name: &str| headers.iter().position(|h| h == name);
+    let get = |name: &str| {
+        col(name)
+            .and_then(|i| record.get(i))
+            .unwrap_or("")
+            .to_string()
+    };
+    let opt = |name: &str| Some(get(name)).filter(|v| !v.is_empty());
+    let customer_id = get("customer_id");
+    if !valid_id(&customer_id) {
+        return Err(err(
+            line,
+            "customer_id",
+            format!("{customer_id:?} is not a valid id (1-64 of A-Z a-z 0-9 . _ -)"),
+        ));
+    }
+    let vm_ids: Vec<String> = get("vm_ids")
+        .split(';')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(String::from)
+        .collect();
+    for vm in &vm_ids {
+        if !valid_id(vm) {
+            return Err(err(
+                line,
+                "vm_ids",
+                format!("{vm:?} is not a valid id (1-64 of A-Z a-z 0-9 . _ -)"),
+            ));
+        }
+    }
+    let currency = get("currency").to_ascii_uppercase();
+    if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(err(
+            line,
+            "currency",
+            format!("{currency:?} is not an ISO 4217 code"),
+        ));
+    }
+    let timezone = match opt("timezone") {
+        None => Tz::UTC,
+        Some(tz) => tz
+            .parse::<Tz>()
+            .map_err(|_| err(line, "timezone", format!("{tz:?} is not an IANA time zone")))?,
+    };
+    let decimal = |name: &str| -> Result<Option<Decimal>> {
+        opt(name)
+            .map(|v| {
+                v.parse::<Decimal>()
+                    .map_err(|_| err(line, name, format!("{v:?} is not a decimal number")))
+            })
+            .transpose()
+    };
+    let extra = headers
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| !known.contains(h))
+        .map(|(i, h)| (h.to_string(), record.get(i).unwrap_or("").to_string()))
+        .collect();
+    let timestamp = |name: &str| -> Result<Option<DateTime<Utc>>> {
+        opt(name)
+            .map(|v| {
+                parse_instant(&v).ok_or_else(|| {
+                    err(
+                        line,
+                        name,
+                        format!("{v:?} is neither an RFC 3339 time nor a YYYY-MM-DD date"),
+                    )
+                })
+            })
+            .transpose()
+    };
+    let created_at =
+        timestamp("created_at")?.ok_or_else(|| err(line, "created_at", "is empty".into()))?;
+    let cancelled_at = timestamp("cancelled_at")?;
+    if let Some(c) = cancelled_at.filter(|c| *c < created_at) {
+        return Err(err(
+            line,
+            "cancelled_at",
+            format!("{c} is before created_at {created_at}"),
+        ));
+    }
+    Ok(Arc::new(Customer {
+        customer_id: customer_id.as_str().into(),
+        name: get("name"),
+        email: get("email"),
+        tier: get("tier"),
+        currency,
+        stripe_customer_id: get("stripe_customer_id"),
+        status: get("status"),
+        created_at,
+        cancelled_at,
+        monthly_limit: decimal("monthly_limit")?,
+        markup: decimal("markup")?,
+        timezone,
+        extra,
+        vm_ids,
+    }))
+}
+
+/// An RFC 3339 instant, or a date meaning its midnight UTC.
+fn parse_instant(v: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(v) {
+        return Some(t.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(v, "%Y-%m-%d")
+        .ok()
+        .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
 }
 
 /// A trimming CSV reader over `text` and its header row.
@@ -275,6 +357,29 @@ mod tests {
         assert_eq!(c.timezone, chrono_tz::Europe::Berlin);
         assert_eq!(c.extra.get("region").map(String::as_str), Some("eu"));
         assert!(reg.customer_of_vm("vm-3").is_none());
+    }
+
+    #[test]
+    fn lenient_parse_skips_bad_rows_and_names_them() {
+        let csv = format!(
+            "{HEADER}c1,A,a@x,pro,vm-1,EUR,cus_1,active,2026-01-01,UTC,\n\
+             c2,B,b@x,pro,vm-2,EURO,cus_2,active,2026-01-01,UTC,\n\
+             c3,C,c@x,pro,vm-3,EUR,cus_3,active,yesterday,UTC,\n\
+             c4,D,d@x,pro,vm-1,EUR,cus_4,active,2026-01-01T10:00:00+02:00,UTC,\n\
+             c5,E,e@x,pro,vm-5,EUR,cus_5,active,2026-02-01,UTC,\n"
+        );
+        let (reg, problems) = Registry::parse_customers(&csv, Path::new("customers.csv")).unwrap();
+        let ids: Vec<&str> = reg.customers.iter().map(|c| &*c.customer_id).collect();
+        assert_eq!(ids, ["c1", "c5"]);
+        let problems: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].starts_with("customers.csv:3: field `currency`"));
+        assert!(problems[1].starts_with("customers.csv:4: field `created_at`"));
+        assert!(problems[2].starts_with("customers.csv:5: field `vm_ids`"));
+        assert_eq!(
+            reg.customers[1].created_at.to_rfc3339(),
+            "2026-02-01T00:00:00+00:00"
+        );
     }
 
     #[test]

@@ -605,11 +605,9 @@ const COMPANIES: [(&str, &str); 10] = [
     ("Soylent Systems KG", "soylent"),
     ("Tyrell Compute Ltd", "tyrell"),
 ];
-const TIERS: [(&str, u64); 3] = [
-    ("pro", 5_000_000),
-    ("starter", 1_000_000),
-    ("enterprise", 20_000_000),
-];
+/// Plan and `monthly_limit` (a spending limit in the customer's currency,
+/// empty for none).
+const TIERS: [(&str, &str); 3] = [("pro", "600"), ("starter", ""), ("enterprise", "5000")];
 const ZONES: [Tz; 3] = [Tz::Europe__Berlin, Tz::America__New_York, Tz::UTC];
 
 fn random_key(rng: &mut SmallRng) -> String {
@@ -658,7 +656,8 @@ fn build_world(ctx: &Ctx, opts: &SampleOptions) -> World {
         let (tier, limit) = TIERS[i % TIERS.len()];
         let tz = ZONES[i % ZONES.len()];
         let currency = if i == 1 { "USD" } else { "EUR" };
-        let markup = if i % 4 == 1 { "0.30" } else { "0.20" };
+        // A reseller bills every API line at cost x markup (formats.md section 5).
+        let markup = if i % 4 == 1 { "1.3" } else { "" };
         let cancelled_at = (opts.customers >= 3 && i == 2)
             .then(|| ctx.start + ((ctx.end - ctx.start) * 2 / 3) / 3_600 * 3_600);
         let created_at = ctx.start - rng.random_range(30..400) * DAY - rng.random_range(0..DAY);
@@ -712,6 +711,21 @@ fn build_world(ctx: &Ctx, opts: &SampleOptions) -> World {
             });
         }
     }
+    // A customer who signed up a third into the period and has no VM yet:
+    // billed the prorated fee only. No randomness, so the rest is unchanged.
+    let id = format!("cust_{:04}", opts.customers + 1);
+    let _ = write!(
+        customers_csv,
+        "{id},\"Zeta Consulting, Inc.\",billing@zeta.example,starter,,EUR,cus_ZetaNoUsage01,active,"
+    );
+    w_rfc3339(
+        &mut customers_csv,
+        ctx.start + (ctx.end - ctx.start) / 3 / DAY * DAY + 9 * 3_600,
+        0,
+        Frac::None,
+        None,
+    );
+    let _ = writeln!(customers_csv, ",,,,UTC");
     // A VM nobody lists: its events are kept with a null customer.
     let id = new_vm_id(&mut rng, &mut seen);
     let orphan = VmUser {

@@ -19,7 +19,7 @@ use chrono::NaiveDate;
 use rayon::prelude::*;
 
 use crate::ctx::Ctx;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::ids::{self, EventId};
 use crate::lake::Lake;
 use crate::parse::resources::CsvColumns;
@@ -224,6 +224,10 @@ pub fn run(ctx: &Ctx, opts: &IngestOptions) -> Result<IngestReport> {
             opts.max_reject_rate * 100.0
         ));
     }
+    // The registry that attributed these events: billing's default.
+    let customers = opts.input.join("customers.csv");
+    let text = std::fs::read(&customers).read_ctx(&customers)?;
+    lake.save_registry(&text)?;
     report.finished_at = ctx.clock.now().to_rfc3339();
     let json = serde_json::to_string_pretty(&report).expect("the report serializes");
     lake.write_report(&ctx.run_id, &json)?;

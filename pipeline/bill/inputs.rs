@@ -1,0 +1,434 @@
+//! Filling billing's DuckDB input tables (`schemas/billing/inputs.sql`) from
+//! the lake, the registry and the price list, after checking that the month's
+//! aggregates are there and current.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use chrono::{Datelike, NaiveDate};
+use duckdb::{Connection, params};
+use rust_decimal::{Decimal, RoundingStrategy};
+
+use crate::error::{Error, IoContext, Result};
+use crate::lake::Lake;
+use crate::pricing::Pricing;
+use crate::registry::{Customer, Registry};
+use crate::rollup::aggregate::{ACTIVITY, API_USAGE, RESOURCE_USAGE, SPECS, Spec};
+
+use super::sql::{self, db_err};
+
+/// Decimal places each input column holds; a value with more is refused
+/// rather than rounded by DuckDB's cast.
+const FEE_PLACES: u32 = 6;
+const FX_PLACES: u32 = 8;
+const LIMIT_PLACES: u32 = 4;
+
+/// ISO 4217 minor units of the currencies meter invoices in.
+const MINOR_UNITS: [(&str, u32); 44] = [
+    ("AED", 2),
+    ("AUD", 2),
+    ("BGN", 2),
+    ("BHD", 3),
+    ("BRL", 2),
+    ("CAD", 2),
+    ("CHF", 2),
+    ("CLP", 0),
+    ("CNY", 2),
+    ("COP", 2),
+    ("CZK", 2),
+    ("DKK", 2),
+    ("EGP", 2),
+    ("EUR", 2),
+    ("GBP", 2),
+    ("HKD", 2),
+    ("HUF", 2),
+    ("IDR", 2),
+    ("ILS", 2),
+    ("INR", 2),
+    ("ISK", 0),
+    ("JOD", 3),
+    ("JPY", 0),
+    ("KRW", 0),
+    ("KWD", 3),
+    ("MXN", 2),
+    ("MYR", 2),
+    ("NOK", 2),
+    ("NZD", 2),
+    ("OMR", 3),
+    ("PHP", 2),
+    ("PLN", 2),
+    ("RON", 2),
+    ("SAR", 2),
+    ("SEK", 2),
+    ("SGD", 2),
+    ("THB", 2),
+    ("TND", 3),
+    ("TRY", 2),
+    ("TWD", 2),
+    ("UAH", 2),
+    ("USD", 2),
+    ("VND", 0),
+    ("ZAR", 2),
+];
+
+/// The currency's decimal places, if meter knows it.
+pub fn minor_units(currency: &str) -> Option<u32> {
+    MINOR_UNITS
+        .iter()
+        .find(|(c, _)| *c == currency)
+        .map(|(_, d)| *d)
+}
+
+/// What was loaded, for the report and the manifest.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Customers left out, each with why (unknown plan, currency, FX rate).
+    pub refused: Vec<(String, String)>,
+    /// Every lake file read, relative to the lake.
+    pub files: Vec<PathBuf>,
+    /// FX rates used: (from, to) -> rate.
+    pub fx: BTreeMap<(String, String), Decimal>,
+}
+
+/// The month's first day, the next month's first day, and its length.
+pub fn month_bounds(month: NaiveDate) -> (NaiveDate, NaiveDate, i64) {
+    let start = month.with_day(1).expect("day 1 exists");
+    let end = start
+        .checked_add_months(chrono::Months::new(1))
+        .expect("in range");
+    (start, end, (end - start).num_days())
+}
+
+/// Refuses a month whose monthly rollup is missing, or older than its daily
+/// tables, or whose daily tables are older than the raw events: billing
+/// would read stale numbers.
+pub fn check_current(lake: &Lake, month: NaiveDate) -> Result<()> {
+    let (start, end, _) = month_bounds(month);
+    let label = start.format("%Y-%m").to_string();
+    let command = format!(
+        "run `meter rollup --lake {} --month {label}` first",
+        lake.root().display()
+    );
+    let refuse = |message: String| Error::Billing {
+        month: label.clone(),
+        message: format!("{message}; {command}"),
+        hint: "bring the month's aggregates up to date with meter rollup, then bill again",
+    };
+    let mut dates = BTreeSet::new();
+    for spec in SPECS {
+        let name = spec.table.name();
+        dates.extend(lake.dates_under(name)?);
+        dates.extend(lake.dates_under(&format!("daily/{name}"))?);
+    }
+    dates.retain(|d| *d >= start && *d < end);
+    let mut monthly_oldest: Option<SystemTime> = None;
+    for spec in SPECS {
+        let files = lake.parquet_files(&spec.monthly_dir(lake, start))?;
+        if files.is_empty() {
+            return Err(refuse(format!(
+                "there is no monthly rollup of {} for {label}",
+                spec.table.name()
+            )));
+        }
+        for f in files {
+            let t = modified(&f)?;
+            monthly_oldest = Some(monthly_oldest.map_or(t, |m| m.min(t)));
+        }
+    }
+    let monthly_oldest = monthly_oldest.expect("at least one file");
+    for date in dates {
+        for spec in SPECS {
+            let daily = newest(lake, &spec.daily_dir(lake, date))?;
+            if daily.is_some_and(|d| d > monthly_oldest) {
+                return Err(refuse(format!(
+                    "the monthly rollup is older than the daily {} of {date}",
+                    spec.table.name()
+                )));
+            }
+            let raw = newest(lake, &lake.partition_dir(spec.table, date))?;
+            if raw.is_some() && daily.is_none_or(|d| raw > Some(d)) {
+                return Err(refuse(format!(
+                    "the {} events of {date} are newer than their daily rollup",
+                    spec.table.name()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn modified(path: &Path) -> Result<SystemTime> {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .read_ctx(path)
+}
+
+fn newest(lake: &Lake, dir: &Path) -> Result<Option<SystemTime>> {
+    let mut newest = None;
+    for f in lake.parquet_files(dir)? {
+        let t = modified(&f)?;
+        newest = Some(newest.map_or(t, |n: SystemTime| n.max(t)));
+    }
+    Ok(newest)
+}
+
+/// Creates the input tables and fills them. Customers whose plan, currency
+/// or FX rate is unknown are left out and named in [`Loaded::refused`].
+pub fn load(
+    conn: &Connection,
+    lake: &Lake,
+    month: NaiveDate,
+    revision: u32,
+    registry: &Registry,
+    pricing: &Pricing,
+) -> Result<Loaded> {
+    let mut loaded = Loaded::default();
+    let (start, end, days) = month_bounds(month);
+    let last_day = end.pred_opt().expect("in range");
+    sql::run_file(conn, "inputs.sql")?;
+    conn.execute(
+        "INSERT INTO billing_period VALUES (?, ?, ?, ?, ?, ?)",
+        params![
+            start.format("%Y-%m").to_string(),
+            start.to_string(),
+            end.to_string(),
+            days,
+            revision,
+            pricing.currency
+        ],
+    )
+    .map_err(db_err("billing_period"))?;
+
+    let mut currencies = BTreeSet::new();
+    for plan in pricing.plans.values() {
+        for (what, value) in [
+            ("monthly_fee", plan.monthly_fee),
+            ("compute_hour_rate", plan.compute_hour_rate),
+            ("overage_markup", plan.overage_markup),
+        ] {
+            if value.scale() > FEE_PLACES {
+                return Err(Error::Usage(format!(
+                    "pricing plans.{}.{what} = {value} has more than {FEE_PLACES} decimal places",
+                    plan.name
+                )));
+            }
+        }
+        conn.execute(
+            "INSERT INTO plans VALUES (?, CAST(? AS DECIMAL(18, 6)), ?, ?, CAST(? AS DECIMAL(18, 6)), CAST(? AS DECIMAL(18, 6)))",
+            params![
+                plan.name,
+                plan.monthly_fee.to_string(),
+                plan.currency,
+                plan.included_tokens,
+                plan.compute_hour_rate.to_string(),
+                (Decimal::ONE + plan.overage_markup).to_string()
+            ],
+        )
+        .map_err(db_err("plans"))?;
+    }
+
+    for c in &registry.customers {
+        if let Err(why) = admit(c, pricing, last_day, &mut loaded.fx) {
+            loaded.refused.push((c.customer_id.to_string(), why));
+            continue;
+        }
+        currencies.insert(c.currency.clone());
+        let decimal = |v: Option<Decimal>| v.map(|d| d.to_string());
+        conn.execute(
+            "INSERT INTO customers VALUES (?, ?, ?, ?, ?, CAST(? AS TIMESTAMP), CAST(? AS TIMESTAMP), CAST(? AS DECIMAL(18, 4)), CAST(? AS DECIMAL(18, 6)))",
+            params![
+                &*c.customer_id,
+                c.name,
+                c.tier,
+                c.currency,
+                Some(c.stripe_customer_id.as_str()).filter(|s| !s.is_empty()),
+                c.created_at.naive_utc().to_string(),
+                c.cancelled_at.map(|t| t.naive_utc().to_string()),
+                decimal(c.monthly_limit),
+                decimal(c.markup)
+            ],
+        )
+        .map_err(db_err("customers"))?;
+    }
+    for currency in currencies {
+        let decimals = minor_units(&currency).expect("admitted");
+        conn.execute(
+            "INSERT INTO currencies VALUES (?, ?, ?)",
+            params![currency, decimals, 10i64.pow(decimals)],
+        )
+        .map_err(db_err("currencies"))?;
+    }
+    for ((from, to), rate) in &loaded.fx {
+        conn.execute(
+            "INSERT INTO fx_rates VALUES (?, ?, CAST(? AS DECIMAL(18, 8)))",
+            params![from, to, rate.to_string()],
+        )
+        .map_err(db_err("fx_rates"))?;
+    }
+    for m in &pricing.meters {
+        conn.execute(
+            "INSERT INTO meters VALUES (?, ?, ?)",
+            params![m.event_name, m.measures, m.unit],
+        )
+        .map_err(db_err("meters"))?;
+    }
+
+    // The lake's aggregates for the month.
+    let read = |spec: Spec,
+                period: &str,
+                dirs: Vec<PathBuf>,
+                insert: &str|
+     -> Result<Vec<PathBuf>> {
+        let mut files = Vec::new();
+        for dir in dirs {
+            files.extend(lake.parquet_files(&dir)?);
+        }
+        if files.is_empty() {
+            return Ok(files);
+        }
+        let list = files
+            .iter()
+            .map(|f| format!("'{}'", f.display().to_string().replace('\'', "''")))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = insert.replace(
+            "{files}",
+            &format!(
+                "read_parquet([{list}], hive_partitioning = true, hive_types = {{'{period}': VARCHAR}})"
+            ),
+        );
+        conn.execute_batch(&sql)
+            .map_err(db_err(&format!("reading {period} {}", spec.table.name())))?;
+        Ok(files)
+    };
+    let monthly = |spec: Spec| vec![spec.monthly_dir(lake, start)];
+    let daily = |spec: Spec| {
+        start
+            .iter_days()
+            .take_while(|d| *d < end)
+            .map(|d| spec.daily_dir(lake, d))
+            .collect::<Vec<_>>()
+    };
+    let mut files = Vec::new();
+    files.extend(read(
+        API_USAGE,
+        "month",
+        monthly(API_USAGE),
+        "INSERT INTO usage_monthly SELECT customer_id, vm_id, provider, model, requests, \
+         input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens, \
+         cost, unpriced_requests, unpriced_tokens FROM {files}",
+    )?);
+    files.extend(read(
+        RESOURCE_USAGE,
+        "month",
+        monthly(RESOURCE_USAGE),
+        "INSERT INTO compute_monthly SELECT customer_id, vm_id, compute_seconds FROM {files}",
+    )?);
+    files.extend(read(
+        API_USAGE,
+        "date",
+        daily(API_USAGE),
+        "INSERT INTO usage_daily SELECT CAST(date AS DATE), customer_id, requests, input_tokens, \
+         cache_read_tokens, cache_write_tokens, output_tokens FROM {files}",
+    )?);
+    files.extend(read(
+        RESOURCE_USAGE,
+        "date",
+        daily(RESOURCE_USAGE),
+        "INSERT INTO compute_daily SELECT CAST(date AS DATE), customer_id, compute_seconds FROM {files}",
+    )?);
+    files.extend(read(
+        ACTIVITY,
+        "date",
+        daily(ACTIVITY),
+        "INSERT INTO activity_daily SELECT CAST(date AS DATE), customer_id, activity_type, count FROM {files}",
+    )?);
+    loaded.files = files
+        .into_iter()
+        .map(|f| {
+            f.strip_prefix(lake.root())
+                .map(Path::to_path_buf)
+                .unwrap_or(f)
+        })
+        .collect();
+    Ok(loaded)
+}
+
+/// Checks that a customer can be billed, collecting the FX pairs it needs.
+fn admit(
+    c: &Customer,
+    pricing: &Pricing,
+    date: NaiveDate,
+    fx: &mut BTreeMap<(String, String), Decimal>,
+) -> std::result::Result<(), String> {
+    let plan = pricing.plans.get(&c.tier).ok_or_else(|| {
+        format!(
+            "plan {:?} (column `tier`) is not in pricing.toml [plans] ({})",
+            c.tier,
+            pricing.plans.keys().cloned().collect::<Vec<_>>().join(", ")
+        )
+    })?;
+    if minor_units(&c.currency).is_none() {
+        return Err(format!(
+            "currency {} is not one meter knows the minor unit of",
+            c.currency
+        ));
+    }
+    for (what, value, places) in [
+        ("monthly_limit", c.monthly_limit, LIMIT_PLACES),
+        ("markup", c.markup, FEE_PLACES),
+    ] {
+        if let Some(v) = value {
+            if v.scale() > places || v.is_sign_negative() {
+                return Err(format!(
+                    "{what} {v} must be positive with at most {places} decimal places"
+                ));
+            }
+        }
+    }
+    for from in [pricing.currency.as_str(), plan.currency.as_str()] {
+        let pair = (from.to_string(), c.currency.clone());
+        if fx.contains_key(&pair) {
+            continue;
+        }
+        let rate = fx_rate(pricing, from, &c.currency, date)?;
+        fx.insert(pair, rate);
+    }
+    Ok(())
+}
+
+/// The rate in force on `date`: direct, or the inverse of the opposite pair
+/// rounded to 8 places (half to even); the invoice prints the rate used.
+fn fx_rate(
+    pricing: &Pricing,
+    from: &str,
+    to: &str,
+    date: NaiveDate,
+) -> std::result::Result<Decimal, String> {
+    if from == to {
+        return Ok(Decimal::ONE);
+    }
+    let in_force = |base: &str, quote: &str| {
+        pricing
+            .fx
+            .iter()
+            .rfind(|f| f.base == base && f.quote == quote && f.effective_from <= date)
+            .map(|f| f.rate)
+    };
+    if let Some(rate) = in_force(from, to) {
+        if rate.scale() > FX_PLACES {
+            return Err(format!(
+                "the FX rate {from}->{to} {rate} has more than {FX_PLACES} decimal places"
+            ));
+        }
+        return Ok(rate);
+    }
+    if let Some(rate) = in_force(to, from).filter(|r| !r.is_zero()) {
+        return Ok((Decimal::ONE / rate)
+            .round_dp_with_strategy(FX_PLACES, RoundingStrategy::MidpointNearestEven));
+    }
+    Err(format!(
+        "no FX rate {from}->{to} in force on {date} in pricing.toml [[fx]]"
+    ))
+}

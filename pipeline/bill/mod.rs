@@ -1,0 +1,503 @@
+//! The billing stage: monthly aggregates -> invoices and Stripe meter events,
+//! written as revisions to object storage.
+//!
+//! The billing rules are SQL (`schemas/billing/*.sql`), run in an embedded
+//! DuckDB over input tables this module fills ([`inputs`]); [`render`] turns
+//! the result into files and [`publish`] writes them as `rev-N`.
+//!
+//! ```text
+//! <out>/invoices/YYYY-MM/rev-N/<customer_id>.csv
+//! <out>/invoices/YYYY-MM/rev-N/summary.csv
+//! <out>/stripe/YYYY-MM/rev-N/meter_events.jsonl
+//! <out>/stripe/YYYY-MM/rev-N/meter_event_stream/NNNN.json
+//! <out>/invoices/YYYY-MM/rev-N/_manifest.json      written after the files it lists
+//! <out>/invoices/YYYY-MM/latest.json               written last
+//! ```
+
+pub mod inputs;
+pub mod publish;
+pub mod render;
+pub mod sql;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+use duckdb::Connection;
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use crate::ctx::Ctx;
+use crate::error::{Error, IoContext, Result};
+use crate::lake::Lake;
+use crate::pricing::Pricing;
+use crate::registry::Registry;
+use crate::store::Store;
+
+use render::{InvoiceLine, MeterEvent, Period, SummaryRow};
+use sql::db_err;
+
+/// At most this many events per `/v2/billing/meter_event_stream` body.
+pub const STREAM_BATCH: usize = 100;
+
+pub struct BillOptions {
+    pub lake: PathBuf,
+    /// Any day of the month to bill.
+    pub month: NaiveDate,
+    /// `customers.csv`; `None`: the copy the last ingest saved in the lake.
+    pub customers: Option<PathBuf>,
+    pub pricing: PathBuf,
+    /// Where outputs go: a folder, or an `s3://`, `gs://`, `az://` URL.
+    pub out: String,
+}
+
+/// The tables the billing SQL produced, read back.
+#[derive(Debug, Default)]
+pub struct Billing {
+    pub lines: Vec<InvoiceLine>,
+    pub summary: Vec<SummaryRow>,
+    pub events: Vec<MeterEvent>,
+    pub unbilled: Vec<Unbilled>,
+}
+
+/// Usage no invoiced customer owns.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Unbilled {
+    pub customer_id: String,
+    pub vm_id: String,
+    pub requests: i64,
+    pub tokens: i64,
+    pub cost: Decimal,
+    pub compute_seconds: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InvoiceReport {
+    pub customer_id: String,
+    pub invoice_number: String,
+    pub currency: String,
+    pub total: String,
+    pub rule: String,
+    pub limit_exceeded: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BillReport {
+    pub job: &'static str,
+    pub run_id: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub lake: String,
+    pub month: String,
+    pub out: String,
+    /// `published` (a new revision) or `unchanged` (the current one stands).
+    pub status: String,
+    pub revision: u32,
+    pub previous_revision: Option<u32>,
+    pub customers_invoiced: usize,
+    pub invoices: Vec<InvoiceReport>,
+    /// Per currency, the sum of the invoice totals.
+    pub totals: BTreeMap<String, String>,
+    pub meter_events: usize,
+    pub meter_events_withheld: usize,
+    pub objects: Vec<publish::Object>,
+    pub unbilled_usage: Vec<Unbilled>,
+    pub attention: Vec<String>,
+    pub notices: Vec<String>,
+}
+
+impl BillReport {
+    pub fn needs_attention(&self) -> bool {
+        !self.attention.is_empty()
+    }
+
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "bill {} {}: {} revision {} at {}/invoices/{}/rev-{}\n",
+            self.run_id,
+            self.month,
+            self.status,
+            self.revision,
+            self.out,
+            self.month,
+            self.revision
+        );
+        s += &format!(
+            "  {} invoices, {} Stripe meter events",
+            self.customers_invoiced, self.meter_events
+        );
+        for (currency, total) in &self.totals {
+            s += &format!(", {total} {currency}");
+        }
+        s.push('\n');
+        for n in &self.notices {
+            s += &format!("  notice: {n}\n");
+        }
+        for a in &self.attention {
+            s += &format!("  attention: {a}\n");
+        }
+        s
+    }
+}
+
+/// Bills one month.
+pub fn run(ctx: &Ctx, opts: &BillOptions) -> Result<BillReport> {
+    let started_at = ctx.clock.now();
+    let pricing = Pricing::load(&opts.pricing)?;
+    let lake = Lake::open(&opts.lake, &ctx.run_id)?;
+    inputs::check_current(&lake, opts.month)?;
+    let customers_path = match &opts.customers {
+        Some(p) => p.clone(),
+        None => {
+            let p = Lake::registry_path(&opts.lake);
+            if !p.exists() {
+                return Err(Error::Usage(format!(
+                    "no --customers given and the lake has no registry copy at {} (ingest saves one): pass --customers FILE",
+                    p.display()
+                )));
+            }
+            p
+        }
+    };
+    let (registry, registry_problems) = Registry::load_customers(&customers_path)?;
+    let store = Store::open(&opts.out)?;
+    let (start, end, _) = inputs::month_bounds(opts.month);
+    let month = start.format("%Y-%m").to_string();
+
+    let mut attention: Vec<String> = registry_problems
+        .iter()
+        .map(|p| format!("customer not billed: {p}"))
+        .collect();
+    let mut notices = Vec::new();
+
+    let bill_at = |revision: u32| -> Result<(Billing, inputs::Loaded)> {
+        let conn = Connection::open_in_memory().map_err(db_err("opening DuckDB"))?;
+        let loaded = inputs::load(&conn, &lake, start, revision, &registry, &pricing)?;
+        sql::run_billing(&conn)?;
+        Ok((read_billing(&conn, &month)?, loaded))
+    };
+    let first_day = start.to_string();
+    let last_day = end.pred_opt().expect("in range").to_string();
+    let render = |billing: &Billing, revision: u32| -> Result<Vec<(String, Vec<u8>)>> {
+        let period = Period {
+            month: &month,
+            first_day: &first_day,
+            last_day: &last_day,
+            revision,
+        };
+        publish::files(&period, billing, STREAM_BATCH)
+    };
+
+    let versions = publish::Inputs::describe(&opts.pricing, &customers_path, &opts.lake)?;
+    let state = publish::State::read(&store, &month)?;
+    let mut previous_revision = state.current;
+    let mut outcome = None;
+    if let Some(top) = state.top() {
+        let (billing, loaded) = bill_at(top)?;
+        let files = render(&billing, top)?;
+        if state.matches(top, &files) {
+            if state.current != Some(top) {
+                publish::point_latest(&store, &month, top, &ctx.run_id)?;
+                notices.push(format!(
+                    "rev-{top} was complete but not current (an interrupted run): latest.json now points at it"
+                ));
+                previous_revision = state.current;
+            } else {
+                notices.push(format!(
+                    "inputs unchanged: rev-{top} stands as the current revision; nothing written"
+                ));
+            }
+            let objects = state.objects(top);
+            outcome = Some((top, "unchanged", billing, loaded, objects));
+        }
+    }
+    let (revision, status, billing, loaded, objects) = match outcome {
+        Some(o) => o,
+        None => {
+            let revision = state.top().unwrap_or(0) + 1;
+            let (billing, loaded) = bill_at(revision)?;
+            let files = render(&billing, revision)?;
+            let objects = publish::write_revision(
+                &store,
+                &lake,
+                &month,
+                revision,
+                files,
+                &ctx.run_id,
+                &ctx.clock.now().to_rfc3339(),
+                &versions,
+                &loaded,
+            )?;
+            (revision, "published", billing, loaded, objects)
+        }
+    };
+
+    for (customer, why) in &loaded.refused {
+        attention.push(format!("customer {customer} not billed: {why}"));
+    }
+    let unpriced: i64 = billing.summary.iter().map(|r| r.unpriced_requests).sum();
+    if unpriced > 0 {
+        let who: Vec<&str> = billing
+            .summary
+            .iter()
+            .filter(|r| r.unpriced_requests > 0)
+            .map(|r| r.customer_id.as_str())
+            .collect();
+        attention.push(format!(
+            "{unpriced} requests have no price and are not billed (unpriced lines on the invoices of {}): add the price to pricing.toml, rerun rollup and bill",
+            who.join(", ")
+        ));
+    }
+    for u in &billing.unbilled {
+        let owner = match u.customer_id.as_str() {
+            "" => "no customer lists it".to_string(),
+            c => format!("customer {c} is not billed"),
+        };
+        attention.push(format!(
+            "usage of VM {} is not on any invoice ({owner}): {} requests, {} tokens, cost {} {}, {} compute seconds",
+            u.vm_id,
+            u.requests,
+            u.tokens,
+            u.cost.normalize(),
+            pricing.currency,
+            u.compute_seconds
+        ));
+    }
+    let withheld: Vec<&MeterEvent> = billing
+        .events
+        .iter()
+        .filter(|e| e.stripe_customer_id.is_none())
+        .collect();
+    for r in billing
+        .summary
+        .iter()
+        .filter(|r| r.stripe_customer_id.is_none())
+    {
+        let n = withheld
+            .iter()
+            .filter(|e| e.customer_id == r.customer_id)
+            .count();
+        attention.push(format!(
+            "customer {} has no stripe_customer_id in {}: {n} meter events withheld from the Stripe files (its invoice is written)",
+            r.customer_id,
+            customers_path.display()
+        ));
+    }
+    for r in billing.summary.iter().filter(|r| r.limit_exceeded) {
+        notices.push(format!(
+            "customer {} is over its monthly limit of {} {}: billed {} {}, {} over (not capped)",
+            r.customer_id,
+            r.monthly_limit
+                .map(|l| l.normalize().to_string())
+                .unwrap_or_default(),
+            r.currency,
+            render::format_minor(r.total_minor, r.decimals),
+            r.currency,
+            render::format_minor(r.over_limit_minor, r.decimals)
+        ));
+    }
+
+    let mut totals: BTreeMap<String, (i64, u32)> = BTreeMap::new();
+    for r in &billing.summary {
+        totals
+            .entry(r.currency.clone())
+            .or_insert((0, r.decimals))
+            .0 += r.total_minor;
+    }
+    let report = BillReport {
+        job: "bill",
+        run_id: ctx.run_id.clone(),
+        started_at: started_at.to_rfc3339(),
+        finished_at: ctx.clock.now().to_rfc3339(),
+        lake: opts.lake.display().to_string(),
+        month: month.clone(),
+        out: store.url().to_string(),
+        status: status.to_string(),
+        revision,
+        previous_revision: previous_revision.filter(|p| *p != revision),
+        customers_invoiced: billing.summary.len(),
+        invoices: billing
+            .summary
+            .iter()
+            .map(|r| InvoiceReport {
+                customer_id: r.customer_id.clone(),
+                invoice_number: r.invoice_number.clone(),
+                currency: r.currency.clone(),
+                total: render::format_minor(r.total_minor, r.decimals),
+                rule: r.rule.clone(),
+                limit_exceeded: r.limit_exceeded,
+            })
+            .collect(),
+        totals: totals
+            .into_iter()
+            .map(|(c, (m, d))| (c, render::format_minor(m, d)))
+            .collect(),
+        meter_events: billing.events.len() - withheld.len(),
+        meter_events_withheld: withheld.len(),
+        objects,
+        unbilled_usage: billing.unbilled.clone(),
+        attention,
+        notices,
+    };
+    let json = serde_json::to_string_pretty(&report).expect("the report serializes");
+    lake.write_report(&ctx.run_id, &json)?;
+    Ok(report)
+}
+
+fn decimal(v: duckdb::types::Decimal) -> Decimal {
+    v.to_string()
+        .parse()
+        .expect("DuckDB decimals within 28 places parse")
+}
+
+fn opt_decimal(v: Option<duckdb::types::Decimal>) -> Option<Decimal> {
+    v.map(decimal)
+}
+
+/// Reads the billing tables back, in a stable order.
+pub fn read_billing(conn: &Connection, month: &str) -> Result<Billing> {
+    let inexact: i64 = conn
+        .query_row("SELECT count(*) FROM inexact_costs", [], |r| r.get(0))
+        .map_err(db_err("inexact_costs"))?;
+    if inexact > 0 {
+        return Err(Error::Billing {
+            month: month.to_string(),
+            message: format!(
+                "{inexact} usage lines have costs with more than 12 decimal places, which the invoice arithmetic would round"
+            ),
+            hint: "price entries with more than 6 decimal places per 1M tokens cause this; shorten them in pricing.toml",
+        });
+    }
+    let mut billing = Billing::default();
+    let mut stmt = conn
+        .prepare(
+            "SELECT invoice_number, customer_id, line, line_type, provider, model, description, \
+             quantity, unit, unit_price, requests, input_tokens, cache_read_tokens, \
+             cache_write_tokens, output_tokens, reasoning_tokens, cost, cost_currency, fx_rate, \
+             rule, amount_minor, currency, decimals FROM invoice_lines ORDER BY customer_id, line",
+        )
+        .map_err(db_err("invoice_lines"))?;
+    billing.lines = stmt
+        .query_map([], |r| {
+            Ok(InvoiceLine {
+                invoice_number: r.get(0)?,
+                customer_id: r.get(1)?,
+                line: r.get(2)?,
+                line_type: r.get(3)?,
+                provider: r.get(4)?,
+                model: r.get(5)?,
+                description: r.get(6)?,
+                quantity: r.get(7)?,
+                unit: r.get(8)?,
+                unit_price: opt_decimal(r.get(9)?),
+                requests: r.get(10)?,
+                tokens: [r.get(11)?, r.get(12)?, r.get(13)?, r.get(14)?, r.get(15)?],
+                cost: opt_decimal(r.get(16)?),
+                cost_currency: r.get(17)?,
+                fx_rate: opt_decimal(r.get(18)?),
+                rule: r.get(19)?,
+                amount_minor: r.get(20)?,
+                currency: r.get(21)?,
+                decimals: r.get(22)?,
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(db_err("invoice_lines"))?;
+
+    let mut stmt = conn
+        .prepare(
+            "SELECT invoice_number, customer_id, name, currency, decimals, plan, rule, tokens, \
+             included_tokens, active_days, days, fee_minor, api_minor, compute_minor, total_minor, \
+             provider_cost, provider_currency, cost_fx, provider_cost_minor, margin_minor, \
+             unpriced_requests, unpriced_tokens, monthly_limit, over_limit_minor, limit_exceeded, \
+             stripe_customer_id FROM billing_summary ORDER BY customer_id",
+        )
+        .map_err(db_err("billing_summary"))?;
+    billing.summary = stmt
+        .query_map([], |r| {
+            Ok(SummaryRow {
+                invoice_number: r.get(0)?,
+                customer_id: r.get(1)?,
+                name: r.get(2)?,
+                currency: r.get(3)?,
+                decimals: r.get(4)?,
+                plan: r.get(5)?,
+                rule: r.get(6)?,
+                tokens: r.get(7)?,
+                included_tokens: r.get(8)?,
+                active_days: r.get(9)?,
+                days: r.get(10)?,
+                fee_minor: r.get(11)?,
+                api_minor: r.get(12)?,
+                compute_minor: r.get(13)?,
+                total_minor: r.get(14)?,
+                provider_cost: decimal(r.get(15)?),
+                provider_currency: r.get(16)?,
+                cost_fx: decimal(r.get(17)?),
+                provider_cost_minor: r.get(18)?,
+                margin_minor: r.get(19)?,
+                unpriced_requests: r.get(20)?,
+                unpriced_tokens: r.get(21)?,
+                monthly_limit: opt_decimal(r.get(22)?),
+                over_limit_minor: r.get(23)?,
+                limit_exceeded: r.get(24)?,
+                stripe_customer_id: r.get(25)?,
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(db_err("billing_summary"))?;
+
+    let mut stmt = conn
+        .prepare(
+            "SELECT strftime(date, '%Y-%m-%d'), customer_id, event_name, value, stripe_customer_id, \
+             identifier, timestamp FROM meter_events ORDER BY date, customer_id, event_name",
+        )
+        .map_err(db_err("meter_events"))?;
+    billing.events = stmt
+        .query_map([], |r| {
+            Ok(MeterEvent {
+                date: r.get(0)?,
+                customer_id: r.get(1)?,
+                event_name: r.get(2)?,
+                value: r.get(3)?,
+                stripe_customer_id: r.get(4)?,
+                identifier: r.get(5)?,
+                timestamp: r.get(6)?,
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(db_err("meter_events"))?;
+
+    let mut stmt = conn
+        .prepare(
+            "SELECT customer_id, vm_id, sum(requests), sum(tokens), sum(cost), sum(compute_seconds) \
+             FROM unbilled_usage GROUP BY ALL ORDER BY customer_id, vm_id",
+        )
+        .map_err(db_err("unbilled_usage"))?;
+    billing.unbilled = stmt
+        .query_map([], |r| {
+            Ok(Unbilled {
+                customer_id: r.get(0)?,
+                vm_id: r.get(1)?,
+                requests: r.get(2)?,
+                tokens: r.get(3)?,
+                cost: decimal(r.get(4)?),
+                compute_seconds: r.get(5)?,
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(db_err("unbilled_usage"))?;
+    Ok(billing)
+}
+
+/// SHA-256 of bytes, hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// SHA-256 and size of a file.
+pub fn file_digest(path: &Path) -> Result<(String, u64)> {
+    let bytes = std::fs::read(path).read_ctx(path)?;
+    Ok((sha256_hex(&bytes), bytes.len() as u64))
+}

@@ -1,0 +1,281 @@
+//! Revisions on object storage. A month's outputs are written as `rev-N`
+//! beside the earlier ones, never over them; the manifest is written after
+//! every file it lists and `latest.json` after the manifest, so a reader who
+//! sees either sees complete files. A revision directory without a manifest
+//! was never published (an interrupted run) and is rewritten.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::render::{self, Period};
+use super::{Billing, file_digest, inputs, sha256_hex};
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+use crate::store::Store;
+
+pub const MANIFEST: &str = "_manifest.json";
+
+/// One object of a revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Object {
+    pub key: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// An input file's version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InputVersion {
+    pub path: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// The versions of what a revision was computed from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Inputs {
+    pub meter_version: String,
+    pub pricing: InputVersion,
+    pub customers: InputVersion,
+    pub lake: String,
+    /// Every aggregate file read, relative to the lake.
+    pub lake_files: Vec<InputVersion>,
+}
+
+impl Inputs {
+    pub fn describe(pricing: &Path, customers: &Path, lake: &Path) -> Result<Inputs> {
+        let version = |path: &Path| -> Result<InputVersion> {
+            let (sha256, bytes) = file_digest(path)?;
+            Ok(InputVersion {
+                path: path.display().to_string(),
+                bytes,
+                sha256,
+            })
+        };
+        Ok(Inputs {
+            meter_version: env!("CARGO_PKG_VERSION").to_string(),
+            pricing: version(pricing)?,
+            customers: version(customers)?,
+            lake: lake.display().to_string(),
+            lake_files: Vec::new(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub month: String,
+    pub revision: u32,
+    pub run_id: String,
+    pub created_at: String,
+    /// Every object of the revision but this manifest, in key order.
+    pub objects: Vec<Object>,
+    pub inputs: Inputs,
+    /// FX rates used, `FROM->TO` = rate.
+    pub fx_rates: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Latest {
+    pub month: String,
+    pub revision: u32,
+    pub manifest: String,
+    pub run_id: String,
+}
+
+pub fn invoices_prefix(month: &str) -> String {
+    format!("invoices/{month}")
+}
+
+pub fn revision_prefix(kind: &str, month: &str, revision: u32) -> String {
+    format!("{kind}/{month}/rev-{revision}")
+}
+
+pub fn manifest_key(month: &str, revision: u32) -> String {
+    format!(
+        "{}/{MANIFEST}",
+        revision_prefix("invoices", month, revision)
+    )
+}
+
+pub fn latest_key(month: &str) -> String {
+    format!("{}/latest.json", invoices_prefix(month))
+}
+
+/// Every file of a revision but the manifest, keyed under the store.
+pub fn files(
+    period: &Period,
+    billing: &Billing,
+    per_body: usize,
+) -> Result<Vec<(String, Vec<u8>)>> {
+    let inv = revision_prefix("invoices", period.month, period.revision);
+    let stripe = revision_prefix("stripe", period.month, period.revision);
+    let mut files = Vec::new();
+    let names: std::collections::HashMap<&str, &str> = billing
+        .summary
+        .iter()
+        .map(|r| (r.customer_id.as_str(), r.name.as_str()))
+        .collect();
+    for chunk in billing
+        .lines
+        .chunk_by(|a, b| a.customer_id == b.customer_id)
+    {
+        let customer = &chunk[0].customer_id;
+        let name = names.get(customer.as_str()).copied().unwrap_or_default();
+        files.push((
+            format!("{inv}/{customer}.csv"),
+            render::invoice_csv(period, name, chunk)?,
+        ));
+    }
+    files.push((
+        format!("{inv}/summary.csv"),
+        render::summary_csv(period, &billing.summary)?,
+    ));
+    files.push((
+        format!("{stripe}/meter_events.jsonl"),
+        render::meter_events_jsonl(&billing.events),
+    ));
+    for (i, body) in render::meter_event_stream(&billing.events, per_body)
+        .into_iter()
+        .enumerate()
+    {
+        files.push((
+            format!("{stripe}/meter_event_stream/{:04}.json", i + 1),
+            body,
+        ));
+    }
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(files)
+}
+
+fn objects_of(files: &[(String, Vec<u8>)]) -> Vec<Object> {
+    files
+        .iter()
+        .map(|(key, bytes)| Object {
+            key: key.clone(),
+            bytes: bytes.len() as u64,
+            sha256: sha256_hex(bytes),
+        })
+        .collect()
+}
+
+/// What the store holds for a month.
+#[derive(Debug, Default)]
+pub struct State {
+    /// The revision latest.json points at.
+    pub current: Option<u32>,
+    /// Revisions with a manifest (complete), and their manifests.
+    pub manifests: std::collections::BTreeMap<u32, Manifest>,
+}
+
+impl State {
+    pub fn read(store: &Store, month: &str) -> Result<State> {
+        let mut state = State::default();
+        let bad = |key: &str, e: serde_json::Error| Error::Billing {
+            month: month.to_string(),
+            message: format!("{} is not valid: {e}", store.object_url(key)),
+            hint: "a published file was altered; restore it from the store's versioning or remove the revision",
+        };
+        let latest = latest_key(month);
+        if let Some(bytes) = store.get(&latest)? {
+            let l: Latest = serde_json::from_slice(&bytes).map_err(|e| bad(&latest, e))?;
+            state.current = Some(l.revision);
+        }
+        for (key, _) in store.list(&invoices_prefix(month))? {
+            let Some(rest) = key.strip_suffix(&format!("/{MANIFEST}")) else {
+                continue;
+            };
+            let Some(n) = rest
+                .rsplit('/')
+                .next()
+                .and_then(|d| d.strip_prefix("rev-"))
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let bytes = store.get(&key)?.unwrap_or_default();
+            let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| bad(&key, e))?;
+            state.manifests.insert(n, m);
+        }
+        Ok(state)
+    }
+
+    /// The newest complete revision, or the current one.
+    pub fn top(&self) -> Option<u32> {
+        self.manifests.keys().copied().max().max(self.current)
+    }
+
+    /// Whether revision `n` holds exactly these files.
+    pub fn matches(&self, n: u32, files: &[(String, Vec<u8>)]) -> bool {
+        self.manifests
+            .get(&n)
+            .is_some_and(|m| m.objects == objects_of(files))
+    }
+
+    pub fn objects(&self, n: u32) -> Vec<Object> {
+        self.manifests
+            .get(&n)
+            .map(|m| m.objects.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Writes a new revision: its files, then the manifest, then latest.json.
+#[allow(clippy::too_many_arguments)]
+pub fn write_revision(
+    store: &Store,
+    lake: &Lake,
+    month: &str,
+    revision: u32,
+    files: Vec<(String, Vec<u8>)>,
+    run_id: &str,
+    created_at: &str,
+    inputs: &Inputs,
+    loaded: &inputs::Loaded,
+) -> Result<Vec<Object>> {
+    let objects = objects_of(&files);
+    for (key, bytes) in files {
+        store.put(&key, bytes)?;
+    }
+    let mut inputs = inputs.clone();
+    for rel in &loaded.files {
+        let (sha256, bytes) = file_digest(&lake.root().join(rel))?;
+        inputs.lake_files.push(InputVersion {
+            path: rel.display().to_string(),
+            bytes,
+            sha256,
+        });
+    }
+    let manifest = Manifest {
+        month: month.to_string(),
+        revision,
+        run_id: run_id.to_string(),
+        created_at: created_at.to_string(),
+        objects: objects.clone(),
+        inputs,
+        fx_rates: loaded
+            .fx
+            .iter()
+            .map(|((from, to), rate)| (format!("{from}->{to}"), rate.to_string()))
+            .collect(),
+    };
+    let mut json = serde_json::to_vec_pretty(&manifest).expect("serializes");
+    json.push(b'\n');
+    store.put(&manifest_key(month, revision), json)?;
+    point_latest(store, month, revision, run_id)?;
+    Ok(objects)
+}
+
+/// Points `latest.json` at a complete revision.
+pub fn point_latest(store: &Store, month: &str, revision: u32, run_id: &str) -> Result<()> {
+    let latest = Latest {
+        month: month.to_string(),
+        revision,
+        manifest: manifest_key(month, revision),
+        run_id: run_id.to_string(),
+    };
+    let mut json = serde_json::to_vec_pretty(&latest).expect("serializes");
+    json.push(b'\n');
+    store.put(&latest_key(month), json)
+}

@@ -1,0 +1,47 @@
+-- Stripe billing meter events: one per customer, meter and day with a
+-- non-zero value (inputs: inputs.sql, then invoice.sql). Values are whole
+-- numbers in the meter's unit; compute minutes are each day's compute seconds
+-- / 60, rounded half away from zero. The timestamp is noon UTC of the day;
+-- the identifier (Stripe's idempotency key, <= 100 characters) is derived
+-- from customer, meter, day and revision, so a rerun of the same revision
+-- sends the same keys and a new revision new ones.
+CREATE TABLE meter_events AS
+WITH daily AS (
+    SELECT date, customer_id, 'tokens' AS measures,
+           sum(input_tokens + cache_read_tokens + cache_write_tokens + output_tokens) AS value
+    FROM usage_daily GROUP BY ALL
+    UNION ALL
+    SELECT date, customer_id, 'input_tokens', sum(input_tokens + cache_read_tokens + cache_write_tokens)
+    FROM usage_daily GROUP BY ALL
+    UNION ALL
+    SELECT date, customer_id, 'output_tokens', sum(output_tokens)
+    FROM usage_daily GROUP BY ALL
+    UNION ALL
+    SELECT date, customer_id, 'requests', sum(requests)
+    FROM usage_daily GROUP BY ALL
+    UNION ALL
+    SELECT date, customer_id, 'compute_minutes', round_div(sum(compute_seconds), 60)
+    FROM compute_daily GROUP BY ALL
+    UNION ALL
+    SELECT date, customer_id, 'commands', sum(count)
+    FROM activity_daily WHERE activity_type = 'command' GROUP BY ALL
+), keyed AS (
+    SELECT d.date, d.customer_id, m.event_name, CAST(d.value AS BIGINT) AS value,
+           c.stripe_customer_id,
+           d.customer_id || '-' || m.event_name || '-' || strftime(d.date, '%Y%m%d') || '-r' || p.revision
+               AS readable_identifier
+    FROM daily d
+    JOIN meters m ON m.measures = d.measures
+    JOIN billed_customers c ON c.customer_id = d.customer_id
+    CROSS JOIN billing_period p
+    WHERE d.value > 0 AND d.date >= p.period_start AND d.date < p.period_end
+)
+SELECT date,
+       customer_id,
+       event_name,
+       value,
+       stripe_customer_id,
+       CASE WHEN length(readable_identifier) <= 100 THEN readable_identifier
+            ELSE 'mtr-' || sha256(readable_identifier) END AS identifier,
+       epoch_ms(date) // 1000 + 43200 AS timestamp
+FROM keyed;
