@@ -414,6 +414,12 @@ fn build_cloud(
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_store_can_be_shared_between_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Store>();
+    }
+
     fn local(dir: &std::path::Path) -> Store {
         Store::open(dir.to_str().unwrap()).unwrap()
     }

@@ -6,3 +6,4 @@ mod common;
 mod fuzz;
 mod ingest;
 mod rollup;
+mod s3;

@@ -379,12 +379,10 @@ fn admit(
         ("monthly_limit", c.monthly_limit, LIMIT_PLACES),
         ("markup", c.markup, FEE_PLACES),
     ] {
-        if let Some(v) = value {
-            if v.scale() > places || v.is_sign_negative() {
-                return Err(format!(
-                    "{what} {v} must be positive with at most {places} decimal places"
-                ));
-            }
+        if let Some(v) = value.filter(|v| v.scale() > places || v.is_sign_negative()) {
+            return Err(format!(
+                "{what} {v} must be positive with at most {places} decimal places"
+            ));
         }
     }
     for from in [pricing.currency.as_str(), plan.currency.as_str()] {

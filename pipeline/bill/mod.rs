@@ -501,3 +501,6 @@ pub fn file_digest(path: &Path) -> Result<(String, u64)> {
     let bytes = std::fs::read(path).read_ctx(path)?;
     Ok((sha256_hex(&bytes), bytes.len() as u64))
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,278 @@
+//! `meter::store::Store` against a real S3-protocol server: `s3s` serving a
+//! folder (`s3s-fs`) on 127.0.0.1, with SigV4 authentication on. Objects
+//! land as plain files under `<root>/<bucket>/<key>`, so tests can check
+//! what was written on disk.
+//!
+//! [`start_s3_server`] is for any test that needs an `s3://` location, e.g.
+//! billing to a bucket: `Store::open_with(&server.url("prefix"), server.options())`.
+
+use std::path::{Path, PathBuf};
+
+use hyper_util::rt::TokioIo;
+use meter::Error;
+use meter::store::Store;
+use s3s::auth::SimpleAuth;
+use s3s::service::S3ServiceBuilder;
+
+/// A running S3 server; stopped when dropped.
+pub struct S3Server {
+    /// `http://127.0.0.1:<port>`
+    pub endpoint: String,
+    /// A bucket that exists (a folder under the root).
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub region: String,
+    /// The folder the server stores buckets in.
+    pub root: PathBuf,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl S3Server {
+    /// `s3://<bucket>/<prefix>`
+    pub fn url(&self, prefix: &str) -> String {
+        format!("s3://{}/{}", self.bucket, prefix.trim_matches('/'))
+    }
+
+    /// The `Store::open_with` options that reach this server: endpoint,
+    /// credentials, region, plain HTTP.
+    pub fn options(&self) -> Vec<(String, String)> {
+        [
+            ("aws_endpoint", self.endpoint.as_str()),
+            ("aws_access_key_id", &self.access_key),
+            ("aws_secret_access_key", &self.secret_key),
+            ("aws_region", &self.region),
+            ("aws_allow_http", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// Where the server keeps the objects of `bucket`.
+    pub fn bucket_dir(&self) -> PathBuf {
+        self.root.join(&self.bucket)
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Starts an S3 server storing its buckets under `root` (which must exist),
+/// with one bucket, on a random port of 127.0.0.1. The port is bound before
+/// this returns, so the server is ready for requests.
+pub fn start_s3_server(root: &Path) -> S3Server {
+    let bucket = "meter-test".to_string();
+    let (access_key, secret_key) = ("meter-access-key", "meter-secret-key");
+    std::fs::create_dir_all(root.join(&bucket)).unwrap();
+
+    let fs = s3s_fs::FileSystem::new(root).unwrap();
+    let service = {
+        let mut b = S3ServiceBuilder::new(fs);
+        b.set_auth(SimpleAuth::from_single(access_key, secret_key));
+        b.build()
+    };
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("s3-test-server")
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        loop {
+            let socket = match listener.accept().await {
+                Ok((socket, _)) => socket,
+                Err(e) => {
+                    eprintln!("s3 test server: accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let service = service.clone();
+            tokio::spawn(async move {
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(socket), service);
+                if let Err(e) = conn.await {
+                    eprintln!("s3 test server: connection: {e}");
+                }
+            });
+        }
+    });
+
+    S3Server {
+        endpoint,
+        bucket,
+        access_key: access_key.to_string(),
+        secret_key: secret_key.to_string(),
+        region: "us-east-1".to_string(),
+        root: root.to_path_buf(),
+        runtime: Some(runtime),
+    }
+}
+
+fn server() -> (tempfile::TempDir, S3Server) {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = start_s3_server(tmp.path());
+    (tmp, server)
+}
+
+#[test]
+fn put_get_list_through_a_real_s3_server() {
+    let (_tmp, server) = server();
+    let store = Store::open_with(&server.url("some/prefix/"), server.options()).unwrap();
+    assert_eq!(store.url(), format!("s3://{}/some/prefix", server.bucket));
+
+    let files: [(&str, &[u8]); 4] = [
+        (
+            "invoices/2026-10/rev-1/cust_0002.csv",
+            b"customer,total\ncust_0002,7.50\n",
+        ),
+        (
+            "invoices/2026-10/rev-1/cust_0001.csv",
+            b"customer,total\ncust_0001,12.00\n",
+        ),
+        ("invoices/2026-10/rev-1/manifest.json", b"{\"files\":2}"),
+        ("notes/a b+c.txt", b""),
+    ];
+    for (key, bytes) in files {
+        store.put(key, bytes.to_vec()).unwrap();
+    }
+
+    // The bytes are on the server's disk, under bucket/prefix/key.
+    let on_disk = server.bucket_dir().join("some/prefix");
+    for (key, bytes) in files {
+        assert_eq!(std::fs::read(on_disk.join(key)).unwrap(), bytes, "{key}");
+        assert_eq!(store.get(key).unwrap().as_deref(), Some(bytes), "{key}");
+    }
+
+    assert_eq!(
+        store.get("invoices/2026-10/rev-1/cust_9999.csv").unwrap(),
+        None
+    );
+    assert_eq!(store.get("never/written").unwrap(), None);
+
+    // Overwrite.
+    store
+        .put(
+            "invoices/2026-10/rev-1/manifest.json",
+            b"{\"files\":3}".to_vec(),
+        )
+        .unwrap();
+    assert_eq!(
+        std::fs::read(on_disk.join("invoices/2026-10/rev-1/manifest.json")).unwrap(),
+        b"{\"files\":3}"
+    );
+
+    // Keys relative to the store prefix, sorted, with sizes.
+    assert_eq!(
+        store.list("").unwrap(),
+        [
+            ("invoices/2026-10/rev-1/cust_0001.csv".to_string(), 31),
+            ("invoices/2026-10/rev-1/cust_0002.csv".to_string(), 30),
+            ("invoices/2026-10/rev-1/manifest.json".to_string(), 11),
+            ("notes/a b+c.txt".to_string(), 0),
+        ]
+    );
+    assert_eq!(
+        store.list("invoices/2026-10").unwrap().len(),
+        3,
+        "a prefix lists everything below it"
+    );
+    assert!(
+        store.list("invoices/2026-1").unwrap().is_empty(),
+        "prefixes match whole segments"
+    );
+    assert!(store.list("invoices/2026-11").unwrap().is_empty());
+
+    // A sibling prefix does not see this store's objects.
+    let other = Store::open_with(&server.url("some/other"), server.options()).unwrap();
+    assert!(other.list("").unwrap().is_empty());
+    assert_eq!(
+        other.get("invoices/2026-10/rev-1/cust_0001.csv").unwrap(),
+        None
+    );
+}
+
+#[test]
+fn list_pages_past_a_thousand_objects() {
+    let (_tmp, server) = server();
+    // The server lists the folder, so files written straight to disk are
+    // objects; S3 answers at most 1000 keys per page.
+    let dir = server.bucket_dir().join("p/many");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..1205 {
+        std::fs::write(dir.join(format!("{i:05}.csv")), i.to_string()).unwrap();
+    }
+    let store = Store::open_with(&server.url("p"), server.options()).unwrap();
+    let listed = store.list("many").unwrap();
+    assert_eq!(listed.len(), 1205);
+    assert_eq!(listed[0], ("many/00000.csv".to_string(), 1));
+    assert_eq!(listed[1204], ("many/01204.csv".to_string(), 4));
+    assert!(listed.windows(2).all(|w| w[0].0 < w[1].0));
+}
+
+#[test]
+fn wrong_credentials_are_a_store_error_naming_the_object() {
+    let (_tmp, server) = server();
+    let options: Vec<(String, String)> = server
+        .options()
+        .into_iter()
+        .map(|(k, v)| {
+            let v = if k == "aws_secret_access_key" {
+                "wrong".to_string()
+            } else {
+                v
+            };
+            (k, v)
+        })
+        .collect();
+    let store = Store::open_with(&server.url("p"), options).unwrap();
+    let err = store.put("k.csv", b"x".to_vec()).unwrap_err();
+    match &err {
+        Error::Store { url, .. } => assert_eq!(url, &format!("s3://{}/p/k.csv", server.bucket)),
+        other => panic!("expected a store error, got {other}"),
+    }
+    assert!(
+        !server.bucket_dir().join("p/k.csv").exists(),
+        "nothing written"
+    );
+    assert!(matches!(store.list("").unwrap_err(), Error::Store { .. }));
+}
+
+#[test]
+fn a_missing_bucket_is_a_store_error_on_list() {
+    let (_tmp, server) = server();
+    let store = Store::open_with("s3://no-such-bucket/p", server.options()).unwrap();
+    let err = store.list("").unwrap_err();
+    match &err {
+        Error::Store { url, .. } => assert_eq!(url, "s3://no-such-bucket/p"),
+        other => panic!("expected a store error, got {other}"),
+    }
+}
+
+#[test]
+fn an_http_endpoint_is_allowed_without_allow_http() {
+    let (_tmp, server) = server();
+    let options: Vec<(String, String)> = server
+        .options()
+        .into_iter()
+        .filter(|(k, _)| k != "aws_allow_http")
+        .collect();
+    let store = Store::open_with(&server.url("p"), options).unwrap();
+    store.put("k.csv", b"x".to_vec()).unwrap();
+    assert_eq!(
+        std::fs::read(server.bucket_dir().join("p/k.csv")).unwrap(),
+        b"x"
+    );
+}
