@@ -44,6 +44,7 @@ pub fn run(args: BillArgs) -> Outcome {
         customers: args.customers,
         pricing: args.pricing,
         out: args.out,
+        store_options: Vec::new(),
     };
     match bill::run(&ctx, &opts) {
         Ok(report) => finish(

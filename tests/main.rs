@@ -1,6 +1,7 @@
 //! Integration tests: whole jobs on `sample-data/` and on small trees built
 //! per scenario, checked through DuckDB and the run reports.
 
+mod bill;
 mod cli;
 mod common;
 mod fuzz;

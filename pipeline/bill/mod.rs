@@ -49,6 +49,9 @@ pub struct BillOptions {
     pub pricing: PathBuf,
     /// Where outputs go: a folder, or an `s3://`, `gs://`, `az://` URL.
     pub out: String,
+    /// Store configuration (endpoint, keys); empty: the standard environment
+    /// variables.
+    pub store_options: Vec<(String, String)>,
 }
 
 /// The tables the billing SQL produced, read back.
@@ -160,7 +163,10 @@ pub fn run(ctx: &Ctx, opts: &BillOptions) -> Result<BillReport> {
         }
     };
     let (registry, registry_problems) = Registry::load_customers(&customers_path)?;
-    let store = Store::open(&opts.out)?;
+    let store = match opts.store_options.is_empty() {
+        true => Store::open(&opts.out)?,
+        false => Store::open_with(&opts.out, opts.store_options.clone())?,
+    };
     let (start, end, _) = inputs::month_bounds(opts.month);
     let month = start.format("%Y-%m").to_string();
 
