@@ -14,9 +14,9 @@ check:
 test:
     cargo test --locked
 
-# The README's main command: ingest the sample data into ./lake, then roll up October 2026.
+# The README's main command: ingest, roll up and bill October 2026 of the sample data.
 demo:
-    cargo run -- ingest --input sample-data --lake lake && cargo run -- rollup --lake lake --month 2026-10
+    cargo run -- pipeline --input sample-data --lake lake --month 2026-10 --out out
 
 # Regenerate the committed sample data (deterministic for the seed).
 sample-data:

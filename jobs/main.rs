@@ -4,6 +4,7 @@
 
 mod bill;
 mod ingest;
+mod pipeline;
 mod pricing;
 mod rollup;
 mod sample;
@@ -28,6 +29,8 @@ enum Job {
     Rollup(rollup::RollupArgs),
     /// Bill a month: invoice CSVs and Stripe meter events, as a revision.
     Bill(bill::BillArgs),
+    /// Ingest, roll up and bill one month in one go.
+    Pipeline(pipeline::PipelineArgs),
     /// Write a realistic raw input tree (for demos, tests and benchmarks).
     Sample(sample::SampleArgs),
     /// Work with the price list (`pricing.toml`).
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
         Job::Pricing(args) => pricing::run(args),
         Job::Rollup(args) => rollup::run(args),
         Job::Bill(args) => bill::run(args),
+        Job::Pipeline(args) => pipeline::run(args),
         Job::Sample(args) => match sample::run(&args) {
             Ok(_) => Outcome::Done,
             Err(e) => {

@@ -158,3 +158,65 @@ fn rollup_names_unpriced_models_and_refuses_a_missing_lake() {
     let (code, _, err) = rollup(&lake, &[]);
     assert_eq!(code, 2, "--date or --month is required: {err}");
 }
+
+#[test]
+fn the_whole_pipeline_bills_the_sample_month() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("lake");
+    let out = tmp.path().join("out");
+    let pricing = repo().join("pricing.toml");
+    let input = sample_data();
+    let run = |job: &str| {
+        meter(&[
+            job,
+            "--input",
+            input.to_str().unwrap(),
+            "--lake",
+            lake.to_str().unwrap(),
+            "--month",
+            "2026-10",
+            "--pricing",
+            pricing.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let (code, _, err) = run("pipeline");
+    // 1: unpriced gemini-1.5-pro usage and a VM nobody lists need a look.
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "published revision 1 at {}/invoices/2026-10/rev-1",
+            out.display()
+        )),
+        "{err}"
+    );
+    assert!(out.join("invoices/2026-10/rev-1/cust_0004.csv").exists());
+    // `meter bill` alone, again: the current revision stands.
+    let (code, _, err) = meter(&[
+        "bill",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--month",
+        "2026-10",
+        "--pricing",
+        pricing.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("unchanged revision 1"), "{err}");
+    // A month that was never rolled up: refused, with the command to run.
+    let (code, _, err) = meter(&[
+        "bill",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--month",
+        "2026-08",
+        "--pricing",
+        pricing.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("meter rollup --lake"), "{err}");
+    assert!(err.contains("what to do:"), "{err}");
+}
