@@ -25,6 +25,8 @@ const REQUIRED: [&str; 9] = [
     "created_at",
 ];
 
+const OPTIONAL: [&str; 4] = ["cancelled_at", "monthly_limit", "markup", "timezone"];
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Customer {
     pub customer_id: Arc<str>,
@@ -99,11 +101,7 @@ impl Registry {
                 ));
             }
         }
-        let known: Vec<&str> = REQUIRED
-            .iter()
-            .copied()
-            .chain(["cancelled_at", "monthly_limit", "markup", "timezone"])
-            .collect();
+        let known: Vec<&str> = REQUIRED.iter().chain(&OPTIONAL).copied().collect();
         let mut registry = Registry::default();
         let mut vm_line: HashMap<String, (u64, Arc<str>)> = HashMap::new();
         let mut seen_ids: HashMap<String, u64> = HashMap::new();
@@ -357,6 +355,17 @@ mod tests {
         assert_eq!(c.timezone, chrono_tz::Europe::Berlin);
         assert_eq!(c.extra.get("region").map(String::as_str), Some("eu"));
         assert!(reg.customer_of_vm("vm-3").is_none());
+    }
+
+    #[test]
+    fn every_known_column_is_documented() {
+        let doc = include_str!("../schemas/customers.md");
+        for column in REQUIRED.iter().chain(&OPTIONAL) {
+            assert!(
+                doc.contains(&format!("`{column}`")),
+                "schemas/customers.md does not document {column}"
+            );
+        }
     }
 
     #[test]
