@@ -84,13 +84,14 @@ pub struct FxRate {
 }
 
 /// What a Stripe meter counts.
-pub const METER_MEASURES: [&str; 6] = [
+pub const METER_MEASURES: [&str; 7] = [
     "tokens",
     "input_tokens",
     "output_tokens",
     "requests",
     "compute_minutes",
     "commands",
+    "provider_cost",
 ];
 
 /// A Stripe billing meter to emit events for.

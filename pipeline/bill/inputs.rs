@@ -330,7 +330,7 @@ pub fn load(
         "date",
         daily(API_USAGE),
         "INSERT INTO usage_daily SELECT CAST(date AS DATE), customer_id, requests, input_tokens, \
-         cache_read_tokens, cache_write_tokens, output_tokens FROM {files}",
+         cache_read_tokens, cache_write_tokens, output_tokens, cost FROM {files}",
     )?);
     files.extend(read(
         RESOURCE_USAGE,

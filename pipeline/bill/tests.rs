@@ -15,7 +15,7 @@ INSERT INTO fx_rates VALUES
   ('EUR', 'EUR', 1), ('USD', 'USD', 1), ('EUR', 'USD', 1.0411), ('USD', 'EUR', 0.96052252),
   ('EUR', 'JPY', 160.5), ('USD', 'JPY', 154.16);
 INSERT INTO meters VALUES ('llm_tokens', 'tokens', 'token'), ('compute_minutes', 'compute_minutes', 'minute'),
-  ('commands_run', 'commands', 'command');
+  ('commands_run', 'commands', 'command'), ('provider_cost_cents', 'provider_cost', 'cent');
 ";
 
 /// A customer row: id, plan, currency, created, cancelled, limit, markup.
@@ -319,15 +319,15 @@ fn monthly_limit_is_flagged_not_capped() {
     let (_, b) = bill(&[
         "INSERT INTO customers VALUES ('c', 'C', 'pro', 'EUR', NULL, TIMESTAMP '2025-01-01', NULL, 500, NULL);".into(),
         usage("c", "gpt-5", 0, 2_000_000, "10"),
-        "INSERT INTO usage_daily VALUES (DATE '2026-10-03', 'c', 1, 0, 0, 0, 2000000);".into(),
+        "INSERT INTO usage_daily VALUES (DATE '2026-10-03', 'c', 1, 0, 0, 0, 2000000, 10);".into(),
     ]);
     let s = &b.summary[0];
     assert_eq!(s.total_minor, 49900 + 1153); // 10 x 1.2 x 0.96052252 = 11.526...
     assert!(s.limit_exceeded);
     assert_eq!(s.over_limit_minor, 1053);
     // no Stripe id: the event is computed, marked, and left out of the Stripe files
-    assert_eq!(b.events.len(), 1);
-    assert_eq!(b.events[0].stripe_customer_id, None);
+    assert_eq!(b.events.len(), 2);
+    assert!(b.events.iter().all(|e| e.stripe_customer_id.is_none()));
     assert!(super::render::meter_events_jsonl(&b.events).is_empty());
 }
 
@@ -335,7 +335,7 @@ fn monthly_limit_is_flagged_not_capped() {
 fn meter_events_are_daily_whole_numbers_with_stable_identifiers() {
     let (_, b) = bill(&[
         customer("c", "pro", "EUR", "2025-01-01 00:00:00", None, None),
-        "INSERT INTO usage_daily VALUES (DATE '2026-10-03', 'c', 2, 10, 5, 1, 4), (DATE '2026-10-03', 'c', 1, 1, 0, 0, 0), (DATE '2026-10-04', 'c', 0, 0, 0, 0, 0);".into(),
+        "INSERT INTO usage_daily VALUES (DATE '2026-10-03', 'c', 2, 10, 5, 1, 4, 0.01), (DATE '2026-10-03', 'c', 1, 1, 0, 0, 0, 0.0004), (DATE '2026-10-04', 'c', 0, 0, 0, 0, 0, NULL);".into(),
         "INSERT INTO compute_daily VALUES (DATE '2026-10-03', 'c', 89), (DATE '2026-10-03', 'c', 1), (DATE '2026-11-01', 'c', 600);".into(),
         "INSERT INTO activity_daily VALUES (DATE '2026-10-03', 'c', 'command', 3), (DATE '2026-10-03', 'c', 'pattern', 9);".into(),
     ]);
@@ -377,6 +377,14 @@ fn meter_events_are_daily_whole_numbers_with_stable_identifiers() {
                 "c-llm_tokens-20261003-r1",
                 noon
             ),
+            // 0.0104 USD x 0.96052252 = 0.00998... EUR: 1 cent
+            (
+                "2026-10-03".into(),
+                "provider_cost_cents",
+                1,
+                "c-provider_cost_cents-20261003-r1",
+                noon
+            ),
         ]
     );
 }
@@ -386,7 +394,8 @@ fn long_identifiers_are_hashed_to_at_most_100_characters() {
     let id = "c".repeat(64);
     let (_, b) = bill(&[
         customer(&id, "pro", "EUR", "2025-01-01 00:00:00", None, None),
-        format!("INSERT INTO usage_daily VALUES (DATE '2026-10-03', '{id}', 1, 1, 0, 0, 0);"),
+        format!("INSERT INTO usage_daily VALUES (DATE '2026-10-03', '{id}', 1, 1, 0, 0, 0, NULL);"),
+        "DELETE FROM meters WHERE measures <> 'tokens';".into(),
         "UPDATE meters SET event_name = 'a_very_long_meter_event_name_for_llm_tokens' WHERE measures = 'tokens';".into(),
     ]);
     let ident = &b.events[0].identifier;

@@ -62,7 +62,7 @@ CREATE TABLE customers (
 -- pricing.toml [[meters]]: Stripe meters to emit.
 CREATE TABLE meters (
     event_name VARCHAR PRIMARY KEY,
-    measures   VARCHAR NOT NULL,          -- tokens, input_tokens, output_tokens, requests, compute_minutes, commands
+    measures   VARCHAR NOT NULL,          -- tokens, input_tokens, output_tokens, requests, compute_minutes, commands, provider_cost
     unit       VARCHAR NOT NULL
 );
 
@@ -98,7 +98,8 @@ CREATE TABLE usage_daily (
     input_tokens       BIGINT NOT NULL,
     cache_read_tokens  BIGINT NOT NULL,
     cache_write_tokens BIGINT NOT NULL,
-    output_tokens      BIGINT NOT NULL
+    output_tokens      BIGINT NOT NULL,
+    cost               DECIMAL(38, 18)    -- priced events only, in provider_currency
 );
 
 CREATE TABLE compute_daily (

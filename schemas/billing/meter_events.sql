@@ -1,7 +1,9 @@
 -- Stripe billing meter events: one per customer, meter and day with a
 -- non-zero value (inputs: inputs.sql, then invoice.sql). Values are whole
--- numbers in the meter's unit; compute minutes are each day's compute seconds
--- / 60, rounded half away from zero. The timestamp is noon UTC of the day;
+-- numbers in the meter's unit: tokens, requests, commands; compute minutes
+-- are each day's compute seconds / 60 and provider_cost the day's provider
+-- cost in minor units of the customer's currency, each rounded half away from
+-- zero. The timestamp is noon UTC of the day;
 -- the identifier (Stripe's idempotency key, <= 100 characters) is derived
 -- from customer, meter, day and revision, so a rerun of the same revision
 -- sends the same keys and a new revision new ones.
@@ -19,6 +21,13 @@ WITH daily AS (
     UNION ALL
     SELECT date, customer_id, 'requests', sum(requests)
     FROM usage_daily GROUP BY ALL
+    UNION ALL
+    -- the day's provider cost, converted and rounded once to minor units
+    SELECT u.date, u.customer_id, 'provider_cost',
+           round_div(CAST(sum(u.cost) AS DECIMAL(38, 12)) * any_value(c.cost_fx) * any_value(c.minor_per_unit), 1)
+    FROM usage_daily u JOIN billed_customers c USING (customer_id)
+    WHERE u.cost IS NOT NULL
+    GROUP BY u.date, u.customer_id
     UNION ALL
     SELECT date, customer_id, 'compute_minutes', round_div(sum(compute_seconds), 60)
     FROM compute_daily GROUP BY ALL
