@@ -6,6 +6,7 @@ mod bill;
 mod ingest;
 mod pipeline;
 mod pricing;
+mod reconcile;
 mod rollup;
 mod sample;
 
@@ -29,6 +30,8 @@ enum Job {
     Rollup(rollup::RollupArgs),
     /// Bill a month: invoice CSVs and Stripe meter events, as a revision.
     Bill(bill::BillArgs),
+    /// Compare a month's totals at every stage, raw events to invoices.
+    Reconcile(reconcile::ReconcileArgs),
     /// Ingest, roll up and bill one month in one go.
     Pipeline(pipeline::PipelineArgs),
     /// Write a realistic raw input tree (for demos, tests and benchmarks).
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
         Job::Rollup(args) => rollup::run(args),
         Job::Bill(args) => bill::run(args),
         Job::Pipeline(args) => pipeline::run(args),
+        Job::Reconcile(args) => reconcile::run(args),
         Job::Sample(args) => match sample::run(&args) {
             Ok(_) => Outcome::Done,
             Err(e) => {

@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod lake;
 pub mod parse;
 pub mod pricing;
+pub mod reconcile;
 pub mod redact;
 pub mod registry;
 pub mod rollup;

@@ -313,3 +313,62 @@ fn invoices_go_to_an_s3_store() {
     let again = bill(&opts, "bill-2");
     assert_eq!(again.status, "unchanged");
 }
+
+#[test]
+fn reconcile_agrees_on_the_sample_month_and_finds_tampering() {
+    use meter::reconcile::{self, ReconcileOptions};
+    let env = env();
+    bill(&options(&env, None), "bill-1");
+    let opts = ReconcileOptions {
+        lake: env.lake.clone(),
+        month: month(),
+        out: env.out.display().to_string(),
+        store_options: Vec::new(),
+    };
+    let report = reconcile::run(&ctx("reconcile-1"), &opts).unwrap();
+    assert_eq!(report.revision, Some(1));
+    assert_eq!(report.mismatches().count(), 0, "{}", report.table());
+    assert!(!report.needs_attention(), "{:?}", report.attention);
+    let measures: std::collections::BTreeSet<(&str, &str, &str)> = report
+        .comparisons
+        .iter()
+        .map(|c| (c.measure.as_str(), c.source.as_str(), c.stage.as_str()))
+        .collect();
+    for expected in [
+        ("requests", "raw", "priced"),
+        ("cost", "priced", "daily"),
+        ("cost", "daily", "monthly"),
+        ("cost", "monthly", "invoice"),
+        ("activity", "raw", "daily"),
+        ("compute_seconds", "daily", "monthly"),
+    ] {
+        assert!(measures.contains(&expected), "{expected:?} not compared");
+    }
+
+    // An edited invoice and a lost daily file are both found.
+    let rev = env.out.join("invoices/2026-10/rev-1");
+    let csv = read(&rev.join("cust_0004.csv"))
+        .replace("sum of rounded lines,202.55", "sum of rounded lines,202.56");
+    std::fs::write(rev.join("cust_0004.csv"), csv).unwrap();
+    let day = env.lake.join("daily/api_usage/date=2026-10-07");
+    for f in list_files(&day) {
+        std::fs::remove_file(day.join(f)).unwrap();
+    }
+    let report = reconcile::run(&ctx("reconcile-2"), &opts).unwrap();
+    assert!(report.needs_attention());
+    assert!(
+        report
+            .invoice_totals
+            .iter()
+            .any(|t| t.contains("cust_0004.csv")),
+        "{:?}",
+        report.invoice_totals
+    );
+    let broken: std::collections::BTreeSet<(&str, &str)> = report
+        .mismatches()
+        .map(|c| (c.source.as_str(), c.stage.as_str()))
+        .collect();
+    assert!(broken.contains(&("priced", "daily")), "{}", report.table());
+    assert!(broken.contains(&("daily", "monthly")), "{}", report.table());
+    assert!(report.table().contains("MISMATCH"));
+}

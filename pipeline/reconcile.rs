@@ -1,0 +1,394 @@
+//! `meter reconcile`: the month's totals recomputed at every stage with plain
+//! DuckDB SQL (`schemas/reconcile.sql`), from the raw events through priced
+//! events, daily and monthly aggregates to the latest invoices, and compared.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+use duckdb::Connection;
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use crate::bill::inputs::month_bounds;
+use crate::bill::publish::{Latest, latest_key, revision_prefix};
+use crate::bill::sql::db_err;
+use crate::ctx::Ctx;
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+use crate::rollup::aggregate::{ACTIVITY, API_USAGE, RESOURCE_USAGE, Spec};
+use crate::rollup::priced::PRICED_API_USAGE;
+use crate::store::Store;
+use crate::tables::Table;
+
+const SQL: &str = include_str!("../schemas/reconcile.sql");
+
+pub struct ReconcileOptions {
+    pub lake: PathBuf,
+    pub month: NaiveDate,
+    /// Where the invoices are (as for `meter bill --out`).
+    pub out: String,
+    pub store_options: Vec<(String, String)>,
+}
+
+/// One comparison of a stage with its source.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    pub source: String,
+    pub stage: String,
+    pub customer_id: String,
+    pub measure: String,
+    pub source_value: Decimal,
+    pub stage_value: Decimal,
+    pub difference: Decimal,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReconcileReport {
+    pub job: &'static str,
+    pub run_id: String,
+    pub month: String,
+    /// The invoice revision compared, if the month is billed.
+    pub revision: Option<u32>,
+    pub comparisons: Vec<Comparison>,
+    /// Invoices whose total row is not the sum of their lines.
+    pub invoice_totals: Vec<String>,
+    pub attention: Vec<String>,
+    pub notices: Vec<String>,
+}
+
+impl ReconcileReport {
+    pub fn mismatches(&self) -> impl Iterator<Item = &Comparison> {
+        self.comparisons.iter().filter(|c| !c.difference.is_zero())
+    }
+
+    pub fn needs_attention(&self) -> bool {
+        !self.attention.is_empty()
+    }
+
+    /// Per stage pair and measure: customers compared, both sums and the
+    /// difference; then every mismatching customer.
+    pub fn table(&self) -> String {
+        let mut rows: Vec<[String; 7]> = Vec::new();
+        // (measure, source, stage) -> (customers, source sum, stage sum, mismatches)
+        let mut groups: BTreeMap<(String, String, String), Group> = BTreeMap::new();
+        for c in &self.comparisons {
+            let g = groups
+                .entry((c.measure.clone(), c.source.clone(), c.stage.clone()))
+                .or_default();
+            g.0 += 1;
+            g.1 += c.source_value;
+            g.2 += c.stage_value;
+            g.3 += usize::from(!c.difference.is_zero());
+        }
+        for ((measure, source, stage), (n, a, b, bad)) in groups {
+            rows.push([
+                measure,
+                format!("{source} -> {stage}"),
+                n.to_string(),
+                a.normalize().to_string(),
+                b.normalize().to_string(),
+                (b - a).normalize().to_string(),
+                if bad == 0 {
+                    "ok".into()
+                } else {
+                    format!("{bad} MISMATCH")
+                },
+            ]);
+        }
+        let header = [
+            "measure",
+            "stages",
+            "customers",
+            "source",
+            "stage",
+            "difference",
+            "status",
+        ];
+        let mut out = render_table(&header, &rows);
+        let bad: Vec<[String; 7]> = self
+            .mismatches()
+            .map(|c| {
+                [
+                    c.measure.clone(),
+                    format!("{} -> {}", c.source, c.stage),
+                    if c.customer_id.is_empty() {
+                        "(no customer)".into()
+                    } else {
+                        c.customer_id.clone()
+                    },
+                    c.source_value.normalize().to_string(),
+                    c.stage_value.normalize().to_string(),
+                    c.difference.normalize().to_string(),
+                    "MISMATCH".into(),
+                ]
+            })
+            .collect();
+        if !bad.is_empty() {
+            out.push('\n');
+            out += &render_table(
+                &[
+                    "measure",
+                    "stages",
+                    "customer",
+                    "source",
+                    "stage",
+                    "difference",
+                    "status",
+                ],
+                &bad,
+            );
+        }
+        out
+    }
+}
+
+type Group = (usize, Decimal, Decimal, usize);
+
+fn render_table(header: &[&str; 7], rows: &[[String; 7]]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            // text left, numbers right
+            if (3..6).contains(&i) || i == 2 && c.parse::<f64>().is_ok() {
+                s += &format!("{c:>w$}  ");
+            } else {
+                s += &format!("{c:<w$}  ");
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for r in rows {
+        out += &line(r.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+/// Compares every stage of a month with its source.
+pub fn run(ctx: &Ctx, opts: &ReconcileOptions) -> Result<ReconcileReport> {
+    let lake = Lake::open(&opts.lake, &ctx.run_id)?;
+    let (start, end, _) = month_bounds(opts.month);
+    let month = start.format("%Y-%m").to_string();
+    let conn = Connection::open_in_memory().map_err(db_err("opening DuckDB"))?;
+    let days: Vec<NaiveDate> = start.iter_days().take_while(|d| *d < end).collect();
+    let dated = |rel: &str| {
+        days.iter()
+            .map(|d| lake.dated_dir(rel, *d))
+            .collect::<Vec<_>>()
+    };
+    let daily = |spec: Spec| {
+        days.iter()
+            .map(|d| spec.daily_dir(&lake, *d))
+            .collect::<Vec<_>>()
+    };
+    let monthly = |spec: Spec| vec![spec.monthly_dir(&lake, start)];
+    let api_columns = "customer_id VARCHAR, requests BIGINT, input_tokens BIGINT, cache_read_tokens BIGINT, \
+                       cache_write_tokens BIGINT, output_tokens BIGINT, cost DECIMAL(38, 18)";
+    let views: [(&str, Vec<PathBuf>, &str); 9] = [
+        ("raw_api_usage", dated(Table::ApiUsage.name()), api_columns),
+        ("priced_api_usage", dated(PRICED_API_USAGE), api_columns),
+        ("daily_api_usage", daily(API_USAGE), api_columns),
+        ("monthly_api_usage", monthly(API_USAGE), api_columns),
+        (
+            "raw_activity",
+            dated(Table::Activity.name()),
+            "customer_id VARCHAR",
+        ),
+        (
+            "daily_activity",
+            daily(ACTIVITY),
+            "customer_id VARCHAR, count BIGINT",
+        ),
+        (
+            "monthly_activity",
+            monthly(ACTIVITY),
+            "customer_id VARCHAR, count BIGINT",
+        ),
+        (
+            "daily_resource_usage",
+            daily(RESOURCE_USAGE),
+            "customer_id VARCHAR, compute_seconds BIGINT",
+        ),
+        (
+            "monthly_resource_usage",
+            monthly(RESOURCE_USAGE),
+            "customer_id VARCHAR, compute_seconds BIGINT",
+        ),
+    ];
+    for (name, dirs, empty) in views {
+        let mut files = Vec::new();
+        for dir in dirs {
+            files.extend(lake.parquet_files(&dir)?);
+        }
+        let sql = if files.is_empty() {
+            format!("CREATE TABLE {name} ({empty})")
+        } else {
+            format!(
+                "CREATE VIEW {name} AS SELECT * FROM read_parquet([{}])",
+                quoted(&files)
+            )
+        };
+        conn.execute_batch(&sql).map_err(db_err(name))?;
+    }
+
+    let mut report = ReconcileReport {
+        job: "reconcile",
+        run_id: ctx.run_id.clone(),
+        month: month.clone(),
+        revision: None,
+        comparisons: Vec::new(),
+        invoice_totals: Vec::new(),
+        attention: Vec::new(),
+        notices: Vec::new(),
+    };
+    conn.execute_batch(
+        "CREATE TABLE invoiced (customer_id VARCHAR, provider_cost DECIMAL(38, 18))",
+    )
+    .map_err(db_err("invoiced"))?;
+    let store = match opts.store_options.is_empty() {
+        true => Store::open(&opts.out)?,
+        false => Store::open_with(&opts.out, opts.store_options.clone())?,
+    };
+    match store.get(&latest_key(&month))? {
+        None => report.notices.push(format!(
+            "no invoices for {month} under {}: the invoice stage is not compared",
+            store.url()
+        )),
+        Some(bytes) => {
+            let latest: Latest = serde_json::from_slice(&bytes).map_err(|e| Error::Billing {
+                month: month.clone(),
+                message: format!(
+                    "{} is not valid: {e}",
+                    store.object_url(&latest_key(&month))
+                ),
+                hint: "restore latest.json from the store, or bill the month again",
+            })?;
+            report.revision = Some(latest.revision);
+            check_invoices(&conn, &store, &month, latest.revision, &mut report)?;
+        }
+    }
+
+    conn.execute_batch(SQL)
+        .map_err(db_err("schemas/reconcile.sql"))?;
+    let mut stmt = conn
+        .prepare(
+            "SELECT source, stage, customer_id, measure, CAST(source_value AS VARCHAR), \
+             CAST(stage_value AS VARCHAR), CAST(difference AS VARCHAR) FROM differences",
+        )
+        .map_err(db_err("differences"))?;
+    let dec = |s: String| s.parse::<Decimal>().unwrap_or_default();
+    report.comparisons = stmt
+        .query_map([], |r| {
+            Ok(Comparison {
+                source: r.get(0)?,
+                stage: r.get(1)?,
+                customer_id: r.get(2)?,
+                measure: r.get(3)?,
+                source_value: dec(r.get(4)?),
+                stage_value: dec(r.get(5)?),
+                difference: dec(r.get(6)?),
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(db_err("differences"))?;
+    let mismatches = report.mismatches().count();
+    if mismatches > 0 {
+        report.attention.push(format!(
+            "{mismatches} totals differ between stages: rebuild the month (ingest --rebuild, rollup, bill) and reconcile again"
+        ));
+    }
+    for t in &report.invoice_totals {
+        report.attention.push(t.clone());
+    }
+    let json = serde_json::to_string_pretty(&report).expect("the report serializes");
+    lake.write_report(&ctx.run_id, &json)?;
+    Ok(report)
+}
+
+fn quoted(files: &[PathBuf]) -> String {
+    files
+        .iter()
+        .map(|f| format!("'{}'", f.display().to_string().replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Loads the revision's provider costs and checks that each invoice's total
+/// row is the sum of its lines.
+fn check_invoices(
+    conn: &Connection,
+    store: &Store,
+    month: &str,
+    revision: u32,
+    report: &mut ReconcileReport,
+) -> Result<()> {
+    let prefix = revision_prefix("invoices", month, revision);
+    let bad = |key: &str, message: String| Error::Billing {
+        month: month.to_string(),
+        message: format!("{}: {message}", store.object_url(key)),
+        hint: "the published invoice is not what meter wrote: restore it or bill the month again",
+    };
+    for (key, _) in store.list(&prefix)? {
+        if !key.ends_with(".csv") {
+            continue;
+        }
+        let bytes = store.get(&key)?.unwrap_or_default();
+        let mut reader = csv::Reader::from_reader(bytes.as_slice());
+        let headers = reader
+            .headers()
+            .map_err(|e| bad(&key, e.to_string()))?
+            .clone();
+        let col = |name: &str| headers.iter().position(|h| h == name);
+        let records: Vec<csv::StringRecord> = reader
+            .records()
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| bad(&key, e.to_string()))?;
+        let number = |r: &csv::StringRecord, i: Option<usize>, what: &str| -> Result<Decimal> {
+            let cell = i.and_then(|i| r.get(i)).unwrap_or("");
+            cell.parse::<Decimal>()
+                .map_err(|_| bad(&key, format!("{what} {cell:?} is not a number")))
+        };
+        if Path::new(&key)
+            .file_name()
+            .is_some_and(|n| n == "summary.csv")
+        {
+            let (id, cost) = (col("customer_id"), col("provider_cost"));
+            for r in &records {
+                conn.execute(
+                    "INSERT INTO invoiced VALUES (?, CAST(? AS DECIMAL(38, 18)))",
+                    duckdb::params![
+                        id.and_then(|i| r.get(i)).unwrap_or(""),
+                        number(r, cost, "provider_cost")?.to_string()
+                    ],
+                )
+                .map_err(db_err("invoiced"))?;
+            }
+            continue;
+        }
+        let (kind, amount) = (col("line_type"), col("amount"));
+        let mut sum = Decimal::ZERO;
+        let mut total = None;
+        for r in &records {
+            let value = number(r, amount, "amount")?;
+            match kind.and_then(|i| r.get(i)) {
+                Some("total") => total = Some(value),
+                _ => sum += value,
+            }
+        }
+        if total != Some(sum) {
+            report.invoice_totals.push(format!(
+                "{}: total {:?} is not the sum of its lines {sum}",
+                store.object_url(&key),
+                total.map(|t| t.to_string())
+            ));
+        }
+    }
+    Ok(())
+}
