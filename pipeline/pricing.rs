@@ -613,15 +613,20 @@ impl Pricing {
         if from == to {
             return Some(Decimal::ONE);
         }
-        let find = |base: &str, quote: &str| {
-            self.fx
-                .iter()
-                .rfind(|f| f.base == base && f.quote == quote && f.effective_from <= date)
-        };
-        if let Some(f) = find(from, to) {
-            return Some(f.rate);
+        if let Some(rate) = self.fx_in_force(from, to, date) {
+            return Some(rate);
         }
-        find(to, from).map(|f| Decimal::ONE / f.rate)
+        self.fx_in_force(to, from, date)
+            .map(|rate| Decimal::ONE / rate)
+    }
+
+    /// The listed rate `1 base = rate quote` in force on `date`, in this
+    /// direction only.
+    pub fn fx_in_force(&self, base: &str, quote: &str, date: NaiveDate) -> Option<Decimal> {
+        self.fx
+            .iter()
+            .rfind(|f| f.base == base && f.quote == quote && f.effective_from <= date)
+            .map(|f| f.rate)
     }
 
     /// Number of model keys and of price entries.

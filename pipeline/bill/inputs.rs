@@ -407,14 +407,7 @@ fn fx_rate(
     if from == to {
         return Ok(Decimal::ONE);
     }
-    let in_force = |base: &str, quote: &str| {
-        pricing
-            .fx
-            .iter()
-            .rfind(|f| f.base == base && f.quote == quote && f.effective_from <= date)
-            .map(|f| f.rate)
-    };
-    if let Some(rate) = in_force(from, to) {
+    if let Some(rate) = pricing.fx_in_force(from, to, date) {
         if rate.scale() > FX_PLACES {
             return Err(format!(
                 "the FX rate {from}->{to} {rate} has more than {FX_PLACES} decimal places"
@@ -422,7 +415,7 @@ fn fx_rate(
         }
         return Ok(rate);
     }
-    if let Some(rate) = in_force(to, from).filter(|r| !r.is_zero()) {
+    if let Some(rate) = pricing.fx_in_force(to, from, date).filter(|r| !r.is_zero()) {
         return Ok((Decimal::ONE / rate)
             .round_dp_with_strategy(FX_PLACES, RoundingStrategy::MidpointNearestEven));
     }
