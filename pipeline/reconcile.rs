@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::bill::inputs::month_bounds;
 use crate::bill::publish::{Latest, latest_key, revision_prefix};
-use crate::bill::sql::db_err;
+use crate::bill::sql::{db_err, decimal, file_list};
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
@@ -231,8 +231,8 @@ pub fn run(ctx: &Ctx, opts: &ReconcileOptions) -> Result<ReconcileReport> {
             format!("CREATE TABLE {name} ({empty})")
         } else {
             format!(
-                "CREATE VIEW {name} AS SELECT * FROM read_parquet([{}])",
-                quoted(&files)
+                "CREATE VIEW {name} AS SELECT * FROM read_parquet({})",
+                file_list(&files)
             )
         };
         conn.execute_batch(&sql).map_err(db_err(name))?;
@@ -252,10 +252,7 @@ pub fn run(ctx: &Ctx, opts: &ReconcileOptions) -> Result<ReconcileReport> {
         "CREATE TABLE invoiced (customer_id VARCHAR, provider_cost DECIMAL(38, 18))",
     )
     .map_err(db_err("invoiced"))?;
-    let store = match opts.store_options.is_empty() {
-        true => Store::open(&opts.out)?,
-        false => Store::open_with(&opts.out, opts.store_options.clone())?,
-    };
+    let store = Store::open_configured(&opts.out, &opts.store_options)?;
     match store.get(&latest_key(&month))? {
         None => report.notices.push(format!(
             "no invoices for {month} under {}: the invoice stage is not compared",
@@ -279,11 +276,10 @@ pub fn run(ctx: &Ctx, opts: &ReconcileOptions) -> Result<ReconcileReport> {
         .map_err(db_err("schemas/reconcile.sql"))?;
     let mut stmt = conn
         .prepare(
-            "SELECT source, stage, customer_id, measure, CAST(source_value AS VARCHAR), \
-             CAST(stage_value AS VARCHAR), CAST(difference AS VARCHAR) FROM differences",
+            "SELECT source, stage, customer_id, measure, source_value, stage_value, difference \
+             FROM differences",
         )
         .map_err(db_err("differences"))?;
-    let dec = |s: String| s.parse::<Decimal>().unwrap_or_default();
     report.comparisons = stmt
         .query_map([], |r| {
             Ok(Comparison {
@@ -291,9 +287,9 @@ pub fn run(ctx: &Ctx, opts: &ReconcileOptions) -> Result<ReconcileReport> {
                 stage: r.get(1)?,
                 customer_id: r.get(2)?,
                 measure: r.get(3)?,
-                source_value: dec(r.get(4)?),
-                stage_value: dec(r.get(5)?),
-                difference: dec(r.get(6)?),
+                source_value: decimal(r.get(4)?)?,
+                stage_value: decimal(r.get(5)?)?,
+                difference: decimal(r.get(6)?)?,
             })
         })
         .and_then(|rows| rows.collect())
@@ -310,14 +306,6 @@ pub fn run(ctx: &Ctx, opts: &ReconcileOptions) -> Result<ReconcileReport> {
     let json = serde_json::to_string_pretty(&report).expect("the report serializes");
     lake.write_report(&ctx.run_id, &json)?;
     Ok(report)
-}
-
-fn quoted(files: &[PathBuf]) -> String {
-    files
-        .iter()
-        .map(|f| format!("'{}'", f.display().to_string().replace('\'', "''")))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Loads the revision's provider costs and checks that each invoice's total

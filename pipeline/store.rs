@@ -79,6 +79,15 @@ impl Store {
         Store::build(url, Vec::new(), true)
     }
 
+    /// [`Store::open_with`] the options, or [`Store::open`] (environment)
+    /// when there are none: what jobs that take an `--out` URL call.
+    pub fn open_configured(url: &str, options: &[(String, String)]) -> Result<Store> {
+        match options.is_empty() {
+            true => Store::open(url),
+            false => Store::open_with(url, options.iter().cloned()),
+        }
+    }
+
     /// Opens the store `url` names, configured only from `options` (the
     /// environment is not read). Keys are object_store configuration keys for
     /// the URL's provider, case-insensitive, such as `aws_endpoint`,

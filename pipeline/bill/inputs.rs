@@ -275,33 +275,26 @@ pub fn load(
     }
 
     // The lake's aggregates for the month.
-    let read = |spec: Spec,
-                period: &str,
-                dirs: Vec<PathBuf>,
-                insert: &str|
-     -> Result<Vec<PathBuf>> {
-        let mut files = Vec::new();
-        for dir in dirs {
-            files.extend(lake.parquet_files(&dir)?);
-        }
-        if files.is_empty() {
-            return Ok(files);
-        }
-        let list = files
-            .iter()
-            .map(|f| format!("'{}'", f.display().to_string().replace('\'', "''")))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = insert.replace(
+    let read =
+        |spec: Spec, period: &str, dirs: Vec<PathBuf>, insert: &str| -> Result<Vec<PathBuf>> {
+            let mut files = Vec::new();
+            for dir in dirs {
+                files.extend(lake.parquet_files(&dir)?);
+            }
+            if files.is_empty() {
+                return Ok(files);
+            }
+            let sql = insert.replace(
             "{files}",
             &format!(
-                "read_parquet([{list}], hive_partitioning = true, hive_types = {{'{period}': VARCHAR}})"
+                "read_parquet({}, hive_partitioning = true, hive_types = {{'{period}': VARCHAR}})",
+                sql::file_list(&files)
             ),
         );
-        conn.execute_batch(&sql)
-            .map_err(db_err(&format!("reading {period} {}", spec.table.name())))?;
-        Ok(files)
-    };
+            conn.execute_batch(&sql)
+                .map_err(db_err(&format!("reading {period} {}", spec.table.name())))?;
+            Ok(files)
+        };
     let monthly = |spec: Spec| vec![spec.monthly_dir(lake, start)];
     let daily = |spec: Spec| {
         start

@@ -35,7 +35,7 @@ use crate::registry::Registry;
 use crate::store::Store;
 
 use render::{InvoiceLine, MeterEvent, Period, SummaryRow};
-use sql::db_err;
+use sql::{db_err, decimal, opt_decimal};
 
 /// At most this many events per `/v2/billing/meter_event_stream` body.
 pub const STREAM_BATCH: usize = 100;
@@ -163,10 +163,7 @@ pub fn run(ctx: &Ctx, opts: &BillOptions) -> Result<BillReport> {
         }
     };
     let (registry, registry_problems) = Registry::load_customers(&customers_path)?;
-    let store = match opts.store_options.is_empty() {
-        true => Store::open(&opts.out)?,
-        false => Store::open_with(&opts.out, opts.store_options.clone())?,
-    };
+    let store = Store::open_configured(&opts.out, &opts.store_options)?;
     let (start, end, _) = inputs::month_bounds(opts.month);
     let month = start.format("%Y-%m").to_string();
 
@@ -350,16 +347,6 @@ pub fn run(ctx: &Ctx, opts: &BillOptions) -> Result<BillReport> {
     Ok(report)
 }
 
-fn decimal(v: duckdb::types::Decimal) -> Decimal {
-    v.to_string()
-        .parse()
-        .expect("DuckDB decimals within 28 places parse")
-}
-
-fn opt_decimal(v: Option<duckdb::types::Decimal>) -> Option<Decimal> {
-    v.map(decimal)
-}
-
 /// Reads the billing tables back, in a stable order.
 pub fn read_billing(conn: &Connection, month: &str) -> Result<Billing> {
     let inexact: i64 = conn
@@ -395,12 +382,12 @@ pub fn read_billing(conn: &Connection, month: &str) -> Result<Billing> {
                 description: r.get(6)?,
                 quantity: r.get(7)?,
                 unit: r.get(8)?,
-                unit_price: opt_decimal(r.get(9)?),
+                unit_price: opt_decimal(r.get(9)?)?,
                 requests: r.get(10)?,
                 tokens: [r.get(11)?, r.get(12)?, r.get(13)?, r.get(14)?, r.get(15)?],
-                cost: opt_decimal(r.get(16)?),
+                cost: opt_decimal(r.get(16)?)?,
                 cost_currency: r.get(17)?,
-                fx_rate: opt_decimal(r.get(18)?),
+                fx_rate: opt_decimal(r.get(18)?)?,
                 rule: r.get(19)?,
                 amount_minor: r.get(20)?,
                 currency: r.get(21)?,
@@ -437,14 +424,14 @@ pub fn read_billing(conn: &Connection, month: &str) -> Result<Billing> {
                 api_minor: r.get(12)?,
                 compute_minor: r.get(13)?,
                 total_minor: r.get(14)?,
-                provider_cost: decimal(r.get(15)?),
+                provider_cost: decimal(r.get(15)?)?,
                 provider_currency: r.get(16)?,
-                cost_fx: decimal(r.get(17)?),
+                cost_fx: decimal(r.get(17)?)?,
                 provider_cost_minor: r.get(18)?,
                 margin_minor: r.get(19)?,
                 unpriced_requests: r.get(20)?,
                 unpriced_tokens: r.get(21)?,
-                monthly_limit: opt_decimal(r.get(22)?),
+                monthly_limit: opt_decimal(r.get(22)?)?,
                 over_limit_minor: r.get(23)?,
                 limit_exceeded: r.get(24)?,
                 stripe_customer_id: r.get(25)?,
@@ -487,7 +474,7 @@ pub fn read_billing(conn: &Connection, month: &str) -> Result<Billing> {
                 vm_id: r.get(1)?,
                 requests: r.get(2)?,
                 tokens: r.get(3)?,
-                cost: decimal(r.get(4)?),
+                cost: decimal(r.get(4)?)?,
                 compute_seconds: r.get(5)?,
             })
         })

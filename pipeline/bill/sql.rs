@@ -1,7 +1,10 @@
 //! The billing SQL files (`schemas/billing/*.sql`), embedded in the binary,
 //! and running them in DuckDB.
 
+use std::path::PathBuf;
+
 use duckdb::Connection;
+use rust_decimal::Decimal;
 
 use crate::error::{Error, Result};
 
@@ -41,6 +44,39 @@ pub fn db_err(context: &str) -> impl FnOnce(duckdb::Error) -> Error + '_ {
         context: context.to_string(),
         source,
     }
+}
+
+/// A DuckDB list literal of file paths, for `read_parquet([...])`.
+pub fn file_list(files: &[PathBuf]) -> String {
+    let quoted: Vec<String> = files
+        .iter()
+        .map(|f| format!("'{}'", f.display().to_string().replace('\'', "''")))
+        .collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// A DuckDB DECIMAL as a `rust_decimal` value, exactly; one that needs more
+/// than 28 significant digits is a conversion error, never a rounding.
+pub fn decimal(v: duckdb::types::Decimal) -> duckdb::Result<Decimal> {
+    let text = v.to_string();
+    text.parse::<Decimal>()
+        .or_else(|e| {
+            // DECIMAL(38, 18) prints 18 places: without the trailing zeros,
+            // which carry no value, a large number may still fit.
+            let trimmed = text.trim_end_matches('0').trim_end_matches('.');
+            match text.contains('.') {
+                true => trimmed.parse::<Decimal>(),
+                false => Err(e),
+            }
+        })
+        .map_err(|e| {
+            duckdb::Error::FromSqlConversionFailure(0, duckdb::types::Type::Decimal, Box::new(e))
+        })
+}
+
+/// [`decimal`] of a nullable column.
+pub fn opt_decimal(v: Option<duckdb::types::Decimal>) -> duckdb::Result<Option<Decimal>> {
+    v.map(decimal).transpose()
 }
 
 /// Runs one of [`FILES`] by name.
