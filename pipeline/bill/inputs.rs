@@ -175,11 +175,11 @@ fn newest(lake: &Lake, dir: &Path) -> Result<Option<SystemTime>> {
 
 /// Creates the input tables and fills them. Customers whose plan, currency
 /// or FX rate is unknown are left out and named in [`Loaded::refused`].
+/// `billing_period.revision` is left 0 for the caller to set.
 pub fn load(
     conn: &Connection,
     lake: &Lake,
     month: NaiveDate,
-    revision: u32,
     registry: &Registry,
     pricing: &Pricing,
 ) -> Result<Loaded> {
@@ -194,7 +194,8 @@ pub fn load(
             start.to_string(),
             end.to_string(),
             days,
-            revision,
+            // set before each run of the billing SQL
+            0,
             pricing.currency
         ],
     )

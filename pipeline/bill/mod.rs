@@ -173,11 +173,16 @@ pub fn run(ctx: &Ctx, opts: &BillOptions) -> Result<BillReport> {
         .collect();
     let mut notices = Vec::new();
 
-    let bill_at = |revision: u32| -> Result<(Billing, inputs::Loaded)> {
-        let conn = Connection::open_in_memory().map_err(db_err("opening DuckDB"))?;
-        let loaded = inputs::load(&conn, &lake, start, revision, &registry, &pricing)?;
+    // Inputs are loaded once; the billing SQL reruns if the outputs turn
+    // out to belong to a new revision (invoice numbers and identifiers name
+    // it).
+    let conn = Connection::open_in_memory().map_err(db_err("opening DuckDB"))?;
+    let loaded = inputs::load(&conn, &lake, start, &registry, &pricing)?;
+    let bill_at = |revision: u32| -> Result<Billing> {
+        conn.execute("UPDATE billing_period SET revision = ?", [revision])
+            .map_err(db_err("billing_period"))?;
         sql::run_billing(&conn)?;
-        Ok((read_billing(&conn, &month)?, loaded))
+        read_billing(&conn, &month)
     };
     let first_day = start.to_string();
     let last_day = end.pred_opt().expect("in range").to_string();
@@ -193,10 +198,9 @@ pub fn run(ctx: &Ctx, opts: &BillOptions) -> Result<BillReport> {
 
     let versions = publish::Inputs::describe(&opts.pricing, &customers_path, &opts.lake)?;
     let state = publish::State::read(&store, &month)?;
-    let mut previous_revision = state.current;
     let mut outcome = None;
     if let Some(top) = state.top() {
-        let (billing, loaded) = bill_at(top)?;
+        let billing = bill_at(top)?;
         let files = render(&billing, top)?;
         if state.matches(top, &files) {
             if state.current != Some(top) {
@@ -204,21 +208,20 @@ pub fn run(ctx: &Ctx, opts: &BillOptions) -> Result<BillReport> {
                 notices.push(format!(
                     "rev-{top} was complete but not current (an interrupted run): latest.json now points at it"
                 ));
-                previous_revision = state.current;
             } else {
                 notices.push(format!(
                     "inputs unchanged: rev-{top} stands as the current revision; nothing written"
                 ));
             }
             let objects = state.objects(top);
-            outcome = Some((top, "unchanged", billing, loaded, objects));
+            outcome = Some((top, "unchanged", billing, objects));
         }
     }
-    let (revision, status, billing, loaded, objects) = match outcome {
+    let (revision, status, billing, objects) = match outcome {
         Some(o) => o,
         None => {
             let revision = state.top().unwrap_or(0) + 1;
-            let (billing, loaded) = bill_at(revision)?;
+            let billing = bill_at(revision)?;
             let files = render(&billing, revision)?;
             let objects = publish::write_revision(
                 &store,
@@ -231,7 +234,7 @@ pub fn run(ctx: &Ctx, opts: &BillOptions) -> Result<BillReport> {
                 &versions,
                 &loaded,
             )?;
-            (revision, "published", billing, loaded, objects)
+            (revision, "published", billing, objects)
         }
     };
 
@@ -317,7 +320,7 @@ pub fn run(ctx: &Ctx, opts: &BillOptions) -> Result<BillReport> {
         out: store.url().to_string(),
         status: status.to_string(),
         revision,
-        previous_revision: previous_revision.filter(|p| *p != revision),
+        previous_revision: state.current.filter(|p| *p != revision),
         customers_invoiced: billing.summary.len(),
         invoices: billing
             .summary

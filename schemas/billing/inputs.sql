@@ -13,7 +13,7 @@ CREATE TABLE billing_period (
     period_start      DATE    NOT NULL,   -- its first day
     period_end        DATE    NOT NULL,   -- the first day of the next month (exclusive)
     days              BIGINT  NOT NULL,
-    revision          BIGINT  NOT NULL,   -- the revision these outputs belong to
+    revision          BIGINT  NOT NULL,   -- the revision these outputs belong to (set before each run)
     provider_currency VARCHAR NOT NULL    -- pricing.toml `currency`: what provider costs are in
 );
 

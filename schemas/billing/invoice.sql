@@ -30,7 +30,7 @@ CREATE OR REPLACE MACRO round_div(x, d) AS
 --   reseller  the customer has a markup: every API line bills cost x markup;
 --   included  tokens of all kinds <= the plan's allowance: API lines bill 0;
 --   overage   above the allowance: every API line bills cost x overage_factor.
-CREATE TABLE billed_customers AS
+CREATE OR REPLACE TABLE billed_customers AS
 WITH tokens AS (
     SELECT customer_id,
            sum(input_tokens + cache_read_tokens + cache_write_tokens + output_tokens) AS tokens
@@ -85,7 +85,7 @@ LEFT JOIN tokens t ON t.customer_id = s.customer_id
 WHERE datediff('day', s.active_from, s.active_until) > 0 OR t.customer_id IS NOT NULL;
 
 -- API usage of billed customers per provider and model.
-CREATE TABLE api_usage_lines AS
+CREATE OR REPLACE TABLE api_usage_lines AS
 SELECT customer_id, provider, model,
        sum(requests) AS requests,
        sum(input_tokens) AS input_tokens,
@@ -101,7 +101,7 @@ FROM usage_monthly
 WHERE customer_id IN (SELECT customer_id FROM billed_customers)
 GROUP BY customer_id, provider, model;
 
-CREATE TABLE invoice_lines AS
+CREATE OR REPLACE TABLE invoice_lines AS
 WITH lines AS (
     -- 1. The plan's fee, prorated by active days.
     SELECT c.customer_id,
@@ -205,14 +205,14 @@ JOIN billed_customers c USING (customer_id);
 
 -- Cost with more decimal places than the line arithmetic keeps would be
 -- rounded by the cast above: meter refuses to bill when this is not empty.
-CREATE TABLE inexact_costs AS
+CREATE OR REPLACE TABLE inexact_costs AS
 SELECT customer_id, provider, model, cost
 FROM api_usage_lines
 WHERE cost <> CAST(cost AS DECIMAL(38, 12));
 
 -- Usage no billed customer owns (a VM nobody lists, a customer whose
 -- registry row was refused): reported, never dropped in silence.
-CREATE TABLE unbilled_usage AS
+CREATE OR REPLACE TABLE unbilled_usage AS
 SELECT coalesce(customer_id, '') AS customer_id, vm_id,
        sum(requests) AS requests,
        sum(input_tokens + cache_read_tokens + cache_write_tokens + output_tokens) AS tokens,

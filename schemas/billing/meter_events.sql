@@ -7,7 +7,7 @@
 -- the identifier (Stripe's idempotency key, <= 100 characters) is derived
 -- from customer, meter, day and revision, so a rerun of the same revision
 -- sends the same keys and a new revision new ones.
-CREATE TABLE meter_events AS
+CREATE OR REPLACE TABLE meter_events AS
 WITH daily AS (
     SELECT date, customer_id, 'tokens' AS measures,
            sum(input_tokens + cache_read_tokens + cache_write_tokens + output_tokens) AS value

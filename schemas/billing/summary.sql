@@ -3,7 +3,7 @@
 -- invoice.sql). All amounts are whole minor units of the customer's currency
 -- (cents), each rounded once by the rule in invoice.sql; `provider_cost` is
 -- exact, in the provider currency.
-CREATE TABLE billing_summary AS
+CREATE OR REPLACE TABLE billing_summary AS
 WITH totals AS (
     SELECT customer_id,
            sum(amount_minor) AS total_minor,
