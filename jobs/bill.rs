@@ -8,7 +8,7 @@ use chrono::NaiveDate;
 use meter::bill::{self, BillOptions};
 use meter::ctx::{Ctx, SystemClock};
 
-use crate::{Outcome, fail, finish};
+use crate::{Outcome, conclude};
 
 #[derive(clap::Args, Debug)]
 pub struct BillArgs {
@@ -46,15 +46,5 @@ pub fn run(args: BillArgs) -> Outcome {
         out: args.out,
         store_options: Vec::new(),
     };
-    match bill::run(&ctx, &opts) {
-        Ok(report) => finish(
-            &report.summary(),
-            &opts.lake,
-            &report.run_id,
-            &report,
-            args.json,
-            report.needs_attention(),
-        ),
-        Err(e) => fail(&e),
-    }
+    conclude(bill::run(&ctx, &opts), &opts.lake, args.json)
 }

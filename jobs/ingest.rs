@@ -7,7 +7,7 @@ use chrono::NaiveDate;
 use meter::ctx::{Ctx, SystemClock};
 use meter::ingest::{self, IngestOptions};
 
-use crate::{Outcome, fail, finish};
+use crate::{Outcome, conclude};
 
 #[derive(clap::Args, Debug)]
 pub struct IngestArgs {
@@ -51,15 +51,5 @@ pub fn run(args: IngestArgs) -> Outcome {
         rebuild: args.rebuild,
         max_reject_rate: args.max_reject_rate,
     };
-    match ingest::run(&ctx, &opts) {
-        Ok(report) => finish(
-            &report.summary(),
-            &opts.lake,
-            &report.run_id,
-            &report,
-            args.json,
-            report.needs_attention(),
-        ),
-        Err(e) => fail(&e),
-    }
+    conclude(ingest::run(&ctx, &opts), &opts.lake, args.json)
 }

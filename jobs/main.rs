@@ -13,6 +13,7 @@ mod sample;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use meter::report::StageReport;
 
 /// Turns raw LLM-proxy and VM usage logs into exact invoices.
 #[derive(Parser, Debug)]
@@ -68,26 +69,35 @@ pub fn fail(err: &meter::Error) -> Outcome {
 
 /// Prints a stage's summary and report location (and the report itself with
 /// `--json`), and picks the exit code.
-pub fn finish<R: serde::Serialize>(
-    summary: &str,
-    lake: &std::path::Path,
-    run_id: &str,
-    report: &R,
-    json: bool,
-    attention: bool,
-) -> Outcome {
-    eprint!("{summary}");
-    eprintln!("  report: {}/_runs/{run_id}.json", lake.display());
+pub fn finish<R: StageReport>(lake: &std::path::Path, report: &R, json: bool) -> Outcome {
+    eprint!("{}", report.summary());
+    eprintln!(
+        "  report: {}/_runs/{}.json",
+        lake.display(),
+        report.run_id()
+    );
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(report).expect("the report serializes")
         );
     }
-    if attention {
+    if report.needs_attention() {
         Outcome::NeedsAttention
     } else {
         Outcome::Done
+    }
+}
+
+/// [`finish`] for a stage that ran, [`fail`] for one that did not.
+pub fn conclude<R: StageReport>(
+    result: meter::Result<R>,
+    lake: &std::path::Path,
+    json: bool,
+) -> Outcome {
+    match result {
+        Ok(report) => finish(lake, &report, json),
+        Err(e) => fail(&e),
     }
 }
 

@@ -11,7 +11,7 @@ use meter::ctx::{Ctx, SystemClock};
 use meter::ingest::{self, IngestOptions};
 use meter::rollup::{self, Period, RollupOptions};
 
-use crate::{Outcome, fail, finish};
+use crate::{Outcome, conclude};
 
 #[derive(clap::Args, Debug)]
 pub struct PipelineArgs {
@@ -51,16 +51,9 @@ pub fn run(args: PipelineArgs) -> Outcome {
         rebuild: false,
         max_reject_rate: 0.01,
     };
-    match ingest::run(&ctx, &opts) {
-        Ok(r) => note(finish(
-            &r.summary(),
-            &args.lake,
-            &r.run_id,
-            &r,
-            false,
-            r.needs_attention(),
-        )),
-        Err(e) => return fail(&e),
+    match conclude(ingest::run(&ctx, &opts), &args.lake, false) {
+        failed @ (Outcome::Failed | Outcome::Locked) => return failed,
+        outcome => note(outcome),
     }
 
     let ctx = Ctx::new(clock.clone(), "rollup");
@@ -69,16 +62,9 @@ pub fn run(args: PipelineArgs) -> Outcome {
         pricing: args.pricing.clone(),
         period: Period::Month(args.month),
     };
-    match rollup::run(&ctx, &opts) {
-        Ok(r) => note(finish(
-            &r.summary(),
-            &args.lake,
-            &r.run_id,
-            &r,
-            false,
-            r.needs_attention(),
-        )),
-        Err(e) => return fail(&e),
+    match conclude(rollup::run(&ctx, &opts), &args.lake, false) {
+        failed @ (Outcome::Failed | Outcome::Locked) => return failed,
+        outcome => note(outcome),
     }
 
     let ctx = Ctx::new(clock, "bill");
@@ -90,16 +76,9 @@ pub fn run(args: PipelineArgs) -> Outcome {
         out: args.out,
         store_options: Vec::new(),
     };
-    match bill::run(&ctx, &opts) {
-        Ok(r) => note(finish(
-            &r.summary(),
-            &args.lake,
-            &r.run_id,
-            &r,
-            false,
-            r.needs_attention(),
-        )),
-        Err(e) => return fail(&e),
+    match conclude(bill::run(&ctx, &opts), &args.lake, false) {
+        failed @ (Outcome::Failed | Outcome::Locked) => return failed,
+        outcome => note(outcome),
     }
     worst
 }

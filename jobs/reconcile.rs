@@ -38,31 +38,7 @@ pub fn run(args: ReconcileArgs) -> Outcome {
             if !args.json {
                 print!("{}", report.table());
             }
-            let mut summary = format!(
-                "reconcile {} {}: {} comparisons, {} mismatches{}\n",
-                report.run_id,
-                report.month,
-                report.comparisons.len(),
-                report.mismatches().count(),
-                report
-                    .revision
-                    .map(|r| format!(", invoices rev-{r}"))
-                    .unwrap_or_default()
-            );
-            for n in &report.notices {
-                summary += &format!("  notice: {n}\n");
-            }
-            for a in &report.attention {
-                summary += &format!("  attention: {a}\n");
-            }
-            finish(
-                &summary,
-                &opts.lake,
-                &report.run_id,
-                &report,
-                args.json,
-                report.needs_attention(),
-            )
+            finish(&opts.lake, &report, args.json)
         }
         Err(e) => fail(&e),
     }

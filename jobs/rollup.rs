@@ -7,7 +7,7 @@ use chrono::NaiveDate;
 use meter::ctx::{Ctx, SystemClock};
 use meter::rollup::{self, Period, RollupOptions};
 
-use crate::{Outcome, fail, finish};
+use crate::{Outcome, conclude};
 
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("period").required(true).args(["date", "month"])))]
@@ -48,15 +48,5 @@ pub fn run(args: RollupArgs) -> Outcome {
         pricing: args.pricing,
         period,
     };
-    match rollup::run(&ctx, &opts) {
-        Ok(report) => finish(
-            &report.summary(),
-            &opts.lake,
-            &report.run_id,
-            &report,
-            args.json,
-            report.needs_attention(),
-        ),
-        Err(e) => fail(&e),
-    }
+    conclude(rollup::run(&ctx, &opts), &opts.lake, args.json)
 }

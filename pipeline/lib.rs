@@ -14,6 +14,7 @@ pub mod pricing;
 pub mod reconcile;
 pub mod redact;
 pub mod registry;
+pub mod report;
 pub mod rollup;
 pub mod sample;
 pub mod source;

@@ -66,6 +66,26 @@ impl ReconcileReport {
         !self.attention.is_empty()
     }
 
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "reconcile {} {}: {} comparisons, {} mismatches{}\n",
+            self.run_id,
+            self.month,
+            self.comparisons.len(),
+            self.mismatches().count(),
+            self.revision
+                .map(|r| format!(", invoices rev-{r}"))
+                .unwrap_or_default()
+        );
+        for n in &self.notices {
+            s += &format!("  notice: {n}\n");
+        }
+        for a in &self.attention {
+            s += &format!("  attention: {a}\n");
+        }
+        s
+    }
+
     /// Per stage pair and measure: customers compared, both sums and the
     /// difference; then every mismatching customer.
     pub fn table(&self) -> String {

@@ -1,0 +1,36 @@
+//! What every stage's run report offers the jobs: its id, a human summary
+//! and whether the run needs attention (exit code 1).
+
+use serde::Serialize;
+
+pub trait StageReport: Serialize {
+    fn run_id(&self) -> &str;
+    /// Lines for stderr, each ending in a newline.
+    fn summary(&self) -> String;
+    fn needs_attention(&self) -> bool;
+}
+
+/// Implements [`StageReport`] from a report's `run_id` field and its own
+/// `summary` and `needs_attention` methods.
+macro_rules! stage_report {
+    ($($ty:ty),*) => {$(
+        impl StageReport for $ty {
+            fn run_id(&self) -> &str {
+                &self.run_id
+            }
+            fn summary(&self) -> String {
+                <$ty>::summary(self)
+            }
+            fn needs_attention(&self) -> bool {
+                <$ty>::needs_attention(self)
+            }
+        }
+    )*};
+}
+
+stage_report!(
+    crate::ingest::report::IngestReport,
+    crate::rollup::RollupReport,
+    crate::bill::BillReport,
+    crate::reconcile::ReconcileReport
+);
