@@ -186,7 +186,7 @@ pub fn run(ctx: &Ctx, opts: &BillOptions) -> Result<BillReport> {
     };
     let first_day = start.to_string();
     let last_day = end.pred_opt().expect("in range").to_string();
-    let render = |billing: &Billing, revision: u32| -> Result<Vec<(String, Vec<u8>)>> {
+    let render = |billing: &Billing, revision: u32| -> Vec<(String, Vec<u8>)> {
         let period = Period {
             month: &month,
             first_day: &first_day,
@@ -201,7 +201,7 @@ pub fn run(ctx: &Ctx, opts: &BillOptions) -> Result<BillReport> {
     let mut outcome = None;
     if let Some(top) = state.top() {
         let billing = bill_at(top)?;
-        let files = render(&billing, top)?;
+        let files = render(&billing, top);
         if state.matches(top, &files) {
             if state.current != Some(top) {
                 publish::point_latest(&store, &month, top, &ctx.run_id)?;
@@ -222,7 +222,7 @@ pub fn run(ctx: &Ctx, opts: &BillOptions) -> Result<BillReport> {
         None => {
             let revision = state.top().unwrap_or(0) + 1;
             let billing = bill_at(revision)?;
-            let files = render(&billing, revision)?;
+            let files = render(&billing, revision);
             let objects = publish::write_revision(
                 &store,
                 &lake,

@@ -104,11 +104,7 @@ pub fn latest_key(month: &str) -> String {
 }
 
 /// Every file of a revision but the manifest, keyed under the store.
-pub fn files(
-    period: &Period,
-    billing: &Billing,
-    per_body: usize,
-) -> Result<Vec<(String, Vec<u8>)>> {
+pub fn files(period: &Period, billing: &Billing, per_body: usize) -> Vec<(String, Vec<u8>)> {
     let inv = revision_prefix("invoices", period.month, period.revision);
     let stripe = revision_prefix("stripe", period.month, period.revision);
     let mut files = Vec::new();
@@ -125,12 +121,12 @@ pub fn files(
         let name = names.get(customer.as_str()).copied().unwrap_or_default();
         files.push((
             format!("{inv}/{customer}.csv"),
-            render::invoice_csv(period, name, chunk)?,
+            render::invoice_csv(period, name, chunk),
         ));
     }
     files.push((
         format!("{inv}/summary.csv"),
-        render::summary_csv(period, &billing.summary)?,
+        render::summary_csv(period, &billing.summary),
     ));
     files.push((
         format!("{stripe}/meter_events.jsonl"),
@@ -146,7 +142,7 @@ pub fn files(
         ));
     }
     files.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(files)
+    files
 }
 
 fn objects_of(files: &[(String, Vec<u8>)]) -> Vec<Object> {

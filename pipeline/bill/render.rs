@@ -7,8 +7,6 @@ use std::borrow::Cow;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use crate::error::{Error, Result};
-
 /// One invoice line, as `invoice.sql` computes it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InvoiceLine {
@@ -124,7 +122,9 @@ fn csv_writer() -> csv::Writer<Vec<u8>> {
         .from_writer(Vec::new())
 }
 
-fn write_row<I, S>(w: &mut csv::Writer<Vec<u8>>, cells: I) -> Result<()>
+/// Writes one row, every cell formula-safe. Writing to memory cannot fail,
+/// and every row has its header's length.
+fn write_row<I, S>(w: &mut csv::Writer<Vec<u8>>, cells: I)
 where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,
@@ -134,12 +134,11 @@ where
         .map(|c| safe_cell(c.as_ref()).into_owned())
         .collect();
     w.write_record(&row)
-        .map_err(|e| Error::Usage(format!("writing CSV: {e}")))
+        .expect("a row as long as its header, in memory");
 }
 
-fn finish(w: csv::Writer<Vec<u8>>) -> Result<Vec<u8>> {
-    w.into_inner()
-        .map_err(|e| Error::Usage(format!("writing CSV: {e}")))
+fn finish(w: csv::Writer<Vec<u8>>) -> Vec<u8> {
+    w.into_inner().expect("writing to memory")
 }
 
 pub const INVOICE_HEADER: [&str; 25] = [
@@ -172,9 +171,9 @@ pub const INVOICE_HEADER: [&str; 25] = [
 
 /// One customer's invoice: its lines in order, then the total (the exact sum
 /// of the rounded lines).
-pub fn invoice_csv(period: &Period, name: &str, lines: &[InvoiceLine]) -> Result<Vec<u8>> {
+pub fn invoice_csv(period: &Period, name: &str, lines: &[InvoiceLine]) -> Vec<u8> {
     let mut w = csv_writer();
-    write_row(&mut w, INVOICE_HEADER)?;
+    write_row(&mut w, INVOICE_HEADER);
     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
     let num = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
     let dec = |v: &Option<Decimal>| v.as_ref().map(plain).unwrap_or_default();
@@ -206,7 +205,7 @@ pub fn invoice_csv(period: &Period, name: &str, lines: &[InvoiceLine]) -> Result
             format_minor(l.amount_minor, l.decimals),
             l.currency.clone(),
         ]);
-        write_row(&mut w, row)?;
+        write_row(&mut w, row);
     }
     if let Some(first) = lines.first() {
         let mut row = vec![String::new(); INVOICE_HEADER.len()];
@@ -220,7 +219,7 @@ pub fn invoice_csv(period: &Period, name: &str, lines: &[InvoiceLine]) -> Result
         row[22] = "sum of rounded lines".into();
         row[23] = format_minor(total, first.decimals);
         row[24] = first.currency.clone();
-        write_row(&mut w, row)?;
+        write_row(&mut w, row);
     }
     finish(w)
 }
@@ -258,9 +257,9 @@ pub const SUMMARY_HEADER: [&str; 28] = [
 
 /// One row per customer: totals, raw cost, billed, margin, unpriced usage,
 /// limit and overage.
-pub fn summary_csv(period: &Period, rows: &[SummaryRow]) -> Result<Vec<u8>> {
+pub fn summary_csv(period: &Period, rows: &[SummaryRow]) -> Vec<u8> {
     let mut w = csv_writer();
-    write_row(&mut w, SUMMARY_HEADER)?;
+    write_row(&mut w, SUMMARY_HEADER);
     for r in rows {
         let m = |v: i64| format_minor(v, r.decimals);
         let mut notes = Vec::new();
@@ -305,7 +304,7 @@ pub fn summary_csv(period: &Period, rows: &[SummaryRow]) -> Result<Vec<u8>> {
                 r.stripe_customer_id.clone().unwrap_or_default(),
                 notes.join("; "),
             ],
-        )?;
+        );
     }
     finish(w)
 }
@@ -454,7 +453,7 @@ mod tests {
             currency: "EUR".into(),
             decimals: 2,
         };
-        let csv = String::from_utf8(invoice_csv(&period, "@Evil, Inc.", &[line]).unwrap()).unwrap();
+        let csv = String::from_utf8(invoice_csv(&period, "@Evil, Inc.", &[line])).unwrap();
         let rows: Vec<&str> = csv.split("\r\n").collect();
         assert_eq!(rows.len(), 4, "header, line, total, empty: {csv}");
         assert!(rows[1].contains("\"'@Evil, Inc.\""), "{}", rows[1]);
