@@ -27,7 +27,12 @@ pub fn key_fingerprint(key: &str) -> String {
 
 /// Full lowercase hex SHA-256 of an API key, as `users.csv` lists it.
 pub fn key_sha256(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
+    sha256_hex(key.as_bytes())
+}
+
+/// Lowercase hex SHA-256 of bytes (keys, published files).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// A 128-bit event id. It is the XXH3-128 of the fields below, separated by

@@ -142,7 +142,7 @@ fn sample_month_bills_to_golden_invoices() {
     assert_eq!(listed.len(), on_disk.len());
     for o in listed {
         let bytes = std::fs::read(env.out.join(o["key"].as_str().unwrap())).unwrap();
-        assert_eq!(o["sha256"], bill::sha256_hex(&bytes));
+        assert_eq!(o["sha256"], meter::ids::sha256_hex(&bytes));
         assert_eq!(o["bytes"], bytes.len());
     }
     assert!(manifest["inputs"]["lake_files"].as_array().unwrap().len() > 30);

@@ -29,6 +29,7 @@ use serde::Serialize;
 
 use crate::ctx::Ctx;
 use crate::error::{Error, IoContext, Result};
+use crate::ids::sha256_hex;
 use crate::lake::Lake;
 use crate::pricing::Pricing;
 use crate::registry::Registry;
@@ -484,12 +485,6 @@ pub fn read_billing(conn: &Connection, month: &str) -> Result<Billing> {
         .and_then(|rows| rows.collect())
         .map_err(db_err("unbilled_usage"))?;
     Ok(billing)
-}
-
-/// SHA-256 of bytes, hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(bytes))
 }
 
 /// SHA-256 and size of a file.

@@ -9,8 +9,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::render::{self, Period};
-use super::{Billing, file_digest, inputs, sha256_hex};
+use super::{Billing, file_digest, inputs};
 use crate::error::{Error, Result};
+use crate::ids::sha256_hex;
 use crate::lake::Lake;
 use crate::store::Store;
 
