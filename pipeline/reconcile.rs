@@ -176,7 +176,7 @@ fn render_table(header: &[&str; 7], rows: &[[String; 7]]) -> String {
         let mut s = String::new();
         for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
             // text left, numbers right
-            if (3..6).contains(&i) || i == 2 && c.parse::<f64>().is_ok() {
+            if (3..6).contains(&i) || i == 2 && c.bytes().all(|b| b.is_ascii_digit()) {
                 s += &format!("{c:>w$}  ");
             } else {
                 s += &format!("{c:<w$}  ");
