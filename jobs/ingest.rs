@@ -1,24 +1,22 @@
 //! `meter ingest`: the raw input tree into the lake.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
 use chrono::NaiveDate;
-use meter::ctx::{Ctx, SystemClock};
 use meter::ingest::{self, IngestOptions};
+use std::path::PathBuf;
 
-use crate::{Outcome, conclude};
+use crate::settings::{self, settings};
+use crate::{Outcome, conclude, or_fail};
 
 #[derive(clap::Args, Debug)]
 pub struct IngestArgs {
     /// Raw input directory: customers.csv, optional users.csv, and one folder
     /// per VM holding cliproxy/, resources/ and commands/.
-    #[arg(long, value_name = "DIR")]
-    pub input: PathBuf,
+    #[arg(long, value_name = "DIR", env = "METER_INPUT")]
+    pub input: Option<PathBuf>,
     /// Lake directory (created if missing). Tables are written under
     /// <lake>/<table>/date=YYYY-MM-DD/, run reports under <lake>/_runs/.
-    #[arg(long, value_name = "DIR")]
-    pub lake: PathBuf,
+    #[arg(long, value_name = "DIR", env = "METER_LAKE")]
+    pub lake: Option<PathBuf>,
     /// Only events on or after this UTC date (YYYY-MM-DD); earlier lines are
     /// counted as skipped.
     #[arg(long, value_name = "DATE")]
@@ -42,10 +40,12 @@ pub struct IngestArgs {
 }
 
 pub fn run(args: IngestArgs) -> Outcome {
-    let ctx = Ctx::new(Arc::new(SystemClock), "ingest");
+    let input = or_fail!(settings().input(args.input));
+    let lake = or_fail!(settings().lake(args.lake));
+    let ctx = settings::ctx("ingest");
     let opts = IngestOptions {
-        input: args.input,
-        lake: args.lake,
+        input,
+        lake,
         since: args.since,
         until: args.until,
         rebuild: args.rebuild,

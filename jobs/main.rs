@@ -2,13 +2,18 @@
 //! stage per job and maps the outcome to an exit code:
 //! 0 done, 1 done but needs attention, 2 failed, 3 another run holds the lake.
 
+mod approve;
 mod bill;
+mod cron;
 mod ingest;
 mod pipeline;
 mod pricing;
 mod reconcile;
+mod retention;
 mod rollup;
 mod sample;
+mod settings;
+mod stripe;
 
 use std::process::ExitCode;
 
@@ -19,6 +24,14 @@ use meter::report::StageReport;
 #[derive(Parser, Debug)]
 #[command(name = "meter", version, about, long_about = None)]
 struct Cli {
+    /// Config file with input, lake, out, customers, pricing, log_format
+    /// [default: ./meter.toml when it exists]. Flags and METER_* variables
+    /// override it.
+    #[arg(long, global = true, env = "METER_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// How to log on stderr [default: text, or log_format from the config].
+    #[arg(long, global = true, env = "METER_LOG_FORMAT", value_enum)]
+    log_format: Option<settings::LogFormat>,
     #[command(subcommand)]
     job: Job,
 }
@@ -35,6 +48,20 @@ enum Job {
     Reconcile(reconcile::ReconcileArgs),
     /// Ingest, roll up and bill one month in one go.
     Pipeline(pipeline::PipelineArgs),
+    /// Cron, every night: ingest what is new, roll up the dates it touched,
+    /// write the day's Stripe meter events, report silent VMs.
+    Nightly(cron::NightlyArgs),
+    /// Cron, once a month: the month's rollup and billing.
+    Monthly(cron::MonthlyArgs),
+    /// Rebuild a month from the raw input and bill it again: the next
+    /// revision, with a diff and Stripe corrections against the previous one.
+    Rerun(cron::RerunArgs),
+    /// Mark a revision of a month final, so that `stripe push` may send it.
+    Approve(approve::ApproveArgs),
+    /// Delete raw, rejected and priced partitions older than N months (aggregates stay).
+    Retention(retention::RetentionArgs),
+    /// Send meter events and invoice corrections to Stripe, exactly once.
+    Stripe(stripe::StripeArgs),
     /// Write a realistic raw input tree (for demos, tests and benchmarks).
     Sample(sample::SampleArgs),
     /// Work with the price list (`pricing.toml`).
@@ -52,29 +79,57 @@ pub enum Outcome {
 
 /// Prints an error with its causes and what to do, and picks the exit code.
 pub fn fail(err: &meter::Error) -> Outcome {
-    eprintln!("error: {err}");
+    let mut causes = Vec::new();
     let mut source = std::error::Error::source(err);
     while let Some(cause) = source {
-        eprintln!("  caused by: {cause}");
+        causes.push(cause.to_string());
         source = cause.source();
     }
-    if let Some(hint) = err.hint() {
-        eprintln!("  what to do: {hint}");
-    }
-    match err {
+    let outcome = match err {
         meter::Error::Locked { .. } => Outcome::Locked,
         _ => Outcome::Failed,
+    };
+    match settings::settings().log_format {
+        settings::LogFormat::Text => {
+            eprintln!("error: {err}");
+            for cause in &causes {
+                eprintln!("  caused by: {cause}");
+            }
+            if let Some(hint) = err.hint() {
+                eprintln!("  what to do: {hint}");
+            }
+        }
+        settings::LogFormat::Json => settings::log(
+            "error",
+            &err.to_string(),
+            serde_json::json!({
+                "causes": causes,
+                "hint": err.hint(),
+                "exit_code": outcome as u8,
+            }),
+        ),
     }
+    outcome
 }
 
 /// Prints a stage's summary and report location (and the report itself with
 /// `--json`), and picks the exit code.
 pub fn finish<R: StageReport>(lake: &std::path::Path, report: &R, json: bool) -> Outcome {
-    eprint!("{}", report.summary());
-    eprintln!(
-        "  report: {}/_runs/{}.json",
-        lake.display(),
-        report.run_id()
+    settings::log_summary(report.run_id(), &report.summary());
+    let outcome = if report.needs_attention() {
+        Outcome::NeedsAttention
+    } else {
+        Outcome::Done
+    };
+    let path = settings::report_path(lake, report.run_id());
+    settings::log(
+        "info",
+        &format!("  report: {path}"),
+        serde_json::json!({
+            "run_id": report.run_id(),
+            "report": path,
+            "exit_code": outcome as u8,
+        }),
     );
     if json {
         println!(
@@ -82,11 +137,7 @@ pub fn finish<R: StageReport>(lake: &std::path::Path, report: &R, json: bool) ->
             serde_json::to_string_pretty(report).expect("the report serializes")
         );
     }
-    if report.needs_attention() {
-        Outcome::NeedsAttention
-    } else {
-        Outcome::Done
-    }
+    outcome
 }
 
 /// [`finish`] for a stage that ran, [`fail`] for one that did not.
@@ -103,20 +154,33 @@ pub fn conclude<R: StageReport>(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = settings::init(cli.config, cli.log_format) {
+        return ExitCode::from(fail(&e) as u8);
+    }
     let outcome = match cli.job {
         Job::Ingest(args) => ingest::run(args),
         Job::Pricing(args) => pricing::run(args),
         Job::Rollup(args) => rollup::run(args),
         Job::Bill(args) => bill::run(args),
         Job::Pipeline(args) => pipeline::run(args),
+        Job::Nightly(args) => cron::nightly(args),
+        Job::Monthly(args) => cron::monthly(args),
+        Job::Rerun(args) => cron::rerun(args),
+        Job::Approve(args) => approve::run(args),
         Job::Reconcile(args) => reconcile::run(args),
+        Job::Retention(args) => retention::run(args),
+        Job::Stripe(args) => stripe::run(args),
         Job::Sample(args) => match sample::run(&args) {
             Ok(_) => Outcome::Done,
             Err(e) => {
-                eprintln!("error: {e}");
+                settings::log("error", &format!("error: {e}"), serde_json::json!({}));
                 let mut source = std::error::Error::source(&e);
                 while let Some(cause) = source {
-                    eprintln!("  caused by: {cause}");
+                    settings::log(
+                        "error",
+                        &format!("  caused by: {cause}"),
+                        serde_json::json!({}),
+                    );
                     source = cause.source();
                 }
                 Outcome::Failed

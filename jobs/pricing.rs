@@ -18,28 +18,35 @@ pub enum PricingCommand {
     /// (negative prices, overlapping effective dates, a raw name two models
     /// match, unknown currencies, tiers below their base).
     Check {
-        /// The pricing file.
-        #[arg(long, value_name = "FILE", default_value = "pricing.toml")]
-        pricing: PathBuf,
+        /// The pricing file [default: pricing.toml].
+        #[arg(long, value_name = "FILE", env = "METER_PRICING")]
+        pricing: Option<PathBuf>,
     },
 }
 
 pub fn run(args: PricingArgs) -> Outcome {
     match args.command {
-        PricingCommand::Check { pricing } => match Pricing::load(&pricing) {
-            Ok(p) => {
-                let (models, entries) = p.size();
-                println!(
-                    "{}: ok ({models} models, {entries} price entries in {} per 1M tokens; {} plans, {} FX rates, {} meters)",
-                    pricing.display(),
-                    p.currency,
-                    p.plans.len(),
-                    p.fx.len(),
-                    p.meters.len()
-                );
-                Outcome::Done
-            }
-            Err(e) => fail(&e),
-        },
+        PricingCommand::Check { pricing } => {
+            let pricing = crate::settings::settings().pricing(pricing);
+            check(&pricing)
+        }
+    }
+}
+
+fn check(pricing: &std::path::Path) -> Outcome {
+    match Pricing::load(pricing) {
+        Ok(p) => {
+            let (models, entries) = p.size();
+            println!(
+                "{}: ok ({models} models, {entries} price entries in {} per 1M tokens; {} plans, {} FX rates, {} meters)",
+                pricing.display(),
+                p.currency,
+                p.plans.len(),
+                p.fx.len(),
+                p.meters.len()
+            );
+            Outcome::Done
+        }
+        Err(e) => fail(&e),
     }
 }

@@ -1,23 +1,22 @@
 //! `meter rollup`: price events and build the daily and monthly aggregates.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
 use chrono::NaiveDate;
-use meter::ctx::{Ctx, SystemClock};
 use meter::rollup::{self, Period, RollupOptions};
+use std::path::PathBuf;
 
-use crate::{Outcome, conclude};
+use crate::settings::{self, settings};
+use crate::{Outcome, conclude, or_fail};
 
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("period").required(true).args(["date", "month"])))]
 pub struct RollupArgs {
     /// The lake written by `meter ingest`.
-    #[arg(long, value_name = "DIR")]
-    pub lake: PathBuf,
-    /// Price list (validated first, as by `meter pricing check`).
-    #[arg(long, value_name = "FILE", default_value = "pricing.toml")]
-    pub pricing: PathBuf,
+    #[arg(long, value_name = "DIR", env = "METER_LAKE")]
+    pub lake: Option<PathBuf>,
+    /// Price list (validated first, as by `meter pricing check`)
+    /// [default: pricing.toml].
+    #[arg(long, value_name = "FILE", env = "METER_PRICING")]
+    pub pricing: Option<PathBuf>,
     /// One UTC day (YYYY-MM-DD): price its events and replace its daily
     /// aggregates.
     #[arg(long, value_name = "DATE")]
@@ -37,15 +36,16 @@ pub fn parse_month(s: &str) -> Result<NaiveDate, String> {
 }
 
 pub fn run(args: RollupArgs) -> Outcome {
-    let ctx = Ctx::new(Arc::new(SystemClock), "rollup");
+    let lake = or_fail!(settings().lake(args.lake));
+    let ctx = settings::ctx("rollup");
     let period = match (args.date, args.month) {
         (Some(d), _) => Period::Day(d),
         (None, Some(m)) => Period::Month(m),
         (None, None) => unreachable!("clap requires --date or --month"),
     };
     let opts = RollupOptions {
-        lake: args.lake,
-        pricing: args.pricing,
+        lake,
+        pricing: settings().pricing(args.pricing),
         period,
     };
     conclude(rollup::run(&ctx, &opts), &opts.lake, args.json)

@@ -27,10 +27,29 @@ impl Clock for FixedClock {
     }
 }
 
+/// Progress of a long step, for a progress bar. Stages report through it;
+/// the binary shows a bar only when stderr is a terminal.
+pub trait Progress: Send + Sync {
+    /// A step of `total` units (files, days) begins.
+    fn start(&self, step: &str, total: u64);
+    fn advance(&self, units: u64);
+    fn finish(&self);
+}
+
+/// Reports nowhere (the default: tests, cron, pipes).
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn start(&self, _: &str, _: u64) {}
+    fn advance(&self, _: u64) {}
+    fn finish(&self) {}
+}
+
 #[derive(Clone)]
 pub struct Ctx {
     pub clock: Arc<dyn Clock>,
     pub run_id: String,
+    pub progress: Arc<dyn Progress>,
 }
 
 impl Ctx {
@@ -43,7 +62,27 @@ impl Ctx {
             now.format("%Y%m%dT%H%M%SZ"),
             salt & 0xffff
         );
-        Ctx { clock, run_id }
+        Ctx {
+            clock,
+            run_id,
+            progress: Arc::new(NoProgress),
+        }
+    }
+
+    /// This context, reporting progress to `progress`.
+    pub fn with_progress(mut self, progress: Arc<dyn Progress>) -> Ctx {
+        self.progress = progress;
+        self
+    }
+
+    /// The context of one stage of a job that runs several: the same clock,
+    /// and the job's run id with the stage's name appended.
+    pub fn stage(&self, stage: &str) -> Ctx {
+        Ctx {
+            clock: self.clock.clone(),
+            run_id: format!("{}-{stage}", self.run_id),
+            progress: self.progress.clone(),
+        }
     }
 
     /// A context with a given run id (tests).
@@ -51,6 +90,7 @@ impl Ctx {
         Ctx {
             clock,
             run_id: run_id.into(),
+            progress: Arc::new(NoProgress),
         }
     }
 }

@@ -75,6 +75,16 @@ pub enum Error {
         hint: &'static str,
     },
 
+    #[error("stripe push: {message}")]
+    Stripe { message: String, hint: &'static str },
+
+    #[error("{path}:{line}: {message}")]
+    Config {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+
     #[error("invalid arguments: {0}")]
     Usage(String),
 }
@@ -109,6 +119,10 @@ impl Error {
                 "check the named SQL or input file; if the inputs are sound, this is a bug in meter: please report it",
             ),
             Error::Billing { hint, .. } => Some(hint),
+            Error::Stripe { hint, .. } => Some(hint),
+            Error::Config { .. } => Some(
+                "fix the config file (keys: input, lake, out, customers, pricing, log_format), or pass --config another one",
+            ),
             Error::Usage(_) => Some("see --help"),
             Error::Arrow(_) => Some("this is a bug in meter: please report it with the run report"),
         }

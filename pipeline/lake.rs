@@ -67,6 +67,7 @@ impl PartWriter {
             path: self.tmp.clone(),
             source,
         })?;
+        crate::fault::file_written();
         Ok((self.tmp, self.final_path))
     }
 }
@@ -427,6 +428,7 @@ fn apply(commit: &Commit) -> Result<()> {
     for (from, to) in &commit.renames {
         if from.exists() {
             fs::rename(from, to).write_ctx(to)?;
+            crate::fault::file_written();
         }
     }
     for path in &commit.deletes {
@@ -461,7 +463,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = File::create(&tmp).write_ctx(&tmp)?;
     f.write_all(bytes).write_ctx(&tmp)?;
     f.sync_all().write_ctx(&tmp)?;
-    fs::rename(&tmp, path).write_ctx(path)
+    fs::rename(&tmp, path).write_ctx(path)?;
+    crate::fault::file_written();
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,8 +4,11 @@
 //! calls them. See ARCHITECTURE.md for the map.
 
 pub mod bill;
+pub mod config;
+pub mod cron;
 pub mod ctx;
 pub mod error;
+pub mod fault;
 pub mod ids;
 pub mod ingest;
 pub mod lake;
@@ -15,10 +18,13 @@ pub mod reconcile;
 pub mod redact;
 pub mod registry;
 pub mod report;
+pub mod retention;
 pub mod rollup;
 pub mod sample;
+pub mod silent;
 pub mod source;
 pub mod store;
+pub mod stripe;
 pub mod tables;
 
 pub use ctx::Ctx;

@@ -32,5 +32,9 @@ stage_report!(
     crate::ingest::report::IngestReport,
     crate::rollup::RollupReport,
     crate::bill::BillReport,
-    crate::reconcile::ReconcileReport
+    crate::bill::approve::ApproveReport,
+    crate::cron::JobReport,
+    crate::reconcile::ReconcileReport,
+    crate::retention::RetentionReport,
+    crate::stripe::PushReport
 );

@@ -169,6 +169,7 @@ impl Store {
         self.runtime
             .block_on(self.inner.put(&location, PutPayload::from(bytes)))
             .map_err(|source| self.error(key, source))?;
+        crate::fault::file_written();
         Ok(())
     }
 

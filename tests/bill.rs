@@ -189,7 +189,25 @@ fn rebilling_writes_nothing_new_and_changes_make_the_next_revision() {
     }
     let summary = read(&env.out.join("invoices/2026-10/rev-2/summary.csv"));
     assert!(summary.contains("INV-202610-cust_0001-R2"));
-    assert!(read(&env.out.join("stripe/2026-10/rev-2/meter_events.jsonl")).contains("-r2\""));
+    // Meter readings keep their identifiers across revisions: one reading,
+    // one identifier, sent once.
+    assert_eq!(
+        read(&env.out.join("stripe/2026-10/rev-2/meter_events.jsonl")),
+        read(&env.out.join("stripe/2026-10/rev-1/meter_events.jsonl"))
+    );
+    // The diff against rev-1: a new limit changes no total, so the period
+    // being closed (the clock says 2026-11-02), no invoice item either.
+    let diff = second.changes.as_ref().expect("a diff against rev-1");
+    assert_eq!(diff.previous_revision, 1);
+    assert!(diff.customers.iter().all(|c| c.kind == "none"));
+    assert!(!diff.period_open);
+    assert!(
+        read(&env.out.join("invoices/2026-10/rev-2/diff.txt")).contains("No invoice total changed")
+    );
+    assert_eq!(
+        read(&env.out.join("stripe/2026-10/rev-2/invoice_items.jsonl")),
+        ""
+    );
 
     // Within a revision, files are byte-identical across reruns: a lost
     // latest.json (a run killed before its last write) is restored, and a

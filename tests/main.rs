@@ -4,7 +4,11 @@
 mod bill;
 mod cli;
 mod common;
+mod crash;
 mod fuzz;
 mod ingest;
+mod retention;
 mod rollup;
 mod s3;
+mod stripe;
+mod stripe_server;

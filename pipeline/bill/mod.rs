@@ -14,6 +14,8 @@
 //! <out>/invoices/YYYY-MM/latest.json               written last
 //! ```
 
+pub mod approve;
+pub mod diff;
 pub mod inputs;
 pub mod publish;
 pub mod render;
@@ -106,6 +108,8 @@ pub struct BillReport {
     pub meter_events_withheld: usize,
     pub objects: Vec<publish::Object>,
     pub unbilled_usage: Vec<Unbilled>,
+    /// A new revision's change against the previous one.
+    pub changes: Option<diff::RevisionDiff>,
     pub attention: Vec<String>,
     pub notices: Vec<String>,
 }
@@ -134,6 +138,24 @@ impl BillReport {
             s += &format!(", {total} {currency}");
         }
         s.push('\n');
+        if let Some(d) = &self.changes {
+            let changed: Vec<&diff::CustomerChange> =
+                d.customers.iter().filter(|c| c.kind != "none").collect();
+            s += &format!(
+                "  against rev-{}: {} of {} invoice totals changed; {} delta meter events, {} invoice items (see diff.txt)\n",
+                d.previous_revision,
+                changed.len(),
+                d.customers.len(),
+                d.meter_event_corrections,
+                d.invoice_items
+            );
+            for c in changed {
+                s += &format!(
+                    "    {} {} -> {} {} ({} {})\n",
+                    c.customer_id, c.previous_total, c.total, c.currency, c.kind, c.difference
+                );
+            }
+        }
         for n in &self.notices {
             s += &format!("  notice: {n}\n");
         }
@@ -146,10 +168,16 @@ impl BillReport {
 
 /// Bills one month.
 pub fn run(ctx: &Ctx, opts: &BillOptions) -> Result<BillReport> {
+    Pricing::load(&opts.pricing)?;
+    let lake = Lake::open(&opts.lake, &ctx.run_id)?;
+    run_on(ctx, &lake, opts)
+}
+
+/// [`run`] on a lake the caller holds.
+pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &BillOptions) -> Result<BillReport> {
     let started_at = ctx.clock.now();
     let pricing = Pricing::load(&opts.pricing)?;
-    let lake = Lake::open(&opts.lake, &ctx.run_id)?;
-    inputs::check_current(&lake, opts.month)?;
+    inputs::check_current(lake, opts.month)?;
     let customers_path = match &opts.customers {
         Some(p) => p.clone(),
         None => {
@@ -178,7 +206,7 @@ pub fn run(ctx: &Ctx, opts: &BillOptions) -> Result<BillReport> {
     // out to belong to a new revision (invoice numbers and identifiers name
     // it).
     let conn = Connection::open_in_memory().map_err(db_err("opening DuckDB"))?;
-    let loaded = inputs::load(&conn, &lake, start, &registry, &pricing)?;
+    let loaded = inputs::load(&conn, lake, start, &registry, &pricing)?;
     let bill_at = |revision: u32| -> Result<Billing> {
         conn.execute("UPDATE billing_period SET revision = ?", [revision])
             .map_err(db_err("billing_period"))?;
@@ -200,6 +228,7 @@ pub fn run(ctx: &Ctx, opts: &BillOptions) -> Result<BillReport> {
     let versions = publish::Inputs::describe(&opts.pricing, &customers_path, &opts.lake)?;
     let state = publish::State::read(&store, &month)?;
     let mut outcome = None;
+    let mut changes = None;
     if let Some(top) = state.top() {
         let billing = bill_at(top)?;
         let files = render(&billing, top);
@@ -223,10 +252,30 @@ pub fn run(ctx: &Ctx, opts: &BillOptions) -> Result<BillReport> {
         None => {
             let revision = state.top().unwrap_or(0) + 1;
             let billing = bill_at(revision)?;
-            let files = render(&billing, revision);
+            let mut files = render(&billing, revision);
+            if let Some(previous) = state.top().filter(|p| state.manifests.contains_key(p)) {
+                let before = publish::snapshot(&store, &state, previous)?;
+                let after = diff::Snapshot::from_files(
+                    store.url(),
+                    files.iter().map(|(k, b)| (k.as_str(), b.as_slice())),
+                )?;
+                let open = diff::period_open(start, ctx.clock.now());
+                let (d, extra) = diff::compare(
+                    &month,
+                    previous,
+                    &before,
+                    revision,
+                    &after,
+                    &billing.events,
+                    open,
+                );
+                files.extend(extra);
+                files.sort_by(|a, b| a.0.cmp(&b.0));
+                changes = Some(d);
+            }
             let objects = publish::write_revision(
                 &store,
-                &lake,
+                lake,
                 &month,
                 revision,
                 files,
@@ -343,12 +392,67 @@ pub fn run(ctx: &Ctx, opts: &BillOptions) -> Result<BillReport> {
         meter_events_withheld: withheld.len(),
         objects,
         unbilled_usage: billing.unbilled.clone(),
+        changes,
         attention,
         notices,
     };
     let json = serde_json::to_string_pretty(&report).expect("the report serializes");
     lake.write_report(&ctx.run_id, &json)?;
     Ok(report)
+}
+
+/// One day's Stripe meter events, computed by the month's billing SQL from
+/// the daily aggregates (the nightly job sends them while the month is open).
+#[derive(Debug, Default)]
+pub struct DayEvents {
+    /// Every event of the day, including those without a Stripe customer.
+    pub events: Vec<MeterEvent>,
+    /// Customers left out of billing, each with why.
+    pub refused: Vec<(String, String)>,
+}
+
+impl DayEvents {
+    /// The `meter_events.jsonl` bytes: the events that have a Stripe customer.
+    pub fn jsonl(&self) -> Vec<u8> {
+        render::meter_events_jsonl(&self.events)
+    }
+
+    /// Customers whose events are withheld for lack of a Stripe customer id.
+    pub fn withheld(&self) -> BTreeMap<&str, usize> {
+        let mut out = BTreeMap::new();
+        for e in self
+            .events
+            .iter()
+            .filter(|e| e.stripe_customer_id.is_none())
+        {
+            *out.entry(e.customer_id.as_str()).or_default() += 1;
+        }
+        out
+    }
+}
+
+/// The store key of one day's meter events.
+pub fn day_events_key(date: NaiveDate) -> String {
+    format!("stripe/daily/{date}/meter_events.jsonl")
+}
+
+/// Computes `date`'s meter events from the daily aggregates of its month.
+pub fn day_events(
+    lake: &Lake,
+    date: NaiveDate,
+    registry: &Registry,
+    pricing: &Pricing,
+) -> Result<DayEvents> {
+    let conn = Connection::open_in_memory().map_err(db_err("opening DuckDB"))?;
+    let loaded = inputs::load(&conn, lake, date, registry, pricing)?;
+    sql::run_billing(&conn)?;
+    let mut billing = read_billing(&conn, &date.format("%Y-%m").to_string())?;
+    let day = date.to_string();
+    billing.events.retain(|e| e.date == day);
+    Ok(DayEvents {
+        events: billing.events,
+        refused: loaded.refused,
+    })
 }
 
 /// Reads the billing tables back, in a stable order.

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::render::{self, Period};
-use super::{Billing, file_digest, inputs};
+use super::{Billing, diff, file_digest, inputs};
 use crate::error::{Error, Result};
 use crate::ids::sha256_hex;
 use crate::lake::Lake;
@@ -203,11 +203,19 @@ impl State {
         self.manifests.keys().copied().max().max(self.current)
     }
 
-    /// Whether revision `n` holds exactly these files.
+    /// Whether revision `n` holds exactly these files (its diff and
+    /// correction files aside: they describe the change from the revision
+    /// before, not the month).
     pub fn matches(&self, n: u32, files: &[(String, Vec<u8>)]) -> bool {
-        self.manifests
-            .get(&n)
-            .is_some_and(|m| m.objects == objects_of(files))
+        self.manifests.get(&n).is_some_and(|m| {
+            let published: Vec<&Object> = m
+                .objects
+                .iter()
+                .filter(|o| !diff::is_derived(&o.key))
+                .collect();
+            let rendered = objects_of(files);
+            published.len() == rendered.len() && published.into_iter().eq(rendered.iter())
+        })
     }
 
     pub fn objects(&self, n: u32) -> Vec<Object> {
@@ -216,6 +224,34 @@ impl State {
             .map(|m| m.objects.clone())
             .unwrap_or_default()
     }
+}
+
+/// Reads what the diff compares from a published revision.
+pub fn snapshot(store: &Store, state: &State, revision: u32) -> Result<diff::Snapshot> {
+    let mut files = Vec::new();
+    for o in state.objects(revision) {
+        let name = o.key.rsplit('/').next().unwrap_or(&o.key);
+        if diff::is_derived(&o.key) || !(name.ends_with(".csv") || name == "meter_events.jsonl") {
+            continue;
+        }
+        let bytes = store.get(&o.key)?.ok_or_else(|| Error::Billing {
+            month: state
+                .manifests
+                .get(&revision)
+                .map(|m| m.month.clone())
+                .unwrap_or_default(),
+            message: format!(
+                "{} is listed in rev-{revision}'s manifest but missing",
+                store.object_url(&o.key)
+            ),
+            hint: "a published file was removed; restore it from the store's versioning",
+        })?;
+        files.push((o.key, bytes));
+    }
+    diff::Snapshot::from_files(
+        store.url(),
+        files.iter().map(|(k, b)| (k.as_str(), b.as_slice())),
+    )
 }
 
 /// Writes a new revision: its files, then the manifest, then latest.json.

@@ -495,7 +495,7 @@ mod tests {
                 event_name: "llm_tokens".into(),
                 value: i,
                 stripe_customer_id: (i != 7).then(|| format!("cus_{i}")),
-                identifier: format!("c{i}-llm_tokens-20261002-r1"),
+                identifier: format!("c{i}-llm_tokens-20261002"),
                 timestamp: 1_790_942_400,
             })
             .collect();
@@ -509,7 +509,7 @@ mod tests {
         assert_eq!(jsonl.lines().count(), 249);
         assert_eq!(
             jsonl.lines().next().unwrap(),
-            r#"{"identifier":"c0-llm_tokens-20261002-r1","timestamp":1790942400,"event_name":"llm_tokens","payload":{"value":0,"stripe_customer_id":"cus_0"}}"#
+            r#"{"identifier":"c0-llm_tokens-20261002","timestamp":1790942400,"event_name":"llm_tokens","payload":{"value":0,"stripe_customer_id":"cus_0"}}"#
         );
     }
 }

@@ -360,21 +360,21 @@ fn meter_events_are_daily_whole_numbers_with_stable_identifiers() {
                 "2026-10-03".into(),
                 "commands_run",
                 3,
-                "c-commands_run-20261003-r1",
+                "c-commands_run-20261003",
                 noon
             ),
             (
                 "2026-10-03".into(),
                 "compute_minutes",
                 2,
-                "c-compute_minutes-20261003-r1",
+                "c-compute_minutes-20261003",
                 noon
             ),
             (
                 "2026-10-03".into(),
                 "llm_tokens",
                 21,
-                "c-llm_tokens-20261003-r1",
+                "c-llm_tokens-20261003",
                 noon
             ),
             // 0.0104 USD x 0.96052252 = 0.00998... EUR: 1 cent
@@ -382,7 +382,7 @@ fn meter_events_are_daily_whole_numbers_with_stable_identifiers() {
                 "2026-10-03".into(),
                 "provider_cost_cents",
                 1,
-                "c-provider_cost_cents-20261003-r1",
+                "c-provider_cost_cents-20261003",
                 noon
             ),
         ]

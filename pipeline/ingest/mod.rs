@@ -68,7 +68,12 @@ impl DateRange {
 /// Runs the stage. Per-line and per-file problems are in the report; an
 /// `Err` means nothing was committed.
 pub fn run(ctx: &Ctx, opts: &IngestOptions) -> Result<IngestReport> {
-    let started_at = ctx.clock.now();
+    check_options(opts)?;
+    let lake = Lake::open(&opts.lake, &ctx.run_id)?;
+    run_on(ctx, &lake, opts)
+}
+
+fn check_options(opts: &IngestOptions) -> Result<()> {
     if !opts.input.is_dir() {
         return Err(Error::NoInput {
             path: opts.input.clone(),
@@ -90,8 +95,15 @@ pub fn run(ctx: &Ctx, opts: &IngestOptions) -> Result<IngestReport> {
             opts.max_reject_rate
         )));
     }
+    Ok(())
+}
+
+/// [`run`] on a lake the caller holds (a job that runs several stages under
+/// one lock).
+pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &IngestOptions) -> Result<IngestReport> {
+    let started_at = ctx.clock.now();
+    check_options(opts)?;
     let registry = Arc::new(Registry::load(&opts.input)?);
-    let lake = Lake::open(&opts.lake, &ctx.run_id)?;
     let discovery = source::discover(&opts.input)?;
     let range = DateRange {
         since: opts.since,
@@ -120,13 +132,23 @@ pub fn run(ctx: &Ctx, opts: &IngestOptions) -> Result<IngestReport> {
     let (tx, rx) = sync_channel::<Rows>(4);
     let (produced, stored) = std::thread::scope(|scope| {
         let sink = scope.spawn(|| {
-            let mut sink = Sink::new(&lake, &ctx.run_id, rebuild);
+            let mut sink = Sink::new(lake, &ctx.run_id, rebuild);
             for rows in rx {
                 sink.push(rows)?;
             }
             sink.finish()
         });
-        let produced = produce(&discovery.files, &mut ctxs, &mut files, range, tx);
+        ctx.progress
+            .start("ingest: files", discovery.files.len() as u64);
+        let produced = produce(
+            &discovery.files,
+            &mut ctxs,
+            &mut files,
+            range,
+            tx,
+            &*ctx.progress,
+        );
+        ctx.progress.finish();
         (
             produced,
             sink.join().expect("the writer thread does not panic"),
@@ -255,6 +277,7 @@ fn produce(
     files: &mut [FileReport],
     range: DateRange,
     tx: std::sync::mpsc::SyncSender<Rows>,
+    progress: &dyn crate::ctx::Progress,
 ) -> Result<()> {
     let window = rayon::current_num_threads().max(1) * 2;
     let mut states: HashMap<usize, FileState> = HashMap::new();
@@ -288,6 +311,7 @@ fn produce(
                 None => {
                     let r = current.take().expect("a reader is open");
                     let idx = next_file - 1;
+                    progress.advance(1);
                     files[idx].lines_read = r.lines_read;
                     if let Some(e) = r.error {
                         files[idx].error =

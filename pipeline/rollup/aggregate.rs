@@ -298,6 +298,7 @@ fn replace_dir(lake: &Lake, dir: &Path, run_id: &str, df: &mut DataFrame) -> Res
             .with_compression(ParquetCompression::Zstd(None))
             .finish(df)
             .map_err(|e| polars_error(&tmp, e))?;
+        crate::fault::file_written();
         commit.renames.push((tmp, final_path));
     }
     lake.commit(run_id, &commit)?;

@@ -117,15 +117,21 @@ fn days_of(lake: &Lake, period: Period) -> Result<Vec<NaiveDate>> {
 /// Runs the stage. Unpriced events are kept (cost null) and make the run
 /// need attention.
 pub fn run(ctx: &Ctx, opts: &RollupOptions) -> Result<RollupReport> {
-    let started_at = ctx.clock.now();
-    let pricing = Pricing::load(&opts.pricing)?;
     if !opts.lake.join("_lake.json").exists() {
         return Err(Error::Lake {
             path: opts.lake.clone(),
             message: "not a lake (no _lake.json): run `meter ingest` into it first".into(),
         });
     }
+    Pricing::load(&opts.pricing)?;
     let lake = Lake::open(&opts.lake, &ctx.run_id)?;
+    run_on(ctx, &lake, opts)
+}
+
+/// [`run`] on a lake the caller holds.
+pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &RollupOptions) -> Result<RollupReport> {
+    let started_at = ctx.clock.now();
+    let pricing = Pricing::load(&opts.pricing)?;
     let mut report = RollupReport {
         job: "rollup",
         run_id: ctx.run_id.clone(),
@@ -146,8 +152,37 @@ pub fn run(ctx: &Ctx, opts: &RollupOptions) -> Result<RollupReport> {
         aggregates: Vec::new(),
         attention: Vec::new(),
     };
-    for date in days_of(&lake, opts.period)? {
-        let day = priced::price_day(&lake, &pricing, date, &ctx.run_id)?;
+    let mut days = days_of(lake, opts.period)?;
+    // A day whose raw events are all gone (removed by `meter retention`)
+    // keeps its aggregates: rolling it up again would replace them with
+    // nothing.
+    let mut kept = Vec::new();
+    for &date in &days {
+        let mut raw = false;
+        for table in Table::EVENTS {
+            raw |= !lake.partition_files(table, date)?.is_empty();
+        }
+        let mut aggregated = false;
+        for spec in SPECS {
+            aggregated |= !lake.parquet_files(&spec.daily_dir(lake, date))?.is_empty();
+        }
+        if !raw && aggregated {
+            kept.push(date);
+        }
+    }
+    days.retain(|d| !kept.contains(d));
+    if !kept.is_empty() {
+        report.attention.push(format!(
+            "{} day(s) have daily aggregates but no raw events (removed by `meter retention`?): their aggregates are kept as they are, not rolled up again ({} .. {})",
+            kept.len(),
+            kept[0],
+            kept[kept.len() - 1]
+        ));
+    }
+    ctx.progress.start("rollup: days", days.len() as u64);
+    for date in days {
+        ctx.progress.advance(1);
+        let day = priced::price_day(lake, &pricing, date, &ctx.run_id)?;
         report.events_priced += day.priced;
         report.events_unpriced += day.unpriced;
         report.cost += day.cost;
@@ -161,14 +196,15 @@ pub fn run(ctx: &Ctx, opts: &RollupOptions) -> Result<RollupReport> {
         for spec in SPECS {
             report
                 .aggregates
-                .push(aggregate::daily(&lake, spec, date, &ctx.run_id)?);
+                .push(aggregate::daily(lake, spec, date, &ctx.run_id)?);
         }
     }
+    ctx.progress.finish();
     if let Period::Month(m) = opts.period {
         for spec in SPECS {
             report
                 .aggregates
-                .push(aggregate::monthly(&lake, spec, m, &ctx.run_id)?);
+                .push(aggregate::monthly(lake, spec, m, &ctx.run_id)?);
         }
     }
     if report.events_unpriced > 0 {

@@ -5,8 +5,10 @@
 -- cost in minor units of the customer's currency, each rounded half away from
 -- zero. The timestamp is noon UTC of the day;
 -- the identifier (Stripe's idempotency key, <= 100 characters) is derived
--- from customer, meter, day and revision, so a rerun of the same revision
--- sends the same keys and a new revision new ones.
+-- from customer, meter and day only: the nightly push and every revision of
+-- the month name the same day's reading alike, so it is sent once; a
+-- revision that changes a reading sends a delta under `<identifier>-rN`
+-- (`meter stripe push`).
 CREATE OR REPLACE TABLE meter_events AS
 WITH daily AS (
     SELECT date, customer_id, 'tokens' AS measures,
@@ -37,8 +39,7 @@ WITH daily AS (
 ), keyed AS (
     SELECT d.date, d.customer_id, m.event_name, CAST(d.value AS BIGINT) AS value,
            c.stripe_customer_id,
-           d.customer_id || '-' || m.event_name || '-' || strftime(d.date, '%Y%m%d') || '-r' || p.revision
-               AS readable_identifier
+           d.customer_id || '-' || m.event_name || '-' || strftime(d.date, '%Y%m%d') AS readable_identifier
     FROM daily d
     JOIN meters m ON m.measures = d.measures
     JOIN billed_customers c ON c.customer_id = d.customer_id
