@@ -2,18 +2,17 @@
 //! N whole months; aggregates stay.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use meter::ctx::{Ctx, SystemClock};
 use meter::retention::{self, DEFAULT_KEEP_MONTHS, RetentionOptions};
 
-use crate::{Outcome, conclude};
+use crate::settings::{self, settings};
+use crate::{Outcome, conclude, or_fail};
 
 #[derive(clap::Args, Debug)]
 pub struct RetentionArgs {
     /// The lake written by `meter ingest`.
     #[arg(long, value_name = "DIR", env = "METER_LAKE")]
-    pub lake: PathBuf,
+    pub lake: Option<PathBuf>,
     /// Whole months kept before the current one (UTC): with 36 on
     /// 2026-11-22, partitions dated before 2023-11-01 are deleted. Daily and
     /// monthly aggregates are always kept.
@@ -30,9 +29,10 @@ pub struct RetentionArgs {
 }
 
 pub fn run(args: RetentionArgs) -> Outcome {
-    let ctx = Ctx::new(Arc::new(SystemClock), "retention");
+    let lake = or_fail!(settings().lake(args.lake));
+    let ctx = settings::ctx("retention");
     let opts = RetentionOptions {
-        lake: args.lake,
+        lake,
         keep_months: args.keep_months,
         dry_run: args.dry_run,
     };
