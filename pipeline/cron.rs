@@ -247,11 +247,31 @@ pub fn nightly(ctx: &Ctx, opts: &NightlyOptions) -> Result<JobReport> {
         withheld: withheld.values().sum(),
     });
 
-    report.silent_vms = silent::silent_vms(&lake, opts.date)?;
-    for vm in &report.silent_vms {
-        report
-            .attention
-            .push(silent::silent_vms_message(vm, opts.date));
+    // A VM of a customer who cancelled by the end of the day is expected to
+    // fall silent.
+    let day_end = (opts.date + chrono::Days::new(1))
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc();
+    for vm in silent::silent_vms(&lake, opts.date)? {
+        let cancelled = registry
+            .customers
+            .iter()
+            .find(|c| *c.customer_id == *vm.customer_id)
+            .and_then(|c| c.cancelled_at)
+            .filter(|t| *t <= day_end);
+        match cancelled {
+            Some(t) => report.notices.push(format!(
+                "VM {} sent nothing on {}, as expected: customer {} cancelled at {t}",
+                vm.vm_id, opts.date, vm.customer_id
+            )),
+            None => {
+                report
+                    .attention
+                    .push(silent::silent_vms_message(&vm, opts.date));
+                report.silent_vms.push(vm);
+            }
+        }
     }
     report.finish(ctx, &lake)
 }
@@ -284,6 +304,14 @@ pub fn pipeline(ctx: &Ctx, paths: &Paths, month: NaiveDate) -> Result<JobReport>
 /// The month-end run: the month's rollup, then billing.
 pub fn monthly(ctx: &Ctx, paths: &Paths, month: NaiveDate) -> Result<JobReport> {
     Pricing::load(&paths.pricing)?;
+    if !paths.lake.join("_lake.json").exists() {
+        return Err(Error::Lake {
+            path: paths.lake.clone(),
+            message:
+                "not a lake (no _lake.json): run `meter nightly` or `meter ingest` into it first"
+                    .into(),
+        });
+    }
     let lake = Lake::open(&paths.lake, &ctx.run_id)?;
     let mut report = JobReport::new(ctx, "monthly", &lake, month_label(month));
     roll_and_bill(ctx, &lake, paths, month, &mut report)?;

@@ -5,6 +5,7 @@ mod bill;
 mod cli;
 mod common;
 mod crash;
+mod cron;
 mod fuzz;
 mod ingest;
 mod retention;

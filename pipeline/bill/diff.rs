@@ -48,8 +48,13 @@ pub fn is_derived(key: &str) -> bool {
 /// Whether meter events for the month of `month` still count: until the
 /// first instant of the next month, UTC.
 pub fn period_open(month: NaiveDate, now: DateTime<Utc>) -> bool {
+    now < period_end(month)
+}
+
+/// The first instant (UTC) of the month after `month`'s.
+pub fn period_end(month: NaiveDate) -> DateTime<Utc> {
     let (_, end, _) = month_bounds(month);
-    now < end.and_hms_opt(0, 0, 0).expect("midnight").and_utc()
+    end.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc()
 }
 
 /// One line of an invoice CSV, as the diff compares it.

@@ -52,18 +52,7 @@ const V2_SESSION: &str = "/v2/billing/meter_event_session";
 const V2_STREAM: &str = "/v2/billing/meter_event_stream";
 const INVOICE_ITEMS: &str = "/v1/invoiceitems";
 
-/// Whether a month's meter events still reach its invoice: while `now` is
-/// before the first instant (UTC) of the next month. `month_start` may be
-/// any day of the month.
-pub fn period_open(month_start: NaiveDate, now: DateTime<Utc>) -> bool {
-    now < period_end(month_start)
-}
-
-/// The first instant of the next month, UTC.
-fn period_end(month: NaiveDate) -> DateTime<Utc> {
-    let (_, end, _) = month_bounds(month);
-    end.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc()
-}
+pub use crate::bill::diff::{period_end, period_open};
 
 /// What to push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,315 @@
+//! The scheduled jobs through the binary, configured the way cron runs
+//! them: a `meter.toml`, METER_* variables, `METER_FIXED_TIME` for the clock.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::common::{repo, sample_data};
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn meter(dir: &Path, now: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_meter"))
+        .current_dir(dir)
+        .args(args)
+        .env("METER_FIXED_TIME", now)
+        .env_remove("METER_CONFIG")
+        .env_remove("METER_LAKE")
+        .env_remove("METER_OUT")
+        .env_remove("METER_INPUT")
+        .env_remove("METER_PRICING")
+        .env_remove("METER_CUSTOMERS")
+        .env_remove("METER_LOG_FORMAT")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A folder with a `meter.toml` naming the sample input, a lake and an out
+/// folder beside it, and `pricing`.
+fn configured(pricing: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("meter.toml"),
+        format!(
+            "input = {:?}\nlake = \"lake\"\nout = \"out\"\npricing = {:?}\n",
+            sample_data().display().to_string(),
+            pricing.display().to_string()
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn nightly_meters_yesterday_from_meter_toml_and_reruns_alike() {
+    let dir = configured(&repo().join("pricing.toml"));
+    let run = meter(
+        dir.path(),
+        "2026-10-22T02:00:00Z",
+        &["nightly", "--date", "2026-10-21"],
+        &[],
+    );
+    // unpriced gemini-1.5-pro usage needs attention
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let file = dir
+        .path()
+        .join("out/stripe/daily/2026-10-21/meter_events.jsonl");
+    let events = read(&file);
+    assert!(!events.is_empty());
+    for line in events.lines() {
+        let e: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(
+            e["identifier"].as_str().unwrap().ends_with("-20261021"),
+            "{line}"
+        );
+        // noon UTC of the day
+        assert_eq!(e["timestamp"], 1_792_584_000, "{line}");
+        assert!(e["payload"]["value"].as_i64().unwrap() > 0);
+    }
+    // cust_0003 cancelled on 2026-10-21: its VMs fall silent as expected
+    assert!(
+        run.stderr
+            .contains("as expected: customer cust_0003 cancelled"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("attention: silent VM"),
+        "{}",
+        run.stderr
+    );
+    let report: serde_json::Value = serde_json::from_str(&read(
+        &dir.path().join("lake/_runs/20261022T020000Z-nightly.json"),
+    ))
+    .unwrap();
+    assert_eq!(report["job"], "nightly");
+    // the first night ingests the whole backlog: every date it touched
+    assert_eq!(report["dates_rolled_up"].as_array().unwrap().len(), 30);
+    assert_eq!(report["stages"][0]["stage"], "ingest");
+
+    // The next run (no --date: yesterday of the clock) finds nothing new,
+    // rolls up only its day and writes the same events.
+    let again = meter(dir.path(), "2026-10-22T03:00:00Z", &["nightly"], &[]);
+    assert_eq!(again.code, 1, "{}", again.stderr);
+    let report: serde_json::Value = serde_json::from_str(&read(
+        &dir.path().join("lake/_runs/20261022T030000Z-nightly.json"),
+    ))
+    .unwrap();
+    assert_eq!(report["dates_rolled_up"], serde_json::json!(["2026-10-21"]));
+    assert_eq!(read(&file), events);
+
+    // A variable beats the file, and a flag beats the variable.
+    let alt = meter(
+        dir.path(),
+        "2026-10-22T04:00:00Z",
+        &["nightly"],
+        &[("METER_OUT", "alt")],
+    );
+    assert_eq!(alt.code, 1, "{}", alt.stderr);
+    assert_eq!(
+        read(
+            &dir.path()
+                .join("alt/stripe/daily/2026-10-21/meter_events.jsonl")
+        ),
+        events
+    );
+    let flag = meter(
+        dir.path(),
+        "2026-10-22T05:00:00Z",
+        &["nightly", "--out", "flag"],
+        &[("METER_OUT", "alt")],
+    );
+    assert_eq!(flag.code, 1, "{}", flag.stderr);
+    assert!(
+        dir.path()
+            .join("flag/stripe/daily/2026-10-21/meter_events.jsonl")
+            .exists()
+    );
+}
+
+#[test]
+fn monthly_then_a_price_fix_rerun_writes_rev_2_with_its_diff_and_corrections() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pricing = tmp.path().join("pricing.toml");
+    std::fs::copy(repo().join("pricing.toml"), &pricing).unwrap();
+    let dir = configured(&pricing);
+    let d = dir.path();
+
+    // no --month: the month before the clock's
+    let monthly = meter(d, "2026-11-01T03:00:00Z", &["monthly"], &[]);
+    assert_eq!(monthly.code, 2, "no lake yet: {}", monthly.stderr);
+    let first = meter(
+        d,
+        "2026-11-01T03:00:00Z",
+        &["pipeline", "--month", "2026-10"],
+        &[],
+    );
+    assert_eq!(first.code, 1, "{}", first.stderr);
+    let monthly = meter(d, "2026-11-01T04:00:00Z", &["monthly"], &[]);
+    assert_eq!(monthly.code, 1, "{}", monthly.stderr);
+    assert!(
+        monthly.stderr.contains("unchanged revision 1"),
+        "{}",
+        monthly.stderr
+    );
+
+    let approve = meter(
+        d,
+        "2026-11-02T09:00:00Z",
+        &["approve", "--month", "2026-10", "--by", "finance"],
+        &[],
+    );
+    assert_eq!(approve.code, 0, "{}", approve.stderr);
+    let rev1: Vec<(String, Vec<u8>)> = crate::common::list_files(&d.join("out"))
+        .into_iter()
+        .filter(|f| f.contains("rev-1"))
+        .map(|f| (f.clone(), std::fs::read(d.join("out").join(&f)).unwrap()))
+        .collect();
+
+    // gpt-5 input goes from 1.25 to 1.50 per 1M tokens
+    let text = read(&pricing);
+    let fixed = text.replacen(
+        "effective_from = \"2025-08-07\"\ninput = \"1.25\"",
+        "effective_from = \"2025-08-07\"\ninput = \"1.5\"",
+        1,
+    );
+    assert_ne!(text, fixed, "the gpt-5 entry moved in pricing.toml");
+    std::fs::write(&pricing, fixed).unwrap();
+    let rerun = meter(
+        d,
+        "2026-11-03T09:00:00Z",
+        &["rerun", "--month", "2026-10", "--log-format", "json"],
+        &[],
+    );
+    assert_eq!(rerun.code, 1, "{}", rerun.stderr);
+    // JSON lines only, the last one with the report and exit code
+    let records: Vec<serde_json::Value> = rerun
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert!(
+        records
+            .iter()
+            .all(|r| r["level"].is_string() && r["message"].is_string())
+    );
+    assert!(records.iter().any(|r| r["level"] == "warn"));
+    let last = records.last().unwrap();
+    assert_eq!(last["exit_code"], 1);
+    assert!(
+        last["report"]
+            .as_str()
+            .unwrap()
+            .ends_with("20261103T090000Z-rerun.json")
+    );
+
+    // rev-2 beside rev-1, which is untouched
+    for (f, bytes) in &rev1 {
+        assert_eq!(&std::fs::read(d.join("out").join(f)).unwrap(), bytes, "{f}");
+    }
+    let diff = read(&d.join("out/invoices/2026-10/rev-2/diff.csv"));
+    let changed: Vec<&str> = diff.lines().filter(|l| l.contains(",changed,")).collect();
+    assert_eq!(changed.len(), 6, "{diff}");
+    assert!(
+        changed
+            .iter()
+            .all(|l| l.contains("gpt-5") || l.contains(",total,"))
+    );
+    assert!(diff.contains("cust_0001,api_usage,openai,gpt-5,changed"));
+    assert!(
+        read(&d.join("out/invoices/2026-10/rev-2/diff.txt"))
+            .contains("621.41 -> 623.18 EUR (+1.77")
+    );
+    // the month is closed: invoice items in minor units, and the report
+    let items: Vec<serde_json::Value> =
+        read(&d.join("out/stripe/2026-10/rev-2/invoice_items.jsonl"))
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    let got: Vec<(&str, i64, &str)> = items
+        .iter()
+        .map(|i| {
+            (
+                i["customer_id"].as_str().unwrap(),
+                i["amount"].as_i64().unwrap(),
+                i["currency"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("cust_0001", 177, "eur"),
+            ("cust_0002", 95, "usd"),
+            ("cust_0003", 121, "eur")
+        ]
+    );
+    assert!(read(&d.join("out/invoices/2026-10/rev-2/corrections.csv")).contains(",1.77,debit,"));
+
+    // Only the approved revision leaves: rev-1 has no correction to send.
+    let push = meter(
+        d,
+        "2026-11-03T10:00:00Z",
+        &["stripe", "push", "--month", "2026-10", "--dry-run"],
+        &[],
+    );
+    assert!(!push.stdout.contains("/v1/invoiceitems"), "{}", push.stdout);
+    let approve = meter(
+        d,
+        "2026-11-03T11:00:00Z",
+        &["approve", "--month", "2026-10"],
+        &[],
+    );
+    assert_eq!(approve.code, 0, "{}", approve.stderr);
+    let push = meter(
+        d,
+        "2026-11-03T12:00:00Z",
+        &["stripe", "push", "--month", "2026-10", "--dry-run"],
+        &[],
+    );
+    assert_eq!(
+        push.stdout.matches("/v1/invoiceitems").count(),
+        3,
+        "{}\n{}",
+        push.stdout,
+        push.stderr
+    );
+}
+
+#[test]
+fn a_bad_config_file_is_named_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("meter.toml"),
+        "lake = \"lake\"\nlakes = \"x\"\n",
+    )
+    .unwrap();
+    let run = meter(dir.path(), "2026-11-01T03:00:00Z", &["monthly"], &[]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("meter.toml:2:"), "{}", run.stderr);
+    assert!(run.stderr.contains("what to do:"), "{}", run.stderr);
+
+    std::fs::remove_file(dir.path().join("meter.toml")).unwrap();
+    let run = meter(dir.path(), "2026-11-01T03:00:00Z", &["monthly"], &[]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("no lake given: pass --lake, set METER_LAKE"),
+        "{}",
+        run.stderr
+    );
+}
