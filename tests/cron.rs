@@ -313,3 +313,71 @@ fn a_bad_config_file_is_named_with_its_line() {
         run.stderr
     );
 }
+
+#[test]
+fn a_late_log_in_an_open_month_becomes_delta_meter_events() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("input");
+    crate::common::copy_dir(&sample_data(), &input);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("meter.toml"),
+        format!(
+            "input = {:?}\nlake = \"lake\"\nout = \"out\"\npricing = {:?}\n",
+            input.display().to_string(),
+            repo().join("pricing.toml").display().to_string()
+        ),
+    )
+    .unwrap();
+    let d = dir.path();
+    // the last evening of October: the billing period is still open
+    let now = "2026-10-31T20:00:00Z";
+    let first = meter(d, now, &["pipeline", "--month", "2026-10"], &[]);
+    assert_eq!(first.code, 1, "{}", first.stderr);
+
+    // A late line for cust_0001's VM on 2026-10-28: a new request of
+    // 1115 + 16603 + 206 + 933 = 18857 tokens.
+    let log = input.join("vm-2fbcf0/cliproxy/usage.jsonl");
+    let text = read(&log);
+    let line = text
+        .lines()
+        .find(|l| l.contains("\"timestamp\":\"2026-10-28T20:15:36.909685392+01:00\""))
+        .expect("the sample line");
+    let late = line.replace("20:15:36.909685392", "20:15:37.000000001");
+    // (first: the file ends in a torn line, as a live log can)
+    std::fs::write(&log, format!("{late}\n{text}")).unwrap();
+
+    let rerun = meter(d, now, &["rerun", "--month", "2026-10"], &[]);
+    assert_eq!(rerun.code, 1, "{}", rerun.stderr);
+    assert!(
+        rerun.stderr.contains("published revision 2"),
+        "{}",
+        rerun.stderr
+    );
+    let deltas: Vec<serde_json::Value> =
+        read(&d.join("out/stripe/2026-10/rev-2/meter_event_corrections.jsonl"))
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    let tokens = deltas
+        .iter()
+        .find(|e| e["identifier"] == "cust_0001-llm_tokens-20261028-r2")
+        .unwrap_or_else(|| panic!("{deltas:?}"));
+    assert_eq!(tokens["payload"]["value"], 18857);
+    assert_eq!(tokens["event_name"], "llm_tokens");
+    // only cust_0001's readings of that day changed
+    assert!(deltas.iter().all(|e| {
+        e["payload"]["stripe_customer_id"] == "cus_luJ0lin0U914x5"
+            && e["identifier"].as_str().unwrap().contains("-20261028-r2")
+    }));
+    // no invoice items while the period is open
+    assert!(
+        !d.join("out/stripe/2026-10/rev-2/invoice_items.jsonl")
+            .exists()
+    );
+    let corrections = read(&d.join("out/invoices/2026-10/rev-2/corrections.csv"));
+    assert!(
+        corrections.contains("delta meter events (billing period open)"),
+        "{corrections}"
+    );
+}
