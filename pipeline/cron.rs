@@ -178,16 +178,7 @@ pub fn nightly(ctx: &Ctx, opts: &NightlyOptions) -> Result<JobReport> {
     let lake = Lake::open(&paths.lake, &ctx.run_id)?;
     let mut report = JobReport::new(ctx, "nightly", &lake, format!("date={}", opts.date));
 
-    let ingest_opts = IngestOptions {
-        input: paths.input.clone(),
-        lake: paths.lake.clone(),
-        since: None,
-        until: None,
-        rebuild: false,
-        max_reject_rate: opts.max_reject_rate,
-    };
-    let ingested = ingest::run_on(&ctx.stage("ingest"), &lake, &ingest_opts)?;
-    report.stages.push(StageRun::of("ingest", &ingested));
+    let ingested = ingest_new(ctx, &lake, paths, opts.max_reject_rate, &mut report)?;
     let mut dates: BTreeSet<NaiveDate> = ingested
         .partitions
         .iter()
@@ -287,16 +278,7 @@ pub fn pipeline(ctx: &Ctx, paths: &Paths, month: NaiveDate) -> Result<JobReport>
     }
     let lake = Lake::open(&paths.lake, &ctx.run_id)?;
     let mut report = JobReport::new(ctx, "pipeline", &lake, month_label(month));
-    let ingest_opts = IngestOptions {
-        input: paths.input.clone(),
-        lake: paths.lake.clone(),
-        since: None,
-        until: None,
-        rebuild: false,
-        max_reject_rate: MAX_REJECT_RATE,
-    };
-    let ingested = ingest::run_on(&ctx.stage("ingest"), &lake, &ingest_opts)?;
-    report.stages.push(StageRun::of("ingest", &ingested));
+    ingest_new(ctx, &lake, paths, MAX_REJECT_RATE, &mut report)?;
     roll_and_bill(ctx, &lake, paths, month, &mut report)?;
     report.finish(ctx, &lake)
 }
@@ -346,6 +328,28 @@ pub fn rerun(ctx: &Ctx, paths: &Paths, month: NaiveDate) -> Result<JobReport> {
     report.stages.push(StageRun::of("ingest", &ingested));
     roll_and_bill(ctx, &lake, paths, month, &mut report)?;
     report.finish(ctx, &lake)
+}
+
+/// Ingests whatever the input holds that the lake does not (duplicates are
+/// recognised by event id).
+fn ingest_new(
+    ctx: &Ctx,
+    lake: &Lake,
+    paths: &Paths,
+    max_reject_rate: f64,
+    report: &mut JobReport,
+) -> Result<crate::ingest::report::IngestReport> {
+    let opts = IngestOptions {
+        input: paths.input.clone(),
+        lake: paths.lake.clone(),
+        since: None,
+        until: None,
+        rebuild: false,
+        max_reject_rate,
+    };
+    let ingested = ingest::run_on(&ctx.stage("ingest"), lake, &opts)?;
+    report.stages.push(StageRun::of("ingest", &ingested));
+    Ok(ingested)
 }
 
 fn roll_and_bill(
