@@ -301,39 +301,11 @@ impl Lake {
     pub fn stored_ids(&self, table: Table, date: NaiveDate) -> Result<HashSet<EventId>> {
         let mut ids = HashSet::new();
         for path in self.partition_files(table, date)? {
-            let file = File::open(&path).read_ctx(&path)?;
-            let perr = |source| Error::Parquet {
-                path: path.clone(),
-                source,
-            };
-            let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?;
-            let Some(idx) = builder
-                .schema()
-                .fields()
-                .iter()
-                .position(|f| f.name() == "event_id")
-            else {
-                return Err(Error::Lake {
+            read_text_columns(&path, &["event_id"], |cols| {
+                let col = cols[0].ok_or_else(|| Error::Lake {
                     path: path.clone(),
                     message: "no event_id column".into(),
-                });
-            };
-            let mask = ProjectionMask::roots(builder.parquet_schema(), [idx]);
-            let reader = builder
-                .with_projection(mask)
-                .with_batch_size(65536)
-                .build()
-                .map_err(perr)?;
-            for batch in reader {
-                let batch = batch?;
-                let col = batch
-                    .column(0)
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .ok_or_else(|| Error::Lake {
-                        path: path.clone(),
-                        message: "event_id is not text".into(),
-                    })?;
+                })?;
                 for i in 0..col.len() {
                     if let Some(id) = col
                         .is_valid(i)
@@ -343,7 +315,8 @@ impl Lake {
                         ids.insert(id);
                     }
                 }
-            }
+                Ok(())
+            })?;
         }
         Ok(ids)
     }
@@ -406,6 +379,59 @@ impl Lake {
         write_atomic(&path, json.as_bytes())?;
         Ok(path)
     }
+}
+
+/// Reads only the named text columns of a Parquet file, batch by batch:
+/// `f` gets them in the order asked, `None` for a column the file lacks. A
+/// column that is there but not text is an error naming the file.
+pub fn read_text_columns(
+    path: &Path,
+    names: &[&str],
+    mut f: impl FnMut(&[Option<&StringArray>]) -> Result<()>,
+) -> Result<()> {
+    let file = File::open(path).read_ctx(path)?;
+    let perr = |source| Error::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?;
+    let present: Vec<usize> = names
+        .iter()
+        .filter_map(|name| {
+            builder
+                .schema()
+                .fields()
+                .iter()
+                .position(|f| f.name() == name)
+        })
+        .collect();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), present);
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(65536)
+        .build()
+        .map_err(perr)?;
+    for batch in reader {
+        let batch = batch?;
+        let mut cols = Vec::with_capacity(names.len());
+        for name in names {
+            cols.push(match batch.column_by_name(name) {
+                None => None,
+                Some(col) => {
+                    Some(
+                        col.as_any()
+                            .downcast_ref::<StringArray>()
+                            .ok_or_else(|| Error::Lake {
+                                path: path.to_path_buf(),
+                                message: format!("{name} is not text"),
+                            })?,
+                    )
+                }
+            });
+        }
+        f(&cols)?;
+    }
+    Ok(())
 }
 
 /// Removes `*.parquet.tmp` files left below `dir` by a run that crashed.

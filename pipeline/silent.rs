@@ -7,17 +7,14 @@
 //! rejects do not count as a sign of life.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::path::Path;
 
-use arrow::array::{Array, StringArray};
+use arrow::array::Array;
 use chrono::{Days, NaiveDate};
-use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
 
-use crate::error::{Error, IoContext, Result};
-use crate::lake::Lake;
+use crate::error::{Error, Result};
+use crate::lake::{Lake, read_text_columns};
 use crate::tables::Table;
 
 /// Days before the date that count as "the week before".
@@ -104,47 +101,12 @@ fn vms_on(lake: &Lake, date: NaiveDate) -> Result<HashMap<String, DaySeen>> {
 
 /// Adds one Parquet file's `vm_id` (and `customer_id`) column to `out`.
 fn read_vms(path: &Path, out: &mut HashMap<String, DaySeen>) -> Result<()> {
-    let file = File::open(path).read_ctx(path)?;
-    let perr = |source| Error::Parquet {
-        path: path.to_path_buf(),
-        source,
-    };
-    let lake_err = |message: &str| Error::Lake {
-        path: path.to_path_buf(),
-        message: message.into(),
-    };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?;
-    let position = |name: &str| {
-        builder
-            .schema()
-            .fields()
-            .iter()
-            .position(|f| f.name() == name)
-    };
-    let vm_idx = position("vm_id").ok_or_else(|| lake_err("no vm_id column"))?;
-    let customer_idx = position("customer_id");
-    let mask = ProjectionMask::roots(
-        builder.parquet_schema(),
-        std::iter::once(vm_idx).chain(customer_idx),
-    );
-    let reader = builder
-        .with_projection(mask)
-        .with_batch_size(65536)
-        .build()
-        .map_err(perr)?;
-    for batch in reader {
-        let batch = batch?;
-        let text = |name: &str| -> Result<Option<&StringArray>> {
-            let Some(col) = batch.column_by_name(name) else {
-                return Ok(None);
-            };
-            col.as_any()
-                .downcast_ref::<StringArray>()
-                .map(Some)
-                .ok_or_else(|| lake_err(&format!("{name} is not text")))
-        };
-        let vms = text("vm_id")?.ok_or_else(|| lake_err("no vm_id column"))?;
-        let customers = text("customer_id")?;
+    read_text_columns(path, &["vm_id", "customer_id"], |cols| {
+        let vms = cols[0].ok_or_else(|| Error::Lake {
+            path: path.to_path_buf(),
+            message: "no vm_id column".into(),
+        })?;
+        let customers = cols[1];
         for i in 0..vms.len() {
             if !vms.is_valid(i) {
                 continue;
@@ -162,8 +124,8 @@ fn read_vms(path: &Path, out: &mut HashMap<String, DaySeen>) -> Result<()> {
                 seen.customer_id = Some(c.to_string());
             }
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 #[cfg(test)]
