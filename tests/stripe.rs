@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use meter::Error;
 use meter::bill::approve::{self, ApproveOptions};
-use meter::bill::diff::{self, InvoiceItem};
+use meter::bill::diff::InvoiceItem;
 use meter::bill::publish::{self, InputVersion, Inputs, Manifest, Object};
 use meter::bill::render::{self, MeterEvent};
 use meter::ctx::{Ctx, FixedClock};
@@ -102,7 +102,10 @@ impl Env {
             render::meter_events_jsonl(events),
         )];
         if let Some(items) = items {
-            files.push((format!("{prefix}/invoice_items.jsonl"), diff::jsonl(items)));
+            files.push((
+                format!("{prefix}/invoice_items.jsonl"),
+                render::write_jsonl(items),
+            ));
         }
         for (key, bytes) in &files {
             self.store.put(key, bytes.clone()).unwrap();

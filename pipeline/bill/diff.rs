@@ -24,7 +24,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::inputs::{minor_units, month_bounds};
-use super::render::{self, MeterEvent};
+use super::render::{self, EventLine, EventPayload, MeterEvent};
 use crate::error::{Error, Result};
 use crate::ids::sha256_hex;
 
@@ -281,35 +281,13 @@ pub fn diff_totals(
         .collect()
 }
 
-/// One meter event of a revision's `meter_events.jsonl`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SentEvent {
-    pub identifier: String,
-    pub timestamp: i64,
-    pub event_name: String,
-    pub payload: SentPayload,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SentPayload {
-    pub value: i64,
-    pub stripe_customer_id: String,
-}
-
 /// Reads a `meter_events.jsonl`.
-pub fn parse_events(url: &str, bytes: &[u8]) -> Result<Vec<SentEvent>> {
-    let text = String::from_utf8_lossy(bytes);
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| Error::Billing {
-                month: String::new(),
-                message: format!("{url}:{}: {e}", i + 1),
-                hint: "a published file was altered; restore it from the store's versioning",
-            })
-        })
-        .collect()
+pub fn parse_events(url: &str, bytes: &[u8]) -> Result<Vec<EventLine>> {
+    render::parse_jsonl(bytes).map_err(|(line, e)| Error::Billing {
+        month: String::new(),
+        message: format!("{url}:{line}: {e}"),
+        hint: "a published file was altered; restore it from the store's versioning",
+    })
 }
 
 /// An identifier of at most 100 characters: `readable`, or `mtr-` and its
@@ -326,10 +304,10 @@ pub fn identifier(readable: &str) -> String {
 /// the new ones: per Stripe customer, meter and day, new minus old under the
 /// identifier `<identifier>-r<revision>`; a decrease is negative.
 pub fn meter_event_corrections(
-    previous: &[SentEvent],
+    previous: &[EventLine],
     current: &[MeterEvent],
     revision: u32,
-) -> Vec<SentEvent> {
+) -> Vec<EventLine> {
     type Key = (String, String, i64);
     let mut values: BTreeMap<Key, (i64, i64, String)> = BTreeMap::new();
     for e in previous {
@@ -354,11 +332,11 @@ pub fn meter_event_corrections(
         .into_iter()
         .filter(|(_, (before, after, _))| before != after)
         .map(
-            |((customer, event_name, timestamp), (before, after, base))| SentEvent {
+            |((customer, event_name, timestamp), (before, after, base))| EventLine {
                 identifier: identifier(&format!("{base}-r{revision}")),
                 timestamp,
                 event_name,
-                payload: SentPayload {
+                payload: EventPayload {
                     value: after - before,
                     stripe_customer_id: customer,
                 },
@@ -624,7 +602,7 @@ pub fn parse_summary(url: &str, bytes: &[u8]) -> Result<BTreeMap<String, Total>>
 pub struct Snapshot {
     pub lines: Vec<Line>,
     pub totals: BTreeMap<String, Total>,
-    pub events: Vec<SentEvent>,
+    pub events: Vec<EventLine>,
 }
 
 impl Snapshot {
@@ -698,27 +676,20 @@ pub fn compare(
         }
         files.push((
             format!("{stripe}/meter_event_corrections.jsonl"),
-            jsonl(&deltas),
+            render::write_jsonl(&deltas),
         ));
     } else {
         let items = invoice_items(&d.customers, month, previous_revision, revision);
         d.invoice_items = items.len();
-        files.push((format!("{stripe}/invoice_items.jsonl"), jsonl(&items)));
+        files.push((
+            format!("{stripe}/invoice_items.jsonl"),
+            render::write_jsonl(&items),
+        ));
     }
     files.push((format!("{inv}/diff.csv"), diff_csv(&d)));
     files.push((format!("{inv}/diff.txt"), diff_text(&d).into_bytes()));
     files.push((format!("{inv}/corrections.csv"), corrections_csv(&d)));
     (d, files)
-}
-
-/// The JSON-lines bytes of delta events or invoice items.
-pub fn jsonl<T: Serialize>(items: &[T]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for item in items {
-        serde_json::to_writer(&mut out, item).expect("serializes");
-        out.push(b'\n');
-    }
-    out
 }
 
 #[cfg(test)]
@@ -843,17 +814,17 @@ mod tests {
 
     #[test]
     fn open_periods_get_delta_events_with_new_identifiers() {
-        let prev: Vec<SentEvent> = [
+        let prev: Vec<EventLine> = [
             event("a", "tokens", 1, 100),
             event("a", "tokens", 2, 50),
             event("b", "tokens", 1, 7),
         ]
         .iter()
-        .map(|e| SentEvent {
+        .map(|e| EventLine {
             identifier: e.identifier.clone(),
             timestamp: e.timestamp,
             event_name: e.event_name.clone(),
-            payload: SentPayload {
+            payload: EventPayload {
                 value: e.value,
                 stripe_customer_id: e.stripe_customer_id.clone().unwrap(),
             },

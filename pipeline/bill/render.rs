@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One invoice line, as `invoice.sql` computes it.
 #[derive(Debug, Clone, PartialEq)]
@@ -309,18 +309,49 @@ pub fn summary_csv(period: &Period, rows: &[SummaryRow]) -> Vec<u8> {
     finish(w)
 }
 
-#[derive(Serialize)]
-struct BulkEvent<'a> {
-    identifier: &'a str,
-    timestamp: i64,
-    event_name: &'a str,
-    payload: BulkPayload<'a>,
+/// One line of a `meter_events.jsonl` (Stripe's bulk import shape): what
+/// billing writes, what the diff and `stripe push` read back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventLine {
+    pub identifier: String,
+    /// Unix seconds.
+    pub timestamp: i64,
+    pub event_name: String,
+    pub payload: EventPayload,
 }
 
-#[derive(Serialize)]
-struct BulkPayload<'a> {
-    value: i64,
-    stripe_customer_id: &'a str,
+/// An [`EventLine`]'s payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventPayload {
+    /// A whole number; negative in corrections.
+    pub value: i64,
+    pub stripe_customer_id: String,
+}
+
+/// JSON Lines: one serialized item per line.
+pub fn write_jsonl<T: Serialize>(items: &[T]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for item in items {
+        serde_json::to_writer(&mut out, item).expect("serializes");
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Parses JSON Lines: blank lines are skipped, a bad line is named by its
+/// 1-based number.
+pub fn parse_jsonl<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<Vec<T>, (usize, String)> {
+    let mut out = Vec::new();
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let item = serde_json::from_slice(line).map_err(|e| (i + 1, e.to_string()))?;
+        out.push(item);
+    }
+    Ok(out)
 }
 
 #[derive(Serialize)]
@@ -345,24 +376,21 @@ struct StreamPayload<'a> {
 /// Events with a Stripe customer, as Stripe's bulk import takes them (JSON
 /// Lines, formats.md section 4).
 pub fn meter_events_jsonl(events: &[MeterEvent]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for e in events {
-        let Some(customer) = e.stripe_customer_id.as_deref() else {
-            continue;
-        };
-        let line = BulkEvent {
-            identifier: &e.identifier,
-            timestamp: e.timestamp,
-            event_name: &e.event_name,
-            payload: BulkPayload {
-                value: e.value,
-                stripe_customer_id: customer,
-            },
-        };
-        serde_json::to_writer(&mut out, &line).expect("serializes");
-        out.push(b'\n');
-    }
-    out
+    let lines: Vec<EventLine> = events
+        .iter()
+        .filter_map(|e| {
+            Some(EventLine {
+                identifier: e.identifier.clone(),
+                timestamp: e.timestamp,
+                event_name: e.event_name.clone(),
+                payload: EventPayload {
+                    value: e.value,
+                    stripe_customer_id: e.stripe_customer_id.clone()?,
+                },
+            })
+        })
+        .collect();
+    write_jsonl(&lines)
 }
 
 /// Request bodies for `POST /v2/billing/meter_event_stream`: at most

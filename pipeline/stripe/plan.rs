@@ -10,8 +10,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, NaiveDate};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+
+use serde::Serialize;
 
 use super::record::AcceptedEvent;
 use crate::bill::diff::identifier;
@@ -21,22 +21,7 @@ pub const MAX_IDENTIFIER: usize = 100;
 
 /// One meter event, in the shape `render::meter_events_jsonl` writes (and
 /// Stripe's bulk import reads).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MeterEvent {
-    pub identifier: String,
-    /// Unix seconds.
-    pub timestamp: i64,
-    pub event_name: String,
-    pub payload: Payload,
-}
-
-/// A meter event's payload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Payload {
-    /// A whole number; negative in corrections.
-    pub value: i64,
-    pub stripe_customer_id: String,
-}
+pub use crate::bill::render::{EventLine as MeterEvent, EventPayload as Payload};
 
 impl MeterEvent {
     /// The UTC day of the timestamp (checked when the file is read).
@@ -71,19 +56,7 @@ pub fn day_of(timestamp: i64) -> Option<NaiveDate> {
     DateTime::from_timestamp(timestamp, 0).map(|t| t.date_naive())
 }
 
-/// Parses JSON Lines: blank lines are skipped, a bad line is named by its
-/// 1-based number.
-pub fn parse_jsonl<T: DeserializeOwned>(bytes: &[u8]) -> Result<Vec<T>, (usize, String)> {
-    let mut out = Vec::new();
-    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let item = serde_json::from_slice(line).map_err(|e| (i + 1, e.to_string()))?;
-        out.push(item);
-    }
-    Ok(out)
-}
+pub use crate::bill::render::parse_jsonl;
 
 /// Parses a meter-event file and checks each timestamp is a date.
 pub fn parse_events(bytes: &[u8]) -> Result<Vec<MeterEvent>, (usize, String)> {
