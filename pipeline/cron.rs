@@ -193,7 +193,7 @@ pub fn nightly(ctx: &Ctx, opts: &NightlyOptions) -> Result<JobReport> {
             period: Period::Day(date),
         };
         let stage_ctx = ctx.stage(&format!("rollup-{date}"));
-        let rolled = rollup::run_on(&stage_ctx, &lake, &rollup_opts)?;
+        let rolled = rollup::run_on(&stage_ctx, &lake, &pricing, &rollup_opts)?;
         report.stages.push(StageRun::of("rollup", &rolled));
     }
     let month = |d: &NaiveDate| (d.year(), d.month());
@@ -270,7 +270,7 @@ pub fn nightly(ctx: &Ctx, opts: &NightlyOptions) -> Result<JobReport> {
 /// The whole pipeline for one month: ingest everything new, then the
 /// month's rollup and billing (`meter pipeline`, the demo and first run).
 pub fn pipeline(ctx: &Ctx, paths: &Paths, month: NaiveDate) -> Result<JobReport> {
-    Pricing::load(&paths.pricing)?;
+    let pricing = Pricing::load(&paths.pricing)?;
     if !paths.input.is_dir() {
         return Err(Error::NoInput {
             path: paths.input.clone(),
@@ -279,13 +279,13 @@ pub fn pipeline(ctx: &Ctx, paths: &Paths, month: NaiveDate) -> Result<JobReport>
     let lake = Lake::open(&paths.lake, &ctx.run_id)?;
     let mut report = JobReport::new(ctx, "pipeline", &lake, month_label(month));
     ingest_new(ctx, &lake, paths, MAX_REJECT_RATE, &mut report)?;
-    roll_and_bill(ctx, &lake, paths, month, &mut report)?;
+    roll_and_bill(ctx, &lake, &pricing, paths, month, &mut report)?;
     report.finish(ctx, &lake)
 }
 
 /// The month-end run: the month's rollup, then billing.
 pub fn monthly(ctx: &Ctx, paths: &Paths, month: NaiveDate) -> Result<JobReport> {
-    Pricing::load(&paths.pricing)?;
+    let pricing = Pricing::load(&paths.pricing)?;
     if !paths.lake.join("_lake.json").exists() {
         return Err(Error::Lake {
             path: paths.lake.clone(),
@@ -296,7 +296,7 @@ pub fn monthly(ctx: &Ctx, paths: &Paths, month: NaiveDate) -> Result<JobReport> 
     }
     let lake = Lake::open(&paths.lake, &ctx.run_id)?;
     let mut report = JobReport::new(ctx, "monthly", &lake, month_label(month));
-    roll_and_bill(ctx, &lake, paths, month, &mut report)?;
+    roll_and_bill(ctx, &lake, &pricing, paths, month, &mut report)?;
     report.finish(ctx, &lake)
 }
 
@@ -304,7 +304,7 @@ pub fn monthly(ctx: &Ctx, paths: &Paths, month: NaiveDate) -> Result<JobReport> 
 /// (with its diff and corrections) if anything changed, else the current
 /// revision stands.
 pub fn rerun(ctx: &Ctx, paths: &Paths, month: NaiveDate) -> Result<JobReport> {
-    Pricing::load(&paths.pricing)?;
+    let pricing = Pricing::load(&paths.pricing)?;
     let (start, end, _) = bill::inputs::month_bounds(month);
     let last = end.pred_opt().expect("in range");
     let lake = Lake::open(&paths.lake, &ctx.run_id)?;
@@ -326,7 +326,7 @@ pub fn rerun(ctx: &Ctx, paths: &Paths, month: NaiveDate) -> Result<JobReport> {
         )));
     }
     report.stages.push(StageRun::of("ingest", &ingested));
-    roll_and_bill(ctx, &lake, paths, month, &mut report)?;
+    roll_and_bill(ctx, &lake, &pricing, paths, month, &mut report)?;
     report.finish(ctx, &lake)
 }
 
@@ -355,6 +355,7 @@ fn ingest_new(
 fn roll_and_bill(
     ctx: &Ctx,
     lake: &Lake,
+    pricing: &Pricing,
     paths: &Paths,
     month: NaiveDate,
     report: &mut JobReport,
@@ -364,7 +365,7 @@ fn roll_and_bill(
         pricing: paths.pricing.clone(),
         period: Period::Month(month),
     };
-    let rolled = rollup::run_on(&ctx.stage("rollup"), lake, &rollup_opts)?;
+    let rolled = rollup::run_on(&ctx.stage("rollup"), lake, pricing, &rollup_opts)?;
     report.stages.push(StageRun::of("rollup", &rolled));
     let bill_opts = BillOptions {
         lake: paths.lake.clone(),
@@ -374,7 +375,7 @@ fn roll_and_bill(
         out: paths.out.clone(),
         store_options: paths.store_options.clone(),
     };
-    let billed = bill::run_on(&ctx.stage("bill"), lake, &bill_opts)?;
+    let billed = bill::run_on(&ctx.stage("bill"), lake, pricing, &bill_opts)?;
     report.stages.push(StageRun::of("bill", &billed));
     report.revision = Some(billed.revision);
     Ok(())

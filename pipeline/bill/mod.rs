@@ -168,15 +168,14 @@ impl BillReport {
 
 /// Bills one month.
 pub fn run(ctx: &Ctx, opts: &BillOptions) -> Result<BillReport> {
-    Pricing::load(&opts.pricing)?;
+    let pricing = Pricing::load(&opts.pricing)?;
     let lake = Lake::open(&opts.lake, &ctx.run_id)?;
-    run_on(ctx, &lake, opts)
+    run_on(ctx, &lake, &pricing, opts)
 }
 
-/// [`run`] on a lake the caller holds.
-pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &BillOptions) -> Result<BillReport> {
+/// [`run`] on a lake the caller holds, with `opts.pricing` already loaded.
+pub fn run_on(ctx: &Ctx, lake: &Lake, pricing: &Pricing, opts: &BillOptions) -> Result<BillReport> {
     let started_at = ctx.clock.now();
-    let pricing = Pricing::load(&opts.pricing)?;
     inputs::check_current(lake, opts.month)?;
     let customers_path = match &opts.customers {
         Some(p) => p.clone(),
@@ -206,7 +205,7 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &BillOptions) -> Result<BillReport> 
     // out to belong to a new revision (invoice numbers and identifiers name
     // it).
     let conn = Connection::open_in_memory().map_err(db_err("opening DuckDB"))?;
-    let loaded = inputs::load(&conn, lake, start, &registry, &pricing)?;
+    let loaded = inputs::load(&conn, lake, start, &registry, pricing)?;
     let bill_at = |revision: u32| -> Result<Billing> {
         conn.execute("UPDATE billing_period SET revision = ?", [revision])
             .map_err(db_err("billing_period"))?;

@@ -123,15 +123,19 @@ pub fn run(ctx: &Ctx, opts: &RollupOptions) -> Result<RollupReport> {
             message: "not a lake (no _lake.json): run `meter ingest` into it first".into(),
         });
     }
-    Pricing::load(&opts.pricing)?;
+    let pricing = Pricing::load(&opts.pricing)?;
     let lake = Lake::open(&opts.lake, &ctx.run_id)?;
-    run_on(ctx, &lake, opts)
+    run_on(ctx, &lake, &pricing, opts)
 }
 
-/// [`run`] on a lake the caller holds.
-pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &RollupOptions) -> Result<RollupReport> {
+/// [`run`] on a lake the caller holds, with `opts.pricing` already loaded.
+pub fn run_on(
+    ctx: &Ctx,
+    lake: &Lake,
+    pricing: &Pricing,
+    opts: &RollupOptions,
+) -> Result<RollupReport> {
     let started_at = ctx.clock.now();
-    let pricing = Pricing::load(&opts.pricing)?;
     let mut report = RollupReport {
         job: "rollup",
         run_id: ctx.run_id.clone(),
@@ -182,7 +186,7 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &RollupOptions) -> Result<RollupRepo
     ctx.progress.start("rollup: days", days.len() as u64);
     for date in days {
         ctx.progress.advance(1);
-        let day = priced::price_day(lake, &pricing, date, &ctx.run_id)?;
+        let day = priced::price_day(lake, pricing, date, &ctx.run_id)?;
         report.events_priced += day.priced;
         report.events_unpriced += day.unpriced;
         report.cost += day.cost;
