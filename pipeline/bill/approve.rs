@@ -146,9 +146,7 @@ fn check_and_record(ctx: &Ctx, opts: &ApproveOptions) -> Result<ApproveReport> {
     };
     for o in &manifest.objects {
         let bytes = store.get(&o.key)?;
-        let intact = bytes
-            .as_ref()
-            .is_some_and(|b| b.len() as u64 == o.bytes && sha256_hex(b) == o.sha256);
+        let intact = bytes.as_ref().is_some_and(|b| o.matches(b));
         if !intact {
             return Err(refuse(
                 format!(

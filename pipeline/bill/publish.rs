@@ -25,6 +25,13 @@ pub struct Object {
     pub sha256: String,
 }
 
+impl Object {
+    /// Whether `bytes` are this object as published: its size and SHA-256.
+    pub fn matches(&self, bytes: &[u8]) -> bool {
+        bytes.len() as u64 == self.bytes && sha256_hex(bytes) == self.sha256
+    }
+}
+
 /// An input file's version.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InputVersion {

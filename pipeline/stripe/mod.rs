@@ -715,7 +715,7 @@ impl ApprovedFiles {
         let Some(bytes) = store.get(key)? else {
             return Err(missing_revision_file(store, key));
         };
-        if bytes.len() as u64 != object.bytes || sha256_hex(&bytes) != object.sha256 {
+        if !object.matches(&bytes) {
             return Err(Error::Stripe {
                 message: format!(
                     "{} is not what was approved (its size or SHA-256 differs from the manifest)",
