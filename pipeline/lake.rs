@@ -278,10 +278,7 @@ impl Lake {
         let mut out: Vec<NaiveDate> = entries
             .flatten()
             .filter(|e| e.path().is_dir())
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                NaiveDate::parse_from_str(name.strip_prefix("date=")?, "%Y-%m-%d").ok()
-            })
+            .filter_map(|e| partition_date(&e.file_name().to_string_lossy()))
             .collect();
         out.sort();
         Ok(out)
@@ -379,6 +376,14 @@ impl Lake {
         write_atomic(&path, json.as_bytes())?;
         Ok(path)
     }
+}
+
+/// The date of a partition directory named exactly `date=YYYY-MM-DD` (a
+/// name that only parses leniently, such as `date=2023-1-5`, is not one: no
+/// path the lake builds leads to it).
+pub fn partition_date(name: &str) -> Option<NaiveDate> {
+    let date = NaiveDate::parse_from_str(name.strip_prefix("date=")?, "%Y-%m-%d").ok()?;
+    (date.format("date=%Y-%m-%d").to_string() == name).then_some(date)
 }
 
 /// Reads only the named text columns of a Parquet file, batch by batch:
@@ -497,6 +502,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_canonical_date_directories_are_partitions() {
+        assert_eq!(
+            partition_date("date=2023-10-31"),
+            NaiveDate::from_ymd_opt(2023, 10, 31)
+        );
+        assert_eq!(partition_date("date=2023-1-5"), None);
+        assert_eq!(partition_date("month=2023-10"), None);
+        assert_eq!(partition_date("date=2023-02-30"), None);
+        assert_eq!(partition_date("2023-10-31"), None);
+    }
 
     #[test]
     fn second_open_is_locked_out() {

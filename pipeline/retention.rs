@@ -228,25 +228,8 @@ fn subdirs(dir: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// `date=YYYY-MM-DD` exactly (a name that only parses leniently, such as
-/// `date=2023-1-5`, is not a partition and is left alone).
-fn partition_date(name: &str) -> Option<NaiveDate> {
-    let date = NaiveDate::parse_from_str(name.strip_prefix("date=")?, "%Y-%m-%d").ok()?;
-    (date.format("date=%Y-%m-%d").to_string() == name).then_some(date)
-}
-
-/// The dated partitions of `<root>/<rel>`, sorted by date.
-fn partitions(root: &Path, rel: &str) -> Result<Vec<(NaiveDate, String)>> {
-    let mut out: Vec<(NaiveDate, String)> = subdirs(&root.join(rel))?
-        .into_iter()
-        .filter_map(|name| partition_date(&name).map(|d| (d, name)))
-        .collect();
-    out.sort();
-    Ok(out)
-}
-
-fn read_partition(root: &Path, rel: &str, name: &str) -> Result<Partition> {
-    let dir = root.join(rel).join(name);
+fn read_partition(lake: &Lake, rel: &str, date: NaiveDate) -> Result<Partition> {
+    let dir = lake.dated_dir(rel, date);
     let mut files = Vec::new();
     let mut subdirs = Vec::new();
     for entry in fs::read_dir(&dir).read_ctx(&dir)? {
@@ -262,7 +245,7 @@ fn read_partition(root: &Path, rel: &str, name: &str) -> Result<Partition> {
     files.sort();
     subdirs.sort();
     Ok(Partition {
-        rel: format!("{rel}/{name}"),
+        rel: format!("{rel}/date={date}"),
         dir,
         files,
         subdirs,
@@ -309,12 +292,12 @@ pub fn run(ctx: &Ctx, opts: &RetentionOptions) -> Result<RetentionReport> {
         // Event dates deleted without a daily aggregate: never rolled up.
         let mut unaggregated: Vec<NaiveDate> = Vec::new();
         let is_event_table = Table::EVENTS.iter().any(|e| e.name() == rel);
-        for (date, name) in partitions(&root, &rel)? {
+        for date in lake.dates_under(&rel)? {
             if date >= cutoff {
                 t.partitions_kept += 1;
                 continue;
             }
-            let p = read_partition(&root, &rel, &name)?;
+            let p = read_partition(&lake, &rel, date)?;
             t.partitions_deleted += 1;
             t.files_deleted += p.files.len() as u64;
             t.bytes_deleted += p.files.iter().map(|(_, n)| n).sum::<u64>();
@@ -448,15 +431,6 @@ mod tests {
             cutoff(d("2026-11-22"), u32::MAX),
             Err(Error::Usage(_))
         ));
-    }
-
-    #[test]
-    fn only_canonical_date_directories_are_partitions() {
-        assert_eq!(partition_date("date=2023-10-31"), Some(d("2023-10-31")));
-        assert_eq!(partition_date("date=2023-1-5"), None);
-        assert_eq!(partition_date("month=2023-10"), None);
-        assert_eq!(partition_date("date=2023-02-30"), None);
-        assert_eq!(partition_date("2023-10-31"), None);
     }
 
     fn touch(path: &Path, bytes: &[u8]) {
