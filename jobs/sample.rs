@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use chrono::NaiveDate;
-use meter::sample::{self, SampleError, SampleOptions, SampleTotals};
+use meter::sample::{self, SampleError, SampleOptions, SampleTotals, UsageFormat};
 
 /// Write sample raw input (customers, users, CLIProxyAPI logs, resource samples, command
 /// logs) and print the counts ingest must produce from it.
@@ -38,6 +38,32 @@ pub struct SampleArgs {
     /// malformed lines (header and non-access log lines remain).
     #[arg(long)]
     pub clean: bool,
+
+    /// API usage format of the VMs: `mixed` cycles 1b, 1a and 1a-then-1b per VM; `lines`
+    /// writes only 1a JSON usage lines (`usage-*.log`), `records` only 1b records.
+    #[arg(long, value_enum, default_value_t = UsageFormatArg::Mixed)]
+    pub usage_format: UsageFormatArg,
+
+    /// Print the totals as one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum UsageFormatArg {
+    Mixed,
+    Lines,
+    Records,
+}
+
+impl From<UsageFormatArg> for UsageFormat {
+    fn from(a: UsageFormatArg) -> UsageFormat {
+        match a {
+            UsageFormatArg::Mixed => UsageFormat::Mixed,
+            UsageFormatArg::Lines => UsageFormat::Lines,
+            UsageFormatArg::Records => UsageFormat::Records,
+        }
+    }
 }
 
 /// Generates the tree and prints a summary of its expected counts to stdout.
@@ -50,8 +76,16 @@ pub fn run(args: &SampleArgs) -> Result<SampleTotals, SampleError> {
         seed: args.seed,
         clean: args.clean,
         start: args.start,
+        usage_format: args.usage_format.into(),
     })?;
-    print!("{}", render(&args.out, &totals));
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&totals).expect("the totals serialize")
+        );
+    } else {
+        print!("{}", render(&args.out, &totals));
+    }
     Ok(totals)
 }
 

@@ -70,6 +70,20 @@ pub struct SampleOptions {
     pub clean: bool,
     /// First UTC day of the period.
     pub start: NaiveDate,
+    /// Which API usage format the VMs write.
+    pub usage_format: UsageFormat,
+}
+
+/// The API usage format of the generated VMs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UsageFormat {
+    /// VMs cycle through 1b only, 1a only and 1a then 1b (covers every path).
+    #[default]
+    Mixed,
+    /// Every VM writes 1a JSON usage lines (`usage-*.log`): the benchmark input.
+    Lines,
+    /// Every VM writes 1b CLIProxyAPI usage records (`usage-*.jsonl`).
+    Records,
 }
 
 /// What was written and what ingest must make of it.
@@ -83,6 +97,33 @@ pub struct SampleTotals {
     pub lines: u64,
     /// Expected ingest counts per table: api_usage, api_requests, resource_usage, activity.
     pub tables: BTreeMap<String, Expected>,
+    /// Token sums of the `api_usage` rows, as the lake stores them (provider inclusion
+    /// rules applied: input excludes cached reads, output includes reasoning).
+    pub lake_tokens: TokenSums,
+    /// Token sums of the 1a usage lines that are rows, field by field as written
+    /// (`input_tokens`, `cache_read_tokens`, `cache_creation_tokens`, `output_tokens`,
+    /// `reasoning_tokens`): what a reader of the raw JSON must add up.
+    pub tokens_1a: TokenSums,
+}
+
+/// Sums of the five token counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TokenSums {
+    pub input: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+    pub output: u64,
+    pub reasoning: u64,
+}
+
+impl TokenSums {
+    fn add(&mut self, o: &TokenSums) {
+        self.input += o.input;
+        self.cache_read += o.cache_read;
+        self.cache_write += o.cache_write;
+        self.output += o.output;
+        self.reasoning += o.reasoning;
+    }
 }
 
 /// Expected ingest outcome for one table. `rows + duplicates + rejects + skipped` is the
@@ -149,9 +190,9 @@ fn validate(opts: &SampleOptions) -> Result<(), SampleError> {
     if opts.customers == 0 {
         return Err(SampleError::Options("customers must be at least 1".into()));
     }
-    if opts.customers > 9_999 {
+    if opts.customers > 99_999 {
         return Err(SampleError::Options(
-            "customers must be at most 9999".into(),
+            "customers must be at most 99999".into(),
         ));
     }
     if opts.days == 0 {
@@ -193,6 +234,7 @@ struct Ctx {
     out: PathBuf,
     seed: u64,
     clean: bool,
+    usage_format: UsageFormat,
     days: u32,
     events_per_day: u32,
     start: i64,
@@ -216,6 +258,7 @@ impl Ctx {
             out: opts.out.clone(),
             seed: opts.seed,
             clean: opts.clean,
+            usage_format: opts.usage_format,
             days: opts.days,
             events_per_day: opts.events_per_day,
             start,
@@ -323,6 +366,8 @@ struct Tally {
     bytes: u64,
     lines: u64,
     counts: Counts,
+    lake_tokens: TokenSums,
+    tokens_1a: TokenSums,
 }
 
 impl Tally {
@@ -331,6 +376,8 @@ impl Tally {
         self.bytes += other.bytes;
         self.lines += other.lines;
         self.counts.merge(&other.counts);
+        self.lake_tokens.add(&other.lake_tokens);
+        self.tokens_1a.add(&other.tokens_1a);
     }
 
     fn into_totals(self) -> SampleTotals {
@@ -344,6 +391,8 @@ impl Tally {
             bytes: self.bytes,
             lines: self.lines,
             tables,
+            lake_tokens: self.lake_tokens,
+            tokens_1a: self.tokens_1a,
         }
     }
 }
@@ -1035,7 +1084,11 @@ impl Plan {
         };
         let mid = start + half;
         let never = i64::MAX;
-        let usage = [UsageKind::B, UsageKind::A, UsageKind::AThenB][idx % 3];
+        let usage = match ctx.usage_format {
+            UsageFormat::Mixed => [UsageKind::B, UsageKind::A, UsageKind::AThenB][idx % 3],
+            UsageFormat::Lines => UsageKind::A,
+            UsageFormat::Records => UsageKind::B,
+        };
         let clf = (idx % 2 == 1).then(|| {
             [
                 ClfFlavor::NginxCombined,
@@ -1295,6 +1348,23 @@ enum Ep {
     Responses,
     Generate,
     StreamGenerate,
+}
+
+/// A call's tokens as the lake stores them (formats.md section 2): OpenAI and Google
+/// prompts include cached reads, Google candidates exclude reasoning.
+fn lake_tokens(family: Family, t: Tok) -> TokenSums {
+    let (input, output) = match family {
+        Family::Anthropic => (t.input, t.output),
+        Family::OpenAi => (t.input - t.read, t.output),
+        Family::Google => (t.input - t.read, t.output + t.reasoning),
+    };
+    TokenSums {
+        input,
+        cache_read: t.read,
+        cache_write: t.write,
+        output,
+        reasoning: t.reasoning,
+    }
 }
 
 /// Token counts in the provider's own terms (formats.md section 2):
@@ -1716,6 +1786,17 @@ impl<'a> Api<'a> {
             self.buf.truncate(cut);
         }
         let bucket = if quirk == UsageQuirk::None {
+            let t = call.tok;
+            if one_a {
+                tally.tokens_1a.add(&TokenSums {
+                    input: t.input,
+                    cache_read: t.read,
+                    cache_write: t.write,
+                    output: t.output,
+                    reasoning: t.reasoning,
+                });
+            }
+            tally.lake_tokens.add(&lake_tokens(MODELS[call.model].family, t));
             Bucket::Row
         } else {
             Bucket::Reject
@@ -2791,6 +2872,7 @@ mod tests {
             seed: 7,
             clean,
             start: NaiveDate::from_ymd_opt(2026, 10, 20).expect("valid date"),
+            usage_format: Default::default(),
         }
     }
 

@@ -25,6 +25,7 @@ pub fn sample_data_options(out: &Path) -> SampleOptions {
         seed: 42,
         clean: false,
         start: NaiveDate::from_ymd_opt(2026, 10, 1).unwrap(),
+        usage_format: Default::default(),
     }
 }
 

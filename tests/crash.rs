@@ -100,6 +100,7 @@ fn killed_after_any_file_a_rerun_ends_byte_identical() {
         seed: 7,
         clean: false,
         start: NaiveDate::from_ymd_opt(2026, 10, 31).unwrap(),
+        usage_format: Default::default(),
     })
     .unwrap();
 

@@ -64,6 +64,22 @@ fn sample_data_is_generated_and_ingests_as_expected() {
         count(&db, "SELECT count(DISTINCT event_id) FROM api_usage") as u64,
         report.tables[&Table::ApiUsage].rows
     );
+    // The lake's token sums are the generator's, inclusion rules applied.
+    let t = expected.lake_tokens;
+    for (column, want) in [
+        ("input_tokens", t.input),
+        ("cache_read_tokens", t.cache_read),
+        ("cache_write_tokens", t.cache_write),
+        ("output_tokens", t.output),
+        ("reasoning_tokens", t.reasoning),
+    ] {
+        assert!(want > 0, "{column}");
+        assert_eq!(
+            count(&db, &format!("SELECT sum({column})::BIGINT FROM api_usage")) as u64,
+            want,
+            "{column}"
+        );
+    }
     // Partitions are the UTC date of the event.
     assert_eq!(
         count(
