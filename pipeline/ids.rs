@@ -101,7 +101,42 @@ pub fn reject_id(vm: &str, source_file: &str, line_no: u64, line: &[u8]) -> Even
 
 /// The lake's text form of an event id: 32 lowercase hex digits.
 pub fn id_hex(id: EventId) -> String {
-    format!("{id:032x}")
+    let mut buf = [0u8; 32];
+    write_id_hex(id, &mut buf).to_string()
+}
+
+/// [`id_hex`] into a caller's buffer, without allocating.
+pub fn write_id_hex(id: EventId, buf: &mut [u8; 32]) -> &str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = DIGITS[((id >> (4 * (31 - i))) & 0xf) as usize];
+    }
+    std::str::from_utf8(buf).expect("hex digits are ASCII")
+}
+
+/// A set of event ids. Ids are already uniform hashes, so the set hashes
+/// them by folding instead of running SipHash over 16 bytes.
+pub type IdSet = std::collections::HashSet<EventId, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// The [`IdSet`] hasher: the two halves of a 128-bit id, xored.
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u128(&mut self, id: u128) {
+        self.0 ^= (id as u64) ^ ((id >> 64) as u64);
+    }
 }
 
 pub fn parse_id_hex(s: &str) -> Option<EventId> {
@@ -114,6 +149,20 @@ pub fn parse_id_hex(s: &str) -> Option<EventId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_hex_is_32_lowercase_digits_and_round_trips() {
+        for id in [
+            0u128,
+            1,
+            u128::MAX,
+            0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
+        ] {
+            let hex = id_hex(id);
+            assert_eq!(hex, format!("{id:032x}"));
+            assert_eq!(parse_id_hex(&hex), Some(id));
+        }
+    }
 
     #[test]
     fn ids_that_could_escape_a_path_are_invalid() {

@@ -10,7 +10,6 @@
 //! <lake>/<table>/date=YYYY-MM-DD/part-<run_id>-NNNN.parquet
 //! ```
 
-use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,11 +21,11 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
-use crate::ids::{EventId, parse_id_hex};
+use crate::ids::{IdSet, parse_id_hex};
 use crate::tables::Table;
 
 pub const LAYOUT_VERSION: u32 = 1;
@@ -57,6 +56,15 @@ impl PartWriter {
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         self.rows += batch.num_rows();
         self.writer.write(batch).map_err(|source| Error::Parquet {
+            path: self.tmp.clone(),
+            source,
+        })
+    }
+
+    /// Ends the row group being written: its pages go to the file and the
+    /// memory they held is freed.
+    pub fn end_row_group(&mut self) -> Result<()> {
+        self.writer.flush().map_err(|source| Error::Parquet {
             path: self.tmp.clone(),
             source,
         })
@@ -295,8 +303,8 @@ impl Lake {
     }
 
     /// The event ids already stored in one partition.
-    pub fn stored_ids(&self, table: Table, date: NaiveDate) -> Result<HashSet<EventId>> {
-        let mut ids = HashSet::new();
+    pub fn stored_ids(&self, table: Table, date: NaiveDate) -> Result<IdSet> {
+        let mut ids = IdSet::default();
         for path in self.partition_files(table, date)? {
             read_text_columns(&path, &["event_id"], |cols| {
                 let col = cols[0].ok_or_else(|| Error::Lake {
@@ -479,11 +487,18 @@ fn apply(commit: &Commit) -> Result<()> {
 
 /// zstd, 128k-row row groups, statistics on: what DuckDB and pyarrow read best.
 pub fn writer_props() -> WriterProperties {
+    let unique = |name: &str| parquet::schema::types::ColumnPath::from(name);
     WriterProperties::builder()
+        // Level 1: most of level 3's ratio on this data at a fraction of the time.
         .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(3).expect("valid level"),
+            ZstdLevel::try_new(1).expect("valid level"),
         ))
         .set_max_row_group_row_count(Some(128 * 1024))
+        // Min/max per row group (what DuckDB and polars prune with), not per page.
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        // Every value of these is distinct: a dictionary only costs time.
+        .set_column_dictionary_enabled(unique("event_id"), false)
+        .set_column_dictionary_enabled(unique("request_id"), false)
         .set_created_by(format!("meter {}", env!("CARGO_PKG_VERSION")))
         .build()
 }

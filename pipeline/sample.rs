@@ -1796,7 +1796,9 @@ impl<'a> Api<'a> {
                     reasoning: t.reasoning,
                 });
             }
-            tally.lake_tokens.add(&lake_tokens(MODELS[call.model].family, t));
+            tally
+                .lake_tokens
+                .add(&lake_tokens(MODELS[call.model].family, t));
             Bucket::Row
         } else {
             Bucket::Reject

@@ -349,33 +349,33 @@ impl BlockReader {
             } else {
                 1 << 16
             };
-            buf.resize(start + want, 0);
-            match self.inner.read(&mut buf[start..]) {
-                Ok(0) => {
-                    buf.truncate(start);
-                    eof = true;
-                    break;
-                }
-                Ok(n) => buf.truncate(start + n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(start),
+            // Read into spare capacity: no zero-filling of the buffer first.
+            // Bytes read before an error are kept, as whole lines go.
+            buf.reserve(want);
+            match (&mut self.inner).take(want as u64).read_to_end(&mut buf) {
+                // Short of `want`: the reader is at its end.
+                Ok(n) => eof = n < want,
                 Err(e) => {
-                    buf.truncate(start);
                     self.error = Some(e.to_string());
                     failed = true;
-                    break;
                 }
             }
-            if self.discarding {
-                // Dropping the rest of an over-long line up to its newline.
-                match memchr::memchr(b'\n', &buf[start..]) {
-                    Some(i) => {
-                        buf.drain(start..=start + i);
-                        self.discarding = false;
+            if buf.len() > start {
+                if self.discarding {
+                    // Dropping the rest of an over-long line up to its newline.
+                    match memchr::memchr(b'\n', &buf[start..]) {
+                        Some(i) => {
+                            buf.drain(start..=start + i);
+                            self.discarding = false;
+                        }
+                        None => buf.truncate(start),
                     }
-                    None => buf.truncate(start),
                 }
+                self.cut_long_lines(&mut buf, start, &mut too_long);
             }
-            self.cut_long_lines(&mut buf, start, &mut too_long);
+            if eof || failed {
+                break;
+            }
         }
         let tail;
         if eof || failed {

@@ -5,13 +5,13 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, StringArray,
+    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, StringArray, StringBuilder,
     TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 
-use crate::ids::{EventId, id_hex};
+use crate::ids::{EventId, write_id_hex};
 
 /// Shared, cheaply cloned text (VM ids, file names, models).
 pub type Str = Arc<str>;
@@ -109,7 +109,13 @@ impl ColType for Id {
         DataType::Utf8
     }
     fn array<'a>(values: impl Iterator<Item = &'a Self>) -> ArrayRef {
-        Arc::new(values.map(|id| Some(id_hex(id.0))).collect::<StringArray>())
+        let n = values.size_hint().0;
+        let mut builder = StringBuilder::with_capacity(n, n * 32);
+        let mut buf = [0u8; 32];
+        for id in values {
+            builder.append_value(write_id_hex(id.0, &mut buf));
+        }
+        Arc::new(builder.finish())
     }
 }
 

@@ -43,6 +43,7 @@ fn build_lake(tmp: &Path) -> PathBuf {
         seed: 7,
         clean: false,
         start: date("2023-10-25"),
+        usage_format: Default::default(),
     })
     .unwrap();
     let lake = tmp.join("lake");

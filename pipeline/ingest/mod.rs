@@ -129,14 +129,21 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &IngestOptions) -> Result<IngestRepo
         })
         .collect();
 
+    let vm_of_file: Vec<Str> = discovery
+        .files
+        .iter()
+        .map(|f| Str::from(f.vm_id.as_str()))
+        .collect();
     let (tx, rx) = sync_channel::<Rows>(4);
     let (produced, stored) = std::thread::scope(|scope| {
         let sink = scope.spawn(|| {
-            let mut sink = Sink::new(lake, &ctx.run_id, rebuild);
-            for rows in rx {
-                sink.push(rows)?;
-            }
-            sink.finish()
+            std::thread::scope(|encoders| {
+                let mut sink = Sink::new(encoders, lake, &ctx.run_id, rebuild, &vm_of_file);
+                for rows in rx {
+                    sink.push(rows)?;
+                }
+                sink.finish()
+            })
         });
         ctx.progress
             .start("ingest: files", discovery.files.len() as u64);
@@ -394,6 +401,16 @@ fn parse_block(ctx: &FileCtx, block: &Block, range: DateRange) -> BlockOut {
         ..Default::default()
     };
     let data = &block.data;
+    // Room for a block of typical lines, so rows are not moved as it fills.
+    let expected = data.len() / 192;
+    match ctx.kind {
+        SourceKind::Cliproxy => {
+            out.usage.reserve(expected);
+            out.requests.reserve(expected);
+        }
+        SourceKind::Resources => out.resources.reserve(expected),
+        SourceKind::Commands => out.activity.reserve(expected),
+    }
     let mut start = 0;
     let mut line_no = block.first_line;
     let mut waiting_for_ts: Vec<usize> = Vec::new();
@@ -519,7 +536,11 @@ fn finalize(
 ) -> Rows {
     let mut rows = Rows {
         file: out.file,
-        ..Default::default()
+        usage: Vec::with_capacity(out.usage.len()),
+        requests: Vec::with_capacity(out.requests.len()),
+        resources: Vec::with_capacity(out.resources.len()),
+        activity: Vec::with_capacity(out.activity.len()),
+        rejects: Vec::with_capacity(out.rejects.len()),
     };
     for (mut r, kind) in out.usage {
         if kind == IdKind::Content {

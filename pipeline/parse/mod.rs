@@ -11,6 +11,7 @@
 
 pub mod access;
 pub mod commands;
+pub mod intern;
 pub mod json;
 pub mod resources;
 pub mod time;

@@ -9,9 +9,10 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
+use super::intern::{intern, key_digest};
 use super::json::{self, Scalar};
 use super::{FileCtx, IdKind, Parsed, Reject};
-use crate::ids::{self, key_fingerprint, key_sha256};
+use crate::ids;
 use crate::redact::cut;
 use crate::tables::{ApiUsageRow, Id, Str, Table};
 
@@ -288,7 +289,7 @@ pub fn normalize(family: Option<Family>, t: ReportedTokens) -> Result<LakeTokens
 }
 
 fn str_of(v: &Scalar) -> Option<Str> {
-    json::text(v).map(|s| Str::from(s.as_ref()))
+    json::text(v).map(|s| intern(&s))
 }
 
 const MAX_TOKENS: u64 = i64::MAX as u64;
@@ -321,7 +322,7 @@ fn parse_record(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
     let fmt = |r: Reject| dated(r).format(format);
 
     let model = json::text(&rec.model)
-        .map(|m| Str::from(m.trim()))
+        .map(|m| intern(m.trim()))
         .filter(|m| !m.is_empty())
         .ok_or_else(|| fmt(Reject::field("model", "missing")))?;
     let named = json::text(&rec.provider).or_else(|| json::text(&rec.executor_type));
@@ -331,9 +332,9 @@ fn parse_record(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
         None => Family::of_model(&model).or_else(|| endpoint.as_deref().and_then(Family::of_path)),
     };
     let provider: Str = match (&family, &named) {
-        (Some(f), _) => f.name().into(),
-        (None, Some(p)) => p.trim().to_ascii_lowercase().into(),
-        (None, None) => "unknown".into(),
+        (Some(f), _) => intern(f.name()),
+        (None, Some(p)) => intern(&p.trim().to_ascii_lowercase()),
+        (None, None) => intern("unknown"),
     };
     let count = |field: &'static str, v: &Scalar| {
         json::count(field, v).map(|n| n.unwrap_or(0)).map_err(fmt)
@@ -427,12 +428,12 @@ fn parse_record(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
         .unwrap_or(false)
         || status.is_some_and(|s| s >= 400);
 
-    let api_key = json::text(&rec.api_key);
+    let key_sha = json::text(&rec.api_key).map(|k| key_digest(&k));
     let user_id: Option<Str> = match json::text(&rec.user) {
-        Some(u) => Some(cut(&u, 128).into()),
-        None => api_key
+        Some(u) => Some(intern(cut(&u, 128))),
+        None => key_sha
             .as_deref()
-            .and_then(|k| ctx.registry.user_of_key_sha256(&key_sha256(k)).cloned()),
+            .and_then(|k| ctx.registry.user_of_key_sha256(k).cloned()),
     };
     let request_id = json::text(&rec.request_id).map(|r| Str::from(cut(r.trim(), 128)));
     let (event_id, kind) = match &request_id {
@@ -452,10 +453,10 @@ fn parse_record(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
         vm_id: ctx.vm_id.clone(),
         user_id,
         provider,
-        executor: named.map(|n| Str::from(n.as_ref())),
+        executor: named.map(|n| intern(&n)),
         model,
         alias: str_of(&rec.alias),
-        endpoint: endpoint.map(|e| Str::from(strip_query(&e))),
+        endpoint: endpoint.map(|e| intern(&strip_query(&e))),
         request_id,
         status,
         failed,
@@ -466,12 +467,12 @@ fn parse_record(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
         reasoning_tokens: tokens_i64("reasoning_tokens", tokens.reasoning).map_err(fmt)?,
         latency_ms: json::count_i64("latency_ms", &rec.latency_ms).map_err(fmt)?,
         ttft_ms: json::count_i64("ttft_ms", &rec.ttft_ms).map_err(fmt)?,
-        api_key_fp: api_key.map(|k| key_fingerprint(&k).into()),
+        api_key_fp: key_sha.map(|k| intern(&k[..12])),
         auth_type: str_of(&rec.auth_type),
         reasoning_effort: str_of(&rec.reasoning_effort),
         service_tier: str_of(&rec.service_tier),
-        record_format: format.into(),
-        token_source: token_source.into(),
+        record_format: intern(format),
+        token_source: intern(token_source),
         source_file: ctx.rel.clone(),
         source_line: 0,
     };
@@ -500,6 +501,7 @@ pub fn strip_query(path: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::key_fingerprint;
     use crate::parse::test_util::{ctx, ts};
     use crate::parse::{SourceKind, parse_line};
 

@@ -1,0 +1,524 @@
+#!/usr/bin/env python3
+"""meter against DuckDB and polars, on the same input, in one run.
+
+    python3 bench/bench.py [--lines 4000000] [--scale 4] [--runs 3] [--smoke]
+
+(`just bench` builds the release binary and runs this.) Steps:
+
+1. `meter sample --clean --usage-format lines` writes an input of about
+   `--lines` JSON usage lines (formats.md 1a) plus the access logs, resource
+   samples and command logs of the same VMs and days, and a second input
+   `--scale` times larger for the memory curve. Hard links give three views
+   of each: the usage files alone (what the peers read), the access logs
+   alone, and the whole tree.
+2. Runs alternate between tools, `--runs` times each, under GNU `time -v`
+   (wall, CPU, peak RSS); the tables give medians:
+   - ingest of the usage files: `meter ingest` into an empty lake, DuckDB
+     `read_json` + `COPY ... PARTITION_BY (date)`, polars `scan_ndjson` +
+     partitioned `sink_parquet` (bench/peers.py);
+   - `meter ingest` of the access logs and of the whole tree;
+   - `meter rollup` of the month against the same pricing and aggregation
+     in DuckDB SQL over the same lake;
+   - `meter bill` of the month for `--bill-customers` customers.
+3. Every run's output is checked against what `meter sample` reported
+   writing: rows and token sums for ingest, meter's own report (events
+   priced and unpriced, exact cost) for the DuckDB rollup, one invoice per
+   customer for billing. A wrong answer stops the benchmark.
+4. The results go to BENCHMARKS.md (`--out`), with the machine, the
+   versions and the exact commands.
+
+The peers run from their own virtual environment
+(~/.cache/meter-bench/venv), created here from PyPI with pinned versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import glob
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = Path.home() / ".cache" / "meter-bench"
+VENV = CACHE / "venv"
+PEERS = REPO / "bench" / "peers.py"
+PINNED = ["duckdb==2.0.0", "polars==2.1.0"]
+MONTH = "2026-10"
+START = "2026-10-01"
+SEED = "42"
+TIME = "/usr/bin/time"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--lines", type=int, default=4_000_000, help="JSON usage lines of the base input")
+    ap.add_argument("--scale", type=int, default=4, help="size of the second input, in base inputs")
+    ap.add_argument("--runs", type=int, default=3, help="timed runs per tool and input")
+    ap.add_argument("--days", type=int, default=30)
+    ap.add_argument("--customers", type=int, default=100)
+    ap.add_argument("--bill-customers", type=int, default=10_000)
+    ap.add_argument("--meter", type=Path, help="meter binary [default: the release build]")
+    ap.add_argument("--work", type=Path, default=CACHE / "work", help="inputs and outputs")
+    ap.add_argument("--out", type=Path, help="results [default: BENCHMARKS.md, or the work folder with --smoke]")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes, one run: checks the script works")
+    args = ap.parse_args()
+    if args.smoke:
+        args.lines, args.scale, args.runs = 20_000, 2, 1
+        args.customers, args.bill_customers = 10, 200
+    target = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache" / "meter-target"))
+    args.meter = (args.meter or target / "release" / "meter").resolve()
+    if args.out is None:
+        args.out = args.work / "BENCHMARKS.smoke.md" if args.smoke else REPO / "BENCHMARKS.md"
+    if not args.meter.is_file():
+        sys.exit(f"bench: no meter binary at {args.meter}: run `cargo build --release` (or pass --meter)")
+    if not Path(TIME).is_file():
+        sys.exit(f"bench: GNU time is not at {TIME}: install Debian's `time` package")
+    py = venv()
+    Bench(args, py).run()
+    return 0
+
+
+def venv() -> Path:
+    """The peers' interpreter, creating the environment on first use."""
+    py = VENV / "bin" / "python"
+    ok = py.is_file() and subprocess.run(
+        [py, "-c", "import duckdb, polars; assert duckdb.__version__ == '2.0.0' and polars.__version__ == '2.1.0'"],
+        capture_output=True,
+    ).returncode == 0
+    if not ok:
+        log(f"installing {' '.join(PINNED)} into {VENV}")
+        subprocess.run([sys.executable, "-m", "venv", "--clear", VENV], check=True)
+        subprocess.run([py, "-m", "pip", "install", "--quiet", *PINNED], check=True)
+    return py
+
+
+def log(msg: str) -> None:
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+class Failed(Exception):
+    pass
+
+
+def timed(cmd: list, ok_codes=(0,)) -> dict:
+    """Runs `cmd` under GNU time -v; wall and CPU seconds, peak RSS in KiB."""
+    proc = subprocess.run([TIME, "-v", *map(str, cmd)], capture_output=True, text=True)
+    if proc.returncode not in ok_codes:
+        raise Failed(f"{' '.join(map(str, cmd))} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    m = {}
+    for line in proc.stderr.splitlines():
+        key, _, value = line.strip().rpartition(": ")
+        m[key] = value
+    wall = m["Elapsed (wall clock) time (h:mm:ss or m:ss)"].split(":")
+    seconds = sum(float(x) * 60**i for i, x in enumerate(reversed(wall)))
+    return {
+        "wall": seconds,
+        "cpu": float(m["User time (seconds)"]) + float(m["System time (seconds)"]),
+        "rss_kib": int(m["Maximum resident set size (kbytes)"]),
+        "code": proc.returncode,
+        "stdout": proc.stdout,
+    }
+
+
+def run_json(cmd: list) -> dict:
+    out = subprocess.run(list(map(str, cmd)), capture_output=True, text=True)
+    if out.returncode != 0:
+        raise Failed(f"{' '.join(map(str, cmd))} exited {out.returncode}:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def tree_size(paths: list[Path]) -> int:
+    return sum(p.stat().st_size for p in paths)
+
+
+def link_tree(src: Path, dst: Path, patterns: list[str]) -> list[Path]:
+    """Hard-links the files of `src` matching `patterns` (and the registry) into `dst`."""
+    if dst.exists():
+        shutil.rmtree(dst)
+    files = []
+    for pattern in patterns:
+        for f in sorted(src.glob(pattern)):
+            rel = f.relative_to(src)
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.link(f, dst / rel)
+            files.append(dst / rel)
+    for name in ("customers.csv", "users.csv"):
+        os.link(src / name, dst / name)
+    return files
+
+
+def median(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+class Bench:
+    def __init__(self, args, py: Path):
+        self.a = args
+        self.py = py
+        self.work = args.work
+        self.results: dict = {"inputs": {}, "ingest": {}, "rollup": {}, "bill": {}}
+        self.commands: list[str] = []
+
+    def meter(self, *args) -> list:
+        return [self.a.meter, *args]
+
+    def peer(self, *args) -> list:
+        return [self.py, PEERS, *args]
+
+    def note(self, cmd: list) -> None:
+        text = " ".join(str(c) for c in cmd)
+        for old, new in ((str(self.work), "$WORK"), (str(self.a.meter), "meter"), (str(self.py), "python"), (str(REPO) + "/", "")):
+            text = text.replace(old, new)
+        if text not in self.commands:
+            self.commands.append(text)
+
+    # ------------------------------------------------------------ inputs
+
+    def generate(self, name: str, lines: int, customers: int, days: int) -> dict:
+        """A clean input of about `lines` usage lines, with its three views."""
+        root = self.work / name
+        stamp = root / "totals.json"
+        want = {"lines": lines, "customers": customers, "days": days, "meter": str(self.a.meter)}
+        if stamp.is_file() and json.loads(stamp.read_text()).get("want") == want:
+            totals = json.loads(stamp.read_text())["totals"]
+        else:
+            if root.exists():
+                shutil.rmtree(root)
+            root.mkdir(parents=True)
+            # Usage lines per VM and day, from a one-day probe of the same customers.
+            probe = run_json(self.meter("sample", "--out", root / "probe", "--clean", "--usage-format", "lines",
+                                        "--customers", customers, "--days", 1, "--events-per-day", 100,
+                                        "--seed", SEED, "--start", START, "--json"))
+            shutil.rmtree(root / "probe")
+            per_event = probe["tables"]["api_usage"]["rows"] / 100
+            events = max(1, round(lines / (per_event * days)))
+            cmd = self.meter("sample", "--out", root / "full", "--clean", "--usage-format", "lines",
+                             "--customers", customers, "--days", days, "--events-per-day", events,
+                             "--seed", SEED, "--start", START, "--json")
+            log(f"generating {name}: {customers} customers, {days} days, {events} calls per VM and day")
+            totals = run_json(cmd)
+            totals["command"] = " ".join(map(str, cmd))
+            stamp.write_text(json.dumps({"want": want, "totals": totals}))
+        full = root / "full"
+        views = {
+            "usage": link_tree(full, root / "usage", ["*/cliproxy/usage-*.log"]),
+            "access": link_tree(full, root / "access", ["*/cliproxy/access-*.log", "*/cliproxy/main-*.log"]),
+        }
+        info = {
+            "root": root,
+            "totals": totals,
+            "usage_bytes": tree_size(views["usage"]),
+            "usage_files": len(views["usage"]),
+            "access_bytes": tree_size(views["access"]),
+            "full_bytes": totals["bytes"],
+            "usage_lines": totals["tables"]["api_usage"]["rows"],
+            "access_lines": sum(totals["tables"]["api_requests"][k] for k in ("rows", "skipped")),
+            "full_lines": totals["lines"],
+        }
+        self.results["inputs"][name] = {k: v for k, v in info.items() if k != "root"}
+        return info
+
+    # ------------------------------------------------------------ checks
+
+    def sums(self, pattern: str) -> dict:
+        return run_json(self.peer("sums", "--glob", pattern))
+
+    def check_tokens(self, tool: str, got: dict, totals: dict) -> None:
+        rows = totals["tables"]["api_usage"]["rows"]
+        if tool == "meter":
+            t = totals["lake_tokens"]
+            want = {"rows": rows, "input_tokens": t["input"], "cache_read_tokens": t["cache_read"],
+                    "cache_write_tokens": t["cache_write"], "output_tokens": t["output"],
+                    "reasoning_tokens": t["reasoning"]}
+        else:
+            t = totals["tokens_1a"]
+            want = {"rows": rows, "input_tokens": t["input"], "cache_read_tokens": t["cache_read"],
+                    "cache_creation_tokens": t["cache_write"], "output_tokens": t["output"],
+                    "reasoning_tokens": t["reasoning"]}
+        wrong = {k: (got.get(k), v) for k, v in want.items() if got.get(k) != v}
+        if wrong:
+            raise Failed(f"{tool}: output differs from what meter sample wrote (got, want): {wrong}")
+
+    # ------------------------------------------------------------ stages
+
+    def ingest(self, name: str, inp: dict) -> None:
+        root = inp["root"]
+        usage_glob = str(root / "usage" / "*" / "cliproxy" / "usage-*.log")
+        out = self.work / "out"
+        tools = {
+            "meter": (self.meter("ingest", "--input", root / "usage", "--lake", out / "meter"), out / "meter"),
+            "duckdb": (self.peer("duckdb-ingest", "--files", usage_glob, "--out", out / "duckdb"), out / "duckdb"),
+            "polars": (self.peer("polars-ingest", "--files", usage_glob, "--out", out / "polars"), out / "polars"),
+        }
+        runs: dict = {t: [] for t in tools}
+        for i in range(self.a.runs):
+            for tool, (cmd, dest) in tools.items():
+                shutil.rmtree(dest, ignore_errors=True)
+                self.note(cmd)
+                r = timed(cmd)
+                pattern = str(dest / "api_usage" / "*" / "*.parquet") if tool == "meter" else str(dest / "*" / "*.parquet")
+                self.check_tokens(tool, self.sums(pattern), inp["totals"])
+                runs[tool].append(r)
+                log(f"ingest {name} {tool} run {i + 1}: {r['wall']:.2f} s, {r['rss_kib'] / 1024:.0f} MiB")
+                shutil.rmtree(dest, ignore_errors=True)
+        self.results["ingest"][name] = {t: strip(v) for t, v in runs.items()}
+
+        # meter alone: the access logs, then the whole tree (which the rollup reads).
+        extra = {
+            "access": (self.meter("ingest", "--input", root / "access", "--lake", out / "access"), out / "access"),
+            "full": (self.meter("ingest", "--input", root / "full", "--lake", root / "lake"), root / "lake"),
+        }
+        for view, (cmd, dest) in extra.items():
+            rs = []
+            for i in range(self.a.runs):
+                shutil.rmtree(dest, ignore_errors=True)
+                self.note(cmd)
+                r = timed(cmd)
+                report = json.loads(sorted((dest / "_runs").glob("*.json"))[-1].read_text())
+                expected = inp["totals"]["tables"]
+                for table, e in expected.items():
+                    got = report["tables"].get(table, {"rows": 0})
+                    if view == "access" and table != "api_requests":
+                        continue
+                    if view == "full" or table == "api_requests":
+                        if got["rows"] != e["rows"]:
+                            raise Failed(f"meter ingest ({view}): {table} rows {got['rows']}, sample wrote {e['rows']}")
+                rs.append(r)
+                log(f"ingest {name} meter/{view} run {i + 1}: {r['wall']:.2f} s, {r['rss_kib'] / 1024:.0f} MiB")
+                if view != "full" or i + 1 < self.a.runs:
+                    shutil.rmtree(dest, ignore_errors=True)
+            self.results["ingest"][name][f"meter/{view}"] = strip(rs)
+
+    def rollup(self, name: str, inp: dict) -> None:
+        lake = inp["root"] / "lake"
+        out = self.work / "out" / "duckdb-rollup"
+        meter_cmd = self.meter("rollup", "--lake", lake, "--month", MONTH, "--pricing", REPO / "pricing.toml")
+        duck_cmd = self.peer("duckdb-rollup", "--lake", lake, "--pricing", REPO / "pricing.toml",
+                             "--month", MONTH, "--out", out)
+        runs: dict = {"meter": [], "duckdb": []}
+        for i in range(self.a.runs):
+            for d in ("priced", "daily", "monthly"):
+                shutil.rmtree(lake / d, ignore_errors=True)
+            self.note(meter_cmd)
+            r = timed(meter_cmd, ok_codes=(0, 1))
+            reports = [json.loads(p.read_text()) for p in (lake / "_runs").glob("*.json")]
+            mine = max((x for x in reports if x.get("job") == "rollup"), key=lambda x: x["started_at"])
+            runs["meter"].append(r)
+            shutil.rmtree(out, ignore_errors=True)
+            self.note(duck_cmd)
+            d = timed(duck_cmd)
+            theirs = json.loads(d["stdout"].strip().splitlines()[-1])
+            for key in ("events_priced", "events_unpriced"):
+                if mine[key] != theirs[key]:
+                    raise Failed(f"rollup {key}: meter {mine[key]}, duckdb {theirs[key]}")
+            if Decimal(str(mine["cost"])) != Decimal(theirs["cost"]):
+                raise Failed(f"rollup cost: meter {mine['cost']}, duckdb {theirs['cost']}")
+            runs["duckdb"].append(d)
+            log(f"rollup {name} run {i + 1}: meter {r['wall']:.2f} s, duckdb {d['wall']:.2f} s")
+        shutil.rmtree(out, ignore_errors=True)
+        events = mine["events_priced"] + mine["events_unpriced"]
+        self.results["rollup"][name] = {
+            "events": events,
+            "cost": str(mine["cost"]),
+            "days": len(mine["days"]),
+            **{t: strip(v) for t, v in runs.items()},
+        }
+
+    def bill(self) -> None:
+        n = self.a.bill_customers
+        inp = self.generate(f"bill-{n}", n * 30, n, self.a.days)
+        lake = inp["root"] / "lake"
+        if not (lake / "monthly").is_dir():
+            subprocess.run(self.meter("ingest", "--input", inp["root"] / "full", "--lake", lake),
+                           check=True, capture_output=True)
+            r = subprocess.run(self.meter("rollup", "--lake", lake, "--month", MONTH, "--pricing", REPO / "pricing.toml"),
+                               capture_output=True)
+            if r.returncode not in (0, 1):
+                raise Failed(f"rollup for billing exited {r.returncode}: {r.stderr.decode()[-2000:]}")
+        out = self.work / "out" / "bill"
+        cmd = self.meter("bill", "--lake", lake, "--month", MONTH, "--out", out, "--pricing", REPO / "pricing.toml")
+        runs = []
+        for i in range(self.a.runs):
+            shutil.rmtree(out, ignore_errors=True)
+            self.note(cmd)
+            r = timed(cmd, ok_codes=(0, 1))
+            invoices = [p for p in (out / "invoices" / MONTH / "rev-1").glob("*.csv") if p.name != "summary.csv"]
+            customers = sum(1 for _ in open(inp["root"] / "full" / "customers.csv")) - 1
+            # Customers who left before the month have no invoice.
+            if not (0.9 * customers <= len(invoices) <= customers):
+                raise Failed(f"bill: {len(invoices)} invoices for {customers} customers")
+            runs.append(r)
+            log(f"bill {n} customers run {i + 1}: {r['wall']:.2f} s, {len(invoices)} invoices")
+        self.results["bill"] = {"customers": customers, "invoices": len(invoices), "meter": strip(runs)}
+
+    def run(self) -> None:
+        self.work.mkdir(parents=True, exist_ok=True)
+        sizes = [("1x", self.a.lines), (f"{self.a.scale}x", self.a.lines * self.a.scale)]
+        for name, lines in sizes:
+            inp = self.generate(name, lines, self.a.customers * (1 if name == "1x" else self.a.scale), self.a.days)
+            self.ingest(name, inp)
+            self.rollup(name, inp)
+        self.bill()
+        write_report(self.a, self.py, self.results, self.commands)
+        log(f"results written to {self.a.out}")
+
+
+def strip(runs: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "stdout"} for r in runs]
+
+
+# ---------------------------------------------------------------- report
+
+
+def versions(py: Path, meter: Path) -> dict:
+    def out(cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True).stdout.strip()
+        except OSError:
+            return "?"
+    peers = out([py, "-c", "import duckdb, polars, sys; print(duckdb.__version__, polars.__version__, sys.version.split()[0])"]).split()
+    cpu = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = int(Path("/proc/meminfo").read_text().split()[1]) // (1024 * 1024)
+    return {
+        "meter": out([meter, "--version"]) + " (" + out(["git", "-C", REPO, "rev-parse", "--short", "HEAD"]) + ")",
+        "rustc": out(["rustc", "--version"]),
+        "duckdb": peers[0] if peers else "?",
+        "polars": peers[1] if len(peers) > 1 else "?",
+        "python": peers[2] if len(peers) > 2 else "?",
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": mem,
+        "kernel": platform.release(),
+    }
+
+
+def mb(n: float) -> str:
+    return f"{n / 1e6:,.0f}"
+
+
+def write_report(a, py: Path, res: dict, commands: list[str]) -> None:
+    v = versions(py, a.meter)
+    L = []
+    w = L.append
+    w("# Benchmarks\n")
+    w(f"Written by `bench/bench.py` ({'smoke run, ' if a.smoke else ''}{a.runs} runs per tool and input, "
+      f"alternating; medians) on {dt.date.today()}.\n")
+    w(f"Machine: {v['cores']} cores ({v['cpu']}), {v['memory_gib']} GiB, Linux {v['kernel']}. "
+      f"meter {v['meter']}, {v['rustc']}, release profile. DuckDB {v['duckdb']} and polars {v['polars']} "
+      f"(PyPI, Python {v['python']}), all threads. Inputs are read from the page cache (every tool alike); "
+      "outputs go to the same disk. Wall and CPU (user + system) seconds and peak RSS are GNU `time -v`'s.\n")
+    w("## Inputs\n")
+    w("| input | usage files | usage lines | usage MB | access MB | whole tree MB | whole tree lines |")
+    w("|---|---:|---:|---:|---:|---:|---:|")
+    for name, i in res["inputs"].items():
+        if name.startswith("bill"):
+            continue
+        w(f"| {name} | {i['usage_files']:,} | {i['usage_lines']:,} | {mb(i['usage_bytes'])} | {mb(i['access_bytes'])} "
+          f"| {mb(i['full_bytes'])} | {i['full_lines']:,} |")
+    w("")
+    w("## Ingest of JSON usage lines\n")
+    w("Same files for every tool. meter checks, dedups and accounts for every line; the peers only convert.\n")
+    w("| input | tool | wall s | CPU s | MB/s | lines/s | peak RSS MiB | meter's throughput vs this |")
+    w("|---|---|---:|---:|---:|---:|---:|---:|")
+    for name, tools in res["ingest"].items():
+        i = res["inputs"][name]
+        mw = median(tools["meter"], "wall")
+        for tool in ("meter", "duckdb", "polars"):
+            runs = tools[tool]
+            wall = median(runs, "wall")
+            w(f"| {name} | {tool} | {wall:.2f} | {median(runs, 'cpu'):.2f} | {mb(i['usage_bytes'] / wall)} "
+              f"| {i['usage_lines'] / wall:,.0f} | {median(runs, 'rss_kib') / 1024:,.0f} | {wall / mw:.2f}x |")
+    w("")
+    w("## meter ingest of the other views\n")
+    w("| input | view | lines | wall s | CPU s | MB/s | lines/s | peak RSS MiB |")
+    w("|---|---|---:|---:|---:|---:|---:|---:|")
+    for name, tools in res["ingest"].items():
+        i = res["inputs"][name]
+        for view, (nbytes, lines) in {"usage": (i["usage_bytes"], i["usage_lines"]),
+                                      "access": (i["access_bytes"], i["access_lines"]),
+                                      "full": (i["full_bytes"], i["full_lines"])}.items():
+            runs = tools["meter" if view == "usage" else f"meter/{view}"]
+            wall = median(runs, "wall")
+            w(f"| {name} | {view} | {lines:,} | {wall:.2f} | {median(runs, 'cpu'):.2f} | {mb(nbytes / wall)} "
+              f"| {lines / wall:,.0f} | {median(runs, 'rss_kib') / 1024:,.0f} |")
+    w("")
+    w("## Rollup of the month\n")
+    w("Pricing every api_usage event from pricing.toml in exact decimals and the daily and monthly aggregates "
+      "of the four tables, from the whole-tree lake. Both tools agree on events priced, unpriced and the exact cost.\n")
+    w("| input | events | days | cost USD | tool | wall s | CPU s | peak RSS MiB | vs meter |")
+    w("|---|---:|---:|---:|---|---:|---:|---:|---:|")
+    for name, r in res["rollup"].items():
+        mw = median(r["meter"], "wall")
+        for tool in ("meter", "duckdb"):
+            wall = median(r[tool], "wall")
+            w(f"| {name} | {r['events']:,} | {r['days']} | {r['cost']} | {tool} | {wall:.2f} | "
+              f"{median(r[tool], 'cpu'):.2f} | {median(r[tool], 'rss_kib') / 1024:,.0f} | {wall / mw:.2f}x |")
+    w("")
+    b = res["bill"]
+    w("## Billing\n")
+    w("| customers | invoices | wall s | CPU s | peak RSS MiB |")
+    w("|---:|---:|---:|---:|---:|")
+    w(f"| {b['customers']:,} | {b['invoices']:,} | {median(b['meter'], 'wall'):.2f} | "
+      f"{median(b['meter'], 'cpu'):.2f} | {median(b['meter'], 'rss_kib') / 1024:,.0f} |")
+    w("")
+    w("## Against the targets\n")
+    names = list(res["ingest"])
+    base, big = names[0], names[-1]
+    ing = res["ingest"][base]
+    mw = median(ing["meter"], "wall")
+    best_peer = min(median(ing["duckdb"], "wall"), median(ing["polars"], "wall"))
+    rss_base = median(ing["meter"], "rss_kib") / 1024
+    rss_big = median(res["ingest"][big]["meter"], "rss_kib") / 1024
+    i = res["inputs"][base]
+    json_rate = i["usage_bytes"] / mw
+    access_rate = i["access_bytes"] / median(ing["meter/access"], "wall")
+    roll = res["rollup"][big]
+    rm, rd = median(roll["meter"], "wall"), median(roll["duckdb"], "wall")
+    bw = median(b["meter"], "wall")
+    rows = [
+        ("ingest throughput >= 3x the faster peer", f"{best_peer / mw:.2f}x ({mb(json_rate)} MB/s)", best_peer / mw >= 3),
+        ("ingest peak RSS < 300 MiB", f"{rss_base:.0f} MiB ({base}), {rss_big:.0f} MiB ({big})", max(rss_base, rss_big) < 300),
+        (f"ingest RSS flat: {big} within 20% of {base}", f"{rss_big / rss_base - 1:+.0%}", abs(rss_big / rss_base - 1) <= 0.2),
+        ("access logs at least as fast per byte as JSON", f"{mb(access_rate)} vs {mb(json_rate)} MB/s", access_rate >= json_rate),
+        (f"rollup ({big}, {roll['events'] / roll['days']:,.0f} events a day) no slower than DuckDB", f"{rm:.2f} s vs {rd:.2f} s", rm <= rd),
+        (f"billing {b['customers']:,} customers < 10 s", f"{bw:.2f} s", bw < 10),
+    ]
+    w("| target | measured | met |")
+    w("|---|---|---|")
+    for t, m, ok in rows:
+        w(f"| {t} | {m} | {'yes' if ok else '**no**'} |")
+    w("")
+    w("## Commands\n")
+    w("`$WORK` is the work folder (`--work`). Inputs:\n")
+    w("```")
+    for name, i in res["inputs"].items():
+        w(i["totals"]["command"].replace(str(a.work), "$WORK").replace(str(a.meter), "meter"))
+    w("```\n")
+    w("Timed, each under `/usr/bin/time -v`:\n")
+    w("```")
+    L.extend(commands)
+    w("```\n")
+    w("Reproduce: `just bench` (or `cargo build --release && python3 bench/bench.py`).\n")
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text("\n".join(L))
+    (a.work / "results.json").write_text(json.dumps(res, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except Failed as e:
+        print(f"bench: FAILED: {e}", file=sys.stderr)
+        sys.exit(2)
