@@ -279,13 +279,35 @@ fn a_malformed_customer_row_is_named_and_the_others_are_billed() {
 }
 
 #[test]
+fn a_table_without_events_in_the_month_bills_as_empty() {
+    let empty = env();
+    // A fleet that writes no command logs: no activity at any stage.
+    for dir in ["activity", "daily/activity", "monthly/activity"] {
+        std::fs::remove_dir_all(empty.lake.join(dir)).unwrap();
+    }
+    let report = bill(&options(&empty, None), "bill-1");
+    assert_eq!(report.invoices.len(), 4);
+
+    // Activity events that were never rolled up are still refused.
+    let stale = env();
+    std::fs::remove_dir_all(stale.lake.join("monthly/activity")).unwrap();
+    let err = bill::run(&ctx("bill-2"), &options(&stale, None))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no monthly rollup of activity for 2026-10"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_month_without_a_current_rollup_is_refused_with_the_command_to_run() {
     let env = env();
     let mut opts = options(&env, None);
     opts.month = NaiveDate::from_ymd_opt(2026, 9, 1).unwrap();
     let err = bill::run(&ctx("bill-1"), &opts).unwrap_err().to_string();
     assert!(
-        err.contains("no monthly rollup of api_usage for 2026-09"),
+        err.contains("there is no monthly rollup for 2026-09"),
         "{err}"
     );
     assert!(err.contains("meter rollup --lake"), "{err}");

@@ -116,27 +116,29 @@ pub fn check_current(lake: &Lake, month: NaiveDate) -> Result<()> {
         hint: "bring the month's aggregates up to date with meter rollup, then bill again",
     };
     let mut dates = BTreeSet::new();
-    for spec in SPECS {
-        let name = spec.table.name();
-        dates.extend(lake.dates_under(name)?);
-        dates.extend(lake.dates_under(&format!("daily/{name}"))?);
-    }
-    dates.retain(|d| *d >= start && *d < end);
     let mut monthly_oldest: Option<SystemTime> = None;
     for spec in SPECS {
+        let name = spec.table.name();
+        let mut table_dates = lake.dates_under(name)?;
+        table_dates.extend(lake.dates_under(&format!("daily/{name}"))?);
+        table_dates.retain(|d| *d >= start && *d < end);
         let files = lake.parquet_files(&spec.monthly_dir(lake, start))?;
-        if files.is_empty() {
+        if files.is_empty() && !table_dates.is_empty() {
             return Err(refuse(format!(
-                "there is no monthly rollup of {} for {label}",
-                spec.table.name()
+                "there is no monthly rollup of {name} for {label}"
             )));
         }
+        // A table without events in the month (no command logs, say) has
+        // nothing to roll up: it bills as empty.
+        dates.extend(table_dates);
         for f in files {
             let t = modified(&f)?;
             monthly_oldest = Some(monthly_oldest.map_or(t, |m| m.min(t)));
         }
     }
-    let monthly_oldest = monthly_oldest.expect("at least one file");
+    let Some(monthly_oldest) = monthly_oldest else {
+        return Err(refuse(format!("there is no monthly rollup for {label}")));
+    };
     for date in dates {
         for spec in SPECS {
             let daily = newest(lake, &spec.daily_dir(lake, date))?;
