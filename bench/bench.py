@@ -392,7 +392,7 @@ def versions(py: Path, meter: Path) -> dict:
             break
     mem = int(Path("/proc/meminfo").read_text().split()[1]) // (1024 * 1024)
     return {
-        "meter": out([meter, "--version"]) + " (" + out(["git", "-C", REPO, "rev-parse", "--short", "HEAD"]) + ")",
+        "meter": out([meter, "--version"]).removeprefix("meter ") + " (" + out(["git", "-C", REPO, "rev-parse", "--short", "HEAD"]) + ")",
         "rustc": out(["rustc", "--version"]),
         "duckdb": peers[0] if peers else "?",
         "polars": peers[1] if len(peers) > 1 else "?",
