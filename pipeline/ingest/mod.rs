@@ -286,7 +286,7 @@ fn produce(
     tx: std::sync::mpsc::SyncSender<Rows>,
     progress: &dyn crate::ctx::Progress,
 ) -> Result<()> {
-    let window = rayon::current_num_threads().max(1) * 2;
+    let window = rayon::current_num_threads().max(1) * 4;
     let mut states: HashMap<usize, FileState> = HashMap::new();
     let mut next_file = 0;
     let mut current: Option<BlockReader> = None;

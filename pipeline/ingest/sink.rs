@@ -29,7 +29,7 @@ use crate::tables::{
 };
 
 /// Rows buffered across all partitions before the largest become row groups.
-pub const BUFFER_ROWS: usize = 1 << 18;
+pub const BUFFER_ROWS: usize = 1 << 17;
 /// A partition's buffer becomes a row group at this many rows.
 const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// A partition's file is closed and a new one started past this many rows.

@@ -16,7 +16,7 @@ use crate::ids;
 use crate::redact::cut;
 use crate::tables::{ApiUsageRow, Id, Str, Table};
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Debug, PartialEq)]
 #[serde(default)]
 struct Record<'a> {
     #[serde(borrow)]
@@ -72,7 +72,7 @@ struct Record<'a> {
     fail: Option<Fail<'a>>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Debug, PartialEq)]
 #[serde(default)]
 struct Tokens<'a> {
     #[serde(borrow)]
@@ -91,7 +91,7 @@ struct Tokens<'a> {
     cache_creation_tokens: Scalar<'a>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Debug, PartialEq)]
 #[serde(default)]
 struct Breakdown<'a> {
     #[serde(borrow)]
@@ -100,7 +100,7 @@ struct Breakdown<'a> {
     output: BreakdownOutput<'a>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Debug, PartialEq)]
 #[serde(default)]
 struct BreakdownInput<'a> {
     #[serde(borrow)]
@@ -111,7 +111,7 @@ struct BreakdownInput<'a> {
     cache_write_tokens: Scalar<'a>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Debug, PartialEq)]
 #[serde(default)]
 struct BreakdownOutput<'a> {
     #[serde(borrow)]
@@ -120,7 +120,7 @@ struct BreakdownOutput<'a> {
     reasoning_tokens: Scalar<'a>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Debug, PartialEq)]
 #[serde(default)]
 struct Fail<'a> {
     #[serde(borrow)]
@@ -310,7 +310,10 @@ pub fn parse(ctx: &FileCtx, text: &str) -> Parsed {
 }
 
 fn parse_record(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
-    let rec: Record = serde_json::from_str(text).map_err(|e| json::syntax_error(&e))?;
+    let rec: Record = match flat_record(text) {
+        Some(rec) => rec,
+        None => serde_json::from_str(text).map_err(|e| json::syntax_error(&e))?,
+    };
     let ts = json::timestamp("timestamp", &rec.timestamp, ctx.tz)?;
     let dated = |r: Reject| r.at(Some(ts));
     let is_record = rec.tokens.is_some() || rec.token_breakdown.is_some();
@@ -479,6 +482,170 @@ fn parse_record(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
     Ok(Parsed::Usage(row, kind))
 }
 
+/// The fields of a flat record, in [`Record`]'s order, for [`flat_record`].
+const FLAT_FIELDS: [&str; 14] = [
+    "timestamp",
+    "path",
+    "status",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+    "reasoning_tokens",
+    "latency_ms",
+    "api_key",
+    "user",
+    "request_id",
+    "provider",
+];
+
+/// A fast path for the common line: one flat JSON object whose values are
+/// plain strings (no escapes), integers, booleans or null. Gives exactly
+/// what serde would give, or `None` for anything else (nesting, escapes,
+/// fractions, exponents, duplicate keys, syntax errors), which then takes
+/// the serde path with its error messages.
+fn flat_record(text: &str) -> Option<Record<'_>> {
+    let b = text.as_bytes();
+    let mut rec = Record::default();
+    let mut seen = 0u32;
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_ws(b, i + 1);
+    if b.get(i) == Some(&b'}') {
+        return (skip_ws(b, i + 1) == b.len()).then_some(rec);
+    }
+    loop {
+        let (key, next) = plain_string(text, i)?;
+        i = skip_ws(b, next);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_ws(b, i + 1);
+        let (value, next) = flat_value(text, i)?;
+        i = skip_ws(b, next);
+        if let Some(k) = FLAT_FIELDS.iter().position(|f| *f == key) {
+            if seen & (1 << k) != 0 {
+                return None; // serde refuses a duplicate field
+            }
+            seen |= 1 << k;
+            let slot = match k {
+                0 => &mut rec.timestamp,
+                1 => &mut rec.path,
+                2 => &mut rec.status,
+                3 => &mut rec.model,
+                4 => &mut rec.input_tokens,
+                5 => &mut rec.output_tokens,
+                6 => &mut rec.cache_read_tokens,
+                7 => &mut rec.cache_creation_tokens,
+                8 => &mut rec.reasoning_tokens,
+                9 => &mut rec.latency_ms,
+                10 => &mut rec.api_key,
+                11 => &mut rec.user,
+                12 => &mut rec.request_id,
+                _ => &mut rec.provider,
+            };
+            *slot = value;
+        } else if RECORD_FIELDS.contains(&key) {
+            return None; // a field the fast path does not fill
+        }
+        match b.get(i) {
+            Some(b',') => i = skip_ws(b, i + 1),
+            Some(b'}') => return (skip_ws(b, i + 1) == b.len()).then_some(rec),
+            _ => return None,
+        }
+    }
+}
+
+/// Every field [`Record`] reads (serde ignores the others).
+const RECORD_FIELDS: [&str; 25] = [
+    "timestamp",
+    "path",
+    "status",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+    "reasoning_tokens",
+    "latency_ms",
+    "api_key",
+    "user",
+    "request_id",
+    "provider",
+    "ttft_ms",
+    "tokens",
+    "failed",
+    "token_breakdown",
+    "executor_type",
+    "alias",
+    "endpoint",
+    "auth_type",
+    "reasoning_effort",
+    "service_tier",
+    "fail",
+];
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// A string without escapes or control characters at `i`: its contents
+/// and the index after its closing quote.
+fn plain_string(text: &str, i: usize) -> Option<(&str, usize)> {
+    let b = text.as_bytes();
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let len = memchr::memchr(b'"', &b[i + 1..])?;
+    let s = &b[i + 1..i + 1 + len];
+    if s.iter().any(|c| *c == b'\\' || *c < 0x20) {
+        return None;
+    }
+    Some((&text[i + 1..i + 1 + len], i + len + 2))
+}
+
+/// A scalar value at `i` as serde gives it, and the index after it.
+fn flat_value(text: &str, i: usize) -> Option<(Scalar<'_>, usize)> {
+    let b = text.as_bytes();
+    match *b.get(i)? {
+        b'"' => plain_string(text, i).map(|(s, n)| (Scalar::Str(Cow::Borrowed(s)), n)),
+        b't' if b[i..].starts_with(b"true") => Some((Scalar::Bool(true), i + 4)),
+        b'f' if b[i..].starts_with(b"false") => Some((Scalar::Bool(false), i + 5)),
+        b'n' if b[i..].starts_with(b"null") => Some((Scalar::Null, i + 4)),
+        c if c == b'-' || c.is_ascii_digit() => {
+            let neg = c == b'-';
+            let start = i + usize::from(neg);
+            let digits = b[start..].iter().take_while(|c| c.is_ascii_digit()).count();
+            let end = start + digits;
+            // Leave fractions, exponents, leading zeros and long numbers to serde.
+            if digits == 0
+                || digits > 18
+                || (digits > 1 && b[start] == b'0')
+                || matches!(b.get(end), Some(b'.' | b'e' | b'E'))
+            {
+                return None;
+            }
+            let n: u64 = text[start..end].parse().ok()?;
+            if neg && n == 0 {
+                return None; // serde reads -0 as a float
+            }
+            let v = if neg {
+                Scalar::Int(-(n as i64))
+            } else {
+                Scalar::UInt(n)
+            };
+            Some((v, end))
+        }
+        _ => None,
+    }
+}
+
 /// Names the `tokens.` field a normalization reject is about.
 fn prefix_tokens(mut r: Reject) -> Reject {
     r.field = r.field.map(|f| match f {
@@ -504,6 +671,67 @@ mod tests {
     use crate::ids::key_fingerprint;
     use crate::parse::test_util::{ctx, ts};
     use crate::parse::{SourceKind, parse_line};
+
+    fn flat_matches_serde(line: &str) {
+        let serde: Result<Record, _> = serde_json::from_str(line);
+        if let Some(fast) = flat_record(line) {
+            assert_eq!(
+                Ok(&fast),
+                serde.as_ref().map_err(|e| e.to_string()),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_flat_fast_path_agrees_with_serde() {
+        let taken = [
+            r#"{"timestamp":"2026-10-01T00:12:10.102Z","path":"/v1/chat/completions","status":200,"model":"gpt-4.1","input_tokens":6995,"output_tokens":328,"request_id":"6a414989","provider":"openai","api_key":"sk-x","user":"user_0026"}"#,
+            r#" { "model" : "m" , "input_tokens" : -7 , "x": "y", "x": 2, "failedx": null } "#,
+            "{}",
+            r#"{"input_tokens":0,"output_tokens":123456789012345678,"status":true,"user":null}"#,
+        ];
+        for line in taken {
+            assert!(flat_record(line).is_some(), "{line}");
+            flat_matches_serde(line);
+        }
+        let left_to_serde = [
+            r#"{"model":"a\"b"}"#,
+            r#"{"model":"a","model":"b"}"#,
+            r#"{"model":"a","extra":[1]}"#,
+            r#"{"model":"a","x":1.5}"#,
+            r#"{"input_tokens":1.0}"#,
+            r#"{"input_tokens":1e3}"#,
+            r#"{"input_tokens":012}"#,
+            r#"{"input_tokens":-0}"#,
+            r#"{"input_tokens":1234567890123456789012}"#,
+            r#"{"tokens":{"input_tokens":1}}"#,
+            r#"{"model":"a"} x"#,
+            r#"{"model":"a",}"#,
+            r#"{"model":"a""#,
+            "[1]",
+            "{\"model\":\"a\u{1}\"}",
+        ];
+        for line in left_to_serde {
+            assert!(flat_record(line).is_none(), "{line}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_flat_fast_path_never_disagrees_with_serde(
+            fields in proptest::collection::vec(
+                (proptest::sample::select(vec!["timestamp", "model", "input_tokens", "status", "user", "x", "tokens", "failed"]),
+                 proptest::sample::select(vec!["1", "-2", "0", "01", "1.5", "\"s\"", "\"a\\\"b\"", "true", "null", "{}", "[]", "\"\"", "18446744073709551615", "-9223372036854775808"])),
+                0..6),
+            ws in proptest::sample::select(vec!["", " ", "\t", "\n"]),
+            trailing in proptest::sample::select(vec!["", " ", ",", "x", "}"]),
+        ) {
+            let body: Vec<String> = fields.iter().map(|(k, v)| format!("{ws}\"{k}\"{ws}:{ws}{v}{ws}")).collect();
+            let line = format!("{{{}}}{trailing}", body.join(","));
+            flat_matches_serde(&line);
+        }
+    }
 
     fn usage(line: &str) -> ApiUsageRow {
         match parse_line(&ctx(SourceKind::Cliproxy), line.as_bytes()) {
