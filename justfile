@@ -18,6 +18,12 @@ test:
 demo:
     cargo run -- pipeline --input sample-data --lake lake --month 2026-10 --out out
 
+# meter against DuckDB and polars on the same generated input; writes BENCHMARKS.md.
+# Arguments go to bench/bench.py: `just bench --runs 5`, `just bench --smoke`.
+bench *ARGS:
+    cargo build --release --locked
+    python3 bench/bench.py {{ARGS}}
+
 # Regenerate the committed sample data (deterministic for the seed).
 sample-data:
     rm -rf sample-data && cargo run -- sample --out sample-data --customers 3 --days 30 --events-per-day 40 --seed 42
