@@ -32,8 +32,10 @@ use crate::tables::{
 pub const BUFFER_ROWS: usize = 1 << 17;
 /// A partition's buffer becomes a row group at this many rows.
 const ROW_GROUP_ROWS: usize = 128 * 1024;
-/// A partition's file is closed and a new one started past this many rows.
-const FILE_ROWS: usize = 1 << 22;
+/// A partition's file is closed and a new one started after this many row
+/// groups: a writer keeps every row group's metadata until it closes, so this
+/// bounds that memory however large the input.
+const FILE_ROW_GROUPS: usize = 32;
 /// Encoder threads.
 const ENCODERS: usize = 2;
 
@@ -52,7 +54,7 @@ struct Partition<R> {
     /// Ids already in the lake's partition.
     stored: IdSet,
     buffer: Vec<R>,
-    /// Name of the file being written, and its rows so far.
+    /// Name of the file being written, and its row groups so far.
     file: Option<(String, usize)>,
     report: PartitionReport,
 }
@@ -253,12 +255,12 @@ impl<'a> Sink<'a> {
         let rows = std::mem::take(&mut part.buffer);
         let n = rows.len();
         let (name, new_file) = match &mut part.file {
-            Some((name, written)) if *written + n <= FILE_ROWS => {
-                *written += n;
+            Some((name, groups)) if *groups < FILE_ROW_GROUPS => {
+                *groups += 1;
                 (name.clone(), false)
             }
             file => {
-                *file = Some((next_name.clone(), n));
+                *file = Some((next_name.clone(), 1));
                 part.report.files_written += 1;
                 (next_name, true)
             }
