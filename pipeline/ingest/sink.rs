@@ -375,9 +375,12 @@ struct Job {
 
 /// Encoder threads. A partition always goes to the same thread, which owns
 /// its open file, so the row groups of a file are written in order.
+/// The renames (temporary path, final path) that make written files visible.
+type Renames = Vec<(PathBuf, PathBuf)>;
+
 struct Encoders<'a> {
     senders: Vec<SyncSender<Job>>,
-    handles: Vec<ScopedJoinHandle<'a, Result<Vec<(PathBuf, PathBuf)>>>>,
+    handles: Vec<ScopedJoinHandle<'a, Result<Renames>>>,
     failed: Arc<AtomicBool>,
 }
 
@@ -429,7 +432,7 @@ impl<'a> Encoders<'a> {
 
     /// Closes every file; returns the renames that make them visible, in a
     /// stable order.
-    fn finish(mut self) -> Result<Vec<(PathBuf, PathBuf)>> {
+    fn finish(mut self) -> Result<Renames> {
         self.senders.clear();
         let mut renames = Vec::new();
         for handle in std::mem::take(&mut self.handles) {
@@ -442,7 +445,7 @@ impl<'a> Encoders<'a> {
 
 /// One encoder thread: appends row groups to its partitions' files and
 /// closes them all at the end.
-fn encode(lake: &Lake, jobs: Receiver<Job>) -> Result<Vec<(PathBuf, PathBuf)>> {
+fn encode(lake: &Lake, jobs: Receiver<Job>) -> Result<Renames> {
     let mut open: BTreeMap<(Table, NaiveDate), (String, PartWriter)> = BTreeMap::new();
     let mut renames = Vec::new();
     for job in jobs {
