@@ -20,9 +20,12 @@ pub fn valid_id(id: &str) -> bool {
 /// Short SHA-256 fingerprint of an API key: the first 12 hex digits. The raw
 /// key never leaves the parser.
 pub fn key_fingerprint(key: &str) -> String {
-    let mut hex = key_sha256(key);
-    hex.truncate(12);
-    hex
+    fingerprint_of_sha256(&key_sha256(key)).to_string()
+}
+
+/// [`key_fingerprint`] from the key's hex SHA-256 (when that is at hand).
+pub fn fingerprint_of_sha256(sha256_hex: &str) -> &str {
+    &sha256_hex[..12]
 }
 
 /// Full lowercase hex SHA-256 of an API key, as `users.csv` lists it.

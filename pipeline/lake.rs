@@ -326,21 +326,6 @@ impl Lake {
         Ok(ids)
     }
 
-    /// Writes one batch as a new temporary Parquet file in its partition and
-    /// returns (temporary path, final path).
-    pub fn write_part(
-        &self,
-        table: Table,
-        date: NaiveDate,
-        name: &str,
-        batch: &RecordBatch,
-    ) -> Result<(PathBuf, PathBuf)> {
-        let mut writer =
-            self.part_writer(&self.partition_dir(table, date), name, batch.schema())?;
-        writer.write(batch)?;
-        writer.finish()
-    }
-
     /// Makes a run's files visible: journals the commit, applies it, and
     /// removes the journal.
     pub fn commit(&self, run_id: &str, commit: &Commit) -> Result<()> {
@@ -485,7 +470,8 @@ fn apply(commit: &Commit) -> Result<()> {
     Ok(())
 }
 
-/// zstd, 128k-row row groups, statistics on: what DuckDB and pyarrow read best.
+/// zstd (level 1), row groups of at most 128k rows, min/max statistics per
+/// row group: what DuckDB and pyarrow read best, at ingest's speed.
 pub fn writer_props() -> WriterProperties {
     let unique = |name: &str| parquet::schema::types::ColumnPath::from(name);
     WriterProperties::builder()

@@ -129,11 +129,7 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &IngestOptions) -> Result<IngestRepo
         })
         .collect();
 
-    let vm_of_file: Vec<Str> = discovery
-        .files
-        .iter()
-        .map(|f| Str::from(f.vm_id.as_str()))
-        .collect();
+    let vm_of_file: Vec<Str> = ctxs.iter().map(|c| c.vm_id.clone()).collect();
     let (tx, rx) = sync_channel::<Rows>(4);
     let (produced, stored) = std::thread::scope(|scope| {
         let sink = scope.spawn(|| {

@@ -373,11 +373,11 @@ struct Job {
     batch: Box<dyn FnOnce() -> arrow::record_batch::RecordBatch + Send>,
 }
 
-/// Encoder threads. A partition always goes to the same thread, which owns
-/// its open file, so the row groups of a file are written in order.
 /// The renames (temporary path, final path) that make written files visible.
 type Renames = Vec<(PathBuf, PathBuf)>;
 
+/// Encoder threads. A partition always goes to the same thread, which owns
+/// its open file, so the row groups of a file are written in order.
 struct Encoders<'a> {
     senders: Vec<SyncSender<Job>>,
     handles: Vec<ScopedJoinHandle<'a, Result<Renames>>>,

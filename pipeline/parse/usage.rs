@@ -470,7 +470,7 @@ fn parse_record(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
         reasoning_tokens: tokens_i64("reasoning_tokens", tokens.reasoning).map_err(fmt)?,
         latency_ms: json::count_i64("latency_ms", &rec.latency_ms).map_err(fmt)?,
         ttft_ms: json::count_i64("ttft_ms", &rec.ttft_ms).map_err(fmt)?,
-        api_key_fp: key_sha.map(|k| intern(&k[..12])),
+        api_key_fp: key_sha.map(|k| intern(ids::fingerprint_of_sha256(&k))),
         auth_type: str_of(&rec.auth_type),
         reasoning_effort: str_of(&rec.reasoning_effort),
         service_tier: str_of(&rec.service_tier),
