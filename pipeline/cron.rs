@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use chrono::{Datelike, NaiveDate};
 use serde::Serialize;
 
+use crate::alerts::{self, AlertBook};
 use crate::bill::{self, BillOptions};
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
@@ -84,6 +85,9 @@ pub struct JobReport {
     /// Nightly: the day's meter-event file, and how many events it holds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub meter_events: Option<DayEventsFile>,
+    /// Nightly: the limit alerts the night raised, and where they were written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<AlertsFile>,
     /// Nightly: VMs that sent nothing on the day but did in the week before.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub silent_vms: Vec<silent::SilentVm>,
@@ -92,6 +96,12 @@ pub struct JobReport {
     pub revision: Option<u32>,
     pub attention: Vec<String>,
     pub notices: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertsFile {
+    pub url: String,
+    pub raised: Vec<alerts::Alert>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -113,6 +123,7 @@ impl JobReport {
             stages: Vec::new(),
             dates_rolled_up: Vec::new(),
             meter_events: None,
+            alerts: None,
             silent_vms: Vec::new(),
             revision: None,
             attention: Vec::new(),
@@ -143,6 +154,9 @@ impl JobReport {
                 "  meter events: {} at {} ({} withheld)\n",
                 m.events, m.url, m.withheld
             );
+        }
+        if let Some(a) = &self.alerts {
+            s += &format!("  limit alerts: {} raised, at {}\n", a.raised.len(), a.url);
         }
         for n in &self.notices {
             s += &format!("  notice: {n}\n");
@@ -237,6 +251,7 @@ pub fn nightly(ctx: &Ctx, opts: &NightlyOptions) -> Result<JobReport> {
         events: day.events.len() - withheld.values().sum::<usize>(),
         withheld: withheld.values().sum(),
     });
+    raise_alerts(ctx, &lake, &store, opts.date, &day.month_to_date, &mut report)?;
 
     // A VM of a customer who cancelled by the end of the day is expected to
     // fall silent.
@@ -265,6 +280,46 @@ pub fn nightly(ctx: &Ctx, opts: &NightlyOptions) -> Result<JobReport> {
         }
     }
     report.finish(ctx, &lake)
+}
+
+/// Raises the limit alerts the month so far crossed for the first time:
+/// recorded in the lake, written to `<out>/alerts/<date>.jsonl`, and listed
+/// in the report (100% as needing attention, 80% as a notice).
+fn raise_alerts(
+    ctx: &Ctx,
+    lake: &Lake,
+    store: &Store,
+    date: NaiveDate,
+    month_to_date: &[bill::render::SummaryRow],
+    report: &mut JobReport,
+) -> Result<()> {
+    let month = date.format("%Y-%m").to_string();
+    let mut book = AlertBook::load(lake, &month)?;
+    book.raise(alerts::crossings(month_to_date, &month, date, &ctx.run_id))?;
+    let raised = book.raised_on(date);
+    // Both thresholds crossed the same night: the file has both, people
+    // read the higher one.
+    let highest = |a: &alerts::Alert| {
+        !raised.iter().any(|b| {
+            b.customer_id == a.customer_id
+                && b.kind == a.kind
+                && b.threshold_percent > a.threshold_percent
+        })
+    };
+    for alert in raised.iter().filter(|a| highest(a)) {
+        if alert.threshold_percent >= 100 {
+            report.attention.push(alert.message());
+        } else {
+            report.notices.push(alert.message());
+        }
+    }
+    let key = alerts::alerts_key(date);
+    store.put(&key, alerts::jsonl(&raised))?;
+    report.alerts = Some(AlertsFile {
+        url: store.object_url(&key),
+        raised,
+    });
+    Ok(())
 }
 
 /// The whole pipeline for one month: ingest everything new, then the

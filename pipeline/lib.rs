@@ -3,6 +3,7 @@
 //! The library holds every stage; the `meter` binary only parses flags and
 //! calls them. See ARCHITECTURE.md for the map.
 
+pub mod alerts;
 pub mod bill;
 pub mod config;
 pub mod cron;

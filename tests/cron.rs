@@ -381,3 +381,100 @@ fn a_late_log_in_an_open_month_becomes_delta_meter_events() {
         "{corrections}"
     );
 }
+
+#[test]
+fn nightly_raises_limit_alerts_once_per_threshold_and_month() {
+    let dir = configured(&repo().join("pricing.toml"));
+    let first = meter(
+        dir.path(),
+        "2026-10-22T02:00:00Z",
+        &["nightly", "--date", "2026-10-21"],
+        &[],
+    );
+    assert_eq!(first.code, 1, "{}", first.stderr);
+    let alerts = |date: &str| -> Vec<serde_json::Value> {
+        read(&dir.path().join(format!("out/alerts/{date}.jsonl")))
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let raised = alerts("2026-10-21");
+    let keys: Vec<(String, String, u64)> = raised
+        .iter()
+        .map(|a| {
+            (
+                a["customer_id"].as_str().unwrap().to_string(),
+                a["kind"].as_str().unwrap().to_string(),
+                a["threshold_percent"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let key = |c: &str, k: &str, t: u64| (c.to_string(), k.to_string(), t);
+    assert_eq!(
+        keys,
+        [
+            key("cust_0001", "monthly_limit", 80),
+            key("cust_0001", "monthly_limit", 100),
+            key("cust_0001", "plan_allowance", 80),
+            key("cust_0001", "plan_allowance", 100),
+            key("cust_0002", "plan_allowance", 80),
+            key("cust_0002", "plan_allowance", 100),
+            key("cust_0003", "plan_allowance", 80),
+            key("cust_0003", "plan_allowance", 100),
+        ]
+    );
+    // cust_0001's limit is 600 EUR; the month so far is what its invoice
+    // will say (the monthly run below bills 621.41).
+    assert_eq!(raised[1]["used"], "621.41");
+    assert_eq!(raised[1]["limit"], "600");
+    assert_eq!(raised[1]["unit"], "EUR");
+    assert_eq!(raised[1]["used_percent"], "103.6");
+    // People read the higher threshold; the file keeps both.
+    assert!(
+        first.stderr.contains(
+            "attention: customer cust_0001 (Acme Analytics GmbH) reached 100% of their monthly limit for 2026-10: 621.41 of 600 EUR (103.6%)"
+        ),
+        "{}",
+        first.stderr
+    );
+    assert!(
+        !first.stderr.contains("reached 80% of their monthly limit"),
+        "{}",
+        first.stderr
+    );
+
+    // The next night raises nothing again; a rerun of the first night
+    // writes its file identically.
+    let next = meter(
+        dir.path(),
+        "2026-10-23T02:00:00Z",
+        &["nightly", "--date", "2026-10-22"],
+        &[],
+    );
+    assert_eq!(next.code, 1, "{}", next.stderr);
+    assert!(alerts("2026-10-22").is_empty());
+    assert!(!next.stderr.contains("reached"), "{}", next.stderr);
+    let rerun = meter(
+        dir.path(),
+        "2026-10-23T03:00:00Z",
+        &["nightly", "--date", "2026-10-21"],
+        &[],
+    );
+    assert_eq!(rerun.code, 1, "{}", rerun.stderr);
+    assert_eq!(alerts("2026-10-21"), raised);
+
+    let monthly = meter(
+        dir.path(),
+        "2026-11-01T04:00:00Z",
+        &["monthly", "--month", "2026-10"],
+        &[],
+    );
+    assert_eq!(monthly.code, 1, "{}", monthly.stderr);
+    let summary = read(&dir.path().join("out/invoices/2026-10/rev-1/summary.csv"));
+    assert!(
+        summary
+            .lines()
+            .any(|l| l.contains(",cust_0001,") && l.contains(",621.41,")),
+        "{summary}"
+    );
+}

@@ -185,6 +185,37 @@ pub fn load(
     registry: &Registry,
     pricing: &Pricing,
 ) -> Result<Loaded> {
+    load_from(conn, lake, month, registry, pricing, MonthFrom::Monthly)
+}
+
+/// [`load`] for a month in progress, whose monthly aggregates the nightly
+/// job does not build: the month's totals are the sums of its daily rows
+/// (every measure billing reads combines across days by sum, exactly).
+pub fn load_month_to_date(
+    conn: &Connection,
+    lake: &Lake,
+    month: NaiveDate,
+    registry: &Registry,
+    pricing: &Pricing,
+) -> Result<Loaded> {
+    load_from(conn, lake, month, registry, pricing, MonthFrom::Daily)
+}
+
+/// Where the month's totals come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MonthFrom {
+    Monthly,
+    Daily,
+}
+
+fn load_from(
+    conn: &Connection,
+    lake: &Lake,
+    month: NaiveDate,
+    registry: &Registry,
+    pricing: &Pricing,
+    from: MonthFrom,
+) -> Result<Loaded> {
     let mut loaded = Loaded::default();
     let (start, end, days) = month_bounds(month);
     let last_day = end.pred_opt().expect("in range");
@@ -307,20 +338,43 @@ pub fn load(
             .collect::<Vec<_>>()
     };
     let mut files = Vec::new();
-    files.extend(read(
-        API_USAGE,
-        "month",
-        monthly(API_USAGE),
-        "INSERT INTO usage_monthly SELECT customer_id, vm_id, provider, model, requests, \
-         input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens, \
-         cost, unpriced_requests, unpriced_tokens FROM {files}",
-    )?);
-    files.extend(read(
-        RESOURCE_USAGE,
-        "month",
-        monthly(RESOURCE_USAGE),
-        "INSERT INTO compute_monthly SELECT customer_id, vm_id, compute_seconds FROM {files}",
-    )?);
+    match from {
+        MonthFrom::Monthly => {
+            files.extend(read(
+                API_USAGE,
+                "month",
+                monthly(API_USAGE),
+                "INSERT INTO usage_monthly SELECT customer_id, vm_id, provider, model, requests, \
+                 input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, \
+                 reasoning_tokens, cost, unpriced_requests, unpriced_tokens FROM {files}",
+            )?);
+            files.extend(read(
+                RESOURCE_USAGE,
+                "month",
+                monthly(RESOURCE_USAGE),
+                "INSERT INTO compute_monthly SELECT customer_id, vm_id, compute_seconds FROM {files}",
+            )?);
+        }
+        MonthFrom::Daily => {
+            files.extend(read(
+                API_USAGE,
+                "date",
+                daily(API_USAGE),
+                "INSERT INTO usage_monthly SELECT customer_id, vm_id, provider, model, \
+                 sum(requests), sum(input_tokens), sum(cache_read_tokens), \
+                 sum(cache_write_tokens), sum(output_tokens), sum(reasoning_tokens), sum(cost), \
+                 sum(unpriced_requests), sum(unpriced_tokens) FROM {files} \
+                 GROUP BY customer_id, vm_id, user_id, provider, model",
+            )?);
+            files.extend(read(
+                RESOURCE_USAGE,
+                "date",
+                daily(RESOURCE_USAGE),
+                "INSERT INTO compute_monthly SELECT customer_id, vm_id, sum(compute_seconds) \
+                 FROM {files} GROUP BY customer_id, vm_id",
+            )?);
+        }
+    }
     files.extend(read(
         API_USAGE,
         "date",

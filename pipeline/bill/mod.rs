@@ -408,6 +408,8 @@ pub struct DayEvents {
     pub events: Vec<MeterEvent>,
     /// Customers left out of billing, each with why.
     pub refused: Vec<(String, String)>,
+    /// The billing summary of the month so far (every day the lake holds).
+    pub month_to_date: Vec<SummaryRow>,
 }
 
 impl DayEvents {
@@ -435,7 +437,8 @@ pub fn day_events_key(date: NaiveDate) -> String {
     format!("stripe/daily/{date}/meter_events.jsonl")
 }
 
-/// Computes `date`'s meter events from the daily aggregates of its month.
+/// Computes `date`'s meter events, and the month so far, from the daily
+/// aggregates of its month.
 pub fn day_events(
     lake: &Lake,
     date: NaiveDate,
@@ -443,7 +446,7 @@ pub fn day_events(
     pricing: &Pricing,
 ) -> Result<DayEvents> {
     let conn = Connection::open_in_memory().map_err(db_err("opening DuckDB"))?;
-    let loaded = inputs::load(&conn, lake, date, registry, pricing)?;
+    let loaded = inputs::load_month_to_date(&conn, lake, date, registry, pricing)?;
     sql::run_billing(&conn)?;
     let mut billing = read_billing(&conn, &date.format("%Y-%m").to_string())?;
     let day = date.to_string();
@@ -451,6 +454,7 @@ pub fn day_events(
     Ok(DayEvents {
         events: billing.events,
         refused: loaded.refused,
+        month_to_date: billing.summary,
     })
 }
 

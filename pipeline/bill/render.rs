@@ -32,7 +32,7 @@ pub struct InvoiceLine {
 }
 
 /// One customer's row of `summary.sql`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SummaryRow {
     pub invoice_number: String,
     pub customer_id: String,

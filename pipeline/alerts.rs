@@ -1,0 +1,329 @@
+//! Limit alerts: the nightly job tells operators when a customer's month so
+//! far crosses 80% or 100% of their `monthly_limit` (the invoice total as
+//! billing computes it, monthly fee included, in the customer's currency) or
+//! of their plan's `included_tokens`, once per threshold per month.
+//!
+//! What was raised is kept in the lake (`_alerts/<YYYY-MM>.jsonl`, rewritten
+//! whole and atomically), so a threshold is raised once however often the
+//! nightly job runs; the alerts a night raised go to the out store as
+//! `alerts/<date>.jsonl`, which a rerun of that night rewrites identically.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::bill::render::SummaryRow;
+use crate::error::{IoContext, Result};
+use crate::lake::{Lake, write_atomic};
+
+/// The thresholds, in percent of the limit, that raise an alert.
+pub const THRESHOLDS: [u32; 2] = [80, 100];
+
+/// What an alert measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// The month's invoice total against the customer's `monthly_limit`.
+    MonthlyLimit,
+    /// The month's billed tokens against the plan's `included_tokens`.
+    PlanAllowance,
+}
+
+impl AlertKind {
+    fn label(self) -> &'static str {
+        match self {
+            AlertKind::MonthlyLimit => "monthly limit",
+            AlertKind::PlanAllowance => "plan allowance",
+        }
+    }
+}
+
+/// One alert, as a line of the alerts files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    /// `YYYY-MM`.
+    pub month: String,
+    pub customer_id: String,
+    pub name: String,
+    pub kind: AlertKind,
+    /// 80 or 100.
+    pub threshold_percent: u32,
+    /// The limit: an amount in `unit` (a currency code) or a token count
+    /// (`unit` is `tokens`), as an exact decimal string.
+    pub limit: String,
+    /// The month so far when the alert was raised, in `unit`.
+    pub used: String,
+    /// `used` in percent of `limit`, rounded to one decimal place.
+    pub used_percent: String,
+    pub unit: String,
+    /// The nightly date that raised it.
+    pub raised_on: NaiveDate,
+    pub run_id: String,
+}
+
+impl Alert {
+    /// One line for people: who, what, how far.
+    pub fn message(&self) -> String {
+        format!(
+            "customer {} ({}) reached {}% of their {} for {}: {} of {} {} ({}%)",
+            self.customer_id,
+            self.name,
+            self.threshold_percent,
+            self.kind.label(),
+            self.month,
+            self.used,
+            self.limit,
+            self.unit,
+            self.used_percent
+        )
+    }
+
+    fn key(&self) -> (String, AlertKind, u32) {
+        (self.customer_id.clone(), self.kind, self.threshold_percent)
+    }
+}
+
+/// The thresholds each customer's month so far has crossed (all of them, not
+/// only new ones), from the billing summary of the month to date.
+pub fn crossings(summary: &[SummaryRow], month: &str, date: NaiveDate, run_id: &str) -> Vec<Alert> {
+    let mut out = Vec::new();
+    for row in summary {
+        let alert = |kind, threshold, limit: String, used: String, pct: Decimal, unit: &str| Alert {
+            month: month.to_string(),
+            customer_id: row.customer_id.clone(),
+            name: row.name.clone(),
+            kind,
+            threshold_percent: threshold,
+            limit,
+            used,
+            used_percent: pct
+                .round_dp_with_strategy(1, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
+                .to_string(),
+            unit: unit.to_string(),
+            raised_on: date,
+            run_id: run_id.to_string(),
+        };
+        if let Some(limit) = row.monthly_limit.filter(|l| *l > Decimal::ZERO) {
+            let used = Decimal::new(row.total_minor, row.decimals);
+            let pct = used * Decimal::ONE_HUNDRED / limit;
+            for t in THRESHOLDS {
+                if pct >= Decimal::from(t) {
+                    out.push(alert(
+                        AlertKind::MonthlyLimit,
+                        t,
+                        limit.normalize().to_string(),
+                        used.to_string(),
+                        pct,
+                        &row.currency,
+                    ));
+                }
+            }
+        }
+        if row.included_tokens > 0 {
+            let pct = Decimal::from(row.tokens) * Decimal::ONE_HUNDRED
+                / Decimal::from(row.included_tokens);
+            for t in THRESHOLDS {
+                if pct >= Decimal::from(t) {
+                    out.push(alert(
+                        AlertKind::PlanAllowance,
+                        t,
+                        row.included_tokens.to_string(),
+                        row.tokens.to_string(),
+                        pct,
+                        "tokens",
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The alerts raised for one month, kept in the lake.
+#[derive(Debug)]
+pub struct AlertBook {
+    path: PathBuf,
+    pub alerts: Vec<Alert>,
+}
+
+impl AlertBook {
+    pub fn path(lake: &Lake, month: &str) -> PathBuf {
+        lake.root().join("_alerts").join(format!("{month}.jsonl"))
+    }
+
+    /// Reads the month's record (empty when there is none yet).
+    pub fn load(lake: &Lake, month: &str) -> Result<AlertBook> {
+        let path = AlertBook::path(lake, month);
+        let mut alerts = Vec::new();
+        if path.exists() {
+            let text = std::fs::read_to_string(&path).read_ctx(&path)?;
+            for (i, line) in text.lines().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let alert: Alert =
+                    serde_json::from_str(line).map_err(|e| crate::Error::Lake {
+                        path: path.clone(),
+                        message: format!("line {}: not an alert record: {e}", i + 1),
+                    })?;
+                alerts.push(alert);
+            }
+        }
+        Ok(AlertBook { path, alerts })
+    }
+
+    /// Records the crossings not raised before this month and returns them.
+    /// A crossing already raised, on any night, is not raised again.
+    pub fn raise(&mut self, crossings: Vec<Alert>) -> Result<Vec<Alert>> {
+        let known: BTreeSet<_> = self.alerts.iter().map(Alert::key).collect();
+        let new: Vec<Alert> = crossings
+            .into_iter()
+            .filter(|a| !known.contains(&a.key()))
+            .collect();
+        if !new.is_empty() {
+            self.alerts.extend(new.iter().cloned());
+            if let Some(dir) = self.path.parent() {
+                std::fs::create_dir_all(dir).write_ctx(dir)?;
+            }
+            write_atomic(&self.path, &jsonl(&self.alerts))?;
+        }
+        Ok(new)
+    }
+
+    /// The alerts raised by the nightly run of `date` (its first run or a
+    /// rerun), in the order they were raised.
+    pub fn raised_on(&self, date: NaiveDate) -> Vec<Alert> {
+        self.alerts
+            .iter()
+            .filter(|a| a.raised_on == date)
+            .cloned()
+            .collect()
+    }
+}
+
+/// The store key of the alerts a night raised.
+pub fn alerts_key(date: NaiveDate) -> String {
+    format!("alerts/{date}.jsonl")
+}
+
+/// JSON Lines, one alert per line.
+pub fn jsonl(alerts: &[Alert]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for a in alerts {
+        serde_json::to_writer(&mut out, a).expect("an alert serializes");
+        out.push(b'\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(total_minor: i64, limit: Option<&str>, tokens: i64, included: i64) -> SummaryRow {
+        SummaryRow {
+            customer_id: "cust_1".into(),
+            name: "Acme".into(),
+            currency: "EUR".into(),
+            decimals: 2,
+            tokens,
+            included_tokens: included,
+            total_minor,
+            monthly_limit: limit.map(|l| l.parse().unwrap()),
+            ..SummaryRow::default()
+        }
+    }
+
+    fn date(d: &str) -> NaiveDate {
+        d.parse().unwrap()
+    }
+
+    fn kinds(alerts: &[Alert]) -> Vec<(AlertKind, u32)> {
+        alerts
+            .iter()
+            .map(|a| (a.kind, a.threshold_percent))
+            .collect()
+    }
+
+    #[test]
+    fn thresholds_are_crossed_at_exactly_80_and_100_percent() {
+        let d = date("2026-10-05");
+        assert!(crossings(&[row(47_999, Some("600"), 0, 0)], "2026-10", d, "r").is_empty());
+        let at_80 = crossings(&[row(48_000, Some("600"), 0, 0)], "2026-10", d, "r");
+        assert_eq!(kinds(&at_80), [(AlertKind::MonthlyLimit, 80)]);
+        assert_eq!(at_80[0].used, "480.00");
+        assert_eq!(at_80[0].limit, "600");
+        assert_eq!(at_80[0].used_percent, "80.0");
+        assert_eq!(at_80[0].unit, "EUR");
+        let over = crossings(&[row(60_001, Some("600.00"), 0, 0)], "2026-10", d, "r");
+        assert_eq!(
+            kinds(&over),
+            [(AlertKind::MonthlyLimit, 80), (AlertKind::MonthlyLimit, 100)]
+        );
+        assert_eq!(over[1].used_percent, "100.0");
+    }
+
+    #[test]
+    fn the_plan_allowance_counts_tokens() {
+        let d = date("2026-10-05");
+        let a = crossings(&[row(0, None, 1_000_000, 1_000_000)], "2026-10", d, "r");
+        assert_eq!(
+            kinds(&a),
+            [
+                (AlertKind::PlanAllowance, 80),
+                (AlertKind::PlanAllowance, 100)
+            ]
+        );
+        assert_eq!(a[0].unit, "tokens");
+        assert_eq!(a[0].used, "1000000");
+        // No allowance, no limit: nothing to cross.
+        assert!(crossings(&[row(10_000_000, None, 5, 0)], "2026-10", d, "r").is_empty());
+        assert!(crossings(&[row(10, Some("0"), 0, 0)], "2026-10", d, "r").is_empty());
+    }
+
+    #[test]
+    fn a_threshold_is_raised_once_a_month_and_a_rerun_of_the_night_sees_it_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path(), "t").unwrap();
+        let mut book = AlertBook::load(&lake, "2026-10").unwrap();
+        let night1 = date("2026-10-05");
+        let first = book
+            .raise(crossings(&[row(48_000, Some("600"), 0, 0)], "2026-10", night1, "r1"))
+            .unwrap();
+        assert_eq!(kinds(&first), [(AlertKind::MonthlyLimit, 80)]);
+
+        // The next night: 80% again (not raised), 100% now (raised).
+        let night2 = date("2026-10-06");
+        let mut book = AlertBook::load(&lake, "2026-10").unwrap();
+        let second = book
+            .raise(crossings(&[row(61_000, Some("600"), 0, 0)], "2026-10", night2, "r2"))
+            .unwrap();
+        assert_eq!(kinds(&second), [(AlertKind::MonthlyLimit, 100)]);
+
+        // A rerun of night 2 raises nothing new, and its day file is the same.
+        let mut book = AlertBook::load(&lake, "2026-10").unwrap();
+        let again = book
+            .raise(crossings(&[row(61_000, Some("600"), 0, 0)], "2026-10", night2, "r3"))
+            .unwrap();
+        assert!(again.is_empty());
+        assert_eq!(book.raised_on(night2), second);
+        assert_eq!(book.raised_on(night1), first);
+        // Another month starts over.
+        assert!(AlertBook::load(&lake, "2026-11").unwrap().alerts.is_empty());
+    }
+
+    #[test]
+    fn a_damaged_record_is_named_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path(), "t").unwrap();
+        let path = AlertBook::path(&lake, "2026-10");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "{\"month\":\"2026-10\"}\n").unwrap();
+        let err = AlertBook::load(&lake, "2026-10").unwrap_err().to_string();
+        assert!(err.contains("2026-10.jsonl"), "{err}");
+        assert!(err.contains("line 1"), "{err}");
+    }
+}
