@@ -127,7 +127,7 @@ const CSS: &str = r#"@page { size: A4; margin: 14mm 12mm; }
 html { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
 body { margin: 0; color: var(--ink); background: #fff;
   font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, "Liberation Sans", sans-serif; }
-main { max-width: 960px; margin: 0 auto; padding: 28px 32px 40px; }
+main { max-width: 1000px; margin: 0 auto; padding: 28px 32px 40px; }
 header.top { border-bottom: 3px solid #2f6db5; padding-bottom: 14px; margin-bottom: 18px; }
 header.top .kicker { text-transform: uppercase; letter-spacing: .08em; font-size: 12px; color: var(--muted); margin: 0; }
 h1 { font-size: 26px; margin: 2px 0 6px; font-weight: 650; }
@@ -154,12 +154,16 @@ figure svg { width: 100%; height: auto; display: block; }
 figcaption { font-size: 12.5px; color: var(--muted); margin-top: 2px; }
 table { border-collapse: collapse; width: 100%; margin: 6px 0 4px; font-size: 12.5px; }
 caption { text-align: left; font-size: 12.5px; color: var(--muted); padding: 0 0 4px; }
-th, td { padding: 4px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
+th, td { padding: 4px 7px; border-bottom: 1px solid var(--line); vertical-align: top; }
 thead th { text-align: left; font-weight: 600; border-bottom: 2px solid #9fb0c2; background: var(--band); }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tbody tr:nth-child(even) td { background: #fafbfc; }
 tfoot td { font-weight: 650; border-top: 2px solid #9fb0c2; border-bottom: 0; }
 .neg { color: #b3261e; }
+td .sub { display: block; font-size: 11.5px; color: var(--muted); font-weight: 400; }
+table.narrow { width: auto; min-width: 50%; }
+#t-customers { font-size: 12px; }
+#t-customers td:first-child { min-width: 150px; }
 .muted { color: var(--muted); }
 .legend { font-size: 12px; color: var(--muted); margin: 2px 0; }
 .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin: 0 4px 0 10px; vertical-align: -1px; }
@@ -343,7 +347,8 @@ fn attention(h: &mut String, o: &Overview) {
 }
 
 /// A table: header cells (`num` marks right-aligned columns), rows, an
-/// optional footer row.
+/// optional footer row. A cell's lines after the first are shown smaller,
+/// under it.
 fn html_table(
     h: &mut String,
     id: &str,
@@ -354,8 +359,9 @@ fn html_table(
 ) {
     let _ = write!(
         h,
-        "<table id=\"{}\">\n<caption>{}</caption>\n<thead><tr>",
+        "<table id=\"{}\"{}>\n<caption>{}</caption>\n<thead><tr>",
         esc(id),
+        if header.len() <= 3 { " class=\"narrow\"" } else { "" },
         esc(caption)
     );
     for (name, num) in header {
@@ -375,7 +381,12 @@ fn html_table(
                 (true, false) => " class=\"num\"",
                 _ => "",
             };
-            let _ = write!(h, "<td{class}>{}</td>", esc(cell));
+            let mut lines = cell.split('\n');
+            let _ = write!(h, "<td{class}>{}", esc(lines.next().unwrap_or_default()));
+            for more in lines {
+                let _ = write!(h, "<span class=\"sub\">{}</span>", esc(more));
+            }
+            h.push_str("</td>");
         }
         h.push_str("</tr>\n");
     };
@@ -395,8 +406,8 @@ fn html_table(
 /// text after them.
 struct BarRow {
     label: String,
-    bars: Vec<(Decimal, &'static str)>,
-    note: String,
+    /// Value, color, the text after the bar.
+    bars: Vec<(Decimal, &'static str, String)>,
 }
 
 /// A horizontal bar chart, one row per item, all bars on one scale.
@@ -440,22 +451,18 @@ fn bar_chart(h: &mut String, id: &str, title: &str, desc: &str, rows: &[BarRow])
             LABEL - 8,
             esc(&clip(&r.label, 32))
         );
-        let mut end = 0;
-        for (j, (value, color)) in r.bars.iter().enumerate() {
+        for (j, (value, color, note)) in r.bars.iter().enumerate() {
             let len = scale(*value, max, AREA);
-            end = end.max(len);
+            let y = top + j as u32 * (BAR + GAP);
             let _ = writeln!(
                 h,
-                "<rect x=\"{LABEL}\" y=\"{}\" width=\"{len}\" height=\"{BAR}\" fill=\"{color}\" rx=\"2\"/>",
-                top + j as u32 * (BAR + GAP)
+                "<rect x=\"{LABEL}\" y=\"{y}\" width=\"{len}\" height=\"{BAR}\" fill=\"{color}\" rx=\"2\"/>\
+                 <text x=\"{}\" y=\"{}\" font-size=\"12\" fill=\"#3b4856\">{}</text>",
+                LABEL + len + 6,
+                y + BAR - 3,
+                esc(note)
             );
         }
-        let _ = writeln!(
-            h,
-            "<text x=\"{}\" y=\"{mid}\" fill=\"#3b4856\">{}</text>",
-            LABEL + end + 8,
-            esc(&r.note)
-        );
     }
     h.push_str("</svg>\n");
 }
@@ -501,20 +508,17 @@ fn customers(h: &mut String, o: &Overview) {
         .map(|l| BarRow {
             label: l.name.clone(),
             bars: vec![
-                (l.cost, COST),
-                (
-                    l.billed.as_ref().map(|b| b.converted).unwrap_or_default(),
-                    REVENUE,
-                ),
+                (l.cost, COST, money(l.cost, c)),
+                match &l.billed {
+                    Some(b) if b.currency == c => (b.converted, REVENUE, money(b.total, c)),
+                    Some(b) => (
+                        b.converted,
+                        REVENUE,
+                        format!("{} = {}", money(b.total, &b.currency), money(b.converted, c)),
+                    ),
+                    None => (Decimal::ZERO, REVENUE, "not billed".to_string()),
+                },
             ],
-            note: format!(
-                "cost {} \u{b7} billed {}",
-                money(l.cost, c),
-                l.billed
-                    .as_ref()
-                    .map(|b| money(b.total, &b.currency))
-                    .unwrap_or_else(|| "nothing".into())
-            ),
         })
         .collect();
     h.push_str("<figure aria-describedby=\"t-customers\">\n");
@@ -532,32 +536,24 @@ fn customers(h: &mut String, o: &Overview) {
     let projected = o.period.in_progress.is_some();
     let mut header: Vec<(&str, bool)> = vec![
         ("Customer", false),
-        ("Name", false),
         ("Requests", true),
         ("Tokens", true),
         ("Provider cost", true),
         ("Share", true),
     ];
     if projected {
-        header.push(("Projected month-end cost", true));
+        header.push(("Proj. month-end", true));
     }
-    header.extend([
-        ("Billed", true),
-        ("Billed in report currency", true),
-        ("Margin", true),
-        ("Margin %", true),
-    ]);
+    header.extend([("Billed", true), ("Margin", true), ("Margin %", true)]);
     let table_rows: Vec<Vec<String>> = o
         .customers
         .iter()
         .map(|l| {
             let mut r = vec![
-                if l.customer_id.is_empty() {
-                    "\u{2013}".into()
-                } else {
-                    l.customer_id.clone()
+                match l.customer_id.as_str() {
+                    "" => l.name.clone(),
+                    id => format!("{}\n{id}", l.name),
                 },
-                l.name.clone(),
                 count(l.requests),
                 count(l.tokens),
                 money(l.cost, c),
@@ -566,8 +562,13 @@ fn customers(h: &mut String, o: &Overview) {
             if projected {
                 r.push(opt(l.projected_cost, |v| money(v, c)));
             }
-            r.push(opt(l.billed.as_ref(), |b| money(b.total, &b.currency)));
-            r.push(opt(l.billed.as_ref(), |b| money(b.converted, c)));
+            r.push(opt(l.billed.as_ref(), |b| {
+                if b.currency == c {
+                    money(b.total, &b.currency)
+                } else {
+                    format!("{}\n= {}", money(b.total, &b.currency), money(b.converted, c))
+                }
+            }));
             r.push(money(l.margin, c));
             r.push(opt(l.margin_percent, percent));
             r
@@ -576,7 +577,6 @@ fn customers(h: &mut String, o: &Overview) {
     let t = &o.totals;
     let mut footer = vec![
         "Total".to_string(),
-        String::new(),
         count(t.requests),
         count(t.tokens),
         money(t.cost, c),
@@ -589,14 +589,9 @@ fn customers(h: &mut String, o: &Overview) {
     if projected {
         footer.push(opt(o.projection.as_ref(), |p| money(p.month_end, c)));
     }
-    footer.push(
-        t.billed
-            .iter()
-            .map(|(cur, v)| money(*v, cur))
-            .collect::<Vec<_>>()
-            .join(" + "),
-    );
-    footer.push(money(t.revenue, c));
+    let mut billed: Vec<String> = t.billed.iter().map(|(cur, v)| money(*v, cur)).collect();
+    billed.push(format!("= {}", money(t.revenue, c)));
+    footer.push(billed.join("\n"));
     footer.push(money(t.margin, c));
     footer.push(opt(t.margin_percent, percent));
     html_table(
@@ -621,11 +616,14 @@ fn models(h: &mut String, o: &Overview) {
         .iter()
         .map(|m| BarRow {
             label: format!("{} / {}", m.provider, m.model),
-            bars: vec![(m.cost, COST)],
-            note: match m.unpriced_requests {
-                0 => money(m.cost, c),
-                n => format!("{} \u{b7} {} requests unpriced", money(m.cost, c), count(n)),
-            },
+            bars: vec![(
+                m.cost,
+                COST,
+                match m.unpriced_requests {
+                    0 => money(m.cost, c),
+                    n => format!("{} \u{b7} {} requests unpriced", money(m.cost, c), count(n)),
+                },
+            )],
         })
         .collect();
     h.push_str("<figure aria-describedby=\"t-models\">\n");
@@ -834,14 +832,23 @@ fn daily(h: &mut String, o: &Overview) {
     h.push_str("</section>\n");
 }
 
-/// A diverging chart of changes: increases right of the axis, decreases
-/// left, one scale.
+/// A diverging chart of changes on one scale: increases right of the axis,
+/// decreases left; the axis sits at the zone's left edge when nothing
+/// decreased, at its right edge when nothing increased. The figures are in
+/// a column of their own on the right, clear of every bar.
 fn change_chart(h: &mut String, id: &str, title: &str, rows: &[(String, &Mover)], c: &str) {
     const W: u32 = 880;
     const LABEL: u32 = 250;
-    const HALF: u32 = 230;
+    const NOTE: u32 = 200;
     const ROW: u32 = 24;
-    let axis = LABEL + 110 + HALF;
+    let zone = W - LABEL - NOTE - 16;
+    let ups = rows.iter().any(|(_, m)| m.change.is_sign_positive());
+    let downs = rows.iter().any(|(_, m)| m.change.is_sign_negative());
+    let (axis, reach) = match (ups, downs) {
+        (true, true) => (LABEL + 8 + zone / 2, zone / 2),
+        (true, false) => (LABEL + 8, zone),
+        _ => (LABEL + 8 + zone, zone),
+    };
     let height = rows.len() as u32 * ROW + 10;
     let max = rows
         .iter()
@@ -858,21 +865,20 @@ fn change_chart(h: &mut String, id: &str, title: &str, rows: &[(String, &Mover)]
     );
     for (i, (label, m)) in rows.iter().enumerate() {
         let y = i as u32 * ROW + 6;
-        let len = scale(m.change.abs(), max, HALF);
+        let len = scale(m.change.abs(), max, reach);
         let up = m.change.is_sign_positive();
         let x = if up { axis } else { axis - len };
         let _ = writeln!(
             h,
             "<text x=\"{}\" y=\"{}\" text-anchor=\"end\" fill=\"#1d2733\">{}</text>\
              <rect x=\"{x}\" y=\"{y}\" width=\"{len}\" height=\"16\" fill=\"{}\" rx=\"2\"/>\
-             <text x=\"{}\" y=\"{}\" text-anchor=\"{}\" fill=\"#3b4856\">{}</text>",
+             <text x=\"{}\" y=\"{}\" text-anchor=\"end\" fill=\"#3b4856\">{}</text>",
             LABEL - 8,
             y + 13,
             esc(&clip(label, 32)),
             if up { UP } else { DOWN },
-            if up { axis + len + 6 } else { axis - len - 6 },
+            W - 8,
             y + 13,
-            if up { "start" } else { "end" },
             esc(&format!(
                 "{}{}",
                 signed_money(m.change, c),

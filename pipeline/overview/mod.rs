@@ -445,10 +445,9 @@ pub fn compute(
     }
     if let Some(u) = figures.customers.get("") {
         notices.push(format!(
-            "{} requests ({} {}) come from VMs no customer lists: they are on no invoice",
-            u.requests,
-            u.cost.normalize(),
-            pricing.currency
+            "{} requests ({}) come from VMs no customer lists: they are on no invoice",
+            format::count(u.requests),
+            format::money(u.cost, &pricing.currency)
         ));
     }
 
@@ -551,11 +550,13 @@ pub fn compute(
         }
         let list: Vec<String> = per_model
             .iter()
-            .map(|(m, n)| format!("{m} ({n} requests)"))
+            .map(|(m, n)| format!("{m} ({} requests)", format::count(*n)))
             .collect();
         attention.push(format!(
-            "{unpriced_requests} requests ({unpriced_tokens} tokens) have no price and are billed to nobody: {}; \
+            "{} requests ({} tokens) have no price and are billed to nobody: {}; \
              add the prices to pricing.toml, then rerun rollup and bill",
+            format::count(unpriced_requests),
+            format::count(unpriced_tokens),
             list.join(", ")
         ));
     }

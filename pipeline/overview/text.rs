@@ -57,12 +57,9 @@ pub fn render(o: &Overview) -> String {
     let c = o.currency.as_str();
     let p = &o.period;
     let mut s = match p.in_progress {
-        None => format!(
-            "{} (month complete, {} days)",
-            o.month, p.days_in_month
-        ),
+        None => format!("report {}: month complete, {} days", o.month, p.days_in_month),
         Some(as_of) => format!(
-            "{} (in progress: {} of {} days complete, as of {as_of})",
+            "report {}: in progress, {} of {} days complete as of {as_of}",
             o.month, p.complete_days, p.days_in_month
         ),
     };
