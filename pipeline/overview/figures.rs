@@ -199,12 +199,7 @@ pub fn movers(
 /// The rate of 1 `from` in `to` that billing uses on `date`: the
 /// `pricing.toml` `[[fx]]` entry in force, or the opposite pair's inverted
 /// to [`FX_PLACES`] places (half to even); 1 for the same currency.
-pub fn fx_rate(
-    pricing: &Pricing,
-    from: &str,
-    to: &str,
-    date: NaiveDate,
-) -> Result<FxRate, String> {
+pub fn fx_rate(pricing: &Pricing, from: &str, to: &str, date: NaiveDate) -> Result<FxRate, String> {
     if from == to {
         return Ok(FxRate {
             from: from.to_string(),
@@ -358,16 +353,24 @@ mod tests {
         assert_eq!(keys(&m.down), vec!["b", "gone"]);
         assert_eq!(m.up[0].change, dec("50"));
         assert_eq!(m.up[0].change_percent, Some(dec("50")));
-        assert_eq!(m.up[1].change_percent, None, "nothing before: no percentage");
+        assert_eq!(
+            m.up[1].change_percent, None,
+            "nothing before: no percentage"
+        );
         assert_eq!(m.up[2].change_percent, Some(dec("100")));
         assert_eq!(m.down[0].change, dec("-30"));
         assert_eq!(m.down[0].change_percent, Some(dec("-75")));
         assert_eq!(m.down[1].change_percent, Some(dec("-100")));
         // At most n each way; ties by key.
         let m = movers(&cur, &prev, 1);
-        assert_eq!((keys(&m.up), keys(&m.down)), (vec!["a".into()], vec!["b".into()]));
-        let tie: BTreeMap<String, Decimal> =
-            [("y", "1"), ("x", "1")].into_iter().map(|(k, v)| (k.to_string(), dec(v))).collect();
+        assert_eq!(
+            (keys(&m.up), keys(&m.down)),
+            (vec!["a".into()], vec!["b".into()])
+        );
+        let tie: BTreeMap<String, Decimal> = [("y", "1"), ("x", "1")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), dec(v)))
+            .collect();
         assert_eq!(keys(&movers(&tie, &BTreeMap::new(), 5).up), vec!["x", "y"]);
     }
 
@@ -413,10 +416,15 @@ mod tests {
         assert!(inverse.how.contains("1 / pricing.toml"), "{}", inverse.how);
         // The entry in force on the date, not the newest.
         assert_eq!(
-            fx_rate(&pricing, "EUR", "USD", d("2026-11-30")).unwrap().rate,
+            fx_rate(&pricing, "EUR", "USD", d("2026-11-30"))
+                .unwrap()
+                .rate,
             dec("1.2")
         );
-        assert_eq!(fx_rate(&pricing, "USD", "USD", on).unwrap().rate, Decimal::ONE);
+        assert_eq!(
+            fx_rate(&pricing, "USD", "USD", on).unwrap().rate,
+            Decimal::ONE
+        );
         let missing = fx_rate(&pricing, "GBP", "USD", on).unwrap_err();
         assert!(missing.contains("no FX rate GBP->USD"), "{missing}");
         assert!(fx_rate(&pricing, "EUR", "USD", d("2025-01-01")).is_err());
@@ -425,6 +433,9 @@ mod tests {
     #[test]
     fn percent_of_zero_is_none() {
         assert_eq!(percent(dec("1"), Decimal::ZERO), None);
-        assert_eq!(percent(dec("1"), dec("3")).unwrap().round_dp(4), dec("33.3333"));
+        assert_eq!(
+            percent(dec("1"), dec("3")).unwrap().round_dp(4),
+            dec("33.3333")
+        );
     }
 }

@@ -239,11 +239,7 @@ fn kpis(h: &mut String, o: &Overview) {
         h,
         "Provider cost",
         &money(t.cost, c),
-        &format!(
-            "{} requests, {} tokens",
-            count(t.requests),
-            count(t.tokens)
-        ),
+        &format!("{} requests, {} tokens", count(t.requests), count(t.tokens)),
         false,
     );
     let billed: Vec<String> = t.billed.iter().map(|(cur, v)| money(*v, cur)).collect();
@@ -361,7 +357,11 @@ fn html_table(
         h,
         "<table id=\"{}\"{}>\n<caption>{}</caption>\n<thead><tr>",
         esc(id),
-        if header.len() <= 3 { " class=\"narrow\"" } else { "" },
+        if header.len() <= 3 {
+            " class=\"narrow\""
+        } else {
+            ""
+        },
         esc(caption)
     );
     for (name, num) in header {
@@ -514,7 +514,11 @@ fn customers(h: &mut String, o: &Overview) {
                     Some(b) => (
                         b.converted,
                         REVENUE,
-                        format!("{} = {}", money(b.total, &b.currency), money(b.converted, c)),
+                        format!(
+                            "{} = {}",
+                            money(b.total, &b.currency),
+                            money(b.converted, c)
+                        ),
                     ),
                     None => (Decimal::ZERO, REVENUE, "not billed".to_string()),
                 },
@@ -566,7 +570,11 @@ fn customers(h: &mut String, o: &Overview) {
                 if b.currency == c {
                     money(b.total, &b.currency)
                 } else {
-                    format!("{}\n= {}", money(b.total, &b.currency), money(b.converted, c))
+                    format!(
+                        "{}\n= {}",
+                        money(b.total, &b.currency),
+                        money(b.converted, c)
+                    )
                 }
             }));
             r.push(money(l.margin, c));
@@ -693,7 +701,9 @@ fn daily(h: &mut String, o: &Overview) {
         .max()
         .unwrap_or_default();
     let axis = nice_max(peak);
-    h.push_str("<section aria-labelledby=\"h-daily\">\n<h2 id=\"h-daily\">Daily provider cost</h2>\n");
+    h.push_str(
+        "<section aria-labelledby=\"h-daily\">\n<h2 id=\"h-daily\">Daily provider cost</h2>\n",
+    );
     let mut items = vec![(COST, "provider cost of a complete day".to_string())];
     if average.is_some() {
         items.push((PROJECTED, "projected at the daily average".to_string()));
@@ -713,7 +723,8 @@ fn daily(h: &mut String, o: &Overview) {
                 pr.remaining_days,
                 money(pr.daily_average, c)
             ),
-            None => "One bar per day of the month. The table below lists the same figures.".to_string(),
+            None =>
+                "One bar per day of the month. The table below lists the same figures.".to_string(),
         })
     );
     for q in 0..=4u32 {
@@ -801,13 +812,7 @@ fn daily(h: &mut String, o: &Overview) {
     let rows: Vec<Vec<String>> = o
         .days
         .iter()
-        .map(|d| {
-            vec![
-                d.date.to_string(),
-                count(d.requests),
-                money(d.cost, c),
-            ]
-        })
+        .map(|d| vec![d.date.to_string(), count(d.requests), money(d.cost, c)])
         .collect();
     let mut footer = vec![
         "Total".to_string(),
@@ -926,19 +931,18 @@ fn movers(h: &mut String, o: &Overview) {
     ];
     for (id, name, m) in groups {
         let _ = writeln!(h, "<h3 id=\"h-movers-{id}\">{name}</h3>");
-        let list: Vec<(String, &Mover)> = m
-            .up
-            .iter()
-            .chain(&m.down)
-            .map(|x| {
-                let label = match (id, x.key.as_str()) {
-                    ("customers", "") => "(VMs no customer lists)".to_string(),
-                    ("customers", k) => o.customer_name(k),
-                    (_, k) => k.to_string(),
-                };
-                (label, x)
-            })
-            .collect();
+        let list: Vec<(String, &Mover)> =
+            m.up.iter()
+                .chain(&m.down)
+                .map(|x| {
+                    let label = match (id, x.key.as_str()) {
+                        ("customers", "") => "(VMs no customer lists)".to_string(),
+                        ("customers", k) => o.customer_name(k),
+                        (_, k) => k.to_string(),
+                    };
+                    (label, x)
+                })
+                .collect();
         if list.is_empty() {
             h.push_str("<p class=\"muted\">No change.</p>\n");
             continue;
@@ -947,7 +951,10 @@ fn movers(h: &mut String, o: &Overview) {
         change_chart(
             h,
             &format!("c-movers-{id}"),
-            &format!("Change of provider cost by {id}, {} against {}", o.month, prev.month),
+            &format!(
+                "Change of provider cost by {id}, {} against {}",
+                o.month, prev.month
+            ),
             &list,
             c,
         );
@@ -969,9 +976,19 @@ fn movers(h: &mut String, o: &Overview) {
         html_table(
             h,
             &format!("t-movers-{id}"),
-            &format!("{name}: provider cost in {} and {}, change ({c})", prev.month, o.month),
+            &format!(
+                "{name}: provider cost in {} and {}, change ({c})",
+                prev.month, o.month
+            ),
             &[
-                (if id == "customers" { "Customer" } else { "Model" }, false),
+                (
+                    if id == "customers" {
+                        "Customer"
+                    } else {
+                        "Model"
+                    },
+                    false,
+                ),
                 ("Previous", true),
                 ("Current", true),
                 ("Change", true),
@@ -985,7 +1002,9 @@ fn movers(h: &mut String, o: &Overview) {
 }
 
 fn unpriced(h: &mut String, o: &Overview) {
-    h.push_str("<section aria-labelledby=\"h-unpriced\">\n<h2 id=\"h-unpriced\">Unpriced usage</h2>\n");
+    h.push_str(
+        "<section aria-labelledby=\"h-unpriced\">\n<h2 id=\"h-unpriced\">Unpriced usage</h2>\n",
+    );
     if o.unpriced.is_empty() {
         h.push_str("<p>Every request has a price.</p>\n</section>\n");
         return;
@@ -1082,9 +1101,11 @@ fn method(h: &mut String, o: &Overview) {
         BilledFrom::Revision { revision } => format!(
             "the invoice totals of revision {revision} (the one <code>latest.json</code> names), net of tax"
         ),
-        BilledFrom::Preview => "a preview: billing's own SQL run on the figures above, nothing published; \
+        BilledFrom::Preview => {
+            "a preview: billing's own SQL run on the figures above, nothing published; \
              subscription fees are the whole month's"
-            .to_string(),
+                .to_string()
+        }
     };
     let _ = write!(
         h,

@@ -363,12 +363,17 @@ pub fn compute(
     let mut fx: BTreeMap<String, FxRate> = BTreeMap::new();
     for inv in &invoices {
         if !fx.contains_key(&inv.currency) {
-            let rate = figures::fx_rate(pricing, &inv.currency, &pricing.currency, period.last_day())
-                .map_err(|message| Error::Report {
-                    month: month.clone(),
-                    message,
-                    hint: "add the rate to pricing.toml [[fx]] (either direction), then report again",
-                })?;
+            let rate = figures::fx_rate(
+                pricing,
+                &inv.currency,
+                &pricing.currency,
+                period.last_day(),
+            )
+            .map_err(|message| Error::Report {
+                month: month.clone(),
+                message,
+                hint: "add the rate to pricing.toml [[fx]] (either direction), then report again",
+            })?;
             fx.insert(inv.currency.clone(), rate);
         }
     }
@@ -524,8 +529,11 @@ pub fn compute(
             previous.month
         ));
     }
-    let customer_movers =
-        figures::movers(&current_customers, &figures.previous_customers, figures::MOVERS);
+    let customer_movers = figures::movers(
+        &current_customers,
+        &figures.previous_customers,
+        figures::MOVERS,
+    );
     let model_movers = figures::movers(&current_models, &previous_models, figures::MOVERS);
 
     let unpriced: Vec<UnpricedLine> = figures

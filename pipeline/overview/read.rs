@@ -99,7 +99,10 @@ pub fn lake_figures(lake: &Lake, period: &Period) -> Result<LakeFigures> {
     let conn = Connection::open_in_memory().map_err(db_err("opening DuckDB"))?;
     let mut figures = LakeFigures::default();
     for day in period.days() {
-        if lake.parquet_files(&API_USAGE.daily_dir(lake, day))?.is_empty() {
+        if lake
+            .parquet_files(&API_USAGE.daily_dir(lake, day))?
+            .is_empty()
+        {
             figures.days_not_rolled_up.push(day);
         }
     }
@@ -116,7 +119,8 @@ pub fn lake_figures(lake: &Lake, period: &Period) -> Result<LakeFigures> {
     dated_view(&conn, "cur_usage", &current, USAGE_COLUMNS)?;
     dated_view(&conn, "prev_usage", &previous, USAGE_COLUMNS)?;
     dated_view(&conn, "cur_priced", &priced, PRICED_COLUMNS)?;
-    conn.execute_batch(SQL).map_err(db_err("schemas/report.sql"))?;
+    conn.execute_batch(SQL)
+        .map_err(db_err("schemas/report.sql"))?;
 
     let query = |sql: &str| conn.prepare(sql).map_err(db_err(sql));
     let mut stmt = query(
@@ -239,9 +243,12 @@ pub fn published(store: &Store, month: &str) -> Result<Option<(u32, Vec<Invoiced
         "{}/summary.csv",
         revision_prefix("invoices", month, latest.revision)
     );
-    let bytes = store
-        .get(&key)?
-        .ok_or_else(|| bad(&key, "missing, though latest.json names its revision".into()))?;
+    let bytes = store.get(&key)?.ok_or_else(|| {
+        bad(
+            &key,
+            "missing, though latest.json names its revision".into(),
+        )
+    })?;
     let mut reader = csv::Reader::from_reader(bytes.as_slice());
     let headers = reader
         .headers()

@@ -57,7 +57,10 @@ pub fn render(o: &Overview) -> String {
     let c = o.currency.as_str();
     let p = &o.period;
     let mut s = match p.in_progress {
-        None => format!("report {}: month complete, {} days", o.month, p.days_in_month),
+        None => format!(
+            "report {}: month complete, {} days",
+            o.month, p.days_in_month
+        ),
         Some(as_of) => format!(
             "report {}: in progress, {} of {} days complete as of {as_of}",
             o.month, p.complete_days, p.days_in_month
@@ -69,7 +72,13 @@ pub fn render(o: &Overview) -> String {
     };
     s += &format!("amounts in {c} unless marked");
     for r in &o.fx {
-        s += &format!("; 1 {} = {} {} ({})", r.from, r.rate.normalize(), r.to, r.how);
+        s += &format!(
+            "; 1 {} = {} {} ({})",
+            r.from,
+            r.rate.normalize(),
+            r.to,
+            r.how
+        );
     }
     s += "\n\n";
 
@@ -79,11 +88,7 @@ pub fn render(o: &Overview) -> String {
         vec![
             "provider cost".into(),
             money(t.cost, c),
-            format!(
-                "{} requests, {} tokens",
-                count(t.requests),
-                count(t.tokens)
-            ),
+            format!("{} requests, {} tokens", count(t.requests), count(t.tokens)),
         ],
         vec![
             "billed".into(),
