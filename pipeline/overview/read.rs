@@ -288,6 +288,9 @@ pub fn published(store: &Store, month: &str) -> Result<Option<(u32, Vec<Invoiced
     Ok(Some((latest.revision, out)))
 }
 
+/// A preview's invoices, and the customers billing refused (each with why).
+pub type Preview = (Vec<Invoiced>, Vec<(String, String)>);
+
 /// Billing's figures for the period without publishing anything: the
 /// billing inputs and SQL of `meter bill`, with the month's aggregates
 /// replaced by the sums of the period's daily ones (for a finished month the
@@ -298,7 +301,7 @@ pub fn preview(
     period: &Period,
     registry: &Registry,
     pricing: &Pricing,
-) -> Result<(Vec<Invoiced>, Vec<(String, String)>)> {
+) -> Result<Preview> {
     let conn = Connection::open_in_memory().map_err(db_err("opening DuckDB"))?;
     let loaded = inputs::load(&conn, lake, period.start, registry, pricing)?;
     conn.execute_batch("DELETE FROM usage_monthly; DELETE FROM compute_monthly;")
