@@ -341,3 +341,95 @@ fn a_month_that_has_not_begun_or_is_not_rolled_up_is_refused() {
     assert!(err.contains("not a lake"), "{err}");
     assert!(!env.dir.path().join("nowhere").exists());
 }
+
+#[test]
+fn movers_compare_like_for_like_with_the_previous_month() {
+    // 2026-09-01 .. 2026-10-15, both months rolled up day by day.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input");
+    meter::sample::generate(&meter::sample::SampleOptions {
+        out: input.clone(),
+        customers: 2,
+        days: 45,
+        events_per_day: 12,
+        seed: 7,
+        clean: true,
+        start: NaiveDate::from_ymd_opt(2026, 9, 1).unwrap(),
+        usage_format: Default::default(),
+    })
+    .unwrap();
+    let lake = dir.path().join("lake");
+    ingest(&input, &lake, "ingest-1");
+    for m in [9, 10] {
+        rollup::run(
+            &ctx(&format!("rollup-{m}")),
+            &RollupOptions {
+                lake: lake.clone(),
+                pricing: repo().join("pricing.toml"),
+                period: Period::Month(NaiveDate::from_ymd_opt(2026, m, 1).unwrap()),
+            },
+        )
+        .expect("rollup runs");
+    }
+    let env = Env {
+        lake,
+        out: dir.path().join("out"),
+        dir,
+    };
+    let (code, stdout, err) = report(&env, &["--as-of", "2026-10-11"]);
+    assert!(code == 0 || code == 1, "{err}");
+    assert!(stdout.contains("movers vs 2026-09 (10 days)"), "{stdout}");
+    let f = figures(&env);
+    assert_eq!(f["previous"]["days"], 10);
+    assert_eq!(f["previous"]["rolled_up"], true);
+
+    // Per customer, the cost of 09-01..=09-10 and of 10-01..=10-10, from
+    // the daily aggregates, independently.
+    let conn = duckdb::Connection::open_in_memory().unwrap();
+    let cost = |from: &str, to: &str| -> std::collections::BTreeMap<String, Decimal> {
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT coalesce(customer_id, ''), CAST(sum(cost) AS VARCHAR) \
+                 FROM read_parquet('{}/daily/api_usage/*/*.parquet', hive_partitioning = true, \
+                 hive_types = {{'date': DATE}}) WHERE date BETWEEN DATE '{from}' AND DATE '{to}' GROUP BY ALL",
+                env.lake.display()
+            ))
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .unwrap()
+            .map(|r| {
+                let (k, v) = r.unwrap();
+                (k, v.parse().unwrap())
+            })
+            .collect()
+    };
+    let before = cost("2026-09-01", "2026-09-10");
+    let now = cost("2026-10-01", "2026-10-10");
+    assert!(!before.is_empty() && !now.is_empty());
+    let movers = &f["customer_movers"];
+    let listed: Vec<&serde_json::Value> = movers["up"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(movers["down"].as_array().unwrap())
+        .collect();
+    assert!(!listed.is_empty());
+    for m in listed {
+        let key = m["key"].as_str().unwrap();
+        let p = before.get(key).copied().unwrap_or_default();
+        let c = now.get(key).copied().unwrap_or_default();
+        assert_eq!(dec(&m["previous"]), p, "{key}");
+        assert_eq!(dec(&m["current"]), c, "{key}");
+        assert_eq!(dec(&m["change"]), c - p, "{key}");
+        if !p.is_zero() {
+            assert_eq!(
+                dec(&m["change_percent"]),
+                (c - p) * Decimal::ONE_HUNDRED / p,
+                "{key}"
+            );
+        }
+    }
+    let html = page(&env);
+    assert_self_contained(&html);
+    assert!(html.contains("like for like"));
+}
