@@ -328,6 +328,13 @@ fn a_month_that_has_not_begun_or_is_not_rolled_up_is_refused() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("meter rollup --lake"), "{err}");
     assert!(!env.out.join("reports").exists());
+    // Another run holds the lake: exit 3, as every job.
+    {
+        let _held = meter::lake::Lake::open(&env.lake, "other-run").unwrap();
+        let (code, _, err) = report(&env, &[]);
+        assert_eq!(code, 3, "{err}");
+        assert!(err.contains("held by another run"), "{err}");
+    }
     // Not a lake: refused without creating one.
     let (code, _, err) = report(
         &Env {
