@@ -9,6 +9,7 @@ mod ingest;
 mod pipeline;
 mod pricing;
 mod reconcile;
+mod report;
 mod retention;
 mod rollup;
 mod sample;
@@ -46,6 +47,9 @@ enum Job {
     Bill(bill::BillArgs),
     /// Compare a month's totals at every stage, raw events to invoices.
     Reconcile(reconcile::ReconcileArgs),
+    /// A month at a glance for finance: spend, margin, projection, movers,
+    /// unpriced usage, silent VMs; text, and an HTML page in the out store.
+    Report(report::ReportArgs),
     /// Ingest, roll up and bill one month in one go.
     Pipeline(pipeline::PipelineArgs),
     /// Cron, every night: ingest what is new, roll up the dates it touched,
@@ -168,6 +172,7 @@ fn main() -> ExitCode {
         Job::Rerun(args) => cron::rerun(args),
         Job::Approve(args) => approve::run(args),
         Job::Reconcile(args) => reconcile::run(args),
+        Job::Report(args) => report::run(args),
         Job::Retention(args) => retention::run(args),
         Job::Stripe(args) => stripe::run(args),
         Job::Sample(args) => match sample::run(&args) {

@@ -75,6 +75,13 @@ pub enum Error {
         hint: &'static str,
     },
 
+    #[error("report {month}: {message}")]
+    Report {
+        month: String,
+        message: String,
+        hint: &'static str,
+    },
+
     #[error("stripe push: {message}")]
     Stripe { message: String, hint: &'static str },
 
@@ -119,6 +126,7 @@ impl Error {
                 "check the named SQL or input file; if the inputs are sound, this is a bug in meter: please report it",
             ),
             Error::Billing { hint, .. } => Some(hint),
+            Error::Report { hint, .. } => Some(hint),
             Error::Stripe { hint, .. } => Some(hint),
             Error::Config { .. } => Some(
                 "fix the config file (keys: input, lake, out, customers, pricing, log_format), or pass --config another one",

@@ -13,6 +13,7 @@ pub mod fault;
 pub mod ids;
 pub mod ingest;
 pub mod lake;
+pub mod overview;
 pub mod parse;
 pub mod pricing;
 pub mod reconcile;

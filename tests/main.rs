@@ -8,6 +8,7 @@ mod crash;
 mod cron;
 mod fuzz;
 mod ingest;
+mod report;
 mod retention;
 mod rollup;
 mod s3;
