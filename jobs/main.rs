@@ -5,9 +5,11 @@
 mod approve;
 mod bill;
 mod cron;
+mod explain;
 mod ingest;
 mod pipeline;
 mod pricing;
+mod query;
 mod reconcile;
 mod retention;
 mod rollup;
@@ -46,6 +48,10 @@ enum Job {
     Bill(bill::BillArgs),
     /// Compare a month's totals at every stage, raw events to invoices.
     Reconcile(reconcile::ReconcileArgs),
+    /// Run SQL over views of the lake and the latest invoices (read-only, no lock).
+    Query(query::QueryArgs),
+    /// List the events behind a customer's invoice line, with a tie-out.
+    Explain(explain::ExplainArgs),
     /// Ingest, roll up and bill one month in one go.
     Pipeline(pipeline::PipelineArgs),
     /// Cron, every night: ingest what is new, roll up the dates it touched,
@@ -168,6 +174,8 @@ fn main() -> ExitCode {
         Job::Rerun(args) => cron::rerun(args),
         Job::Approve(args) => approve::run(args),
         Job::Reconcile(args) => reconcile::run(args),
+        Job::Query(args) => query::run(args),
+        Job::Explain(args) => explain::run(args),
         Job::Retention(args) => retention::run(args),
         Job::Stripe(args) => stripe::run(args),
         Job::Sample(args) => match sample::run(&args) {

@@ -12,7 +12,7 @@
 
 use std::path::PathBuf;
 
-use arrow::array::{Array, RecordBatch};
+use arrow::array::{Array, ArrayRef, RecordBatch};
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use duckdb::Connection;
@@ -66,7 +66,7 @@ pub struct QueryOptions {
 }
 
 /// A DuckDB string literal.
-fn literal(s: &str) -> String {
+pub fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
@@ -286,15 +286,18 @@ pub fn output(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Output> {
         .with_date_format(Some("%Y-%m-%d"));
     let mut rows = Vec::new();
     for batch in batches {
-        let formatters = batch
+        let arrays = batch
             .columns()
+            .iter()
+            .map(utc_offset)
+            .collect::<Result<Vec<_>>>()?;
+        let formatters = arrays
             .iter()
             .map(|a| ArrayFormatter::try_new(a.as_ref(), &options))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         for i in 0..batch.num_rows() {
             rows.push(
-                batch
-                    .columns()
+                arrays
                     .iter()
                     .zip(&formatters)
                     .map(|(a, f)| (!a.is_null(i)).then(|| f.value(i).to_string()))
@@ -303,6 +306,19 @@ pub fn output(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Output> {
         }
     }
     Ok(Output { columns, rows })
+}
+
+/// A timestamp with a time zone as the same instants labelled `+00:00`:
+/// DuckDB names the session's zone (`UTC`), which arrow's formatter cannot
+/// resolve without a zone database; the stored values are UTC either way.
+fn utc_offset(array: &ArrayRef) -> Result<ArrayRef> {
+    match array.data_type() {
+        DataType::Timestamp(unit, Some(_)) => Ok(arrow::compute::cast(
+            array,
+            &DataType::Timestamp(*unit, Some("+00:00".into())),
+        )?),
+        _ => Ok(array.clone()),
+    }
 }
 
 impl Output {
@@ -505,7 +521,8 @@ mod tests {
             &conn,
             "SELECT CAST('12345678901234567890.123456789012345678' AS DECIMAL(38, 18)) AS cost, \
              CAST(42 AS BIGINT) AS n, 'a,\"b\"' AS text, NULL::VARCHAR AS missing, \
-             DATE '2026-10-03' AS day, true AS ok, 0.5::DOUBLE AS share",
+             DATE '2026-10-03' AS day, true AS ok, 0.5::DOUBLE AS share, \
+             TIMESTAMPTZ '2026-10-03 12:00:00+00' AS ts",
         )
         .unwrap();
         assert_eq!(
@@ -518,18 +535,20 @@ mod tests {
                 Some("2026-10-03".into()),
                 Some("true".into()),
                 Some("0.5".into()),
+                Some("2026-10-03T12:00:00Z".into()),
             ]
         );
         assert_eq!(
             out.csv(),
-            "cost,n,text,missing,day,ok,share\r\n\
-             12345678901234567890.123456789012345678,42,\"a,\"\"b\"\"\",,2026-10-03,true,0.5\r\n"
+            "cost,n,text,missing,day,ok,share,ts\r\n\
+             12345678901234567890.123456789012345678,42,\"a,\"\"b\"\"\",,2026-10-03,true,0.5,\
+             2026-10-03T12:00:00Z\r\n"
         );
         assert_eq!(
             out.json(),
             "[\n  {\"cost\": \"12345678901234567890.123456789012345678\", \"n\": 42, \
              \"text\": \"a,\\\"b\\\"\", \"missing\": null, \"day\": \"2026-10-03\", \
-             \"ok\": true, \"share\": 0.5}\n]\n"
+             \"ok\": true, \"share\": 0.5, \"ts\": \"2026-10-03T12:00:00Z\"}\n]\n"
         );
         let table = out.table();
         let lines: Vec<&str> = table.lines().collect();
