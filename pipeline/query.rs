@@ -8,7 +8,8 @@
 //!
 //! Values are rendered from DuckDB's Arrow result, exactly: a DECIMAL prints
 //! every digit of its scale (never through a float), a timestamp with time
-//! zone in RFC 3339 UTC, a date as `YYYY-MM-DD`.
+//! zone in RFC 3339 UTC with six fractional digits (`2026-10-03T12:00:00.000000Z`),
+//! a date as `YYYY-MM-DD`.
 
 use std::path::PathBuf;
 
@@ -283,7 +284,11 @@ pub fn output(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Output> {
         .collect();
     let options = FormatOptions::new()
         .with_display_error(false)
-        .with_date_format(Some("%Y-%m-%d"));
+        .with_date_format(Some("%Y-%m-%d"))
+        // DuckDB timestamps are microseconds: always six places, so a column
+        // reads the same on every row
+        .with_timestamp_format(Some("%Y-%m-%d %H:%M:%S%.6f"))
+        .with_timestamp_tz_format(Some("%Y-%m-%dT%H:%M:%S%.6fZ"));
     let mut rows = Vec::new();
     for batch in batches {
         let arrays = batch
@@ -535,20 +540,20 @@ mod tests {
                 Some("2026-10-03".into()),
                 Some("true".into()),
                 Some("0.5".into()),
-                Some("2026-10-03T12:00:00Z".into()),
+                Some("2026-10-03T12:00:00.000000Z".into()),
             ]
         );
         assert_eq!(
             out.csv(),
             "cost,n,text,missing,day,ok,share,ts\r\n\
              12345678901234567890.123456789012345678,42,\"a,\"\"b\"\"\",,2026-10-03,true,0.5,\
-             2026-10-03T12:00:00Z\r\n"
+             2026-10-03T12:00:00.000000Z\r\n"
         );
         assert_eq!(
             out.json(),
             "[\n  {\"cost\": \"12345678901234567890.123456789012345678\", \"n\": 42, \
              \"text\": \"a,\\\"b\\\"\", \"missing\": null, \"day\": \"2026-10-03\", \
-             \"ok\": true, \"share\": 0.5, \"ts\": \"2026-10-03T12:00:00Z\"}\n]\n"
+             \"ok\": true, \"share\": 0.5, \"ts\": \"2026-10-03T12:00:00.000000Z\"}\n]\n"
         );
         let table = out.table();
         let lines: Vec<&str> = table.lines().collect();
