@@ -446,17 +446,12 @@ const INVOICE_COST_PLACES: u32 = 6;
 fn explain_line(conn: &Connection, line: &InvoiceLine, period: &str) -> Result<Detail> {
     let tokens = "input_tokens + cache_read_tokens + cache_write_tokens + output_tokens";
     let minor = Decimal::from(10i64.pow(minor_units(&line.currency).unwrap_or(2)));
-    let quantity = line
-        .quantity
-        .parse::<Decimal>()
-        .unwrap_or_else(|_| Decimal::ZERO);
+    let quantity = line.quantity.parse::<Decimal>().unwrap_or(Decimal::ZERO);
     let model_events = |priced: bool| {
         format!(
             "FROM priced_api_usage WHERE {period} AND provider IS NOT DISTINCT FROM {} \
              AND model IS NOT DISTINCT FROM {} AND {}priced",
-            line.provider
-                .as_deref()
-                .map_or("NULL".to_string(), literal),
+            line.provider.as_deref().map_or("NULL".to_string(), literal),
             line.model.as_deref().map_or("NULL".to_string(), literal),
             if priced { "" } else { "NOT " }
         )
@@ -630,7 +625,10 @@ mod tests {
             api_factor("overage: 53830693 tokens > allowance 1000000, cost x 1.2"),
             Some(Decimal::new(12, 1))
         );
-        assert_eq!(api_factor("reseller: cost x 1.3"), Some(Decimal::new(13, 1)));
+        assert_eq!(
+            api_factor("reseller: cost x 1.3"),
+            Some(Decimal::new(13, 1))
+        );
         assert_eq!(
             api_factor("included: 10 tokens <= allowance 1000000"),
             Some(Decimal::ZERO)

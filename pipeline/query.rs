@@ -156,10 +156,8 @@ fn fetch_invoices(opts: &QueryOptions) -> Result<Scratch> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default();
-    let scratch = Scratch(std::env::temp_dir().join(format!(
-        "meter-query-{}-{nanos}",
-        std::process::id()
-    )));
+    let scratch =
+        Scratch(std::env::temp_dir().join(format!("meter-query-{}-{nanos}", std::process::id())));
     let save = |key: &str, bytes: &[u8]| -> Result<()> {
         let path = scratch.0.join(key);
         let dir = path.parent().expect("a key has a folder");
@@ -396,9 +394,15 @@ impl Output {
             w.write_record(cells)
                 .expect("writing a row of the header's length to memory");
         };
-        write(&mut w, self.columns.iter().map(|c| c.name.as_str()).collect());
+        write(
+            &mut w,
+            self.columns.iter().map(|c| c.name.as_str()).collect(),
+        );
         for r in &self.rows {
-            write(&mut w, r.iter().map(|v| v.as_deref().unwrap_or("")).collect());
+            write(
+                &mut w,
+                r.iter().map(|v| v.as_deref().unwrap_or("")).collect(),
+            );
         }
         String::from_utf8(w.into_inner().expect("writing to memory")).expect("UTF-8 cells")
     }
@@ -439,7 +443,10 @@ fn json_value(v: Option<&str>, kind: Kind) -> String {
 /// The SQL of a named block of [`QUESTIONS_SQL`]: the lines after
 /// `-- name: <name>` up to the next such line.
 pub fn question(name: &str) -> Option<&'static str> {
-    questions().into_iter().find(|(n, _)| *n == name).map(|q| q.1)
+    questions()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map(|q| q.1)
 }
 
 /// Every `(name, sql)` block of [`QUESTIONS_SQL`], in order: a block is
@@ -485,11 +492,7 @@ mod tests {
         let _cleanup = Scratch(dir.clone());
         let conn = conn_on(&dir, &dir.join("out"));
         let shown = run(&conn, "SHOW TABLES").unwrap();
-        let names: Vec<&str> = shown
-            .rows
-            .iter()
-            .filter_map(|r| r[0].as_deref())
-            .collect();
+        let names: Vec<&str> = shown.rows.iter().filter_map(|r| r[0].as_deref()).collect();
         let mut expected = views().to_vec();
         expected.sort();
         assert_eq!(names, expected);
@@ -574,7 +577,11 @@ mod tests {
                 "rejects_by_reason"
             ]
         );
-        assert!(question("rejects_by_reason").unwrap().contains("FROM rejects"));
+        assert!(
+            question("rejects_by_reason")
+                .unwrap()
+                .contains("FROM rejects")
+        );
     }
 
     #[test]

@@ -16,10 +16,7 @@ fn explain(lake: &str, out: &str, extra: &[&str]) -> (i32, String, String) {
 
 fn paths() -> (String, String) {
     let (lake, out) = sample_output();
-    (
-        lake.display().to_string(),
-        out.display().to_string(),
-    )
+    (lake.display().to_string(), out.display().to_string())
 }
 
 fn dec(s: &str) -> Decimal {
@@ -67,7 +64,12 @@ fn every_api_line_is_the_sum_of_its_events() {
         let mut events = csv::Reader::from_reader(stdout.as_bytes());
         let header = events.headers().unwrap().clone();
         let col = |name: &str| header.iter().position(|h| h == name).unwrap();
-        let (t, c, f, l) = (col("tokens"), col("cost"), col("source_file"), col("source_line"));
+        let (t, c, f, l) = (
+            col("tokens"),
+            col("cost"),
+            col("source_file"),
+            col("source_line"),
+        );
         for e in events.records() {
             let e = e.unwrap();
             assert!(!e[f].is_empty() && e[l].parse::<u64>().unwrap() >= 1);
@@ -117,7 +119,10 @@ fn an_unknown_customer_or_line_exits_2_naming_what_exists() {
     assert!(err.contains("cust_0001, cust_0002, cust_0003"), "{err}");
     let (code, _, err) = explain(&lake, &out, &["--customer", "cust_0001", "--line", "99"]);
     assert_eq!(code, 2);
-    assert!(err.contains("has no line 99") && err.contains("14 compute"), "{err}");
+    assert!(
+        err.contains("has no line 99") && err.contains("14 compute"),
+        "{err}"
+    );
 }
 
 /// An invoice whose line no longer matches the lake: exit 1, MISMATCH.
@@ -137,5 +142,8 @@ fn a_changed_invoice_line_does_not_tie_out() {
         &["--customer", "cust_0001", "--line", "4", "--format", "json"],
     );
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("MISMATCH") && err.contains("DO NOT match"), "{err}");
+    assert!(
+        err.contains("MISMATCH") && err.contains("DO NOT match"),
+        "{err}"
+    );
 }

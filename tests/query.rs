@@ -104,7 +104,10 @@ fn show_tables_lists_every_view() {
     assert_eq!(names, expected);
     for view in meter::query::views() {
         let n = query(lake, out, "csv", &format!("SELECT count(*) FROM {view}"));
-        assert_ne!(n, "count_star()\r\n0\r\n", "{view} is empty on the sample data");
+        assert_ne!(
+            n, "count_star()\r\n0\r\n",
+            "{view} is empty on the sample data"
+        );
     }
 }
 
@@ -169,7 +172,12 @@ fn an_empty_lake_has_every_view_empty_and_typed() {
     );
     for view in meter::query::views() {
         assert_eq!(
-            query(&empty, &nothing, "csv", &format!("SELECT count(*) AS n FROM {view}")),
+            query(
+                &empty,
+                &nothing,
+                "csv",
+                &format!("SELECT count(*) AS n FROM {view}")
+            ),
             "n\r\n0\r\n",
             "{view}"
         );
@@ -198,7 +206,10 @@ fn formats_render_decimals_exactly() {
     let json = query(lake, out, "json", sql);
     let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
     let first = &parsed[0];
-    assert!(first["cost"].is_string() && first["events"].is_u64(), "{json}");
+    assert!(
+        first["cost"].is_string() && first["events"].is_u64(),
+        "{json}"
+    );
     let csv = query(lake, out, "csv", sql);
     let table = query(lake, out, "table", sql);
     insta::assert_snapshot!("formats_json", json);
@@ -231,6 +242,11 @@ fn a_query_runs_while_the_lake_is_locked() {
     let copy = dir.path().join("lake");
     copy_dir(lake, &copy);
     let _held = meter::lake::Lake::open(&copy, "nightly").unwrap();
-    let n = query(&copy, out, "csv", "SELECT count(*) > 0 AS rows FROM api_usage");
+    let n = query(
+        &copy,
+        out,
+        "csv",
+        "SELECT count(*) > 0 AS rows FROM api_usage",
+    );
     assert_eq!(n, "rows\r\ntrue\r\n");
 }
