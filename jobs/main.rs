@@ -5,9 +5,11 @@
 mod approve;
 mod bill;
 mod cron;
+mod explain;
 mod ingest;
 mod pipeline;
 mod pricing;
+mod query;
 mod reconcile;
 mod report;
 mod retention;
@@ -50,6 +52,10 @@ enum Job {
     /// A month at a glance for finance: spend, margin, projection, movers,
     /// unpriced usage, silent VMs; text, and an HTML page in the out store.
     Report(report::ReportArgs),
+    /// Run SQL over views of the lake and the latest invoices (read-only, no lock).
+    Query(query::QueryArgs),
+    /// List the events behind a customer's invoice line, with a tie-out.
+    Explain(explain::ExplainArgs),
     /// Ingest, roll up and bill one month in one go.
     Pipeline(pipeline::PipelineArgs),
     /// Cron, every night: ingest what is new, roll up the dates it touched,
@@ -173,6 +179,8 @@ fn main() -> ExitCode {
         Job::Approve(args) => approve::run(args),
         Job::Reconcile(args) => reconcile::run(args),
         Job::Report(args) => report::run(args),
+        Job::Query(args) => query::run(args),
+        Job::Explain(args) => explain::run(args),
         Job::Retention(args) => retention::run(args),
         Job::Stripe(args) => stripe::run(args),
         Job::Sample(args) => match sample::run(&args) {

@@ -94,6 +94,17 @@ pub enum Error {
 
     #[error("invalid arguments: {0}")]
     Usage(String),
+
+    #[error("the query failed: {message}")]
+    Query { message: String },
+
+    #[error("explain {month} {customer}: {message}")]
+    Explain {
+        month: String,
+        customer: String,
+        message: String,
+        hint: &'static str,
+    },
 }
 
 impl Error {
@@ -132,6 +143,10 @@ impl Error {
                 "fix the config file (keys: input, lake, out, customers, pricing, log_format), or pass --config another one",
             ),
             Error::Usage(_) => Some("see --help"),
+            Error::Query { .. } => Some(
+                "fix the SQL; `meter query \"SHOW TABLES\"` lists the views and `meter query \"DESCRIBE api_usage\"` a view's columns",
+            ),
+            Error::Explain { hint, .. } => Some(hint),
             Error::Arrow(_) => Some("this is a bug in meter: please report it with the run report"),
         }
     }

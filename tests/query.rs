@@ -1,0 +1,252 @@
+//! `meter query` on the sample pipeline's output: the README's questions,
+//! the views on an empty lake, money types, output formats and bad SQL.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use crate::common::*;
+
+/// `meter pipeline` on the sample data, once: (lake, out).
+pub fn sample_output() -> &'static (PathBuf, PathBuf) {
+    static OUT: OnceLock<(tempfile::TempDir, PathBuf, PathBuf)> = OnceLock::new();
+    let (_, lake, out) = OUT.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = dir.path().join("lake");
+        let out = dir.path().join("out");
+        let input = sample_data();
+        let pricing = repo().join("pricing.toml");
+        let (code, _, err) = meter(&[
+            "pipeline",
+            "--input",
+            input.to_str().unwrap(),
+            "--lake",
+            lake.to_str().unwrap(),
+            "--month",
+            "2026-10",
+            "--out",
+            out.to_str().unwrap(),
+            "--pricing",
+            pricing.to_str().unwrap(),
+        ]);
+        // 1: the sample data has unpriced usage and a VM no customer lists
+        assert_eq!(code, 1, "{err}");
+        (dir, lake, out)
+    });
+    // A OnceLock of a tuple gives out references to its fields only.
+    static PAIR: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    PAIR.get_or_init(|| (lake.clone(), out.clone()))
+}
+
+/// Runs `meter` with a fixed clock: (exit code, stdout, stderr).
+pub fn meter(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_meter"))
+        .args(args)
+        .env("METER_FIXED_TIME", "2026-11-01T03:00:00Z")
+        .env_remove("METER_CONFIG")
+        .env_remove("METER_LAKE")
+        .env_remove("METER_OUT")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `meter query` on a lake and out folder; asserts exit 0.
+pub fn query(lake: &Path, out: &Path, format: &str, sql: &str) -> String {
+    let (code, stdout, err) = meter(&[
+        "query",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--format",
+        format,
+        // the SQL may start with a `--` comment
+        "--",
+        sql,
+    ]);
+    assert_eq!(code, 0, "{sql}: {err}");
+    stdout
+}
+
+fn csv_rows(text: &str) -> Vec<Vec<String>> {
+    csv::Reader::from_reader(text.as_bytes())
+        .records()
+        .map(|r| r.unwrap().iter().map(str::to_string).collect())
+        .collect()
+}
+
+/// The README's three questions, exactly as schemas/questions.sql holds
+/// them, on the sample data.
+#[test]
+fn readme_questions_on_the_sample_data() {
+    let (lake, out) = sample_output();
+    let questions = meter::query::questions();
+    assert_eq!(questions.len(), 3);
+    for (name, sql) in questions {
+        let result = query(lake, out, "table", sql);
+        assert!(!result.starts_with("(0 rows)"), "{name}");
+        insta::assert_snapshot!(format!("question_{name}"), result);
+    }
+}
+
+#[test]
+fn show_tables_lists_every_view() {
+    let (lake, out) = sample_output();
+    let shown = query(lake, out, "csv", "SHOW TABLES");
+    let names: Vec<String> = csv_rows(&shown).into_iter().map(|r| r[0].clone()).collect();
+    let mut expected: Vec<&str> = meter::query::views().to_vec();
+    expected.sort();
+    assert_eq!(names, expected);
+    for view in meter::query::views() {
+        let n = query(lake, out, "csv", &format!("SELECT count(*) FROM {view}"));
+        assert_ne!(
+            n, "count_star()\r\n0\r\n",
+            "{view} is empty on the sample data"
+        );
+    }
+}
+
+const COLUMNS: &str = "SELECT table_name, column_name, data_type FROM information_schema.columns \
+                       WHERE table_schema = 'main' ORDER BY table_name, ordinal_position";
+
+/// No view has a DOUBLE column but the measurements (CPU and memory
+/// percentages, network MB, disk GB, durations); every money column is a
+/// DECIMAL.
+#[test]
+fn no_view_exposes_a_double_money_column() {
+    let (lake, out) = sample_output();
+    let columns = csv_rows(&query(lake, out, "csv", COLUMNS));
+    let measurement = |c: &str| {
+        ["percent", "_mb", "disk_gb", "duration_seconds"]
+            .iter()
+            .any(|m| c.contains(m))
+    };
+    let money = [
+        "cost",
+        "provider_cost",
+        "unit_price",
+        "amount",
+        "fee",
+        "api_usage",
+        "compute",
+        "total",
+        "provider_cost_converted",
+        "margin",
+        "monthly_limit",
+        "over_limit",
+        "fx_rate",
+        "compute_hours",
+    ];
+    let mut money_seen = 0;
+    for r in &columns {
+        let (view, column, ty) = (&r[0], &r[1], &r[2]);
+        assert!(
+            !(ty == "DOUBLE" || ty == "FLOAT") || measurement(column),
+            "{view}.{column} is {ty}"
+        );
+        if money.contains(&column.as_str()) {
+            money_seen += 1;
+            assert!(ty.starts_with("DECIMAL"), "{view}.{column} is {ty}");
+        }
+    }
+    assert!(money_seen >= 15, "{money_seen} money columns checked");
+}
+
+/// A lake with no rollup, no rejects and no invoices: every view exists,
+/// is empty, and has the columns and types it has on a full lake.
+#[test]
+fn an_empty_lake_has_every_view_empty_and_typed() {
+    let (lake, out) = sample_output();
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("lake");
+    std::fs::create_dir_all(&empty).unwrap();
+    let nothing = dir.path().join("out");
+    assert_eq!(
+        query(&empty, &nothing, "csv", COLUMNS),
+        query(lake, out, "csv", COLUMNS)
+    );
+    for view in meter::query::views() {
+        assert_eq!(
+            query(
+                &empty,
+                &nothing,
+                "csv",
+                &format!("SELECT count(*) AS n FROM {view}")
+            ),
+            "n\r\n0\r\n",
+            "{view}"
+        );
+    }
+    // Raw events but no rollup yet: the rollup views are empty, the raw ones not.
+    let raw = dir.path().join("raw");
+    ingest(&sample_data(), &raw, "ingest-1");
+    let counts = query(
+        &raw,
+        &nothing,
+        "csv",
+        "SELECT (SELECT count(*) FROM api_usage) > 0 AS raw, \
+         (SELECT count(*) FROM daily_api_usage) AS daily, \
+         (SELECT count(*) FROM monthly_resource_usage) AS monthly, \
+         (SELECT count(*) FROM runs) AS runs",
+    );
+    assert_eq!(counts, "raw,daily,monthly,runs\r\ntrue,0,0,1\r\n");
+}
+
+/// DECIMAL sums are exact in every format: JSON strings, CSV and table text.
+#[test]
+fn formats_render_decimals_exactly() {
+    let (lake, out) = sample_output();
+    let sql = "SELECT customer_id, sum(cost) AS cost, count(*) AS events, min(ts) AS first \
+               FROM priced_api_usage WHERE customer_id IS NOT NULL GROUP BY ALL ORDER BY ALL";
+    let json = query(lake, out, "json", sql);
+    let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let first = &parsed[0];
+    assert!(
+        first["cost"].is_string() && first["events"].is_u64(),
+        "{json}"
+    );
+    let csv = query(lake, out, "csv", sql);
+    let table = query(lake, out, "table", sql);
+    insta::assert_snapshot!("formats_json", json);
+    insta::assert_snapshot!("formats_csv", csv);
+    insta::assert_snapshot!("formats_table", table);
+}
+
+#[test]
+fn bad_sql_exits_2_with_duckdbs_message_and_a_hint() {
+    let (lake, out) = sample_output();
+    let (code, stdout, err) = meter(&[
+        "query",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "SELECT nope FROM api_usage",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(stdout.is_empty());
+    assert!(err.contains("\"nope\" not found"), "{err}");
+    assert!(err.contains("SHOW TABLES"), "{err}");
+}
+
+/// The query takes no lock: it runs while another run holds the lake.
+#[test]
+fn a_query_runs_while_the_lake_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lake, out) = sample_output();
+    let copy = dir.path().join("lake");
+    copy_dir(lake, &copy);
+    let _held = meter::lake::Lake::open(&copy, "nightly").unwrap();
+    let n = query(
+        &copy,
+        out,
+        "csv",
+        "SELECT count(*) > 0 AS rows FROM api_usage",
+    );
+    assert_eq!(n, "rows\r\ntrue\r\n");
+}
