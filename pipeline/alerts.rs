@@ -91,21 +91,22 @@ impl Alert {
 pub fn crossings(summary: &[SummaryRow], month: &str, date: NaiveDate, run_id: &str) -> Vec<Alert> {
     let mut out = Vec::new();
     for row in summary {
-        let alert = |kind, threshold, limit: String, used: String, pct: Decimal, unit: &str| Alert {
-            month: month.to_string(),
-            customer_id: row.customer_id.clone(),
-            name: row.name.clone(),
-            kind,
-            threshold_percent: threshold,
-            limit,
-            used,
-            used_percent: pct
-                .round_dp_with_strategy(1, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
-                .to_string(),
-            unit: unit.to_string(),
-            raised_on: date,
-            run_id: run_id.to_string(),
-        };
+        let alert =
+            |kind, threshold, limit: String, used: String, pct: Decimal, unit: &str| Alert {
+                month: month.to_string(),
+                customer_id: row.customer_id.clone(),
+                name: row.name.clone(),
+                kind,
+                threshold_percent: threshold,
+                limit,
+                used,
+                used_percent: pct
+                    .round_dp_with_strategy(1, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
+                    .to_string(),
+                unit: unit.to_string(),
+                raised_on: date,
+                run_id: run_id.to_string(),
+            };
         if let Some(limit) = row.monthly_limit.filter(|l| *l > Decimal::ZERO) {
             let used = Decimal::new(row.total_minor, row.decimals);
             let pct = used * Decimal::ONE_HUNDRED / limit;
@@ -164,11 +165,10 @@ impl AlertBook {
                 if line.trim().is_empty() {
                     continue;
                 }
-                let alert: Alert =
-                    serde_json::from_str(line).map_err(|e| crate::Error::Lake {
-                        path: path.clone(),
-                        message: format!("line {}: not an alert record: {e}", i + 1),
-                    })?;
+                let alert: Alert = serde_json::from_str(line).map_err(|e| crate::Error::Lake {
+                    path: path.clone(),
+                    message: format!("line {}: not an alert record: {e}", i + 1),
+                })?;
                 alerts.push(alert);
             }
         }
@@ -261,7 +261,10 @@ mod tests {
         let over = crossings(&[row(60_001, Some("600.00"), 0, 0)], "2026-10", d, "r");
         assert_eq!(
             kinds(&over),
-            [(AlertKind::MonthlyLimit, 80), (AlertKind::MonthlyLimit, 100)]
+            [
+                (AlertKind::MonthlyLimit, 80),
+                (AlertKind::MonthlyLimit, 100)
+            ]
         );
         assert_eq!(over[1].used_percent, "100.0");
     }
@@ -291,7 +294,12 @@ mod tests {
         let mut book = AlertBook::load(&lake, "2026-10").unwrap();
         let night1 = date("2026-10-05");
         let first = book
-            .raise(crossings(&[row(48_000, Some("600"), 0, 0)], "2026-10", night1, "r1"))
+            .raise(crossings(
+                &[row(48_000, Some("600"), 0, 0)],
+                "2026-10",
+                night1,
+                "r1",
+            ))
             .unwrap();
         assert_eq!(kinds(&first), [(AlertKind::MonthlyLimit, 80)]);
 
@@ -299,14 +307,24 @@ mod tests {
         let night2 = date("2026-10-06");
         let mut book = AlertBook::load(&lake, "2026-10").unwrap();
         let second = book
-            .raise(crossings(&[row(61_000, Some("600"), 0, 0)], "2026-10", night2, "r2"))
+            .raise(crossings(
+                &[row(61_000, Some("600"), 0, 0)],
+                "2026-10",
+                night2,
+                "r2",
+            ))
             .unwrap();
         assert_eq!(kinds(&second), [(AlertKind::MonthlyLimit, 100)]);
 
         // A rerun of night 2 raises nothing new, and its day file is the same.
         let mut book = AlertBook::load(&lake, "2026-10").unwrap();
         let again = book
-            .raise(crossings(&[row(61_000, Some("600"), 0, 0)], "2026-10", night2, "r3"))
+            .raise(crossings(
+                &[row(61_000, Some("600"), 0, 0)],
+                "2026-10",
+                night2,
+                "r3",
+            ))
             .unwrap();
         assert!(again.is_empty());
         assert_eq!(book.raised_on(night2), second);

@@ -251,7 +251,14 @@ pub fn nightly(ctx: &Ctx, opts: &NightlyOptions) -> Result<JobReport> {
         events: day.events.len() - withheld.values().sum::<usize>(),
         withheld: withheld.values().sum(),
     });
-    raise_alerts(ctx, &lake, &store, opts.date, &day.month_to_date, &mut report)?;
+    raise_alerts(
+        ctx,
+        &lake,
+        &store,
+        opts.date,
+        &day.month_to_date,
+        &mut report,
+    )?;
 
     // A VM of a customer who cancelled by the end of the day is expected to
     // fall silent.
