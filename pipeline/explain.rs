@@ -15,7 +15,7 @@
 
 use chrono::NaiveDate;
 use duckdb::Connection;
-use rust_decimal::{Decimal, RoundingStrategy};
+use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::bill::inputs::{minor_units, month_bounds};
@@ -435,14 +435,6 @@ fn sums(out: &Output) -> Result<Vec<Decimal>> {
         .collect()
 }
 
-/// Decimal places of the invoice's `provider_cost` column: invoice.sql's
-/// `UNION ALL` of line kinds gives `cost` the type of its first branch (the
-/// fee, DECIMAL(38, 6)), so DuckDB rounds an API line's cost to 6 places
-/// (half away from zero) in the published CSV. The line's amount is computed
-/// from the exact cost before that, and the tie-out recomputes it from the
-/// events' exact cost.
-const INVOICE_COST_PLACES: u32 = 6;
-
 fn explain_line(conn: &Connection, line: &InvoiceLine, period: &str) -> Result<Detail> {
     let tokens = "input_tokens + cache_read_tokens + cache_write_tokens + output_tokens";
     let minor = Decimal::from(10i64.pow(minor_units(&line.currency).unwrap_or(2)));
@@ -485,14 +477,7 @@ fn explain_line(conn: &Connection, line: &InvoiceLine, period: &str) -> Result<D
             let mut checks = vec![
                 check("requests", t[0], Decimal::from(line.requests.unwrap_or(0))),
                 check("tokens (quantity)", t[1], quantity),
-                check(
-                    &format!("provider cost ({INVOICE_COST_PLACES} places)"),
-                    t[2].round_dp_with_strategy(
-                        INVOICE_COST_PLACES,
-                        RoundingStrategy::MidpointAwayFromZero,
-                    ),
-                    required(line.provider_cost),
-                ),
+                check("provider cost", t[2], required(line.provider_cost)),
             ];
             if let (Some(factor), Some(fx)) = (api_factor(&line.rule), line.fx_rate) {
                 let macros = billing_macros()?;

@@ -125,7 +125,7 @@ WITH lines AS (
            CAST(NULL AS BIGINT) AS cache_write_tokens,
            CAST(NULL AS BIGINT) AS output_tokens,
            CAST(NULL AS BIGINT) AS reasoning_tokens,
-           c.monthly_fee AS cost,
+           CAST(c.monthly_fee AS DECIMAL(38, 18)) AS cost, -- the union takes this branch's type: keep API costs exact
            c.plan_currency AS cost_currency,
            c.plan_fx AS fx_rate,
            CASE WHEN c.active_days = c.days THEN 'fee' ELSE 'fee prorated by active days' END AS rule,
