@@ -37,10 +37,11 @@ struct LakeMeta {
     created_by: String,
 }
 
-/// An open lake: the lock is held for as long as this value lives.
+/// An open lake: the lock is held for as long as this value lives (none
+/// for a lake opened with [`Lake::open_read`]).
 pub struct Lake {
     root: PathBuf,
-    _lock: File,
+    _lock: Option<File>,
 }
 
 /// A Parquet file being written; [`PartWriter::finish`] gives the rename
@@ -126,10 +127,42 @@ impl Lake {
             .write_ctx(&lock_path)?;
         let lake = Lake {
             root: root.to_path_buf(),
-            _lock: lock,
+            _lock: Some(lock),
         };
         lake.check_layout()?;
         lake.recover()?;
+        Ok(lake)
+    }
+
+    /// Opens an existing lake to read, without its lock: readers (report,
+    /// reconcile, query, explain) never hold up a scheduled job, and change
+    /// no table (they may add their own run report). Files appear and go only by rename, so a reader sees whole
+    /// files; a commit that is in progress, or that a killed run left for
+    /// the next run to finish, is refused rather than read half-applied.
+    pub fn open_read(root: &Path) -> Result<Lake> {
+        if !root.join("_lake.json").is_file() {
+            return Err(Error::Lake {
+                path: root.to_path_buf(),
+                message: "not a lake (no _lake.json): run `meter ingest` or `meter nightly` into it first".into(),
+            });
+        }
+        let lake = Lake {
+            root: root.to_path_buf(),
+            _lock: None,
+        };
+        lake.check_layout()?;
+        if let Ok(entries) = fs::read_dir(root.join("_runs")) {
+            if let Some(journal) = entries
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| p.to_string_lossy().ends_with(".commit.json"))
+            {
+                return Err(Error::Lake {
+                    path: journal,
+                    message: "a run's commit is in progress or was interrupted: try again in a moment; if no job is running, the next job (or `meter ingest`) finishes it".into(),
+                });
+            }
+        }
         Ok(lake)
     }
 

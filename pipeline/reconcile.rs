@@ -193,7 +193,7 @@ fn render_table(header: &[&str; 7], rows: &[[String; 7]]) -> String {
 
 /// Compares every stage of a month with its source.
 pub fn run(ctx: &Ctx, opts: &ReconcileOptions) -> Result<ReconcileReport> {
-    let lake = Lake::open(&opts.lake, &ctx.run_id)?;
+    let lake = Lake::open_read(&opts.lake)?;
     let (start, end, _) = month_bounds(opts.month);
     let month = start.format("%Y-%m").to_string();
     let conn = Connection::open_in_memory().map_err(db_err("opening DuckDB"))?;

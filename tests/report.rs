@@ -18,8 +18,8 @@ fn month() -> NaiveDate {
 }
 
 /// The sample data ingested, rolled up and billed once (what `meter
-/// pipeline` does); each test reports on a copy, since a report holds the
-/// lake's lock and writes its run report there.
+/// pipeline` does); each test reports on a copy, since a report writes its
+/// run report there.
 fn billed() -> &'static (tempfile::TempDir, PathBuf, PathBuf) {
     static RUN: OnceLock<(tempfile::TempDir, PathBuf, PathBuf)> = OnceLock::new();
     RUN.get_or_init(|| {
@@ -328,13 +328,22 @@ fn a_month_that_has_not_begun_or_is_not_rolled_up_is_refused() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("meter rollup --lake"), "{err}");
     assert!(!env.out.join("reports").exists());
-    // Another run holds the lake: exit 3, as every job.
+    // A scheduled job holds the lake: the report reads it without the lock.
     {
         let _held = meter::lake::Lake::open(&env.lake, "other-run").unwrap();
         let (code, _, err) = report(&env, &[]);
-        assert_eq!(code, 3, "{err}");
-        assert!(err.contains("held by another run"), "{err}");
+        assert_eq!(code, 1, "{err}");
     }
+    // An unfinished commit is refused, not read half-applied.
+    let journal = env.lake.join("_runs/other-run.commit.json");
+    std::fs::write(&journal, r#"{"renames":[],"deletes":[]}"#).unwrap();
+    let (code, _, err) = report(&env, &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("commit is in progress or was interrupted"),
+        "{err}"
+    );
+    std::fs::remove_file(&journal).unwrap();
     // Not a lake: refused without creating one.
     let (code, _, err) = report(
         &Env {

@@ -266,7 +266,7 @@ pub fn run(ctx: &Ctx, opts: &ReportOptions) -> Result<OverviewReport> {
         });
     }
     let store = Store::open_configured(&opts.out, &opts.store_options)?;
-    let lake = Lake::open(&opts.lake, &ctx.run_id)?;
+    let lake = Lake::open_read(&opts.lake)?;
     let overview = compute(ctx, &lake, &store, &pricing, opts)?;
     let month = overview.month.clone();
     let page = html::page(&overview).into_bytes();
