@@ -151,17 +151,16 @@ impl Lake {
             _lock: None,
         };
         lake.check_layout()?;
-        if let Ok(entries) = fs::read_dir(root.join("_runs")) {
-            if let Some(journal) = entries
+        if let Ok(entries) = fs::read_dir(root.join("_runs"))
+            && let Some(journal) = entries
                 .flatten()
                 .map(|e| e.path())
                 .find(|p| p.to_string_lossy().ends_with(".commit.json"))
-            {
-                return Err(Error::Lake {
-                    path: journal,
-                    message: "a run's commit is in progress or was interrupted: try again in a moment; if no job is running, the next job (or `meter ingest`) finishes it".into(),
-                });
-            }
+        {
+            return Err(Error::Lake {
+                path: journal,
+                message: "a run's commit is in progress or was interrupted: try again in a moment; if no job is running, the next job (or `meter ingest`) finishes it".into(),
+            });
         }
         Ok(lake)
     }
