@@ -4,6 +4,7 @@
 
 mod approve;
 mod bill;
+mod compact;
 mod cron;
 mod ingest;
 mod pipeline;
@@ -60,6 +61,8 @@ enum Job {
     Approve(approve::ApproveArgs),
     /// Delete raw, rejected and priced partitions older than N months (aggregates stay).
     Retention(retention::RetentionArgs),
+    /// Rewrite partitions of many small files into few large ones (same rows).
+    Compact(compact::CompactArgs),
     /// Send meter events and invoice corrections to Stripe, exactly once.
     Stripe(stripe::StripeArgs),
     /// Write a realistic raw input tree (for demos, tests and benchmarks).
@@ -169,6 +172,7 @@ fn main() -> ExitCode {
         Job::Approve(args) => approve::run(args),
         Job::Reconcile(args) => reconcile::run(args),
         Job::Retention(args) => retention::run(args),
+        Job::Compact(args) => compact::run(args),
         Job::Stripe(args) => stripe::run(args),
         Job::Sample(args) => match sample::run(&args) {
             Ok(_) => Outcome::Done,

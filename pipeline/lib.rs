@@ -4,6 +4,7 @@
 //! calls them. See ARCHITECTURE.md for the map.
 
 pub mod bill;
+pub mod compact;
 pub mod config;
 pub mod cron;
 pub mod ctx;

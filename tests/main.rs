@@ -4,6 +4,7 @@
 mod bill;
 mod cli;
 mod common;
+mod compact;
 mod crash;
 mod cron;
 mod fuzz;
