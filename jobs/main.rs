@@ -6,6 +6,7 @@ mod approve;
 mod bill;
 mod compact;
 mod cron;
+mod erase;
 mod ingest;
 mod pipeline;
 mod pricing;
@@ -63,6 +64,9 @@ enum Job {
     Retention(retention::RetentionArgs),
     /// Rewrite partitions of many small files into few large ones (same rows).
     Compact(compact::CompactArgs),
+    /// Remove one customer's rows from every table of the lake (a privacy
+    /// request); issued invoices stay.
+    Erase(erase::EraseArgs),
     /// Send meter events and invoice corrections to Stripe, exactly once.
     Stripe(stripe::StripeArgs),
     /// Write a realistic raw input tree (for demos, tests and benchmarks).
@@ -173,6 +177,7 @@ fn main() -> ExitCode {
         Job::Reconcile(args) => reconcile::run(args),
         Job::Retention(args) => retention::run(args),
         Job::Compact(args) => compact::run(args),
+        Job::Erase(args) => erase::run(args),
         Job::Stripe(args) => stripe::run(args),
         Job::Sample(args) => match sample::run(&args) {
             Ok(_) => Outcome::Done,

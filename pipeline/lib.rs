@@ -8,6 +8,7 @@ pub mod compact;
 pub mod config;
 pub mod cron;
 pub mod ctx;
+pub mod erase;
 pub mod error;
 pub mod fault;
 pub mod ids;

@@ -33,6 +33,7 @@ stage_report!(
     crate::rollup::RollupReport,
     crate::bill::BillReport,
     crate::compact::CompactReport,
+    crate::erase::EraseReport,
     crate::bill::approve::ApproveReport,
     crate::cron::JobReport,
     crate::reconcile::ReconcileReport,
