@@ -7,6 +7,7 @@ mod common;
 mod compact;
 mod crash;
 mod cron;
+mod erase;
 mod fuzz;
 mod ingest;
 mod retention;
