@@ -483,8 +483,9 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &EraseOptions) -> Result<EraseReport
 
     if !opts.dry_run {
         let dir = root.join(RECORDS_DIR);
+        // (a record left by a crash before its commit is removed by
+        // `Lake::open`)
         fs::create_dir_all(&dir).write_ctx(&dir)?;
-        remove_stale_tmp(&dir)?;
         let record = ErasureRecord {
             customer_id: customer.to_string(),
             run_id: ctx.run_id.clone(),
@@ -497,8 +498,17 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &EraseOptions) -> Result<EraseReport
             partitions: report.partitions.clone(),
             kept: report.kept.clone(),
         };
-        let path = dir.join(format!("{}.json", ctx.run_id));
-        let tmp = dir.join(format!("{}.json.tmp", ctx.run_id));
+        // A record is never overwritten (a run id can repeat with a pinned
+        // clock): a second one of the same run id gets a suffix.
+        let name = (1..)
+            .map(|n| match n {
+                1 => ctx.run_id.clone(),
+                n => format!("{}-{n}", ctx.run_id),
+            })
+            .find(|name| !dir.join(format!("{name}.json")).exists())
+            .expect("a free name");
+        let path = dir.join(format!("{name}.json"));
+        let tmp = dir.join(format!("{name}.json.tmp"));
         let written = fs::write(
             &tmp,
             serde_json::to_string_pretty(&record).expect("the record serializes"),
@@ -516,7 +526,7 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &EraseOptions) -> Result<EraseReport
         // journaled commit.
         commit.renames.insert(0, (tmp, path));
         lake.commit(&ctx.run_id, &commit)?;
-        report.record = Some(format!("{RECORDS_DIR}/{}.json", ctx.run_id));
+        report.record = Some(format!("{RECORDS_DIR}/{name}.json"));
         report.notices.push(format!(
             "re-billing a month that had an invoice for {customer} (`meter bill`, `meter rerun`) writes a revision without it, whose corrections credit that invoice: review before `meter approve`"
         ));
@@ -532,17 +542,6 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &EraseOptions) -> Result<EraseReport
 /// On a dry run: whether a file keeps rows once `removed` of them go.
 fn footer_rows_left(path: &Path, removed: u64) -> Result<bool> {
     Ok(crate::compact::footer_rows(path)? > removed)
-}
-
-/// Removes record files a crashed erasure left before its commit.
-fn remove_stale_tmp(dir: &Path) -> Result<()> {
-    for entry in fs::read_dir(dir).read_ctx(dir)?.flatten() {
-        let path = entry.path();
-        if path.to_string_lossy().ends_with(".json.tmp") {
-            fs::remove_file(&path).write_ctx(&path)?;
-        }
-    }
-    Ok(())
 }
 
 /// Writes `path` without the customer's rows under a temporary name (the

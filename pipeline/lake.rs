@@ -188,6 +188,15 @@ impl Lake {
             }
         }
         remove_tmp_files(&self.root)?;
+        // An erasure record written before its commit, which never came.
+        let records = self.root.join("_erasures");
+        if let Ok(entries) = fs::read_dir(&records) {
+            for path in entries.flatten().map(|e| e.path()) {
+                if path.to_string_lossy().ends_with(".json.tmp") {
+                    fs::remove_file(&path).write_ctx(&path)?;
+                }
+            }
+        }
         Ok(())
     }
 

@@ -5,7 +5,10 @@
 //! or `--rebuild`) does not bring the rows back.
 
 use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::common::*;
 use crate::compact::{contents, meter};
@@ -446,4 +449,98 @@ fn erase_of_a_customer_whose_rows_fill_whole_files_deletes_them() {
             "{table}"
         );
     }
+}
+
+/// Killed right after any file it writes, then opened again, the lake is
+/// either as before the erasure (no record) or as after it (with its
+/// record); erase run again then leaves the lake's files as an
+/// uninterrupted run does.
+#[test]
+fn erase_killed_after_any_file_leaves_the_lake_before_or_after() {
+    let tmp = tempfile::tempdir().unwrap();
+    let full = crate::compact::generate(tmp.path(), 2, 2, 8);
+    // one ingest: files hold both customers' rows, so they are rewritten
+    let lake = tmp.path().join("lake");
+    assert_accounted(&ingest(&full, &lake, "once"));
+    let start = tmp.path().join("start");
+    copy_dir(&lake, &start);
+    let erase = |dir: &Path, kill_after: Option<u64>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_meter"));
+        cmd.current_dir(dir)
+            .args(["erase", "--lake", "lake", "--customer", "cust_0002"])
+            .env("METER_FIXED_TIME", ERASED)
+            .env_remove("METER_CONFIG")
+            .env_remove("METER_LAKE")
+            .stderr(std::process::Stdio::null());
+        if let Some(n) = kill_after {
+            cmd.env(meter::fault::KILL_AFTER_FILES, n.to_string());
+        }
+        cmd.status().unwrap()
+    };
+    let fresh = |dir: &Path| {
+        let _ = std::fs::remove_dir_all(dir);
+        copy_dir(&start, &dir.join("lake"));
+    };
+    let parquet = |lake: &Path| -> BTreeMap<String, Vec<u8>> {
+        contents(lake)
+            .into_iter()
+            .filter(|(f, _)| f.ends_with(".parquet"))
+            .collect()
+    };
+    let old = contents(&start);
+    let reference = tmp.path().join("reference");
+    fresh(&reference);
+    assert_eq!(erase(&reference, None).code(), Some(0));
+    let new = contents(&reference.join("lake"));
+    let expected = parquet(&reference.join("lake"));
+    assert_ne!(expected, parquet(&start));
+
+    let next = AtomicU64::new(1);
+    let last = AtomicU64::new(u64::MAX);
+    let kills = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for worker in 0..2 {
+            let (next, last, kills, old, new) = (&next, &last, &kills, &old, &new);
+            let expected = &expected;
+            let dir = tmp.path().join(format!("worker{worker}"));
+            scope.spawn(move || {
+                loop {
+                    let k = next.fetch_add(1, Ordering::SeqCst);
+                    if k > last.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    fresh(&dir);
+                    let status = erase(&dir, Some(k));
+                    if status.signal() != Some(9) {
+                        assert_eq!(status.code(), Some(0), "k={k}");
+                        last.fetch_min(k, Ordering::SeqCst);
+                        break;
+                    }
+                    kills.fetch_add(1, Ordering::SeqCst);
+                    drop(meter::lake::Lake::open(&dir.join("lake"), "recover").unwrap());
+                    let now = contents(&dir.join("lake"));
+                    let differ = |want: &BTreeMap<String, Vec<u8>>| -> Vec<String> {
+                        let keys: std::collections::BTreeSet<&String> =
+                            want.keys().chain(now.keys()).collect();
+                        keys.into_iter()
+                            .filter(|k| want.get(*k) != now.get(*k))
+                            .cloned()
+                            .collect()
+                    };
+                    assert!(
+                        now == *old || now == *new,
+                        "killed after file {k}: the lake is neither before nor after the erasure: {:?} / {:?}",
+                        differ(old),
+                        differ(new)
+                    );
+                    assert_eq!(erase(&dir, None).code(), Some(0), "rerun after kill {k}");
+                    assert!(
+                        parquet(&dir.join("lake")) == *expected,
+                        "killed after file {k}: the rerun differs from an uninterrupted run"
+                    );
+                }
+            });
+        }
+    });
+    assert!(kills.load(Ordering::SeqCst) > 5);
 }
