@@ -4,7 +4,9 @@
 
 mod approve;
 mod bill;
+mod compact;
 mod cron;
+mod erase;
 mod explain;
 mod ingest;
 mod pipeline;
@@ -70,6 +72,11 @@ enum Job {
     Approve(approve::ApproveArgs),
     /// Delete raw, rejected and priced partitions older than N months (aggregates stay).
     Retention(retention::RetentionArgs),
+    /// Rewrite partitions of many small files into few large ones (same rows).
+    Compact(compact::CompactArgs),
+    /// Remove one customer's rows from every table of the lake (a privacy
+    /// request); issued invoices stay.
+    Erase(erase::EraseArgs),
     /// Send meter events and invoice corrections to Stripe, exactly once.
     Stripe(stripe::StripeArgs),
     /// Write a realistic raw input tree (for demos, tests and benchmarks).
@@ -182,6 +189,8 @@ fn main() -> ExitCode {
         Job::Query(args) => query::run(args),
         Job::Explain(args) => explain::run(args),
         Job::Retention(args) => retention::run(args),
+        Job::Compact(args) => compact::run(args),
+        Job::Erase(args) => erase::run(args),
         Job::Stripe(args) => stripe::run(args),
         Job::Sample(args) => match sample::run(&args) {
             Ok(_) => Outcome::Done,

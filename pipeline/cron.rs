@@ -223,6 +223,23 @@ pub fn nightly(ctx: &Ctx, opts: &NightlyOptions) -> Result<JobReport> {
     }
     report.dates_rolled_up = dates.into_iter().collect();
 
+    // Compaction of the closed days this run ingested into. A failure is
+    // reported, not fatal: each partition commits on its own, the one that
+    // failed is as ingest left it.
+    let compact_opts = crate::compact::CompactOptions {
+        partitions: Some(crate::compact::closed_partitions(
+            &ingested.partitions,
+            ctx.clock.now().date_naive(),
+        )),
+        ..crate::compact::CompactOptions::all(paths.lake.clone())
+    };
+    match crate::compact::run_on(&ctx.stage("compact"), &lake, &compact_opts) {
+        Ok(compacted) => report.stages.push(StageRun::of("compact", &compacted)),
+        Err(e) => report.attention.push(format!(
+            "compaction failed ({e}): the lake is complete, only less compact; `meter compact` retries it"
+        )),
+    }
+
     let customers = paths
         .customers
         .clone()

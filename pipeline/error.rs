@@ -44,6 +44,11 @@ pub enum Error {
     #[error("lake {path}: {message}")]
     Lake { path: PathBuf, message: String },
 
+    /// A rewrite of lake files (compaction, erasure) read back something
+    /// other than what it meant to write; nothing was committed.
+    #[error("{partition}: the rewritten files do not verify: {message}")]
+    Verify { partition: PathBuf, message: String },
+
     #[error("parquet file {path}")]
     Parquet {
         path: PathBuf,
@@ -129,6 +134,9 @@ impl Error {
             ),
             Error::Lake { .. } | Error::Parquet { .. } => Some(
                 "the lake needs attention: inspect the named file, or rebuild the affected dates with --rebuild",
+            ),
+            Error::Verify { .. } => Some(
+                "nothing was changed in the named partition (its rewrite was checked before the commit and refused): keep the run report and report this as a bug in meter",
             ),
             Error::Store { .. } => Some(
                 "check the --out URL and the store's credentials (AWS_*, GOOGLE_*, AZURE_* variables); nothing was published",

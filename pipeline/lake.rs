@@ -220,6 +220,15 @@ impl Lake {
             }
         }
         remove_tmp_files(&self.root)?;
+        // An erasure record written before its commit, which never came.
+        let records = self.root.join("_erasures");
+        if let Ok(entries) = fs::read_dir(&records) {
+            for path in entries.flatten().map(|e| e.path()) {
+                if path.to_string_lossy().ends_with(".json.tmp") {
+                    fs::remove_file(&path).write_ctx(&path)?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -364,16 +373,22 @@ impl Lake {
         if commit.renames.is_empty() && commit.deletes.is_empty() {
             return Ok(());
         }
-        // A file this commit writes is never also one it removes.
-        let commit = &Commit {
-            renames: commit.renames.clone(),
-            deletes: commit
-                .deletes
-                .iter()
-                .filter(|d| !commit.renames.iter().any(|(_, to)| to == *d))
-                .cloned()
-                .collect(),
-        };
+        // A file this commit writes is never also one it removes. Paths are
+        // journaled absolute: the run that finishes an interrupted commit
+        // may have another working directory or name the lake otherwise.
+        let abs = |p: &PathBuf| std::path::absolute(p).write_ctx(p);
+        let mut renames = Vec::with_capacity(commit.renames.len());
+        for (from, to) in &commit.renames {
+            renames.push((abs(from)?, abs(to)?));
+        }
+        let mut deletes = Vec::with_capacity(commit.deletes.len());
+        for d in &commit.deletes {
+            let d = abs(d)?;
+            if !renames.iter().any(|(_, to)| *to == d) {
+                deletes.push(d);
+            }
+        }
+        let commit = &Commit { renames, deletes };
         let runs = self.root.join("_runs");
         fs::create_dir_all(&runs).write_ctx(&runs)?;
         let journal = runs.join(format!("{run_id}.commit.json"));
@@ -401,6 +416,95 @@ impl Lake {
         write_atomic(&path, json.as_bytes())?;
         Ok(path)
     }
+}
+
+/// Roots of the tables the rollup derives: `priced/<table>` (by date),
+/// `daily/<table>` (by date) and `monthly/<table>` (by month).
+pub const DERIVED_ROOTS: [&str; 3] = ["priced", "daily", "monthly"];
+
+/// One partition directory of any table: `<lake>/<table>/<key>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionDir {
+    /// The table's directory under the lake: `api_usage`, `rejects`,
+    /// `priced/api_usage`, `daily/activity`, `monthly/activity`.
+    pub table: String,
+    /// `date=YYYY-MM-DD` or `month=YYYY-MM`.
+    pub key: String,
+    /// The partition's day; the first of its month for `month=` partitions.
+    pub date: NaiveDate,
+    /// True for `month=YYYY-MM` partitions.
+    pub monthly: bool,
+    pub dir: PathBuf,
+}
+
+impl PartitionDir {
+    /// `<table>/<key>`, relative to the lake.
+    pub fn rel(&self) -> String {
+        format!("{}/{}", self.table, self.key)
+    }
+
+    /// The lake table this is a partition of, for raw tables and rejects.
+    pub fn raw_table(&self) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.name() == self.table)
+    }
+}
+
+impl Lake {
+    /// Every partition directory of the lake: the raw tables and rejects,
+    /// then every `priced/*`, `daily/*` and `monthly/*` table, each sorted
+    /// by key. Directories that are not canonically named partitions are
+    /// not partitions (and are left alone).
+    pub fn partition_dirs(&self) -> Result<Vec<PartitionDir>> {
+        let mut tables: Vec<String> = Table::ALL.iter().map(|t| t.name().to_string()).collect();
+        for root in DERIVED_ROOTS {
+            let dir = self.root.join(root);
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            let mut names: Vec<String> = entries
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| format!("{root}/{}", e.file_name().to_string_lossy()))
+                .collect();
+            names.sort();
+            tables.extend(names);
+        }
+        let mut out = Vec::new();
+        for table in tables {
+            let dir = self.root.join(&table);
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            let mut parts: Vec<PartitionDir> = entries
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .filter_map(|e| {
+                    let key = e.file_name().to_string_lossy().into_owned();
+                    let (date, monthly) = match partition_date(&key) {
+                        Some(d) => (d, false),
+                        None => (partition_month(&key)?, true),
+                    };
+                    Some(PartitionDir {
+                        table: table.clone(),
+                        key,
+                        date,
+                        monthly,
+                        dir: e.path(),
+                    })
+                })
+                .collect();
+            parts.sort_by(|a, b| a.key.cmp(&b.key));
+            out.extend(parts);
+        }
+        Ok(out)
+    }
+}
+
+/// The first day of a partition directory named exactly `month=YYYY-MM`.
+pub fn partition_month(name: &str) -> Option<NaiveDate> {
+    let month = name.strip_prefix("month=")?;
+    let date = NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d").ok()?;
+    (date.format("month=%Y-%m").to_string() == name).then_some(date)
 }
 
 /// The date of a partition directory named exactly `date=YYYY-MM-DD` (a
@@ -546,6 +650,12 @@ mod tests {
         assert_eq!(partition_date("month=2023-10"), None);
         assert_eq!(partition_date("date=2023-02-30"), None);
         assert_eq!(partition_date("2023-10-31"), None);
+        assert_eq!(
+            partition_month("month=2023-10"),
+            NaiveDate::from_ymd_opt(2023, 10, 1)
+        );
+        assert_eq!(partition_month("month=2023-1"), None);
+        assert_eq!(partition_month("date=2023-10-01"), None);
     }
 
     #[test]

@@ -5,9 +5,11 @@
 
 pub mod alerts;
 pub mod bill;
+pub mod compact;
 pub mod config;
 pub mod cron;
 pub mod ctx;
+pub mod erase;
 pub mod error;
 pub mod explain;
 pub mod fault;

@@ -32,6 +32,8 @@ stage_report!(
     crate::ingest::report::IngestReport,
     crate::rollup::RollupReport,
     crate::bill::BillReport,
+    crate::compact::CompactReport,
+    crate::erase::EraseReport,
     crate::bill::approve::ApproveReport,
     crate::cron::JobReport,
     crate::reconcile::ReconcileReport,

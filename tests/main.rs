@@ -4,8 +4,10 @@
 mod bill;
 mod cli;
 mod common;
+mod compact;
 mod crash;
 mod cron;
+mod erase;
 mod explain;
 mod fuzz;
 mod ingest;

@@ -30,7 +30,7 @@ use crate::redact::redact_and_cut;
 use crate::registry::Registry;
 use crate::source::{self, Block, BlockReader, InputFile, Tail};
 use crate::tables::{
-    ActivityRow, ApiRequestRow, ApiUsageRow, Id, RejectRow, ResourceRow, Str, Table, Ts,
+    ActivityRow, ApiRequestRow, ApiUsageRow, Id, RejectRow, ResourceRow, Str, Table, TableRow, Ts,
 };
 use report::{Counts, FileReport, IngestReport};
 use sink::{Rows, Sink};
@@ -130,6 +130,12 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &IngestOptions) -> Result<IngestRepo
         .collect();
 
     let vm_of_file: Vec<Str> = ctxs.iter().map(|c| c.vm_id.clone()).collect();
+    // Per file: lines dated before this belong to an erased customer.
+    let erasures = crate::erase::Erasures::load(lake.root())?;
+    let erased: Vec<Option<Ts>> = ctxs
+        .iter()
+        .map(|c| erasures.cutoff(c.customer_id.as_deref(), &c.vm_id))
+        .collect();
     let (tx, rx) = sync_channel::<Rows>(4);
     let (produced, stored) = std::thread::scope(|scope| {
         let sink = scope.spawn(|| {
@@ -148,6 +154,7 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &IngestOptions) -> Result<IngestRepo
             &mut ctxs,
             &mut files,
             range,
+            &erased,
             tx,
             &*ctx.progress,
         );
@@ -213,6 +220,17 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &IngestOptions) -> Result<IngestRepo
         attention.push(format!("{} ignored: {}", ignored.path, ignored.reason));
     }
     let mut notices = Vec::new();
+    let erased_lines: u64 = files
+        .iter()
+        .filter_map(|f| f.skipped_reasons.get(crate::erase::ERASED_REASON))
+        .sum();
+    if erased_lines > 0 {
+        notices.push(format!(
+            "{erased_lines} lines of erased customers skipped (`{}`, see <lake>/{})",
+            crate::erase::ERASED_REASON,
+            crate::erase::RECORDS_DIR
+        ));
+    }
     if !unattributed.is_empty() {
         let vms: Vec<&str> = unattributed.keys().map(String::as_str).collect();
         notices.push(format!(
@@ -279,6 +297,7 @@ fn produce(
     ctxs: &mut [FileCtx],
     files: &mut [FileReport],
     range: DateRange,
+    erased: &[Option<Ts>],
     tx: std::sync::mpsc::SyncSender<Rows>,
     progress: &dyn crate::ctx::Progress,
 ) -> Result<()> {
@@ -341,6 +360,7 @@ fn produce(
                 &ctxs[file],
                 &mut files[file],
                 range,
+                erased[file],
             );
             if tx.send(rows).is_err() {
                 // The writer stopped: its error is reported by the caller.
@@ -522,6 +542,24 @@ impl FileState {
     }
 }
 
+/// Drops the rows dated before `cutoff` (an erased customer's), counting
+/// them as skipped.
+fn drop_erased<R: TableRow>(rows: &mut Vec<R>, cutoff: Ts, report: &mut FileReport) {
+    let before = rows.len();
+    rows.retain(|r| r.ts().is_some_and(|t| t >= cutoff));
+    let n = (before - rows.len()) as u64;
+    if n > 0 {
+        report.tables.entry(R::TABLE).or_default().skipped += n;
+        *report
+            .skipped_reasons
+            .entry(crate::erase::ERASED_REASON.into())
+            .or_default() += n;
+    }
+}
+
+/// `erased`: lines of this file dated before it belong to an erased
+/// customer and are skipped (after ids and counters are computed, so the
+/// other lines are as they would be without the erasure).
 fn finalize(
     state: &mut FileState,
     out: BlockOut,
@@ -529,6 +567,7 @@ fn finalize(
     ctx: &FileCtx,
     report: &mut FileReport,
     range: DateRange,
+    erased: Option<Ts>,
 ) -> Rows {
     let mut rows = Rows {
         file: out.file,
@@ -601,6 +640,14 @@ fn finalize(
             report.tables.entry(p.table).or_default().skipped += 1;
             continue;
         }
+        if erased.is_some_and(|cutoff| ts < cutoff) {
+            *report
+                .skipped_reasons
+                .entry(crate::erase::ERASED_REASON.into())
+                .or_default() += 1;
+            report.tables.entry(p.table).or_default().skipped += 1;
+            continue;
+        }
         report.tables.entry(p.table).or_default().rejects += 1;
         *report
             .rejected_fields
@@ -630,6 +677,12 @@ fn finalize(
     }
     if out.last_ts.is_some() {
         state.last_ts = out.last_ts;
+    }
+    if let Some(cutoff) = erased {
+        drop_erased(&mut rows.usage, cutoff, report);
+        drop_erased(&mut rows.requests, cutoff, report);
+        drop_erased(&mut rows.resources, cutoff, report);
+        drop_erased(&mut rows.activity, cutoff, report);
     }
     rows
 }
@@ -698,6 +751,7 @@ mod tests {
                 &ctx,
                 &mut report,
                 range,
+                None,
             );
             ids.extend(
                 rows.usage
@@ -789,7 +843,65 @@ mod tests {
             ctx,
             &mut FileReport::default(),
             range,
+            None,
         )
+    }
+
+    #[test]
+    fn lines_of_an_erased_customer_before_the_erasure_are_skipped_and_counted() {
+        let data = LINES.join("\n") + "\n";
+        let range = DateRange {
+            since: None,
+            until: None,
+        };
+        let run = |erased: Option<Ts>| {
+            let block = BlockReader::from_reader(
+                0,
+                Box::new(std::io::Cursor::new(data.clone().into_bytes())),
+                false,
+            )
+            .next_block()
+            .unwrap();
+            let mut report = FileReport::default();
+            let rows = finalize(
+                &mut FileState::default(),
+                parse_block(&ctx(), &block, range),
+                &input(),
+                &ctx(),
+                &mut report,
+                range,
+                erased,
+            );
+            let stored = rows.usage.len() + rows.requests.len();
+            let accounted: u64 =
+                report.tables.values().map(|c| c.total()).sum::<u64>() + stored as u64;
+            assert_eq!(accounted, LINES.len() as u64);
+            (rows, report)
+        };
+        let (all, plain) = run(None);
+        assert!(
+            !plain
+                .skipped_reasons
+                .contains_key(crate::erase::ERASED_REASON)
+        );
+        // Erased after every line: every row and reject goes.
+        let (none, report) = run(Some(Ts(i64::MAX)));
+        assert_eq!(
+            none.usage.len() + none.requests.len() + none.rejects.len(),
+            0
+        );
+        let erased = report.skipped_reasons[crate::erase::ERASED_REASON];
+        assert_eq!(
+            erased as usize,
+            all.usage.len() + all.requests.len() + all.rejects.len()
+        );
+        // Erased at 10:00:01: the line before it goes, the others stay with
+        // the ids they had.
+        let cutoff = all.usage[1].ts;
+        let (some, report) = run(Some(cutoff));
+        assert_eq!(some.usage, all.usage[1..].to_vec());
+        assert_eq!(some.requests, all.requests);
+        assert_eq!(report.skipped_reasons[crate::erase::ERASED_REASON], 1);
     }
 
     #[test]
