@@ -143,10 +143,10 @@ impl CompactReport {
             self.files_before,
             self.files_after,
             self.rows,
-            human_bytes(self.bytes_before),
+            crate::report::human_bytes(self.bytes_before),
         );
         if !self.dry_run {
-            s += &format!(" -> {}", human_bytes(self.bytes_after));
+            s += &format!(" -> {}", crate::report::human_bytes(self.bytes_after));
         }
         s.push('\n');
         const SHOWN: usize = 20;
@@ -167,24 +167,6 @@ impl CompactReport {
         }
         s
     }
-}
-
-/// `1536` -> `1.5 KiB`.
-pub(crate) fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = UNITS[0];
-    for u in &UNITS[1..] {
-        if v < 1024.0 {
-            break;
-        }
-        v /= 1024.0;
-        unit = u;
-    }
-    format!("{v:.1} {unit}")
 }
 
 /// An order-independent digest of a set of rows: how many, and the

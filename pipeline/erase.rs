@@ -40,7 +40,6 @@ use arrow::compute::{cast, filter_record_batch, not};
 use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
-use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 
@@ -267,32 +266,7 @@ fn customer_rows(
 
 /// Reads only `customer_id` and `vm_id` of a file, batch by batch.
 fn read_keys(path: &Path, mut f: impl FnMut(&RecordBatch) -> Result<()>) -> Result<()> {
-    let file = File::open(path).read_ctx(path)?;
-    let perr = |source| Error::Parquet {
-        path: path.to_path_buf(),
-        source,
-    };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?;
-    let present: Vec<usize> = ["customer_id", "vm_id"]
-        .iter()
-        .filter_map(|name| {
-            builder
-                .schema()
-                .fields()
-                .iter()
-                .position(|f| f.name() == name)
-        })
-        .collect();
-    let mask = ProjectionMask::roots(builder.parquet_schema(), present);
-    let reader = builder
-        .with_projection(mask)
-        .with_batch_size(65536)
-        .build()
-        .map_err(perr)?;
-    for batch in reader {
-        f(&batch?)?;
-    }
-    Ok(())
+    crate::lake::read_columns(path, &["customer_id", "vm_id"], |batch| f(&batch))
 }
 
 /// A file and how many of its rows are the customer's.

@@ -515,13 +515,12 @@ pub fn partition_date(name: &str) -> Option<NaiveDate> {
     (date.format("date=%Y-%m-%d").to_string() == name).then_some(date)
 }
 
-/// Reads only the named text columns of a Parquet file, batch by batch:
-/// `f` gets them in the order asked, `None` for a column the file lacks. A
-/// column that is there but not text is an error naming the file.
-pub fn read_text_columns(
+/// Reads only the named columns of a Parquet file, batch by batch (a
+/// column the file lacks is simply not in the batches).
+pub fn read_columns(
     path: &Path,
     names: &[&str],
-    mut f: impl FnMut(&[Option<&StringArray>]) -> Result<()>,
+    mut f: impl FnMut(RecordBatch) -> Result<()>,
 ) -> Result<()> {
     let file = File::open(path).read_ctx(path)?;
     let perr = |source| Error::Parquet {
@@ -546,7 +545,20 @@ pub fn read_text_columns(
         .build()
         .map_err(perr)?;
     for batch in reader {
-        let batch = batch?;
+        f(batch?)?;
+    }
+    Ok(())
+}
+
+/// Reads only the named text columns of a Parquet file, batch by batch:
+/// `f` gets them in the order asked, `None` for a column the file lacks. A
+/// column that is there but not text is an error naming the file.
+pub fn read_text_columns(
+    path: &Path,
+    names: &[&str],
+    mut f: impl FnMut(&[Option<&StringArray>]) -> Result<()>,
+) -> Result<()> {
+    read_columns(path, names, |batch| {
         let mut cols = Vec::with_capacity(names.len());
         for name in names {
             cols.push(match batch.column_by_name(name) {
@@ -563,9 +575,8 @@ pub fn read_text_columns(
                 }
             });
         }
-        f(&cols)?;
-    }
-    Ok(())
+        f(&cols)
+    })
 }
 
 /// Removes `*.parquet.tmp` files left below `dir` by a run that crashed.

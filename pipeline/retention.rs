@@ -115,7 +115,7 @@ impl RetentionReport {
             if self.dry_run { ", dry run" } else { "" },
             self.partitions_deleted,
             self.files_deleted,
-            human_bytes(self.bytes_deleted)
+            crate::report::human_bytes(self.bytes_deleted)
         );
         for t in &self.tables {
             if t.partitions_deleted == 0 && t.partitions_kept == 0 {
@@ -130,7 +130,7 @@ impl RetentionReport {
                 t.table,
                 t.partitions_deleted,
                 t.files_deleted,
-                human_bytes(t.bytes_deleted),
+                crate::report::human_bytes(t.bytes_deleted),
                 t.partitions_kept
             ));
         }
@@ -143,23 +143,6 @@ impl RetentionReport {
         }
         s
     }
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = UNITS[0];
-    for u in &UNITS[1..] {
-        if v < 1024.0 {
-            break;
-        }
-        v /= 1024.0;
-        unit = u;
-    }
-    format!("{v:.1} {unit}")
 }
 
 /// The first day that is kept: the first of the month `keep_months` months
