@@ -1,4 +1,5 @@
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 
 use chrono::{NaiveDate, TimeZone, Utc};
@@ -114,4 +115,35 @@ pub fn assert_accounted(report: &IngestReport) {
         "{:?}",
         report.attention
     );
+}
+
+/// What a run of the binary printed, and its exit code.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the binary in `dir` with the clock at `now` and no `METER_*`
+/// variable from the environment but those in `env` (the way cron runs it).
+pub fn meter(dir: &Path, now: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_meter"))
+        .current_dir(dir)
+        .args(args)
+        .env("METER_FIXED_TIME", now)
+        .env_remove("METER_CONFIG")
+        .env_remove("METER_LAKE")
+        .env_remove("METER_OUT")
+        .env_remove("METER_INPUT")
+        .env_remove("METER_PRICING")
+        .env_remove("METER_CUSTOMERS")
+        .env_remove("METER_LOG_FORMAT")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }

@@ -17,35 +17,6 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::common::*;
 
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-/// Runs the binary in `dir` at a fixed time.
-pub fn meter(dir: &Path, now: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_meter"))
-        .current_dir(dir)
-        .args(args)
-        .env("METER_FIXED_TIME", now)
-        .env_remove("METER_CONFIG")
-        .env_remove("METER_LAKE")
-        .env_remove("METER_OUT")
-        .env_remove("METER_INPUT")
-        .env_remove("METER_PRICING")
-        .env_remove("METER_CUSTOMERS")
-        .env_remove("METER_LOG_FORMAT")
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 /// The raw tables and rejects.
 pub const RAW: [&str; 5] = [
     "api_usage",

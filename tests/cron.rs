@@ -2,37 +2,8 @@
 //! them: a `meter.toml`, METER_* variables, `METER_FIXED_TIME` for the clock.
 
 use std::path::Path;
-use std::process::Command;
 
-use crate::common::{repo, sample_data};
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn meter(dir: &Path, now: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_meter"))
-        .current_dir(dir)
-        .args(args)
-        .env("METER_FIXED_TIME", now)
-        .env_remove("METER_CONFIG")
-        .env_remove("METER_LAKE")
-        .env_remove("METER_OUT")
-        .env_remove("METER_INPUT")
-        .env_remove("METER_PRICING")
-        .env_remove("METER_CUSTOMERS")
-        .env_remove("METER_LOG_FORMAT")
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
+use crate::common::{meter, repo, sample_data};
 
 /// A folder with a `meter.toml` naming the sample input, a lake and an out
 /// folder beside it, and `pricing`.

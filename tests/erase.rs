@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::common::*;
-use crate::compact::{contents, meter};
+use crate::compact::contents;
 
 const CUSTOMER: &str = "cust_0002";
 /// cust_0002's VMs in sample-data/customers.csv.
