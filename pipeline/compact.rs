@@ -270,12 +270,7 @@ pub fn sort_rows(batch: &RecordBatch) -> Result<RecordBatch> {
 /// Runs the stage: takes the lake lock, compacts (or lists, on a dry run)
 /// and writes the run report.
 pub fn run(ctx: &Ctx, opts: &CompactOptions) -> Result<CompactReport> {
-    if !opts.lake.join("_lake.json").exists() {
-        return Err(Error::Lake {
-            path: opts.lake.clone(),
-            message: "not a lake (no _lake.json): check --lake".into(),
-        });
-    }
+    Lake::require(&opts.lake)?;
     let lake = Lake::open(&opts.lake, &ctx.run_id)?;
     run_on(ctx, &lake, opts)
 }
@@ -483,9 +478,10 @@ fn compact_partition(
     Ok(Some(done))
 }
 
-/// Reads the written (not yet committed) files back: same columns, same
-/// rows.
-fn verify(
+/// Reads written (not yet committed) files back: the same columns as
+/// `schema`, and rows with the `expected` digest (compaction: the old
+/// files'; erasure: the rows kept).
+pub(crate) fn verify(
     lake: &Lake,
     part: &PartitionDir,
     written: &[(PathBuf, PathBuf)],
@@ -505,10 +501,15 @@ fn verify(
         }
     }
     if after != expected {
+        let files: Vec<String> = written
+            .iter()
+            .map(|(tmp, _)| tmp.display().to_string())
+            .collect();
         return Err(Error::Verify {
             partition: part.dir.clone(),
             message: format!(
-                "{} rows with digest {} were read, {} rows with digest {} read back",
+                "{}: {} rows with digest {} were written, {} rows with digest {} read back",
+                files.join(", "),
                 expected.rows,
                 expected.hex(),
                 after.rows,

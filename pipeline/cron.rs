@@ -365,14 +365,7 @@ pub fn pipeline(ctx: &Ctx, paths: &Paths, month: NaiveDate) -> Result<JobReport>
 /// The month-end run: the month's rollup, then billing.
 pub fn monthly(ctx: &Ctx, paths: &Paths, month: NaiveDate) -> Result<JobReport> {
     let pricing = Pricing::load(&paths.pricing)?;
-    if !paths.lake.join("_lake.json").exists() {
-        return Err(Error::Lake {
-            path: paths.lake.clone(),
-            message:
-                "not a lake (no _lake.json): run `meter nightly` or `meter ingest` into it first"
-                    .into(),
-        });
-    }
+    Lake::require(&paths.lake)?;
     let lake = Lake::open(&paths.lake, &ctx.run_id)?;
     let mut report = JobReport::new(ctx, "monthly", &lake, month_label(month));
     roll_and_bill(ctx, &lake, &pricing, paths, month, &mut report)?;

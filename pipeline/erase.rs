@@ -285,12 +285,7 @@ pub fn run(ctx: &Ctx, opts: &EraseOptions) -> Result<EraseReport> {
             opts.customer
         )));
     }
-    if !opts.lake.join("_lake.json").exists() {
-        return Err(Error::Lake {
-            path: opts.lake.clone(),
-            message: "not a lake (no _lake.json): check --lake".into(),
-        });
-    }
+    Lake::require(&opts.lake)?;
     let lake = Lake::open(&opts.lake, &ctx.run_id)?;
     run_on(ctx, &lake, opts)
 }
@@ -590,38 +585,14 @@ fn rewrite_file(
     let Some((tmp, to)) = finished else {
         return Ok(None);
     };
-    let mut back = Digest::default();
-    let read = lake.read_batches(&tmp).and_then(|batches| {
-        for b in &batches {
-            if b.schema().fields() != schema.fields() {
-                return Err(Error::Verify {
-                    partition: part.dir.clone(),
-                    message: format!("{} reads back with other columns", tmp.display()),
-                });
-            }
-            back.add(b)?;
-        }
-        Ok(())
-    });
-    if let Err(e) = read.and_then(|()| {
-        if back != kept {
-            return Err(Error::Verify {
-                partition: part.dir.clone(),
-                message: format!(
-                    "{}: {} rows kept but {} read back (digest {} vs {})",
-                    path.display(),
-                    kept.rows,
-                    back.rows,
-                    kept.hex(),
-                    back.hex()
-                ),
-            });
-        }
-        sync_file(&tmp)
-    }) {
-        let _ = fs::remove_file(&tmp);
+    let written = [(tmp, to)];
+    if let Err(e) = crate::compact::verify(lake, part, &written, &schema, kept)
+        .and_then(|()| sync_file(&written[0].0))
+    {
+        let _ = fs::remove_file(&written[0].0);
         return Err(e);
     }
+    let [(tmp, to)] = written;
     Ok(Some((tmp, to)))
 }
 

@@ -134,18 +134,26 @@ impl Lake {
         Ok(lake)
     }
 
+    /// Refuses a directory that is not a lake yet (no `_lake.json`): the
+    /// jobs that work on an existing lake call it before [`Lake::open`],
+    /// which would create one.
+    pub fn require(root: &Path) -> Result<()> {
+        if root.join("_lake.json").is_file() {
+            return Ok(());
+        }
+        Err(Error::Lake {
+            path: root.to_path_buf(),
+            message: "not a lake (no _lake.json): check the path, or run `meter ingest` into it first (`meter nightly` does too)".into(),
+        })
+    }
+
     /// Opens an existing lake to read, without its lock: readers (report,
     /// reconcile, query, explain) never hold up a scheduled job, and change
     /// no table (they may add their own run report). Files appear and go only by rename, so a reader sees whole
     /// files; a commit that is in progress, or that a killed run left for
     /// the next run to finish, is refused rather than read half-applied.
     pub fn open_read(root: &Path) -> Result<Lake> {
-        if !root.join("_lake.json").is_file() {
-            return Err(Error::Lake {
-                path: root.to_path_buf(),
-                message: "not a lake (no _lake.json): run `meter ingest` or `meter nightly` into it first".into(),
-            });
-        }
+        Lake::require(root)?;
         let lake = Lake {
             root: root.to_path_buf(),
             _lock: None,

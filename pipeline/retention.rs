@@ -240,12 +240,7 @@ fn read_partition(lake: &Lake, rel: &str, date: NaiveDate) -> Result<Partition> 
 pub fn run(ctx: &Ctx, opts: &RetentionOptions) -> Result<RetentionReport> {
     let started_at = ctx.clock.now();
     let cutoff = cutoff(started_at.date_naive(), opts.keep_months)?;
-    if !opts.lake.join("_lake.json").exists() {
-        return Err(Error::Lake {
-            path: opts.lake.clone(),
-            message: "not a lake (no _lake.json): check --lake".into(),
-        });
-    }
+    Lake::require(&opts.lake)?;
     let lake = Lake::open(&opts.lake, &ctx.run_id)?;
     let root = lake.root().to_path_buf();
     let mut report = RetentionReport {

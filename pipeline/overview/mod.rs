@@ -258,15 +258,8 @@ impl StageReport for OverviewReport {
 /// Computes the month's figures and writes the page and its JSON.
 pub fn run(ctx: &Ctx, opts: &ReportOptions) -> Result<OverviewReport> {
     let pricing = Pricing::load(&opts.pricing)?;
-    if !opts.lake.join("_lake.json").exists() {
-        return Err(Error::Lake {
-            path: opts.lake.clone(),
-            message: "not a lake (no _lake.json): pass --lake the lake `meter ingest` writes"
-                .into(),
-        });
-    }
-    let store = Store::open_configured(&opts.out, &opts.store_options)?;
     let lake = Lake::open_read(&opts.lake)?;
+    let store = Store::open_configured(&opts.out, &opts.store_options)?;
     let overview = compute(ctx, &lake, &store, &pricing, opts)?;
     let month = overview.month.clone();
     let page = html::page(&overview).into_bytes();

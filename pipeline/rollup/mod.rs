@@ -14,7 +14,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::ctx::Ctx;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::lake::Lake;
 use crate::pricing::Pricing;
 use crate::tables::Table;
@@ -117,12 +117,7 @@ fn days_of(lake: &Lake, period: Period) -> Result<Vec<NaiveDate>> {
 /// Runs the stage. Unpriced events are kept (cost null) and make the run
 /// need attention.
 pub fn run(ctx: &Ctx, opts: &RollupOptions) -> Result<RollupReport> {
-    if !opts.lake.join("_lake.json").exists() {
-        return Err(Error::Lake {
-            path: opts.lake.clone(),
-            message: "not a lake (no _lake.json): run `meter ingest` into it first".into(),
-        });
-    }
+    Lake::require(&opts.lake)?;
     let pricing = Pricing::load(&opts.pricing)?;
     let lake = Lake::open(&opts.lake, &ctx.run_id)?;
     run_on(ctx, &lake, &pricing, opts)
