@@ -21,7 +21,8 @@ use super::sql::{self, db_err};
 /// Decimal places each input column holds; a value with more is refused
 /// rather than rounded by DuckDB's cast.
 const FEE_PLACES: u32 = 6;
-const FX_PLACES: u32 = 8;
+/// Decimal places of an FX rate (an inverted one is rounded to them).
+pub const FX_PLACES: u32 = 8;
 const LIMIT_PLACES: u32 = 4;
 
 /// ISO 4217 minor units of the currencies meter invoices in.
@@ -448,7 +449,8 @@ fn admit(
 
 /// The rate in force on `date`: direct, or the inverse of the opposite pair
 /// rounded to 8 places (half to even); the invoice prints the rate used.
-fn fx_rate(
+/// 1 `from` is `rate` `to`; the same currency is 1.
+pub fn fx_rate(
     pricing: &Pricing,
     from: &str,
     to: &str,

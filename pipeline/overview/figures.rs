@@ -7,14 +7,10 @@
 use std::collections::BTreeMap;
 
 use chrono::{Datelike, Months, NaiveDate};
-use rust_decimal::{Decimal, RoundingStrategy};
+use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::pricing::Pricing;
-
-/// Decimal places of an inverted FX rate: billing's rule
-/// (`bill::inputs`, `schemas/billing/inputs.sql`).
-pub const FX_PLACES: u32 = 8;
 
 /// How many movers each direction lists.
 pub const MOVERS: usize = 5;
@@ -196,40 +192,29 @@ pub fn movers(
     out
 }
 
-/// The rate of 1 `from` in `to` that billing uses on `date`: the
-/// `pricing.toml` `[[fx]]` entry in force, or the opposite pair's inverted
-/// to [`FX_PLACES`] places (half to even); 1 for the same currency.
+/// The rate of 1 `from` in `to` that billing uses on `date`
+/// ([`crate::bill::inputs::fx_rate`]), with where it comes from.
 pub fn fx_rate(pricing: &Pricing, from: &str, to: &str, date: NaiveDate) -> Result<FxRate, String> {
-    if from == to {
-        return Ok(FxRate {
-            from: from.to_string(),
-            to: to.to_string(),
-            rate: Decimal::ONE,
-            how: "same currency".into(),
-        });
-    }
-    if let Some(rate) = pricing.fx_in_force(from, to, date) {
-        return Ok(FxRate {
-            from: from.to_string(),
-            to: to.to_string(),
-            rate,
-            how: format!("pricing.toml [[fx]] {from}->{to} in force on {date}"),
-        });
-    }
-    if let Some(rate) = pricing.fx_in_force(to, from, date).filter(|r| !r.is_zero()) {
-        return Ok(FxRate {
-            from: from.to_string(),
-            to: to.to_string(),
-            rate: (Decimal::ONE / rate)
-                .round_dp_with_strategy(FX_PLACES, RoundingStrategy::MidpointNearestEven),
-            how: format!(
-                "1 / pricing.toml [[fx]] {to}->{from} {rate} in force on {date}, to {FX_PLACES} places"
-            ),
-        });
-    }
-    Err(format!(
-        "no FX rate {from}->{to} (or {to}->{from}) in force on {date} in pricing.toml [[fx]]"
-    ))
+    let rate = crate::bill::inputs::fx_rate(pricing, from, to, date)?;
+    let how = if from == to {
+        "same currency".to_string()
+    } else if pricing.fx_in_force(from, to, date).is_some() {
+        format!("pricing.toml [[fx]] {from}->{to} in force on {date}")
+    } else {
+        let listed = pricing
+            .fx_in_force(to, from, date)
+            .expect("billing inverted the opposite pair");
+        format!(
+            "1 / pricing.toml [[fx]] {to}->{from} {listed} in force on {date}, to {} places",
+            crate::bill::inputs::FX_PLACES
+        )
+    };
+    Ok(FxRate {
+        from: from.to_string(),
+        to: to.to_string(),
+        rate,
+        how,
+    })
 }
 
 /// A conversion rate and where it comes from.
