@@ -18,7 +18,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use duckdb::Connection;
 
-use crate::bill::publish::{Latest, latest_key, revision_prefix};
+use crate::bill::publish::{parse_latest, revision_prefix};
 use crate::bill::sql::db_err;
 use crate::error::{Error, IoContext, Result};
 use crate::store::Store;
@@ -172,14 +172,10 @@ fn fetch_invoices(opts: &QueryOptions) -> Result<Scratch> {
         else {
             continue;
         };
-        let bytes = store.get(&latest_key(month))?.unwrap_or_default();
-        let latest: Latest = serde_json::from_slice(&bytes).map_err(|e| Error::Billing {
-            month: month.to_string(),
-            message: format!("{} is not valid: {e}", store.object_url(&key)),
-            hint: "restore latest.json from the store, or bill the month again",
-        })?;
+        let bytes = store.get(&key)?.unwrap_or_default();
+        let revision = parse_latest(&store, month, &bytes)?;
         save(&key, &bytes)?;
-        for (file, _) in store.list(&revision_prefix("invoices", month, latest.revision))? {
+        for (file, _) in store.list(&revision_prefix("invoices", month, revision))? {
             if file.ends_with(".csv")
                 && let Some(bytes) = store.get(&file)?
             {

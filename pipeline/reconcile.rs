@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::bill::inputs::month_bounds;
-use crate::bill::publish::{Latest, latest_key, revision_prefix};
+use crate::bill::publish::{current_revision, revision_prefix};
 use crate::bill::sql::{db_err, decimal, file_list};
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
@@ -273,22 +273,14 @@ pub fn run(ctx: &Ctx, opts: &ReconcileOptions) -> Result<ReconcileReport> {
     )
     .map_err(db_err("invoiced"))?;
     let store = Store::open_configured(&opts.out, &opts.store_options)?;
-    match store.get(&latest_key(&month))? {
+    match current_revision(&store, &month)? {
         None => report.notices.push(format!(
             "no invoices for {month} under {}: the invoice stage is not compared",
             store.url()
         )),
-        Some(bytes) => {
-            let latest: Latest = serde_json::from_slice(&bytes).map_err(|e| Error::Billing {
-                month: month.clone(),
-                message: format!(
-                    "{} is not valid: {e}",
-                    store.object_url(&latest_key(&month))
-                ),
-                hint: "restore latest.json from the store, or bill the month again",
-            })?;
-            report.revision = Some(latest.revision);
-            check_invoices(&conn, &store, &month, latest.revision, &mut report)?;
+        Some(revision) => {
+            report.revision = Some(revision);
+            check_invoices(&conn, &store, &month, revision, &mut report)?;
         }
     }
 

@@ -173,19 +173,35 @@ pub struct State {
     pub manifests: std::collections::BTreeMap<u32, Manifest>,
 }
 
+/// The revision `latest.json` names for the month (`None`: never billed).
+pub fn current_revision(store: &Store, month: &str) -> Result<Option<u32>> {
+    match store.get(&latest_key(month))? {
+        Some(bytes) => Ok(Some(parse_latest(store, month, &bytes)?)),
+        None => Ok(None),
+    }
+}
+
+/// The revision in the bytes of the month's `latest.json`.
+pub fn parse_latest(store: &Store, month: &str, bytes: &[u8]) -> Result<u32> {
+    let latest: Latest = serde_json::from_slice(bytes).map_err(|e| Error::Billing {
+        month: month.to_string(),
+        message: format!("{} is not valid: {e}", store.object_url(&latest_key(month))),
+        hint: "a published file was altered; restore it from the store's versioning or remove the revision",
+    })?;
+    Ok(latest.revision)
+}
+
 impl State {
     pub fn read(store: &Store, month: &str) -> Result<State> {
-        let mut state = State::default();
+        let mut state = State {
+            current: current_revision(store, month)?,
+            ..State::default()
+        };
         let bad = |key: &str, e: serde_json::Error| Error::Billing {
             month: month.to_string(),
             message: format!("{} is not valid: {e}", store.object_url(key)),
             hint: "a published file was altered; restore it from the store's versioning or remove the revision",
         };
-        let latest = latest_key(month);
-        if let Some(bytes) = store.get(&latest)? {
-            let l: Latest = serde_json::from_slice(&bytes).map_err(|e| bad(&latest, e))?;
-            state.current = Some(l.revision);
-        }
         for (key, _) in store.list(&invoices_prefix(month))? {
             let Some(rest) = key.strip_suffix(&format!("/{MANIFEST}")) else {
                 continue;

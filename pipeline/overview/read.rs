@@ -10,7 +10,7 @@ use duckdb::Connection;
 use rust_decimal::Decimal;
 
 use super::figures::Period;
-use crate::bill::publish::{Latest, latest_key, revision_prefix};
+use crate::bill::publish::{current_revision, revision_prefix};
 use crate::bill::sql::{self, db_err, decimal, file_list};
 use crate::bill::{inputs, read_billing};
 use crate::error::{Error, Result};
@@ -233,15 +233,12 @@ pub fn published(store: &Store, month: &str) -> Result<Option<(u32, Vec<Invoiced
         message: format!("{}: {message}", store.object_url(key)),
         hint: "the published invoices are not what meter wrote: restore them from the store, or bill the month again",
     };
-    let latest = latest_key(month);
-    let Some(bytes) = store.get(&latest)? else {
+    let Some(revision) = current_revision(store, month)? else {
         return Ok(None);
     };
-    let latest: Latest =
-        serde_json::from_slice(&bytes).map_err(|e| bad(&latest, format!("not valid: {e}")))?;
     let key = format!(
         "{}/summary.csv",
-        revision_prefix("invoices", month, latest.revision)
+        revision_prefix("invoices", month, revision)
     );
     let bytes = store.get(&key)?.ok_or_else(|| {
         bad(
@@ -285,7 +282,7 @@ pub fn published(store: &Store, month: &str) -> Result<Option<(u32, Vec<Invoiced
             provider_cost: number(cost, "provider_cost")?,
         });
     }
-    Ok(Some((latest.revision, out)))
+    Ok(Some((revision, out)))
 }
 
 /// A preview's invoices, and the customers billing refused (each with why).
