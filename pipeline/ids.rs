@@ -17,6 +17,11 @@ pub fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+/// Customer ids that cannot be billed: a customer's invoice is
+/// `<customer_id>.csv` beside a revision's `summary.csv`, `diff.csv` and
+/// `corrections.csv` (`bill::layout`), so these ids would name another file.
+pub const RESERVED_CUSTOMER_IDS: [&str; 3] = ["summary", "diff", "corrections"];
+
 /// Short SHA-256 fingerprint of an API key: the first 12 hex digits. The raw
 /// key never leaves the parser.
 pub fn key_fingerprint(key: &str) -> String {

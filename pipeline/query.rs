@@ -18,6 +18,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use duckdb::Connection;
 
+use crate::bill::layout::{self, RevisionFile};
 use crate::bill::publish::{parse_latest, revision_prefix};
 use crate::bill::sql::db_err;
 use crate::error::{Error, IoContext, Result};
@@ -176,8 +177,10 @@ fn fetch_invoices(opts: &QueryOptions) -> Result<Scratch> {
         let revision = parse_latest(&store, month, &bytes)?;
         save(&key, &bytes)?;
         for (file, _) in store.list(&revision_prefix("invoices", month, revision))? {
-            if file.ends_with(".csv")
-                && let Some(bytes) = store.get(&file)?
+            if matches!(
+                layout::classify(&file),
+                RevisionFile::Invoice { .. } | RevisionFile::Summary
+            ) && let Some(bytes) = store.get(&file)?
             {
                 save(&file, &bytes)?;
             }

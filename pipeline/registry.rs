@@ -11,7 +11,7 @@ use chrono_tz::Tz;
 use rust_decimal::Decimal;
 
 use crate::error::{Error, IoContext, Result};
-use crate::ids::valid_id;
+use crate::ids::{RESERVED_CUSTOMER_IDS, valid_id};
 
 const REQUIRED: [&str; 9] = [
     "customer_id",
@@ -218,6 +218,16 @@ fn parse_customer(
             format!("{customer_id:?} is not a valid id (1-64 of A-Z a-z 0-9 . _ -)"),
         ));
     }
+    if RESERVED_CUSTOMER_IDS.contains(&customer_id.as_str()) {
+        return Err(err(
+            line,
+            "customer_id",
+            format!(
+                "{customer_id:?} is reserved: its invoice {customer_id}.csv would be another file of the revision (reserved: {})",
+                RESERVED_CUSTOMER_IDS.join(", ")
+            ),
+        ));
+    }
     let vm_ids: Vec<String> = get("vm_ids")
         .split(';')
         .map(str::trim)
@@ -402,6 +412,15 @@ mod tests {
         assert_eq!(
             e,
             "customers.csv:3: field `vm_ids`: VM vm-1 is already listed by customer c1 on line 2"
+        );
+        // a customer whose invoice would be the revision's summary
+        let csv = format!("{HEADER}summary,A,a@x,pro,vm-1,EUR,cus_1,active,2026-01-01,UTC,\n");
+        let e = Registry::from_customers_csv(&csv, Path::new("customers.csv"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("customers.csv:2: field `customer_id`: \"summary\" is reserved"),
+            "{e}"
         );
         let csv = format!("{HEADER}../../etc,A,a@x,pro,vm-1,EUR,cus_1,active,2026-01-01,UTC,\n");
         let e = Registry::from_customers_csv(&csv, Path::new("customers.csv"))

@@ -181,6 +181,12 @@ FROM (SELECT filename, CAST(content AS JSON) AS report
 -- `<out>/invoices/<month>/latest.json` names, for every month. Amounts are
 -- DECIMAL(38, 3), exact for every currency meter bills in (0 to 3 minor
 -- digits); `quantity` stays text (a prorated fee is "12/31").
+-- Which CSV files of a revision are invoices: `<customer_id>.csv`, but not
+-- the summary, the diff or the corrections (the rule of
+-- pipeline/bill/layout.rs; a test keeps this text equal to it).
+CREATE OR REPLACE MACRO meter_is_invoice_file(name) AS
+    regexp_full_match(name, '[A-Za-z0-9][A-Za-z0-9._-]{0,63}\.csv')
+    AND name NOT IN ('summary.csv', 'diff.csv', 'corrections.csv');
 SET VARIABLE meter_latest_files = (
     SELECT coalesce('[' || string_agg(meter_literal(file), ', ' ORDER BY file) || ']', '')
     FROM glob(meter_out() || '/invoices/*/latest.json'));
@@ -193,7 +199,7 @@ SET VARIABLE meter_invoice_files = (
                          || ', columns = {month: ''VARCHAR'', revision: ''BIGINT''})'
                     ELSE 'FROM meter_empty.latest' END) l
       ON f.file = meter_out() || '/invoices/' || l.month || '/rev-' || l.revision || '/' || parse_filename(f.file)
-    WHERE parse_filename(f.file) NOT IN ('summary.csv', 'diff.csv', 'corrections.csv'));
+    WHERE meter_is_invoice_file(parse_filename(f.file)));
 SET VARIABLE meter_summary_files = (
     SELECT coalesce('[' || string_agg(meter_literal(f.file), ', ' ORDER BY f.file) || ']', '')
     FROM glob(meter_out() || '/invoices/*/rev-*/summary.csv') f

@@ -398,11 +398,11 @@ fn reconcile_agrees_on_the_sample_month_and_finds_tampering() {
     assert!(report.needs_attention());
     assert!(
         report
-            .invoice_totals
+            .revision_checks
             .iter()
-            .any(|t| t.contains("cust_0004.csv")),
+            .any(|p| p.file.ends_with("cust_0004.csv") && p.customer_id == "cust_0004"),
         "{:?}",
-        report.invoice_totals
+        report.revision_checks
     );
     let broken: std::collections::BTreeSet<(&str, &str)> = report
         .mismatches()

@@ -12,6 +12,7 @@ mod explain;
 mod fuzz;
 mod ingest;
 mod query;
+mod reconcile;
 mod report;
 mod retention;
 mod rollup;

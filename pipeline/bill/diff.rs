@@ -24,26 +24,10 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::inputs::{minor_units, month_bounds};
+use super::layout::{self, RevisionFile};
 use super::render::{self, EventLine, EventPayload, MeterEvent};
 use crate::error::{Error, Result};
 use crate::ids::sha256_hex;
-
-/// The files of a revision that describe its change against the previous
-/// one. They are not compared when deciding whether a revision's content
-/// changed: they depend on the revision before and on the clock.
-pub const DERIVED_FILES: [&str; 5] = [
-    "diff.csv",
-    "diff.txt",
-    "corrections.csv",
-    "meter_event_corrections.jsonl",
-    "invoice_items.jsonl",
-];
-
-/// Whether `key` is one of a revision's [`DERIVED_FILES`].
-pub fn is_derived(key: &str) -> bool {
-    let name = key.rsplit('/').next().unwrap_or(key);
-    DERIVED_FILES.contains(&name)
-}
 
 /// Whether meter events for the month of `month` still count: until the
 /// first instant of the next month, UTC.
@@ -222,6 +206,8 @@ pub struct Total {
     pub currency: String,
     pub total: Decimal,
     pub stripe_customer_id: Option<String>,
+    /// The month's provider cost, exact (in the provider's currency).
+    pub provider_cost: Decimal,
 }
 
 /// Per customer and currency, the change of total. A customer billed in a
@@ -567,6 +553,7 @@ struct SummaryCsvRow {
     currency: String,
     total: String,
     stripe_customer_id: String,
+    provider_cost: String,
 }
 
 /// Per customer, the total and Stripe id of a `summary.csv`.
@@ -584,6 +571,10 @@ pub fn parse_summary(url: &str, bytes: &[u8]) -> Result<BTreeMap<String, Total>>
             .total
             .parse()
             .map_err(|e| bad(format!("field `total`: {e}")))?;
+        let provider_cost = row
+            .provider_cost
+            .parse()
+            .map_err(|e| bad(format!("field `provider_cost`: {e}")))?;
         out.insert(
             row.customer_id,
             Total {
@@ -591,10 +582,155 @@ pub fn parse_summary(url: &str, bytes: &[u8]) -> Result<BTreeMap<String, Total>>
                 currency: row.currency,
                 total,
                 stripe_customer_id: Some(row.stripe_customer_id).filter(|s| !s.is_empty()),
+                provider_cost,
             },
         );
     }
     Ok(out)
+}
+
+/// A row of `corrections.csv`, read back (reconcile checks it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CorrectionRow {
+    /// 1-based line of the file.
+    pub line: usize,
+    pub previous_revision: u32,
+    pub customer_id: String,
+    pub currency: String,
+    pub previous_total: Decimal,
+    pub total: Decimal,
+    pub difference: Decimal,
+    pub stripe_customer_id: Option<String>,
+}
+
+/// A row of `diff.csv`, read back (reconcile checks it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiffRow {
+    /// 1-based line of the file.
+    pub line: usize,
+    pub previous_revision: u32,
+    pub customer_id: String,
+    pub line_type: String,
+    pub previous_amount: Option<Decimal>,
+    pub amount: Option<Decimal>,
+    pub difference: Decimal,
+    pub currency: String,
+}
+
+/// The CSV rows of a published file by header name, each with its line
+/// number; every amount is parsed as an exact decimal (never through a
+/// float), an unreadable cell is an error naming the file, line and field.
+struct Rows<'a> {
+    url: &'a str,
+    headers: csv::StringRecord,
+    records: Vec<csv::StringRecord>,
+}
+
+impl<'a> Rows<'a> {
+    fn read(url: &'a str, bytes: &[u8]) -> Result<Rows<'a>> {
+        let mut reader = csv::Reader::from_reader(bytes);
+        let bad = |e: csv::Error| altered(url, 1, e.to_string());
+        let headers = reader.headers().map_err(bad)?.clone();
+        let records = reader
+            .records()
+            .collect::<std::result::Result<_, _>>()
+            .map_err(bad)?;
+        Ok(Rows {
+            url,
+            headers,
+            records,
+        })
+    }
+
+    fn text(&self, i: usize, field: &str) -> Result<&str> {
+        let col = self
+            .headers
+            .iter()
+            .position(|h| h == field)
+            .ok_or_else(|| altered(self.url, 1, format!("no column `{field}`")))?;
+        Ok(self.records[i].get(col).unwrap_or(""))
+    }
+
+    fn decimal(&self, i: usize, field: &str) -> Result<Decimal> {
+        let cell = self.text(i, field)?;
+        cell.parse().map_err(|_| {
+            altered(
+                self.url,
+                i + 2,
+                format!("field `{field}`: {cell:?} is not a number"),
+            )
+        })
+    }
+
+    fn opt_decimal(&self, i: usize, field: &str) -> Result<Option<Decimal>> {
+        match self.text(i, field)? {
+            "" => Ok(None),
+            _ => self.decimal(i, field).map(Some),
+        }
+    }
+
+    fn revision(&self, i: usize, field: &str) -> Result<u32> {
+        let cell = self.text(i, field)?;
+        cell.parse().map_err(|_| {
+            altered(
+                self.url,
+                i + 2,
+                format!("field `{field}`: {cell:?} is not a revision number"),
+            )
+        })
+    }
+}
+
+fn altered(url: &str, line: usize, message: String) -> Error {
+    Error::Billing {
+        month: String::new(),
+        message: format!("{url}:{line}: {message}"),
+        hint: "a published file was altered; restore it from the store's versioning or bill the month again",
+    }
+}
+
+/// Reads a published `corrections.csv`.
+pub fn parse_corrections(url: &str, bytes: &[u8]) -> Result<Vec<CorrectionRow>> {
+    let rows = Rows::read(url, bytes)?;
+    (0..rows.records.len())
+        .map(|i| {
+            Ok(CorrectionRow {
+                line: i + 2,
+                previous_revision: rows.revision(i, "previous_revision")?,
+                customer_id: rows.text(i, "customer_id")?.to_string(),
+                currency: rows.text(i, "currency")?.to_string(),
+                previous_total: rows.decimal(i, "previous_total")?,
+                total: rows.decimal(i, "total")?,
+                difference: rows.decimal(i, "difference")?,
+                stripe_customer_id: Some(rows.text(i, "stripe_customer_id")?.to_string())
+                    .filter(|s| !s.is_empty()),
+            })
+        })
+        .collect()
+}
+
+/// Reads a published `diff.csv`.
+pub fn parse_diff(url: &str, bytes: &[u8]) -> Result<Vec<DiffRow>> {
+    let rows = Rows::read(url, bytes)?;
+    (0..rows.records.len())
+        .map(|i| {
+            Ok(DiffRow {
+                line: i + 2,
+                previous_revision: rows.revision(i, "previous_revision")?,
+                customer_id: rows.text(i, "customer_id")?.to_string(),
+                line_type: rows.text(i, "line_type")?.to_string(),
+                previous_amount: rows.opt_decimal(i, "previous_amount")?,
+                amount: rows.opt_decimal(i, "amount")?,
+                difference: rows.decimal(i, "difference")?,
+                currency: rows.text(i, "currency")?.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Reads a published `invoice_items.jsonl`.
+pub fn parse_invoice_items(url: &str, bytes: &[u8]) -> Result<Vec<InvoiceItem>> {
+    render::parse_jsonl(bytes).map_err(|(line, e)| altered(url, line, e))
 }
 
 /// A revision's invoices, summary and meter events, as the diff reads them.
@@ -615,15 +751,11 @@ impl Snapshot {
         let mut snap = Snapshot::default();
         for (key, bytes) in files {
             let url = format!("{store_url}/{key}");
-            let name = key.rsplit('/').next().unwrap_or(key);
-            if is_derived(key) {
-                continue;
-            } else if key.starts_with("invoices/") && name == "summary.csv" {
-                snap.totals = parse_summary(&url, bytes)?;
-            } else if key.starts_with("invoices/") && name.ends_with(".csv") {
-                snap.lines.extend(parse_invoice(&url, bytes)?);
-            } else if key.starts_with("stripe/") && name == "meter_events.jsonl" {
-                snap.events = parse_events(&url, bytes)?;
+            match layout::classify(key) {
+                RevisionFile::Summary => snap.totals = parse_summary(&url, bytes)?,
+                RevisionFile::Invoice { .. } => snap.lines.extend(parse_invoice(&url, bytes)?),
+                RevisionFile::MeterEvents => snap.events = parse_events(&url, bytes)?,
+                _ => {}
             }
         }
         Ok(snap)
@@ -652,8 +784,7 @@ pub fn compare(
         meter_event_corrections: 0,
         invoice_items: 0,
     };
-    let inv = format!("invoices/{month}/rev-{revision}");
-    let stripe = format!("stripe/{month}/rev-{revision}");
+    let key = |file: RevisionFile| file.key(month, revision).expect("one key");
     let mut files = Vec::new();
     if period_open {
         let deltas = meter_event_corrections(&previous.events, current_events, revision);
@@ -675,20 +806,20 @@ pub fn compare(
             };
         }
         files.push((
-            format!("{stripe}/meter_event_corrections.jsonl"),
+            key(RevisionFile::MeterEventCorrections),
             render::write_jsonl(&deltas),
         ));
     } else {
         let items = invoice_items(&d.customers, month, previous_revision, revision);
         d.invoice_items = items.len();
         files.push((
-            format!("{stripe}/invoice_items.jsonl"),
+            key(RevisionFile::InvoiceItems),
             render::write_jsonl(&items),
         ));
     }
-    files.push((format!("{inv}/diff.csv"), diff_csv(&d)));
-    files.push((format!("{inv}/diff.txt"), diff_text(&d).into_bytes()));
-    files.push((format!("{inv}/corrections.csv"), corrections_csv(&d)));
+    files.push((key(RevisionFile::Diff), diff_csv(&d)));
+    files.push((key(RevisionFile::DiffText), diff_text(&d).into_bytes()));
+    files.push((key(RevisionFile::Corrections), corrections_csv(&d)));
     (d, files)
 }
 
@@ -753,6 +884,7 @@ mod tests {
             currency: currency.into(),
             total: total.parse().unwrap(),
             stripe_customer_id: stripe.map(Into::into),
+            provider_cost: Decimal::ZERO,
         }
     }
 
@@ -856,12 +988,5 @@ mod tests {
         let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
         assert!(period_open(m, at("2026-12-31T23:59:59Z")));
         assert!(!period_open(m, at("2027-01-01T00:00:00Z")));
-    }
-
-    #[test]
-    fn derived_files_are_recognised_by_name() {
-        assert!(is_derived("invoices/2026-10/rev-2/diff.csv"));
-        assert!(is_derived("stripe/2026-10/rev-2/invoice_items.jsonl"));
-        assert!(!is_derived("invoices/2026-10/rev-2/summary.csv"));
     }
 }

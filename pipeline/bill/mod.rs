@@ -17,6 +17,7 @@
 pub mod approve;
 pub mod diff;
 pub mod inputs;
+pub mod layout;
 pub mod publish;
 pub mod render;
 pub mod sql;

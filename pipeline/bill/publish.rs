@@ -9,13 +9,12 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::render::{self, Period};
+use super::layout::{self, RevisionFile};
 use super::{Billing, diff, file_digest, inputs};
 use crate::error::{Error, Result};
 use crate::ids::sha256_hex;
 use crate::lake::Lake;
 use crate::store::Store;
-
-pub const MANIFEST: &str = "_manifest.json";
 
 /// One object of a revision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,10 +100,9 @@ pub fn revision_prefix(kind: &str, month: &str, revision: u32) -> String {
 }
 
 pub fn manifest_key(month: &str, revision: u32) -> String {
-    format!(
-        "{}/{MANIFEST}",
-        revision_prefix("invoices", month, revision)
-    )
+    RevisionFile::Manifest
+        .key(month, revision)
+        .expect("one key")
 }
 
 pub fn latest_key(month: &str) -> String {
@@ -113,8 +111,8 @@ pub fn latest_key(month: &str) -> String {
 
 /// Every file of a revision but the manifest, keyed under the store.
 pub fn files(period: &Period, billing: &Billing, per_body: usize) -> Vec<(String, Vec<u8>)> {
-    let inv = revision_prefix("invoices", period.month, period.revision);
-    let stripe = revision_prefix("stripe", period.month, period.revision);
+    let (month, revision) = (period.month, period.revision);
+    let key = |file: RevisionFile| file.key(month, revision).expect("one key");
     let mut files = Vec::new();
     let names: std::collections::HashMap<&str, &str> = billing
         .summary
@@ -125,29 +123,26 @@ pub fn files(period: &Period, billing: &Billing, per_body: usize) -> Vec<(String
         .lines
         .chunk_by(|a, b| a.customer_id == b.customer_id)
     {
-        let customer = &chunk[0].customer_id;
-        let name = names.get(customer.as_str()).copied().unwrap_or_default();
+        let customer_id = &chunk[0].customer_id;
+        let name = names.get(customer_id.as_str()).copied().unwrap_or_default();
         files.push((
-            format!("{inv}/{customer}.csv"),
+            key(RevisionFile::Invoice { customer_id }),
             render::invoice_csv(period, name, chunk),
         ));
     }
     files.push((
-        format!("{inv}/summary.csv"),
+        key(RevisionFile::Summary),
         render::summary_csv(period, &billing.summary),
     ));
     files.push((
-        format!("{stripe}/meter_events.jsonl"),
+        key(RevisionFile::MeterEvents),
         render::meter_events_jsonl(&billing.events),
     ));
     for (i, body) in render::meter_event_stream(&billing.events, per_body)
         .into_iter()
         .enumerate()
     {
-        files.push((
-            format!("{stripe}/meter_event_stream/{:04}.json", i + 1),
-            body,
-        ));
+        files.push((layout::stream_key(month, revision, i + 1), body));
     }
     files.sort_by(|a, b| a.0.cmp(&b.0));
     files
@@ -203,14 +198,8 @@ impl State {
             hint: "a published file was altered; restore it from the store's versioning or remove the revision",
         };
         for (key, _) in store.list(&invoices_prefix(month))? {
-            let Some(rest) = key.strip_suffix(&format!("/{MANIFEST}")) else {
-                continue;
-            };
-            let Some(n) = rest
-                .rsplit('/')
-                .next()
-                .and_then(|d| d.strip_prefix("rev-"))
-                .and_then(|n| n.parse::<u32>().ok())
+            let Some(n) = layout::revision_of(&key)
+                .filter(|_| layout::classify(&key) == RevisionFile::Manifest)
             else {
                 continue;
             };
@@ -234,7 +223,7 @@ impl State {
             let published: Vec<&Object> = m
                 .objects
                 .iter()
-                .filter(|o| !diff::is_derived(&o.key))
+                .filter(|o| !layout::classify(&o.key).is_derived())
                 .collect();
             let rendered = objects_of(files);
             published.len() == rendered.len() && published.into_iter().eq(rendered.iter())
@@ -253,8 +242,10 @@ impl State {
 pub fn snapshot(store: &Store, state: &State, revision: u32) -> Result<diff::Snapshot> {
     let mut files = Vec::new();
     for o in state.objects(revision) {
-        let name = o.key.rsplit('/').next().unwrap_or(&o.key);
-        if diff::is_derived(&o.key) || !(name.ends_with(".csv") || name == "meter_events.jsonl") {
+        if !matches!(
+            layout::classify(&o.key),
+            RevisionFile::Invoice { .. } | RevisionFile::Summary | RevisionFile::MeterEvents
+        ) {
             continue;
         }
         let bytes = store.get(&o.key)?.ok_or_else(|| Error::Billing {

@@ -29,6 +29,7 @@ use serde::Serialize;
 
 use crate::bill::approve;
 use crate::bill::inputs::month_bounds;
+use crate::bill::layout::RevisionFile;
 use crate::bill::publish::{self, Manifest};
 use crate::bill::render;
 use crate::ctx::Ctx;
@@ -587,8 +588,9 @@ fn plan_month(
     };
     let revision = approval.revision;
     let files = ApprovedFiles::read(store, &month, revision, &approval.manifest_sha256)?;
-    let prefix = publish::revision_prefix("stripe", &month, revision);
-    let events_key = format!("{prefix}/meter_events.jsonl");
+    let events_key = RevisionFile::MeterEvents
+        .key(&month, revision)
+        .expect("one key");
     let Some(bytes) = files.get(store, &events_key)? else {
         return Err(missing_revision_file(store, &events_key));
     };
@@ -615,7 +617,7 @@ fn plan_month(
     let closed = Closed {
         store,
         files: &files,
-        prefix: &prefix,
+        month: &month,
         revision,
         end: period_end(start),
     };
@@ -627,7 +629,7 @@ fn plan_month(
 struct Closed<'a> {
     store: &'a Store,
     files: &'a ApprovedFiles,
-    prefix: &'a str,
+    month: &'a str,
     revision: u32,
     end: DateTime<Utc>,
 }
@@ -637,7 +639,9 @@ impl Closed<'_> {
     /// says what happens to the meter-event differences withheld.
     fn plan_items(&self, work: &mut Work, accepted: &HashSet<String>) -> Result<()> {
         let (store, revision) = (self.store, self.revision);
-        let key = format!("{}/invoice_items.jsonl", self.prefix);
+        let key = RevisionFile::InvoiceItems
+            .key(self.month, revision)
+            .expect("one key");
         let items = match self.files.get(store, &key)? {
             Some(bytes) => plan::parse_jsonl::<InvoiceItem>(&bytes)
                 .map_err(|(line, e)| store_file_error(store.object_url(&key), line, e))?,

@@ -3,7 +3,7 @@
 //! events, daily and monthly aggregates to the latest invoices, and compared.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use chrono::NaiveDate;
 use duckdb::Connection;
@@ -11,17 +11,21 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::bill::inputs::month_bounds;
-use crate::bill::publish::{current_revision, revision_prefix};
+use crate::bill::publish::current_revision;
 use crate::bill::sql::{db_err, decimal, file_list};
 use crate::ctx::Ctx;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::lake::Lake;
 use crate::rollup::aggregate::{ACTIVITY, API_USAGE, RESOURCE_USAGE, Spec};
 use crate::rollup::priced::PRICED_API_USAGE;
 use crate::store::Store;
 use crate::tables::Table;
 
-const SQL: &str = include_str!("../schemas/reconcile.sql");
+mod revision;
+
+pub use revision::Problem;
+
+const SQL: &str = include_str!("../../schemas/reconcile.sql");
 
 pub struct ReconcileOptions {
     pub lake: PathBuf,
@@ -51,8 +55,14 @@ pub struct ReconcileReport {
     /// The invoice revision compared, if the month is billed.
     pub revision: Option<u32>,
     pub comparisons: Vec<Comparison>,
-    /// Invoices whose total row is not the sum of their lines.
-    pub invoice_totals: Vec<String>,
+    /// The revision the latest one's corrections compare with, if it has
+    /// corrections.
+    pub previous_revision: Option<u32>,
+    /// What is wrong with the published revision: an invoice that does not
+    /// add up, a summary that disagrees with it, corrections that are not
+    /// the difference between the two revisions, a file changed since
+    /// publication. Each names the file and the customer.
+    pub revision_checks: Vec<Problem>,
     pub attention: Vec<String>,
     pub notices: Vec<String>,
 }
@@ -159,6 +169,16 @@ impl ReconcileReport {
                 &bad,
             );
         }
+        if !self.revision_checks.is_empty() {
+            out += &format!(
+                "\nrev-{} does not add up ({} problems):\n",
+                self.revision.unwrap_or_default(),
+                self.revision_checks.len()
+            );
+            for p in &self.revision_checks {
+                out += &format!("  {p}\n");
+            }
+        }
         out
     }
 }
@@ -264,7 +284,8 @@ pub fn run(ctx: &Ctx, opts: &ReconcileOptions) -> Result<ReconcileReport> {
         month: month.clone(),
         revision: None,
         comparisons: Vec::new(),
-        invoice_totals: Vec::new(),
+        previous_revision: None,
+        revision_checks: Vec::new(),
         attention: Vec::new(),
         notices: Vec::new(),
     };
@@ -280,7 +301,29 @@ pub fn run(ctx: &Ctx, opts: &ReconcileOptions) -> Result<ReconcileReport> {
         )),
         Some(revision) => {
             report.revision = Some(revision);
-            check_invoices(&conn, &store, &month, revision, &mut report)?;
+            let checked = revision::check(&store, &month, revision)?;
+            for (customer, cost) in &checked.provider_costs {
+                conn.execute(
+                    "INSERT INTO invoiced VALUES (?, CAST(? AS DECIMAL(38, 18)))",
+                    duckdb::params![customer, cost.to_string()],
+                )
+                .map_err(db_err("invoiced"))?;
+            }
+            report.notices.push(match checked.previous_revision {
+                Some(p) => format!(
+                    "rev-{revision}: {} invoices; its corrections against rev-{p} checked ({})",
+                    checked.invoices,
+                    checked
+                        .derived
+                        .iter()
+                        .map(|u| u.rsplit('/').next().unwrap_or(u))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None => format!("rev-{revision}: {} invoices checked", checked.invoices),
+            });
+            report.previous_revision = checked.previous_revision;
+            report.revision_checks = checked.problems;
         }
     }
 
@@ -312,83 +355,10 @@ pub fn run(ctx: &Ctx, opts: &ReconcileOptions) -> Result<ReconcileReport> {
             "{mismatches} totals differ between stages: rebuild the month (ingest --rebuild, rollup, bill) and reconcile again"
         ));
     }
-    for t in &report.invoice_totals {
-        report.attention.push(t.clone());
+    for p in &report.revision_checks {
+        report.attention.push(p.to_string());
     }
     let json = serde_json::to_string_pretty(&report).expect("the report serializes");
     lake.write_report(&ctx.run_id, &json)?;
     Ok(report)
-}
-
-/// Loads the revision's provider costs and checks that each invoice's total
-/// row is the sum of its lines.
-fn check_invoices(
-    conn: &Connection,
-    store: &Store,
-    month: &str,
-    revision: u32,
-    report: &mut ReconcileReport,
-) -> Result<()> {
-    let prefix = revision_prefix("invoices", month, revision);
-    let bad = |key: &str, message: String| Error::Billing {
-        month: month.to_string(),
-        message: format!("{}: {message}", store.object_url(key)),
-        hint: "the published invoice is not what meter wrote: restore it or bill the month again",
-    };
-    for (key, _) in store.list(&prefix)? {
-        if !key.ends_with(".csv") {
-            continue;
-        }
-        let bytes = store.get(&key)?.unwrap_or_default();
-        let mut reader = csv::Reader::from_reader(bytes.as_slice());
-        let headers = reader
-            .headers()
-            .map_err(|e| bad(&key, e.to_string()))?
-            .clone();
-        let col = |name: &str| headers.iter().position(|h| h == name);
-        let records: Vec<csv::StringRecord> = reader
-            .records()
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| bad(&key, e.to_string()))?;
-        let number = |r: &csv::StringRecord, i: Option<usize>, what: &str| -> Result<Decimal> {
-            let cell = i.and_then(|i| r.get(i)).unwrap_or("");
-            cell.parse::<Decimal>()
-                .map_err(|_| bad(&key, format!("{what} {cell:?} is not a number")))
-        };
-        if Path::new(&key)
-            .file_name()
-            .is_some_and(|n| n == "summary.csv")
-        {
-            let (id, cost) = (col("customer_id"), col("provider_cost"));
-            for r in &records {
-                conn.execute(
-                    "INSERT INTO invoiced VALUES (?, CAST(? AS DECIMAL(38, 18)))",
-                    duckdb::params![
-                        id.and_then(|i| r.get(i)).unwrap_or(""),
-                        number(r, cost, "provider_cost")?.to_string()
-                    ],
-                )
-                .map_err(db_err("invoiced"))?;
-            }
-            continue;
-        }
-        let (kind, amount) = (col("line_type"), col("amount"));
-        let mut sum = Decimal::ZERO;
-        let mut total = None;
-        for r in &records {
-            let value = number(r, amount, "amount")?;
-            match kind.and_then(|i| r.get(i)) {
-                Some("total") => total = Some(value),
-                _ => sum += value,
-            }
-        }
-        if total != Some(sum) {
-            report.invoice_totals.push(format!(
-                "{}: total {:?} is not the sum of its lines {sum}",
-                store.object_url(&key),
-                total.map(|t| t.to_string())
-            ));
-        }
-    }
-    Ok(())
 }
