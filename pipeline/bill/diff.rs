@@ -611,6 +611,8 @@ pub struct DiffRow {
     pub previous_revision: u32,
     pub customer_id: String,
     pub line_type: String,
+    pub provider: String,
+    pub model: String,
     pub previous_amount: Option<Decimal>,
     pub amount: Option<Decimal>,
     pub difference: Decimal,
@@ -719,6 +721,8 @@ pub fn parse_diff(url: &str, bytes: &[u8]) -> Result<Vec<DiffRow>> {
                 previous_revision: rows.revision(i, "previous_revision")?,
                 customer_id: rows.text(i, "customer_id")?.to_string(),
                 line_type: rows.text(i, "line_type")?.to_string(),
+                provider: rows.text(i, "provider")?.to_string(),
+                model: rows.text(i, "model")?.to_string(),
                 previous_amount: rows.opt_decimal(i, "previous_amount")?,
                 amount: rows.opt_decimal(i, "amount")?,
                 difference: rows.decimal(i, "difference")?,
@@ -812,10 +816,7 @@ pub fn compare(
     } else {
         let items = invoice_items(&d.customers, month, previous_revision, revision);
         d.invoice_items = items.len();
-        files.push((
-            key(RevisionFile::InvoiceItems),
-            render::write_jsonl(&items),
-        ));
+        files.push((key(RevisionFile::InvoiceItems), render::write_jsonl(&items)));
     }
     files.push((key(RevisionFile::Diff), diff_csv(&d)));
     files.push((key(RevisionFile::DiffText), diff_text(&d).into_bytes()));

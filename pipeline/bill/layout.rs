@@ -182,6 +182,7 @@ pub fn sql_invoice_rule() -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
 
     #[test]
     fn every_file_meter_writes_is_named() {
@@ -224,9 +225,15 @@ mod tests {
             ("invoices/2026-10/rev-2/.hidden.csv", RevisionFile::Other),
             ("invoices/2026-10/rev-x/cust_0001.csv", RevisionFile::Other),
             ("invoices/2026-1/rev-1/cust_0001.csv", RevisionFile::Other),
-            ("invoices/2026-10/rev-1/sub/cust_0001.csv", RevisionFile::Other),
+            (
+                "invoices/2026-10/rev-1/sub/cust_0001.csv",
+                RevisionFile::Other,
+            ),
             ("stripe/2026-10/rev-1/cust_0001.csv", RevisionFile::Other),
-            ("stripe/daily/2026-10-03/meter_events.jsonl", RevisionFile::Other),
+            (
+                "stripe/daily/2026-10-03/meter_events.jsonl",
+                RevisionFile::Other,
+            ),
             ("reports/2026-10/report.json", RevisionFile::Other),
         ];
         for (key, kind) in cases {
@@ -235,7 +242,10 @@ mod tests {
                 assert_eq!(built, key);
             }
         }
-        assert_eq!(revision_of("invoices/2026-10/rev-12/_manifest.json"), Some(12));
+        assert_eq!(
+            revision_of("invoices/2026-10/rev-12/_manifest.json"),
+            Some(12)
+        );
         assert_eq!(revision_of("invoices/2026-10/latest.json"), None);
         assert_eq!(
             classify(&stream_key("2026-10", 2, 12)),

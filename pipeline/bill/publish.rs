@@ -8,8 +8,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::render::{self, Period};
 use super::layout::{self, RevisionFile};
+use super::render::{self, Period};
 use super::{Billing, diff, file_digest, inputs};
 use crate::error::{Error, Result};
 use crate::ids::sha256_hex;

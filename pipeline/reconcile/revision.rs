@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use crate::bill::diff::{self, CorrectionRow, DiffRow, InvoiceItem, Line};
+use crate::bill::diff::{self, CorrectionRow, DiffRow, Line};
 use crate::bill::inputs::minor_units;
 use crate::bill::layout::{self, RevisionFile};
 use crate::bill::publish::{self, State};
@@ -109,7 +109,9 @@ pub fn check(store: &Store, month: &str, revision: u32) -> Result<Checked> {
                     (url.clone(), diff::parse_invoice(&url, bytes)?),
                 );
             }
-            RevisionFile::Summary => summary = Some((url.clone(), diff::parse_summary(&url, bytes)?)),
+            RevisionFile::Summary => {
+                summary = Some((url.clone(), diff::parse_summary(&url, bytes)?))
+            }
             RevisionFile::MeterEvents => events = diff::parse_events(&url, bytes)?,
             RevisionFile::Diff => diff_rows = Some((url.clone(), diff::parse_diff(&url, bytes)?)),
             RevisionFile::Corrections => {
@@ -159,7 +161,10 @@ pub fn check(store: &Store, month: &str, revision: u32) -> Result<Checked> {
                     total.map_or("(none)".to_string(), |t| format!("{t} {currency}"))
                 ))),
             }
-            totals.insert((customer.clone(), currency.to_string()), total.unwrap_or(sum));
+            totals.insert(
+                (customer.clone(), currency.to_string()),
+                total.unwrap_or(sum),
+            );
         }
     }
     let summary = summary.unwrap_or_default();
@@ -249,7 +254,10 @@ pub fn check(store: &Store, month: &str, revision: u32) -> Result<Checked> {
             .iter()
             .map(|r| (r.customer_id.clone(), r.currency.clone()))
             .collect();
-        for k in expected.keys().filter(|k| changed(k) && !listed.contains(*k)) {
+        for k in expected
+            .keys()
+            .filter(|k| changed(k) && !listed.contains(*k))
+        {
             out.problems.push(Problem {
                 file: url.clone(),
                 customer_id: k.0.clone(),
@@ -263,6 +271,13 @@ pub fn check(store: &Store, month: &str, revision: u32) -> Result<Checked> {
     if let Some((url, rows)) = &diff_rows {
         out.derived.push(url.clone());
         check_diff(url, rows, &expected, previous, revision, &mut out.problems);
+        let current: Vec<Line> = invoices.values().flat_map(|(_, l)| l.clone()).collect();
+        check_diff_lines(
+            url,
+            rows,
+            &diff::diff_lines(&before.lines, &current),
+            &mut out.problems,
+        );
     }
     // Stripe ids, from the revision or else the one before.
     let stripe_ids: BTreeMap<String, String> = before
@@ -300,7 +315,14 @@ pub fn check(store: &Store, month: &str, revision: u32) -> Result<Checked> {
             .iter()
             .map(|(c, s)| (s.as_str(), c.as_str()))
             .collect();
-        check_deltas(url, deltas, &before.events, &events, &customers, &mut out.problems);
+        check_deltas(
+            url,
+            deltas,
+            &before.events,
+            &events,
+            &customers,
+            &mut out.problems,
+        );
     }
     Ok(out)
 }
@@ -322,13 +344,20 @@ fn check_corrections(
             .unwrap_or_default();
         let mut wrong = Vec::new();
         if r.previous_total != was {
-            wrong.push(format!("previous_total {} (rev-{previous}: {was})", r.previous_total));
+            wrong.push(format!(
+                "previous_total {} (rev-{previous}: {was})",
+                r.previous_total
+            ));
         }
         if r.total != is {
             wrong.push(format!("total {} (rev-{revision}: {is})", r.total));
         }
         if r.difference != is - was {
-            wrong.push(format!("difference {} (rev-{revision} minus rev-{previous}: {})", r.difference, is - was));
+            wrong.push(format!(
+                "difference {} (rev-{revision} minus rev-{previous}: {})",
+                r.difference,
+                is - was
+            ));
         }
         if !wrong.is_empty() {
             problems.push(Problem {
@@ -358,7 +387,10 @@ fn check_diff(
         let own = r.amount.unwrap_or_default() - r.previous_amount.unwrap_or_default();
         let mut wrong = Vec::new();
         if r.difference != own {
-            wrong.push(format!("difference {} is not amount minus previous_amount ({own})", r.difference));
+            wrong.push(format!(
+                "difference {} is not amount minus previous_amount ({own})",
+                r.difference
+            ));
         }
         if r.line_type == "total" {
             total_rows.insert(key.clone());
@@ -400,6 +432,84 @@ fn check_diff(
                 problem: format!("no total row in {}", key.1),
             });
         }
+    }
+}
+
+/// Every line that differs between the two revisions is in `diff.csv`
+/// with both amounts as the invoices have them, and nothing else is.
+fn check_diff_lines(
+    url: &str,
+    rows: &[DiffRow],
+    changes: &[diff::LineChange],
+    problems: &mut Vec<Problem>,
+) {
+    type LineKey<'a> = (&'a str, &'a str, &'a str, &'a str);
+    let listed: BTreeMap<LineKey, &DiffRow> = rows
+        .iter()
+        .map(|r| {
+            let key = (
+                r.customer_id.as_str(),
+                r.line_type.as_str(),
+                r.provider.as_str(),
+                r.model.as_str(),
+            );
+            (key, r)
+        })
+        .collect();
+    let due: BTreeMap<LineKey, &diff::LineChange> = changes
+        .iter()
+        .map(|c| {
+            let key = (
+                c.customer_id.as_str(),
+                c.line_type.as_str(),
+                c.provider.as_str(),
+                c.model.as_str(),
+            );
+            (key, c)
+        })
+        .collect();
+    let keys: BTreeSet<&LineKey> = listed.keys().chain(due.keys()).collect();
+    for key in keys {
+        let what = [key.1, key.2, key.3]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let (file, problem) = match (listed.get(key), due.get(key)) {
+            (Some(r), Some(c))
+                if r.previous_amount == c.previous_amount && r.amount == c.amount =>
+            {
+                continue;
+            }
+            (Some(r), Some(c)) => (
+                format!("{url}:{}", r.line),
+                format!(
+                    "{what}: {} -> {}, but the invoices say {} -> {}",
+                    opt(r.previous_amount),
+                    opt(r.amount),
+                    opt(c.previous_amount),
+                    opt(c.amount)
+                ),
+            ),
+            (Some(r), None) => (
+                format!("{url}:{}", r.line),
+                format!("{what}: listed as a change, but the invoices have no such change"),
+            ),
+            (None, Some(c)) => (
+                url.to_string(),
+                format!(
+                    "{what}: {} -> {} in the invoices, missing here",
+                    opt(c.previous_amount),
+                    opt(c.amount)
+                ),
+            ),
+            (None, None) => continue,
+        };
+        problems.push(Problem {
+            file,
+            customer_id: key.0.to_string(),
+            problem,
+        });
     }
 }
 
@@ -527,9 +637,23 @@ mod tests {
         let after = [ev("cus_a", "tokens", 1, 130), ev("cus_a", "tokens", 2, 50)];
         let customers = BTreeMap::from([("cus_a", "a")]);
         let mut problems = Vec::new();
-        check_deltas("u", &[ev("cus_a", "tokens", 1, 30)], &before, &after, &customers, &mut problems);
+        check_deltas(
+            "u",
+            &[ev("cus_a", "tokens", 1, 30)],
+            &before,
+            &after,
+            &customers,
+            &mut problems,
+        );
         assert!(problems.is_empty(), "{problems:?}");
-        check_deltas("u", &[ev("cus_a", "tokens", 1, 31)], &before, &after, &customers, &mut problems);
+        check_deltas(
+            "u",
+            &[ev("cus_a", "tokens", 1, 31)],
+            &before,
+            &after,
+            &customers,
+            &mut problems,
+        );
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].customer_id, "a");
         assert!(problems[0].problem.contains("delta 31"), "{}", problems[0]);
@@ -547,7 +671,10 @@ mod tests {
             (key("c", "EUR"), (d("1.00"), d("2.00"))),
         ]);
         // c has no Stripe id: withheld, nothing may be sent
-        let stripe = BTreeMap::from([("a".to_string(), "cus_a".to_string()), ("b".into(), "cus_b".into())]);
+        let stripe = BTreeMap::from([
+            ("a".to_string(), "cus_a".to_string()),
+            ("b".into(), "cus_b".into()),
+        ]);
         let mut problems = Vec::new();
         let sent = BTreeMap::from([(key("a", "EUR"), 859)]);
         check_items("u", &sent, &expected, &stripe, &mut problems);
@@ -565,6 +692,8 @@ mod tests {
             previous_revision: 1,
             customer_id: c.into(),
             line_type: kind.into(),
+            provider: String::new(),
+            model: String::new(),
             previous_amount: p.map(d),
             amount: a.map(d),
             difference: d(diff),
@@ -584,6 +713,10 @@ mod tests {
         ];
         check_diff("u", &bad, &expected, 1, 2, &mut problems);
         assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems[0].problem.contains("add up to 2.40"), "{}", problems[0]);
+        assert!(
+            problems[0].problem.contains("add up to 2.40"),
+            "{}",
+            problems[0]
+        );
     }
 }
