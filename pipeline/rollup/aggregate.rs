@@ -281,15 +281,33 @@ pub fn check_money(df: &DataFrame, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Replaces every file of `dir` with `df` (or with nothing when it is empty).
-fn replace_dir(lake: &Lake, dir: &Path, run_id: &str, df: &mut DataFrame) -> Result<u64> {
+/// Whether a partition without rows is written (a file with the columns
+/// and no row) or left without files.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Empty {
+    /// A day without events has no daily files.
+    NoFile,
+    /// A month is always written, rows or not: its partition says it was
+    /// rolled up (billing bills a month without usage from it).
+    Write,
+}
+
+/// Replaces every file of `dir` with `df` (with nothing when it is empty,
+/// unless `empty` says to write it).
+fn replace_dir(
+    lake: &Lake,
+    dir: &Path,
+    run_id: &str,
+    df: &mut DataFrame,
+    empty: Empty,
+) -> Result<u64> {
     check_money(df, dir)?;
     let old = lake.parquet_files(dir)?;
     let mut commit = Commit {
         renames: Vec::new(),
         deletes: old.clone(),
     };
-    if df.height() > 0 {
+    if df.height() > 0 || empty == Empty::Write {
         std::fs::create_dir_all(dir).write_ctx(dir)?;
         let final_path = dir.join(format!("part-{run_id}.parquet"));
         let tmp = dir.join(format!("part-{run_id}.parquet.tmp"));
@@ -325,7 +343,8 @@ pub fn daily(lake: &Lake, spec: Spec, date: NaiveDate, run_id: &str) -> Result<A
     let source = spec.source_dir(lake, date);
     let mut report = AggregateReport::new(spec.table, "daily", format!("date={date}"));
     let Some(events) = read_frames(lake, std::slice::from_ref(&source))? else {
-        report.files_replaced = replace_dir(lake, &dir, run_id, &mut DataFrame::empty())?;
+        report.files_replaced =
+            replace_dir(lake, &dir, run_id, &mut DataFrame::empty(), Empty::NoFile)?;
         return Ok(report);
     };
     report.rows_in = events.height() as u64;
@@ -337,7 +356,7 @@ pub fn daily(lake: &Lake, spec: Spec, date: NaiveDate, run_id: &str) -> Result<A
     report.duplicates = report.rows_in - events.height() as u64;
     let mut df = aggregate_events(spec, &events).map_err(|e| polars_error(&source, e))?;
     report.rows_out = df.height() as u64;
-    report.files_replaced = replace_dir(lake, &dir, run_id, &mut df)?;
+    report.files_replaced = replace_dir(lake, &dir, run_id, &mut df, Empty::NoFile)?;
     Ok(report)
 }
 
@@ -470,15 +489,41 @@ pub fn monthly(lake: &Lake, spec: Spec, month: NaiveDate, run_id: &str) -> Resul
         "monthly",
         format!("month={}", first.format("%Y-%m")),
     );
-    let Some(daily) = read_frames(lake, &days)? else {
-        report.files_replaced = replace_dir(lake, &dir, run_id, &mut DataFrame::empty())?;
-        return Ok(report);
+    let mut df = match read_frames(lake, &days)? {
+        Some(daily) => {
+            report.rows_in = daily.height() as u64;
+            combine(spec, daily).map_err(|e| polars_error(&dir, e))?
+        }
+        // A month without events still gets its (empty) partition: it is
+        // rolled up, and billing bills its fees from it.
+        None => empty_aggregate(spec).map_err(|e| polars_error(&dir, e))?,
     };
-    report.rows_in = daily.height() as u64;
-    let mut df = combine(spec, daily).map_err(|e| polars_error(&dir, e))?;
     report.rows_out = df.height() as u64;
-    report.files_replaced = replace_dir(lake, &dir, run_id, &mut df)?;
+    report.files_replaced = replace_dir(lake, &dir, run_id, &mut df, Empty::Write)?;
     Ok(report)
+}
+
+/// `spec`'s source events with no row: the columns and types its files
+/// hold (`priced_schema` for api_usage, the table's schema otherwise), read
+/// through Parquet as the files are. Pure: no file IO.
+pub fn empty_events(spec: Spec) -> PolarsResult<DataFrame> {
+    let schema = match spec.table {
+        Table::ApiUsage => super::priced::priced_schema(),
+        table => table.schema(),
+    };
+    let mut bytes = Vec::new();
+    let writer = parquet::arrow::ArrowWriter::try_new(&mut bytes, schema, None)
+        .map_err(|e| PolarsError::ComputeError(e.to_string().into()))?;
+    writer
+        .close()
+        .map_err(|e| PolarsError::ComputeError(e.to_string().into()))?;
+    ParquetReader::new(std::io::Cursor::new(bytes)).finish()
+}
+
+/// A period's aggregate rows when it has no events: none, with the columns
+/// and types of any other period's. Pure: no file IO.
+pub fn empty_aggregate(spec: Spec) -> PolarsResult<DataFrame> {
+    combine(spec, aggregate_events(spec, &empty_events(spec)?)?)
 }
 
 #[cfg(test)]
