@@ -132,6 +132,16 @@ pub fn check_current(lake: &Lake, month: NaiveDate) -> Result<()> {
         // A table without events in the month (no command logs, say) has
         // nothing to roll up: it bills as empty.
         dates.extend(table_dates);
+        if spec.table == API_USAGE.table
+            && let Some(f) = files.iter().find(|f| !has_unpriced_split(f))
+        {
+            return Err(refuse(format!(
+                "the monthly rollup of {name} for {label} was written by an older meter \
+                 ({} has no column {})",
+                f.display(),
+                UNPRICED_SPLIT[0]
+            )));
+        }
         for f in files {
             let t = modified(&f)?;
             monthly_oldest = Some(monthly_oldest.map_or(t, |m| m.min(t)));
@@ -159,6 +169,33 @@ pub fn check_current(lake: &Lake, month: NaiveDate) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The api_usage aggregate columns that split each token kind by price
+/// (rollup.md): written since invoice lines carry only their own tokens.
+pub const UNPRICED_SPLIT: [&str; 5] = [
+    "unpriced_input_tokens",
+    "unpriced_cache_read_tokens",
+    "unpriced_cache_write_tokens",
+    "unpriced_output_tokens",
+    "unpriced_reasoning_tokens",
+];
+
+/// Whether an api_usage aggregate file has the [`UNPRICED_SPLIT`] columns
+/// (a file that cannot be read has not: reading it fails with its own
+/// error later).
+fn has_unpriced_split(path: &Path) -> bool {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let Ok(reader) = SerializedFileReader::new(file) else {
+        return false;
+    };
+    let schema = reader.metadata().file_metadata().schema_descr_ptr();
+    UNPRICED_SPLIT
+        .iter()
+        .all(|c| schema.columns().iter().any(|d| d.name() == *c))
 }
 
 fn modified(path: &Path) -> Result<SystemTime> {
@@ -330,6 +367,19 @@ fn load_from(
                 .map_err(db_err(&format!("reading {period} {}", spec.table.name())))?;
             Ok(files)
         };
+    // The unpriced share of each token kind. Aggregates written by an older
+    // meter do not have it: `meter bill` refuses them (`check_current`);
+    // for the figures of a month so far (the nightly's meter events and
+    // limit alerts, the report), which publish no invoice line, the API
+    // lines then keep every token.
+    let read_split = |period: &str, dirs: Vec<PathBuf>, insert: &str| -> Result<()> {
+        for dir in &dirs {
+            if !lake.parquet_files(dir)?.iter().all(|f| has_unpriced_split(f)) {
+                return Ok(());
+            }
+        }
+        read(API_USAGE, period, dirs, insert).map(drop)
+    };
     let monthly = |spec: Spec| vec![spec.monthly_dir(lake, start)];
     let daily = |spec: Spec| {
         start
@@ -349,6 +399,14 @@ fn load_from(
                  input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, \
                  reasoning_tokens, cost, unpriced_requests, unpriced_tokens FROM {files}",
             )?);
+            read_split(
+                "month",
+                monthly(API_USAGE),
+                "INSERT INTO usage_unpriced_monthly SELECT customer_id, vm_id, provider, model, \
+                 unpriced_input_tokens, unpriced_cache_read_tokens, unpriced_cache_write_tokens, \
+                 unpriced_output_tokens, unpriced_reasoning_tokens FROM {files} \
+                 WHERE unpriced_requests > 0",
+            )?;
             files.extend(read(
                 RESOURCE_USAGE,
                 "month",
@@ -367,6 +425,15 @@ fn load_from(
                  sum(unpriced_requests), sum(unpriced_tokens) FROM {files} \
                  GROUP BY customer_id, vm_id, user_id, provider, model",
             )?);
+            read_split(
+                "date",
+                daily(API_USAGE),
+                "INSERT INTO usage_unpriced_monthly SELECT customer_id, vm_id, provider, model, \
+                 sum(unpriced_input_tokens), sum(unpriced_cache_read_tokens), \
+                 sum(unpriced_cache_write_tokens), sum(unpriced_output_tokens), \
+                 sum(unpriced_reasoning_tokens) FROM {files} WHERE unpriced_requests > 0 \
+                 GROUP BY customer_id, vm_id, provider, model",
+            )?;
             files.extend(read(
                 RESOURCE_USAGE,
                 "date",

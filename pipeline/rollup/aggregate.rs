@@ -61,6 +61,11 @@ pub const API_USAGE: Spec = Spec {
         "cost",
         "unpriced_requests",
         "unpriced_tokens",
+        "unpriced_input_tokens",
+        "unpriced_cache_read_tokens",
+        "unpriced_cache_write_tokens",
+        "unpriced_output_tokens",
+        "unpriced_reasoning_tokens",
         "latency_ms_sum",
         "latency_ms_count",
     ],
@@ -149,6 +154,16 @@ impl Spec {
                     + col("cache_write_tokens")
                     + col("output_tokens");
                 let unpriced = col("priced").not();
+                // Each token kind of the unpriced events on its own, so that
+                // an invoice's priced line and unpriced line each carry
+                // exactly their own tokens.
+                let unpriced_sum = |kind: &str| {
+                    col(kind)
+                        .filter(unpriced.clone())
+                        .sum()
+                        .cast(DataType::Int64)
+                        .alias(format!("unpriced_{kind}"))
+                };
                 let mut aggs = vec![
                     count("requests"),
                     sum_i64("failed"),
@@ -164,10 +179,15 @@ impl Spec {
                         .sum()
                         .alias("unpriced_requests"),
                     all_tokens
-                        .filter(unpriced)
+                        .filter(unpriced.clone())
                         .sum()
                         .cast(DataType::Int64)
                         .alias("unpriced_tokens"),
+                    unpriced_sum("input_tokens"),
+                    unpriced_sum("cache_read_tokens"),
+                    unpriced_sum("cache_write_tokens"),
+                    unpriced_sum("output_tokens"),
+                    unpriced_sum("reasoning_tokens"),
                 ];
                 aggs.extend(stats("latency_ms", "latency_ms"));
                 aggs
@@ -676,6 +696,53 @@ mod tests {
             prop_assert!(whole.equals_missing(&combined), "whole:\n{whole}\ncombined:\n{combined}");
             check_money(&combined, Path::new("monthly/api_usage")).unwrap();
         }
+    }
+
+    /// A month without events could never be billed: its rollup wrote no
+    /// partition. Its aggregate is now rows-less but typed like any other.
+    #[test]
+    fn a_month_without_events_aggregates_to_typed_empty_rows() {
+        for spec in SPECS {
+            let empty = empty_aggregate(spec).unwrap();
+            assert_eq!(empty.height(), 0, "{}", spec.table);
+            let names: Vec<&str> = empty.get_column_names().iter().map(|n| n.as_str()).collect();
+            let expected: Vec<&str> = spec
+                .keys
+                .iter()
+                .chain(spec.sums)
+                .chain(spec.maxes)
+                .copied()
+                .collect();
+            assert_eq!(names, expected, "{}", spec.table);
+            check_money(&empty, Path::new("monthly")).unwrap();
+        }
+        // the same types as a month with events
+        let some = usage_events(&[(0, 0, 0, false, 1, 2, 3, 1, 5, true, Some(7))]);
+        let full = combine(API_USAGE, aggregate_events(API_USAGE, &some).unwrap()).unwrap();
+        assert_eq!(empty_aggregate(API_USAGE).unwrap().schema(), full.schema());
+    }
+
+    /// Invoice lines took every token of a model, priced or not: the
+    /// aggregate now carries the unpriced events' tokens kind by kind.
+    #[test]
+    fn unpriced_tokens_are_split_by_kind() {
+        // one key: (customer, vm, user, provider, model) all the same
+        let events = usage_events(&[
+            (0, 0, 0, false, 100, 10, 7, 2, 1_000, true, None),
+            (0, 0, 0, false, 40, 5, 3, 1, 0, false, None),
+            (0, 0, 0, true, 60, 0, 9, 4, 0, false, Some(3)),
+        ]);
+        let df = aggregate_events(API_USAGE, &events).unwrap();
+        assert_eq!(df.height(), 1);
+        let get = |c: &str| df.column(c).unwrap().i64().unwrap().get(0).unwrap();
+        assert_eq!(get("input_tokens"), 200);
+        assert_eq!(get("unpriced_requests"), 2);
+        assert_eq!(get("unpriced_input_tokens"), 100);
+        assert_eq!(get("unpriced_cache_read_tokens"), 5);
+        assert_eq!(get("unpriced_cache_write_tokens"), 0);
+        assert_eq!(get("unpriced_output_tokens"), 12);
+        assert_eq!(get("unpriced_reasoning_tokens"), 5);
+        assert_eq!(get("unpriced_tokens"), 100 + 5 + 12);
     }
 
     #[test]
