@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use chrono::{Datelike, NaiveDate};
@@ -86,6 +87,10 @@ pub fn minor_units(currency: &str) -> Option<u32> {
 pub struct Loaded {
     /// Customers left out, each with why (unknown plan, currency, FX rate).
     pub refused: Vec<(String, String)>,
+    /// Of those, the ones whose plan is not in the price list although they
+    /// are billed for the month (active at least one day of it, or with
+    /// usage in it): `meter bill` refuses to publish without them.
+    pub unknown_plans: Vec<Arc<Customer>>,
     /// Every lake file read, relative to the lake.
     pub files: Vec<PathBuf>,
     /// FX rates used: (from, to) -> rate.
@@ -300,9 +305,13 @@ fn load_from(
         .map_err(db_err("plans"))?;
     }
 
+    let mut unknown_plans = Vec::new();
     for c in &registry.customers {
         if let Err(why) = admit(c, pricing, last_day, &mut loaded.fx) {
             loaded.refused.push((c.customer_id.to_string(), why));
+            if !pricing.plans.contains_key(&c.tier) {
+                unknown_plans.push(c.clone());
+            }
             continue;
         }
         currencies.insert(c.currency.clone());
@@ -462,6 +471,23 @@ fn load_from(
         daily(ACTIVITY),
         "INSERT INTO activity_daily SELECT CAST(date AS DATE), customer_id, activity_type, count FROM {files}",
     )?);
+    let mut used = BTreeSet::new();
+    for table in ["usage_monthly", "compute_monthly"] {
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT DISTINCT customer_id FROM {table} WHERE customer_id IS NOT NULL"
+            ))
+            .map_err(db_err(table))?;
+        let ids = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .and_then(|rows| rows.collect::<std::result::Result<Vec<_>, _>>())
+            .map_err(db_err(table))?;
+        used.extend(ids);
+    }
+    loaded.unknown_plans = unknown_plans
+        .into_iter()
+        .filter(|c| c.active_between(start, end) || used.contains(&*c.customer_id))
+        .collect();
     loaded.files = files
         .into_iter()
         .map(|f| {
