@@ -191,7 +191,6 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, pricing: &Pricing, opts: &BillOptions) -> 
         }
     };
     let (registry, registry_problems) = Registry::load_customers(&customers_path)?;
-    let store = Store::open_configured(&opts.out, &opts.store_options)?;
     let (start, end, _) = inputs::month_bounds(opts.month);
     let month = start.format("%Y-%m").to_string();
 
@@ -207,6 +206,7 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, pricing: &Pricing, opts: &BillOptions) -> 
     let conn = Connection::open_in_memory().map_err(db_err("opening DuckDB"))?;
     let loaded = inputs::load(&conn, lake, start, &registry, pricing)?;
     refuse_unknown_plans(&loaded, pricing, &customers_path, &month)?;
+    let store = Store::open_configured(&opts.out, &opts.store_options)?;
     let bill_at = |revision: u32| -> Result<Billing> {
         conn.execute("UPDATE billing_period SET revision = ?", [revision])
             .map_err(db_err("billing_period"))?;
