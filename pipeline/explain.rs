@@ -502,11 +502,7 @@ fn explain_line(conn: &Connection, line: &InvoiceLine, period: &str) -> Result<D
             ));
         }
         checks.push(check("tokens (quantity)", t[6], quantity));
-        checks.push(check(
-            "provider cost",
-            t[7],
-            required(line.provider_cost),
-        ));
+        checks.push(check("provider cost", t[7], required(line.provider_cost)));
         checks
     };
     Ok(match line.line_type.as_str() {

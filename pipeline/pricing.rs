@@ -1129,12 +1129,11 @@ reasoning = "12"
     /// plans, by file, line and field.
     #[test]
     fn a_renamed_plan_names_its_customers() {
-        let text = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("pricing.toml"),
-        )
-        .unwrap();
-        let renamed = Pricing::parse(&text.replace("[plans.enterprise]", "[plans.corporate]"))
-            .unwrap();
+        let text =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("pricing.toml"))
+                .unwrap();
+        let renamed =
+            Pricing::parse(&text.replace("[plans.enterprise]", "[plans.corporate]")).unwrap();
         let csv = "customer_id,name,email,tier,vm_ids,currency,stripe_customer_id,status,created_at,cancelled_at\n\
                    a,A,a@x,pro,,EUR,cus_1,active,2026-01-01,\n\
                    b,B,b@x,enterprise,,EUR,cus_2,active,2026-01-01,\n\
@@ -1145,10 +1144,16 @@ reasoning = "12"
         let in_service: Vec<String> = check.in_service.iter().map(|e| e.to_string()).collect();
         assert_eq!(
             in_service,
-            ["customers.csv:3: field `tier`: customer b: plan \"enterprise\" is not in pricing.toml [plans] (corporate, pro, starter)"]
+            [
+                "customers.csv:3: field `tier`: customer b: plan \"enterprise\" is not in pricing.toml [plans] (corporate, pro, starter)"
+            ]
         );
         assert_eq!(check.ended.len(), 1);
-        assert!(check.ended[0].to_string().starts_with("customers.csv:4: field `tier`: customer c:"));
+        assert!(
+            check.ended[0]
+                .to_string()
+                .starts_with("customers.csv:4: field `tier`: customer c:")
+        );
         let shipped = Pricing::parse(&text).unwrap();
         let check = shipped.check_customers(&registry, Path::new("customers.csv"), now);
         assert!(check.in_service.is_empty() && check.ended.is_empty());

@@ -314,7 +314,8 @@ impl Customer {
         let from = start.max(self.created_at.date_naive());
         let until = match self.cancelled_at {
             // the day of the last instant in service, plus one
-            Some(c) => end.min((c - chrono::TimeDelta::microseconds(1)).date_naive() + chrono::Days::new(1)),
+            Some(c) => end
+                .min((c - chrono::TimeDelta::microseconds(1)).date_naive() + chrono::Days::new(1)),
             None => end,
         };
         from < until

@@ -485,7 +485,11 @@ fn a_month_with_no_usage_can_never_be_billed() {
     assert_eq!((report.status.as_str(), report.revision), ("published", 1));
     assert!(!report.needs_attention(), "{:?}", report.attention);
     // cust_0003 was cancelled on 2026-10-21: no November invoice.
-    assert_plan_fees_only(&env.out, "2026-11", &["cust_0001", "cust_0002", "cust_0004"]);
+    assert_plan_fees_only(
+        &env.out,
+        "2026-11",
+        &["cust_0001", "cust_0002", "cust_0004"],
+    );
     // And billed again, it stands.
     assert_eq!(bill(&opts, "bill-3").status, "unchanged");
 }
@@ -513,10 +517,7 @@ fn monthly_bills_the_plan_fees_of_a_month_without_usage() {
         let args: Vec<&str> = job.iter().chain(&common).copied().collect();
         crate::common::meter(dir.path(), now, &args, &[])
     };
-    let first = run(
-        "2026-11-02T03:00:00Z",
-        &["pipeline", "--month", "2026-10"],
-    );
+    let first = run("2026-11-02T03:00:00Z", &["pipeline", "--month", "2026-10"]);
     assert_eq!(first.code, 1, "{}", first.stderr);
     let monthly = run("2026-12-02T03:00:00Z", &["monthly", "--month", "2026-11"]);
     assert_eq!(monthly.code, 0, "{}", monthly.stderr);
@@ -561,7 +562,10 @@ fn a_renamed_plan_drops_a_customer_from_the_invoices() {
     // on 2026-10-21) stops October, not November: there it is reported.
     opts.pricing = renamed_plan(env.lake.parent().unwrap(), "enterprise", "corporate");
     let err = bill::run(&ctx("bill-2"), &opts).unwrap_err().to_string();
-    assert!(err.contains("customer cust_0003: plan \"enterprise\""), "{err}");
+    assert!(
+        err.contains("customer cust_0003: plan \"enterprise\""),
+        "{err}"
+    );
     let november = NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
     rollup::run(
         &ctx("rollup-2"),
@@ -666,4 +670,34 @@ fn a_renamed_plan_is_caught_by_pricing_check_and_stops_bill() {
     ]);
     assert_eq!(check.code, 0, "{}", check.stderr);
     assert!(check.stdout.contains("4 customers"), "{}", check.stdout);
+}
+
+/// A monthly api_usage rollup written before the unpriced token split
+/// (an older meter) would bill every token on the API lines: refused as
+/// not current, with the rollup to run.
+#[test]
+fn a_monthly_rollup_without_the_unpriced_split_is_refused() {
+    let env = env();
+    let dir = env.lake.join("monthly/api_usage/month=2026-10");
+    let file = dir.join(&list_files(&dir)[0]);
+    let old = dir.join("old.parquet.tmp");
+    let db = duckdb::Connection::open_in_memory().unwrap();
+    db.execute_batch(&format!(
+        "COPY (SELECT * EXCLUDE (unpriced_input_tokens, unpriced_cache_read_tokens, \
+         unpriced_cache_write_tokens, unpriced_output_tokens, unpriced_reasoning_tokens) \
+         FROM read_parquet('{}')) TO '{}' (FORMAT parquet)",
+        file.display(),
+        old.display()
+    ))
+    .unwrap();
+    std::fs::rename(&old, &file).unwrap();
+    let err = bill::run(&ctx("bill-1"), &options(&env, None))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("was written by an older meter") && err.contains("unpriced_input_tokens"),
+        "{err}"
+    );
+    assert!(err.contains("meter rollup --lake"), "{err}");
+    assert!(!env.out.exists(), "nothing is written");
 }

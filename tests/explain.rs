@@ -117,7 +117,11 @@ fn every_api_line_is_the_sum_of_its_events() {
         assert_eq!(tokens, int(9), "{what}: quantity");
         assert_eq!(tokens, kinds[0] + kinds[1] + kinds[2] + kinds[3], "{what}");
         // the invoice's provider cost is exact, to the last digit
-        let line_cost = if r[10].is_empty() { Decimal::ZERO } else { dec(&r[10]) };
+        let line_cost = if r[10].is_empty() {
+            Decimal::ZERO
+        } else {
+            dec(&r[10])
+        };
         assert_eq!(cost, line_cost, "{what}: provider cost");
         // the amount: cost x factor x FX, rounded once to the cent
         let amount = match line_type {

@@ -381,7 +381,10 @@ fn rollup_of_a_month_adds_up_exactly() {
 /// A month with no usage could never be billed: its rollup succeeded with 0
 /// rows but wrote no `month=` partition, which billing takes for "not
 /// rolled up". `lake_dir` has October rolled up and nothing in November.
-fn month_without_events_has_present_empty_aggregates(lake_dir: &std::path::Path, db: &duckdb::Connection) {
+fn month_without_events_has_present_empty_aggregates(
+    lake_dir: &std::path::Path,
+    db: &duckdb::Connection,
+) {
     use meter::rollup::aggregate::SPECS;
     use meter::rollup::{self, Period, RollupOptions};
 
@@ -413,7 +416,10 @@ fn month_without_events_has_present_empty_aggregates(lake_dir: &std::path::Path,
             0,
             "{table}"
         );
-        let october = format!("{}/monthly/{table}/month=2026-10/*.parquet", lake_dir.display());
+        let october = format!(
+            "{}/monthly/{table}/month=2026-10/*.parquet",
+            lake_dir.display()
+        );
         assert_eq!(describe(&glob), describe(&october), "{table}");
         let a = report
             .aggregates

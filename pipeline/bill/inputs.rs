@@ -383,7 +383,11 @@ fn load_from(
     // lines then keep every token.
     let read_split = |period: &str, dirs: Vec<PathBuf>, insert: &str| -> Result<()> {
         for dir in &dirs {
-            if !lake.parquet_files(dir)?.iter().all(|f| has_unpriced_split(f)) {
+            if !lake
+                .parquet_files(dir)?
+                .iter()
+                .all(|f| has_unpriced_split(f))
+            {
                 return Ok(());
             }
         }

@@ -705,7 +705,11 @@ mod tests {
         for spec in SPECS {
             let empty = empty_aggregate(spec).unwrap();
             assert_eq!(empty.height(), 0, "{}", spec.table);
-            let names: Vec<&str> = empty.get_column_names().iter().map(|n| n.as_str()).collect();
+            let names: Vec<&str> = empty
+                .get_column_names()
+                .iter()
+                .map(|n| n.as_str())
+                .collect();
             let expected: Vec<&str> = spec
                 .keys
                 .iter()
