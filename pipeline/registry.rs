@@ -421,15 +421,13 @@ mod tests {
     /// exclusive.
     #[test]
     fn active_between_follows_billings_active_days() {
-        let csv = format!(
-            "customer_id,name,email,tier,vm_ids,currency,stripe_customer_id,status,created_at,cancelled_at\n\
+        let csv = "customer_id,name,email,tier,vm_ids,currency,stripe_customer_id,status,created_at,cancelled_at\n\
              open,A,a@x,pro,,EUR,cus_1,active,2026-01-01,\n\
              midnight,B,b@x,pro,,EUR,cus_2,cancelled,2026-01-01,2026-11-01T00:00:00Z\n\
              morning,C,c@x,pro,,EUR,cus_3,cancelled,2026-01-01,2026-11-01T00:00:01Z\n\
              late,D,d@x,pro,,EUR,cus_4,active,2026-11-30T23:59:59Z,\n\
-             next,E,e@x,pro,,EUR,cus_5,active,2026-12-01,\n"
-        );
-        let reg = Registry::from_customers_csv(&csv, Path::new("customers.csv")).unwrap();
+             next,E,e@x,pro,,EUR,cus_5,active,2026-12-01,\n";
+        let reg = Registry::from_customers_csv(csv, Path::new("customers.csv")).unwrap();
         let (start, end) = (
             NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(),
             NaiveDate::from_ymd_opt(2026, 12, 1).unwrap(),
