@@ -8,10 +8,11 @@
 //! monthly aggregates billing reads are built from exactly these), of the
 //! line's provider and model, priced ones for an `api_usage` line and
 //! unpriced ones for an `unpriced` line; for a `compute` line, the
-//! customer's daily compute seconds per VM. The tie-out recomputes the
-//! line's quantity and amount from those events with the billing SQL's own
-//! rounding (`round_div` of `schemas/billing/invoice.sql`) and the factor and
-//! FX rate the line prints, and compares them with the published line.
+//! customer's daily compute seconds per VM. The tie-out recomputes every
+//! column of the line from those events (requests, each token kind, the
+//! quantity, the provider cost, and the amount with the billing SQL's own
+//! rounding, `round_div` of `schemas/billing/invoice.sql`, and the factor and
+//! FX rate the line prints) and compares them with the published line.
 
 use chrono::NaiveDate;
 use duckdb::Connection;
@@ -47,6 +48,8 @@ pub struct InvoiceLine {
     pub unit: String,
     pub unit_price: Option<Decimal>,
     pub requests: Option<i64>,
+    /// input, cache read, cache write, output and reasoning tokens.
+    pub tokens: [Option<i64>; 5],
     pub provider_cost: Option<Decimal>,
     pub cost_currency: Option<String>,
     pub fx_rate: Option<Decimal>,
@@ -303,7 +306,7 @@ pub fn run(opts: &ExplainOptions) -> Result<Explanation> {
         &format!(
             "SELECT invoice_number, revision, line, line_type, provider, model, description, \
              quantity, unit, unit_price, requests, provider_cost, cost_currency, fx_rate, rule, \
-             amount, currency FROM invoices WHERE {where_invoice} ORDER BY line"
+             amount, currency, {TOKEN_COLUMNS} FROM invoices WHERE {where_invoice} ORDER BY line"
         ),
     )?;
     let lines = raw
@@ -324,6 +327,7 @@ pub fn run(opts: &ExplainOptions) -> Result<Explanation> {
                 unit: text(8),
                 unit_price: decimal(&r[9], "unit_price")?,
                 requests: int(10),
+                tokens: [int(17), int(18), int(19), int(20), int(21)],
                 provider_cost: decimal(&r[11], "provider_cost")?,
                 cost_currency: r[12].clone(),
                 fx_rate: decimal(&r[13], "fx_rate")?,
@@ -435,6 +439,11 @@ fn sums(out: &Output) -> Result<Vec<Decimal>> {
         .collect()
 }
 
+/// The token columns of an invoice line and of an event, in
+/// [`InvoiceLine::tokens`] order.
+const TOKEN_COLUMNS: &str =
+    "input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens";
+
 fn explain_line(conn: &Connection, line: &InvoiceLine, period: &str) -> Result<Detail> {
     let tokens = "input_tokens + cache_read_tokens + cache_write_tokens + output_tokens";
     let minor = Decimal::from(10i64.pow(minor_units(&line.currency).unwrap_or(2)));
@@ -458,10 +467,18 @@ fn explain_line(conn: &Connection, line: &InvoiceLine, period: &str) -> Result<D
             ),
         )
     };
+    // count, the five token kinds, all tokens, cost
     let totals = |from: &str| -> Result<Vec<Decimal>> {
+        let kinds: Vec<String> = TOKEN_COLUMNS
+            .split(", ")
+            .map(|c| format!("sum({c})"))
+            .collect();
         sums(&query::run(
             conn,
-            &format!("SELECT count(*), sum({tokens}), sum(cost) {from}"),
+            &format!(
+                "SELECT count(*), {}, sum({tokens}), sum(cost) {from}",
+                kinds.join(", ")
+            ),
         )?)
     };
     let check = |measure: &str, events: Decimal, line: Decimal| Check {
@@ -469,16 +486,31 @@ fn explain_line(conn: &Connection, line: &InvoiceLine, period: &str) -> Result<D
         events,
         line,
     };
+    // Every column of an API or unpriced line against its events: requests,
+    // each token kind, the quantity (all tokens) and the provider cost.
+    let usage_checks = |t: &[Decimal]| -> Vec<Check> {
+        let mut checks = vec![check(
+            "requests",
+            t[0],
+            Decimal::from(line.requests.unwrap_or(0)),
+        )];
+        for (i, column) in TOKEN_COLUMNS.split(", ").enumerate() {
+            checks.push(check(
+                column,
+                t[1 + i],
+                Decimal::from(line.tokens[i].unwrap_or(0)),
+            ));
+        }
+        checks.push(check("tokens (quantity)", t[6], quantity));
+        checks.push(check("provider cost", t[7], required(line.provider_cost)));
+        checks
+    };
     Ok(match line.line_type.as_str() {
         "api_usage" => {
             let from = model_events(true);
             let behind = events_list(&from)?;
             let t = totals(&from)?;
-            let mut checks = vec![
-                check("requests", t[0], Decimal::from(line.requests.unwrap_or(0))),
-                check("tokens (quantity)", t[1], quantity),
-                check("provider cost", t[2], required(line.provider_cost)),
-            ];
+            let mut checks = usage_checks(&t);
             if let (Some(factor), Some(fx)) = (api_factor(&line.rule), line.fx_rate) {
                 let macros = billing_macros()?;
                 // invoice.sql: round_div(cost(38,12) x api_factor x cost_fx x minor, 1)
@@ -488,7 +520,7 @@ fn explain_line(conn: &Connection, line: &InvoiceLine, period: &str) -> Result<D
                         "round_div(CAST(CAST('{}' AS DECIMAL(38, 18)) AS DECIMAL(38, 12)) \
                          * CAST('{factor}' AS DECIMAL(18, 6)) * CAST('{fx}' AS DECIMAL(38, 8)) \
                          * CAST({minor} AS BIGINT), 1)",
-                        t[2]
+                        t[7]
                     ),
                 )?;
                 checks.push(check(
@@ -505,7 +537,7 @@ fn explain_line(conn: &Connection, line: &InvoiceLine, period: &str) -> Result<D
                      source_file:source_line is the raw input line); their exact provider cost \
                      is {} {}",
                     t[0],
-                    t[2].normalize(),
+                    t[7].normalize(),
                     line.cost_currency.as_deref().unwrap_or("")
                 ),
                 checks,
@@ -523,15 +555,14 @@ fn explain_line(conn: &Connection, line: &InvoiceLine, period: &str) -> Result<D
                      priced_api_usage)",
                     t[0]
                 ),
-                checks: vec![
-                    check("requests", t[0], Decimal::from(line.requests.unwrap_or(0))),
-                    check("tokens (quantity)", t[1], quantity),
-                    check(
+                checks: usage_checks(&t)
+                    .into_iter()
+                    .chain([check(
                         &format!("amount ({})", line.currency),
                         Decimal::ZERO,
                         line.amount,
-                    ),
-                ],
+                    )])
+                    .collect(),
             }
         }
         "compute" => {

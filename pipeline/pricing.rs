@@ -7,11 +7,12 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
 use crate::error::{Error, IoContext, Result};
+use crate::registry::{Customer, Registry};
 use crate::tables::Ts;
 
 /// Currencies meter can bill in (ISO 4217).
@@ -192,6 +193,15 @@ pub struct Pricing {
     exact: HashMap<String, usize>,
     /// (prefix, model index), longest prefix first.
     prefixes: Vec<(String, usize)>,
+}
+
+/// Customers whose plan the price list does not have ([`Pricing::check_customers`]).
+#[derive(Debug, Default)]
+pub struct PlanCheck {
+    /// In service: `meter bill` refuses a month they are billed in.
+    pub in_service: Vec<Error>,
+    /// Service ended: only a rerun of their past months is refused.
+    pub ended: Vec<Error>,
 }
 
 /// One problem in a pricing file, at a key such as `models[3].input`.
@@ -627,6 +637,50 @@ impl Pricing {
             .iter()
             .rfind(|f| f.base == base && f.quote == quote && f.effective_from <= date)
             .map(|f| f.rate)
+    }
+
+    /// The problem of a customer whose plan (`customers.csv` column `tier`)
+    /// is not a key of `[plans]`, as a registry error naming the file, line
+    /// and field; `None` when the plan exists. Billing cannot invoice such a
+    /// customer: `meter bill` refuses the month, `meter pricing check
+    /// --customers` reports it first.
+    pub fn plan_problem(&self, customer: &Customer, path: &Path) -> Option<Error> {
+        if self.plans.contains_key(&customer.tier) {
+            return None;
+        }
+        Some(Error::Registry {
+            path: path.to_path_buf(),
+            line: customer.line,
+            field: "tier".into(),
+            message: format!(
+                "customer {}: plan {:?} is not in pricing.toml [plans] ({})",
+                customer.customer_id,
+                customer.tier,
+                self.plans.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        })
+    }
+
+    /// Checks a customer registry against the plans: the customers still in
+    /// service at `now` whose plan is missing (errors: billing refuses their
+    /// months), and those whose service ended (a rerun of a month they were
+    /// billed in would be refused).
+    pub fn check_customers(
+        &self,
+        registry: &Registry,
+        path: &Path,
+        now: DateTime<Utc>,
+    ) -> PlanCheck {
+        let mut check = PlanCheck::default();
+        for c in &registry.customers {
+            if let Some(problem) = self.plan_problem(c, path) {
+                match c.ended_by(now) {
+                    false => check.in_service.push(problem),
+                    true => check.ended.push(problem),
+                }
+            }
+        }
+        check
     }
 
     /// Number of model keys and of price entries.
@@ -1068,5 +1122,40 @@ reasoning = "12"
             "key = \"o3\"\ncolour = \"red\"\nprovider",
         );
         assert!(problems(&bad)[0].contains("colour"), "{:?}", problems(&bad));
+    }
+
+    /// A renamed plan passed `pricing check` while `meter bill` left its
+    /// customers off the invoices: the registry is now checked against the
+    /// plans, by file, line and field.
+    #[test]
+    fn a_renamed_plan_names_its_customers() {
+        let text =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("pricing.toml"))
+                .unwrap();
+        let renamed =
+            Pricing::parse(&text.replace("[plans.enterprise]", "[plans.corporate]")).unwrap();
+        let csv = "customer_id,name,email,tier,vm_ids,currency,stripe_customer_id,status,created_at,cancelled_at\n\
+                   a,A,a@x,pro,,EUR,cus_1,active,2026-01-01,\n\
+                   b,B,b@x,enterprise,,EUR,cus_2,active,2026-01-01,\n\
+                   c,C,c@x,enterprise,,EUR,cus_3,cancelled,2026-01-01,2026-10-21T00:00:00Z\n";
+        let registry = Registry::from_customers_csv(csv, Path::new("customers.csv")).unwrap();
+        let now = "2026-11-02T03:00:00Z".parse().unwrap();
+        let check = renamed.check_customers(&registry, Path::new("customers.csv"), now);
+        let in_service: Vec<String> = check.in_service.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            in_service,
+            [
+                "customers.csv:3: field `tier`: customer b: plan \"enterprise\" is not in pricing.toml [plans] (corporate, pro, starter)"
+            ]
+        );
+        assert_eq!(check.ended.len(), 1);
+        assert!(
+            check.ended[0]
+                .to_string()
+                .starts_with("customers.csv:4: field `tier`: customer c:")
+        );
+        let shipped = Pricing::parse(&text).unwrap();
+        let check = shipped.check_customers(&registry, Path::new("customers.csv"), now);
+        assert!(check.in_service.is_empty() && check.ended.is_empty());
     }
 }

@@ -29,6 +29,8 @@ const OPTIONAL: [&str; 4] = ["cancelled_at", "monthly_limit", "markup", "timezon
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Customer {
+    /// The line of the file it was read from (the header is line 1).
+    pub line: u64,
     pub customer_id: Arc<str>,
     pub name: String,
     pub email: String,
@@ -295,6 +297,7 @@ fn parse_customer(
         ));
     }
     Ok(Arc::new(Customer {
+        line,
         customer_id: customer_id.as_str().into(),
         name: get("name"),
         email: get("email"),
@@ -310,6 +313,28 @@ fn parse_customer(
         extra,
         vm_ids,
     }))
+}
+
+impl Customer {
+    /// Whether the customer is billed for at least one day of
+    /// `[start, end)` (UTC days): a day counts when the customer was in
+    /// service at any time in it; `cancelled_at` is exclusive. The rule of
+    /// `billed_customers` in `schemas/billing/invoice.sql`.
+    pub fn active_between(&self, start: NaiveDate, end: NaiveDate) -> bool {
+        let from = start.max(self.created_at.date_naive());
+        let until = match self.cancelled_at {
+            // the day of the last instant in service, plus one
+            Some(c) => end
+                .min((c - chrono::TimeDelta::microseconds(1)).date_naive() + chrono::Days::new(1)),
+            None => end,
+        };
+        from < until
+    }
+
+    /// Whether the customer's service ended at or before `now`.
+    pub fn ended_by(&self, now: DateTime<Utc>) -> bool {
+        self.cancelled_at.is_some_and(|c| c <= now)
+    }
 }
 
 /// An RFC 3339 instant, or a date meaning its midnight UTC.
@@ -399,6 +424,39 @@ mod tests {
             reg.customers[1].created_at.to_rfc3339(),
             "2026-02-01T00:00:00+00:00"
         );
+    }
+
+    /// The rule of billing's `billed_customers`: a day counts when the
+    /// customer was in service at any time in it; `cancelled_at` is
+    /// exclusive.
+    #[test]
+    fn active_between_follows_billings_active_days() {
+        let csv = "customer_id,name,email,tier,vm_ids,currency,stripe_customer_id,status,created_at,cancelled_at\n\
+             open,A,a@x,pro,,EUR,cus_1,active,2026-01-01,\n\
+             midnight,B,b@x,pro,,EUR,cus_2,cancelled,2026-01-01,2026-11-01T00:00:00Z\n\
+             morning,C,c@x,pro,,EUR,cus_3,cancelled,2026-01-01,2026-11-01T00:00:01Z\n\
+             late,D,d@x,pro,,EUR,cus_4,active,2026-11-30T23:59:59Z,\n\
+             next,E,e@x,pro,,EUR,cus_5,active,2026-12-01,\n";
+        let reg = Registry::from_customers_csv(csv, Path::new("customers.csv")).unwrap();
+        let (start, end) = (
+            NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(),
+            NaiveDate::from_ymd_opt(2026, 12, 1).unwrap(),
+        );
+        let active: Vec<(&str, u64)> = reg
+            .customers
+            .iter()
+            .filter(|c| c.active_between(start, end))
+            .map(|c| (&*c.customer_id, c.line))
+            .collect();
+        assert_eq!(active, [("open", 2), ("morning", 4), ("late", 5)]);
+        let now = "2026-11-01T00:00:00Z".parse().unwrap();
+        let ended: Vec<&str> = reg
+            .customers
+            .iter()
+            .filter(|c| c.ended_by(now))
+            .map(|c| &*c.customer_id)
+            .collect();
+        assert_eq!(ended, ["midnight"]);
     }
 
     #[test]

@@ -95,6 +95,9 @@ CREATE OR REPLACE TABLE meter_empty.daily_api_usage (
     requests BIGINT, failed BIGINT, input_tokens BIGINT, cache_read_tokens BIGINT,
     cache_write_tokens BIGINT, output_tokens BIGINT, reasoning_tokens BIGINT,
     cost DECIMAL(38, 18), unpriced_requests BIGINT, unpriced_tokens BIGINT,
+    unpriced_input_tokens BIGINT, unpriced_cache_read_tokens BIGINT,
+    unpriced_cache_write_tokens BIGINT, unpriced_output_tokens BIGINT,
+    unpriced_reasoning_tokens BIGINT,
     latency_ms_sum BIGINT, latency_ms_count BIGINT, latency_ms_max BIGINT, date DATE);
 
 CREATE OR REPLACE TABLE meter_empty.daily_api_requests (

@@ -372,6 +372,62 @@ fn rollup_of_a_month_adds_up_exactly() {
         .map(Result::unwrap),
     );
     insta::assert_snapshot!("sample_data_monthly", lines.join("\n"));
+
+    // The month after has no event: its rollup writes each monthly table
+    // anyway, without rows and with the columns and types of October's.
+    month_without_events_has_present_empty_aggregates(&lake_dir, &db);
+}
+
+/// A month with no usage could never be billed: its rollup succeeded with 0
+/// rows but wrote no `month=` partition, which billing takes for "not
+/// rolled up". `lake_dir` has October rolled up and nothing in November.
+fn month_without_events_has_present_empty_aggregates(
+    lake_dir: &std::path::Path,
+    db: &duckdb::Connection,
+) {
+    use meter::rollup::aggregate::SPECS;
+    use meter::rollup::{self, Period, RollupOptions};
+
+    let november = RollupOptions {
+        lake: lake_dir.to_path_buf(),
+        pricing: repo().join("pricing.toml"),
+        period: Period::Month("2026-11-01".parse().unwrap()),
+    };
+    let report = rollup::run(&ctx("rollup-november"), &november).unwrap();
+    assert!(!report.needs_attention(), "{:?}", report.attention);
+    assert!(report.days.is_empty());
+    let describe = |glob: &str| -> Vec<(String, String)> {
+        let mut stmt = db
+            .prepare(&format!("DESCRIBE SELECT * FROM read_parquet('{glob}')"))
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    for spec in SPECS {
+        let table = spec.table.name();
+        let dir = lake_dir.join(format!("monthly/{table}/month=2026-11"));
+        let files = list_files(&dir);
+        assert_eq!(files.len(), 1, "{table}: {files:?}");
+        let glob = format!("{}/*.parquet", dir.display());
+        assert_eq!(
+            count(db, &format!("SELECT count(*) FROM read_parquet('{glob}')")),
+            0,
+            "{table}"
+        );
+        let october = format!(
+            "{}/monthly/{table}/month=2026-10/*.parquet",
+            lake_dir.display()
+        );
+        assert_eq!(describe(&glob), describe(&october), "{table}");
+        let a = report
+            .aggregates
+            .iter()
+            .find(|a| a.table == spec.table && a.period == "monthly")
+            .unwrap();
+        assert_eq!((a.rows_in, a.rows_out), (0, 0));
+    }
 }
 
 /// A file copied into a partition (a duplicate that slipped past ingest) is

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use chrono::{Datelike, NaiveDate};
@@ -86,6 +87,10 @@ pub fn minor_units(currency: &str) -> Option<u32> {
 pub struct Loaded {
     /// Customers left out, each with why (unknown plan, currency, FX rate).
     pub refused: Vec<(String, String)>,
+    /// Of those, the ones whose plan is not in the price list although they
+    /// are billed for the month (active at least one day of it, or with
+    /// usage in it): `meter bill` refuses to publish without them.
+    pub unknown_plans: Vec<Arc<Customer>>,
     /// Every lake file read, relative to the lake.
     pub files: Vec<PathBuf>,
     /// FX rates used: (from, to) -> rate.
@@ -132,6 +137,16 @@ pub fn check_current(lake: &Lake, month: NaiveDate) -> Result<()> {
         // A table without events in the month (no command logs, say) has
         // nothing to roll up: it bills as empty.
         dates.extend(table_dates);
+        if spec.table == API_USAGE.table
+            && let Some(f) = files.iter().find(|f| !has_unpriced_split(f))
+        {
+            return Err(refuse(format!(
+                "the monthly rollup of {name} for {label} was written by an older meter \
+                 ({} has no column {})",
+                f.display(),
+                UNPRICED_SPLIT[0]
+            )));
+        }
         for f in files {
             let t = modified(&f)?;
             monthly_oldest = Some(monthly_oldest.map_or(t, |m| m.min(t)));
@@ -159,6 +174,33 @@ pub fn check_current(lake: &Lake, month: NaiveDate) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The api_usage aggregate columns that split each token kind by price
+/// (rollup.md): written since invoice lines carry only their own tokens.
+pub const UNPRICED_SPLIT: [&str; 5] = [
+    "unpriced_input_tokens",
+    "unpriced_cache_read_tokens",
+    "unpriced_cache_write_tokens",
+    "unpriced_output_tokens",
+    "unpriced_reasoning_tokens",
+];
+
+/// Whether an api_usage aggregate file has the [`UNPRICED_SPLIT`] columns
+/// (a file that cannot be read has not: reading it fails with its own
+/// error later).
+fn has_unpriced_split(path: &Path) -> bool {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let Ok(reader) = SerializedFileReader::new(file) else {
+        return false;
+    };
+    let schema = reader.metadata().file_metadata().schema_descr_ptr();
+    UNPRICED_SPLIT
+        .iter()
+        .all(|c| schema.columns().iter().any(|d| d.name() == *c))
 }
 
 fn modified(path: &Path) -> Result<SystemTime> {
@@ -263,9 +305,13 @@ fn load_from(
         .map_err(db_err("plans"))?;
     }
 
+    let mut unknown_plans = Vec::new();
     for c in &registry.customers {
         if let Err(why) = admit(c, pricing, last_day, &mut loaded.fx) {
             loaded.refused.push((c.customer_id.to_string(), why));
+            if !pricing.plans.contains_key(&c.tier) {
+                unknown_plans.push(c.clone());
+            }
             continue;
         }
         currencies.insert(c.currency.clone());
@@ -330,6 +376,23 @@ fn load_from(
                 .map_err(db_err(&format!("reading {period} {}", spec.table.name())))?;
             Ok(files)
         };
+    // The unpriced share of each token kind. Aggregates written by an older
+    // meter do not have it: `meter bill` refuses them (`check_current`);
+    // for the figures of a month so far (the nightly's meter events and
+    // limit alerts, the report), which publish no invoice line, the API
+    // lines then keep every token.
+    let read_split = |period: &str, dirs: Vec<PathBuf>, insert: &str| -> Result<()> {
+        for dir in &dirs {
+            if !lake
+                .parquet_files(dir)?
+                .iter()
+                .all(|f| has_unpriced_split(f))
+            {
+                return Ok(());
+            }
+        }
+        read(API_USAGE, period, dirs, insert).map(drop)
+    };
     let monthly = |spec: Spec| vec![spec.monthly_dir(lake, start)];
     let daily = |spec: Spec| {
         start
@@ -349,6 +412,14 @@ fn load_from(
                  input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, \
                  reasoning_tokens, cost, unpriced_requests, unpriced_tokens FROM {files}",
             )?);
+            read_split(
+                "month",
+                monthly(API_USAGE),
+                "INSERT INTO usage_unpriced_monthly SELECT customer_id, vm_id, provider, model, \
+                 unpriced_input_tokens, unpriced_cache_read_tokens, unpriced_cache_write_tokens, \
+                 unpriced_output_tokens, unpriced_reasoning_tokens FROM {files} \
+                 WHERE unpriced_requests > 0",
+            )?;
             files.extend(read(
                 RESOURCE_USAGE,
                 "month",
@@ -367,6 +438,15 @@ fn load_from(
                  sum(unpriced_requests), sum(unpriced_tokens) FROM {files} \
                  GROUP BY customer_id, vm_id, user_id, provider, model",
             )?);
+            read_split(
+                "date",
+                daily(API_USAGE),
+                "INSERT INTO usage_unpriced_monthly SELECT customer_id, vm_id, provider, model, \
+                 sum(unpriced_input_tokens), sum(unpriced_cache_read_tokens), \
+                 sum(unpriced_cache_write_tokens), sum(unpriced_output_tokens), \
+                 sum(unpriced_reasoning_tokens) FROM {files} WHERE unpriced_requests > 0 \
+                 GROUP BY customer_id, vm_id, provider, model",
+            )?;
             files.extend(read(
                 RESOURCE_USAGE,
                 "date",
@@ -395,6 +475,23 @@ fn load_from(
         daily(ACTIVITY),
         "INSERT INTO activity_daily SELECT CAST(date AS DATE), customer_id, activity_type, count FROM {files}",
     )?);
+    let mut used = BTreeSet::new();
+    for table in ["usage_monthly", "compute_monthly"] {
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT DISTINCT customer_id FROM {table} WHERE customer_id IS NOT NULL"
+            ))
+            .map_err(db_err(table))?;
+        let ids = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .and_then(|rows| rows.collect::<std::result::Result<Vec<_>, _>>())
+            .map_err(db_err(table))?;
+        used.extend(ids);
+    }
+    loaded.unknown_plans = unknown_plans
+        .into_iter()
+        .filter(|c| c.active_between(start, end) || used.contains(&*c.customer_id))
+        .collect();
     loaded.files = files
         .into_iter()
         .map(|f| {

@@ -192,7 +192,6 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, pricing: &Pricing, opts: &BillOptions) -> 
         }
     };
     let (registry, registry_problems) = Registry::load_customers(&customers_path)?;
-    let store = Store::open_configured(&opts.out, &opts.store_options)?;
     let (start, end, _) = inputs::month_bounds(opts.month);
     let month = start.format("%Y-%m").to_string();
 
@@ -207,6 +206,8 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, pricing: &Pricing, opts: &BillOptions) -> 
     // it).
     let conn = Connection::open_in_memory().map_err(db_err("opening DuckDB"))?;
     let loaded = inputs::load(&conn, lake, start, &registry, pricing)?;
+    refuse_unknown_plans(&loaded, pricing, &customers_path, &month)?;
+    let store = Store::open_configured(&opts.out, &opts.store_options)?;
     let bill_at = |revision: u32| -> Result<Billing> {
         conn.execute("UPDATE billing_period SET revision = ?", [revision])
             .map_err(db_err("billing_period"))?;
@@ -399,6 +400,39 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, pricing: &Pricing, opts: &BillOptions) -> 
     let json = serde_json::to_string_pretty(&report).expect("the report serializes");
     lake.write_report(&ctx.run_id, &json)?;
     Ok(report)
+}
+
+/// A customer billed for the month whose plan is not in the price list
+/// would be left out of the revision: refuse the month instead, naming each
+/// (file, line, customer and plan), before anything is written.
+fn refuse_unknown_plans(
+    loaded: &inputs::Loaded,
+    pricing: &Pricing,
+    customers: &Path,
+    month: &str,
+) -> Result<()> {
+    let problems: Vec<String> = loaded
+        .unknown_plans
+        .iter()
+        .filter_map(|c| pricing.plan_problem(c, customers))
+        .map(|p| p.to_string())
+        .collect();
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Billing {
+        month: month.to_string(),
+        message: format!(
+            "{} customer(s) billed for the month have a plan pricing.toml does not have, so \
+             their invoices could not be written; nothing was published:\n  {}",
+            problems.len(),
+            problems.join("\n  ")
+        ),
+        hint: "give each named customer a plan of pricing.toml [plans] in customers.csv (column \
+               `tier`), or restore the plan in pricing.toml (a renamed plan keeps its old key \
+               until no customer uses it); `meter pricing check --customers FILE` checks this; \
+               then bill again",
+    })
 }
 
 /// One day's Stripe meter events, computed by the month's billing SQL from

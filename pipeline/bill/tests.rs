@@ -314,6 +314,36 @@ fn unpriced_usage_gets_its_own_line_and_compute_bills_hours() {
     assert_eq!(compute.amount_minor, 10);
 }
 
+/// The API line of a model with unpriced events carried every token of the
+/// model while its quantity and requests counted the priced events only.
+#[test]
+fn invoice_token_columns_disagree_with_the_line() {
+    let (_, b) = bill(&[
+        customer("c", "pro", "EUR", "2025-01-01 00:00:00", None, None),
+        // 10 requests, 4 of them unpriced; tokens: 100 input, 50 cache read,
+        // 5 cache write, 20 output (8 reasoning)
+        "INSERT INTO usage_monthly VALUES ('c', 'vm1', 'google', 'gemini-1.5-pro', 10, 100, 50, 5, 20, 8, 0.01, 4, 70);".into(),
+        // the unpriced share by kind: 40 + 20 + 0 + 10 = 70 (3 reasoning)
+        "INSERT INTO usage_unpriced_monthly VALUES ('c', 'vm1', 'google', 'gemini-1.5-pro', 40, 20, 0, 10, 3);".into(),
+    ]);
+    let tokens = |l: &InvoiceLine| -> [i64; 5] { l.tokens.map(|t| t.unwrap()) };
+    let api = lines(&b, "c", "api_usage")[0];
+    assert_eq!(api.requests, Some(6));
+    assert_eq!(api.quantity, "105");
+    assert_eq!(tokens(api), [60, 30, 5, 10, 5]);
+    let unpriced = lines(&b, "c", "unpriced")[0];
+    assert_eq!(unpriced.requests, Some(4));
+    assert_eq!(unpriced.quantity, "70");
+    assert_eq!(tokens(unpriced), [40, 20, 0, 10, 3]);
+    // each line's quantity is the sum of its own token columns
+    for l in [api, unpriced] {
+        let t = tokens(l);
+        assert_eq!(l.quantity, (t[0] + t[1] + t[2] + t[3]).to_string());
+    }
+    // the allowance still counts every token
+    assert_eq!(b.summary[0].tokens, 175);
+}
+
 #[test]
 fn monthly_limit_is_flagged_not_capped() {
     let (_, b) = bill(&[

@@ -61,6 +61,11 @@ pub const API_USAGE: Spec = Spec {
         "cost",
         "unpriced_requests",
         "unpriced_tokens",
+        "unpriced_input_tokens",
+        "unpriced_cache_read_tokens",
+        "unpriced_cache_write_tokens",
+        "unpriced_output_tokens",
+        "unpriced_reasoning_tokens",
         "latency_ms_sum",
         "latency_ms_count",
     ],
@@ -149,6 +154,16 @@ impl Spec {
                     + col("cache_write_tokens")
                     + col("output_tokens");
                 let unpriced = col("priced").not();
+                // Each token kind of the unpriced events on its own, so that
+                // an invoice's priced line and unpriced line each carry
+                // exactly their own tokens.
+                let unpriced_sum = |kind: &str| {
+                    col(kind)
+                        .filter(unpriced.clone())
+                        .sum()
+                        .cast(DataType::Int64)
+                        .alias(format!("unpriced_{kind}"))
+                };
                 let mut aggs = vec![
                     count("requests"),
                     sum_i64("failed"),
@@ -164,10 +179,15 @@ impl Spec {
                         .sum()
                         .alias("unpriced_requests"),
                     all_tokens
-                        .filter(unpriced)
+                        .filter(unpriced.clone())
                         .sum()
                         .cast(DataType::Int64)
                         .alias("unpriced_tokens"),
+                    unpriced_sum("input_tokens"),
+                    unpriced_sum("cache_read_tokens"),
+                    unpriced_sum("cache_write_tokens"),
+                    unpriced_sum("output_tokens"),
+                    unpriced_sum("reasoning_tokens"),
                 ];
                 aggs.extend(stats("latency_ms", "latency_ms"));
                 aggs
@@ -281,15 +301,33 @@ pub fn check_money(df: &DataFrame, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Replaces every file of `dir` with `df` (or with nothing when it is empty).
-fn replace_dir(lake: &Lake, dir: &Path, run_id: &str, df: &mut DataFrame) -> Result<u64> {
+/// Whether a partition without rows is written (a file with the columns
+/// and no row) or left without files.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Empty {
+    /// A day without events has no daily files.
+    NoFile,
+    /// A month is always written, rows or not: its partition says it was
+    /// rolled up (billing bills a month without usage from it).
+    Write,
+}
+
+/// Replaces every file of `dir` with `df` (with nothing when it is empty,
+/// unless `empty` says to write it).
+fn replace_dir(
+    lake: &Lake,
+    dir: &Path,
+    run_id: &str,
+    df: &mut DataFrame,
+    empty: Empty,
+) -> Result<u64> {
     check_money(df, dir)?;
     let old = lake.parquet_files(dir)?;
     let mut commit = Commit {
         renames: Vec::new(),
         deletes: old.clone(),
     };
-    if df.height() > 0 {
+    if df.height() > 0 || empty == Empty::Write {
         std::fs::create_dir_all(dir).write_ctx(dir)?;
         let final_path = dir.join(format!("part-{run_id}.parquet"));
         let tmp = dir.join(format!("part-{run_id}.parquet.tmp"));
@@ -325,7 +363,8 @@ pub fn daily(lake: &Lake, spec: Spec, date: NaiveDate, run_id: &str) -> Result<A
     let source = spec.source_dir(lake, date);
     let mut report = AggregateReport::new(spec.table, "daily", format!("date={date}"));
     let Some(events) = read_frames(lake, std::slice::from_ref(&source))? else {
-        report.files_replaced = replace_dir(lake, &dir, run_id, &mut DataFrame::empty())?;
+        report.files_replaced =
+            replace_dir(lake, &dir, run_id, &mut DataFrame::empty(), Empty::NoFile)?;
         return Ok(report);
     };
     report.rows_in = events.height() as u64;
@@ -337,7 +376,7 @@ pub fn daily(lake: &Lake, spec: Spec, date: NaiveDate, run_id: &str) -> Result<A
     report.duplicates = report.rows_in - events.height() as u64;
     let mut df = aggregate_events(spec, &events).map_err(|e| polars_error(&source, e))?;
     report.rows_out = df.height() as u64;
-    report.files_replaced = replace_dir(lake, &dir, run_id, &mut df)?;
+    report.files_replaced = replace_dir(lake, &dir, run_id, &mut df, Empty::NoFile)?;
     Ok(report)
 }
 
@@ -470,15 +509,41 @@ pub fn monthly(lake: &Lake, spec: Spec, month: NaiveDate, run_id: &str) -> Resul
         "monthly",
         format!("month={}", first.format("%Y-%m")),
     );
-    let Some(daily) = read_frames(lake, &days)? else {
-        report.files_replaced = replace_dir(lake, &dir, run_id, &mut DataFrame::empty())?;
-        return Ok(report);
+    let mut df = match read_frames(lake, &days)? {
+        Some(daily) => {
+            report.rows_in = daily.height() as u64;
+            combine(spec, daily).map_err(|e| polars_error(&dir, e))?
+        }
+        // A month without events still gets its (empty) partition: it is
+        // rolled up, and billing bills its fees from it.
+        None => empty_aggregate(spec).map_err(|e| polars_error(&dir, e))?,
     };
-    report.rows_in = daily.height() as u64;
-    let mut df = combine(spec, daily).map_err(|e| polars_error(&dir, e))?;
     report.rows_out = df.height() as u64;
-    report.files_replaced = replace_dir(lake, &dir, run_id, &mut df)?;
+    report.files_replaced = replace_dir(lake, &dir, run_id, &mut df, Empty::Write)?;
     Ok(report)
+}
+
+/// `spec`'s source events with no row: the columns and types its files
+/// hold (`priced_schema` for api_usage, the table's schema otherwise), read
+/// through Parquet as the files are. Pure: no file IO.
+pub fn empty_events(spec: Spec) -> PolarsResult<DataFrame> {
+    let schema = match spec.table {
+        Table::ApiUsage => super::priced::priced_schema(),
+        table => table.schema(),
+    };
+    let mut bytes = Vec::new();
+    let writer = parquet::arrow::ArrowWriter::try_new(&mut bytes, schema, None)
+        .map_err(|e| PolarsError::ComputeError(e.to_string().into()))?;
+    writer
+        .close()
+        .map_err(|e| PolarsError::ComputeError(e.to_string().into()))?;
+    ParquetReader::new(std::io::Cursor::new(bytes)).finish()
+}
+
+/// A period's aggregate rows when it has no events: none, with the columns
+/// and types of any other period's. Pure: no file IO.
+pub fn empty_aggregate(spec: Spec) -> PolarsResult<DataFrame> {
+    combine(spec, aggregate_events(spec, &empty_events(spec)?)?)
 }
 
 #[cfg(test)]
@@ -631,6 +696,57 @@ mod tests {
             prop_assert!(whole.equals_missing(&combined), "whole:\n{whole}\ncombined:\n{combined}");
             check_money(&combined, Path::new("monthly/api_usage")).unwrap();
         }
+    }
+
+    /// A month without events could never be billed: its rollup wrote no
+    /// partition. Its aggregate is now rows-less but typed like any other.
+    #[test]
+    fn a_month_without_events_aggregates_to_typed_empty_rows() {
+        for spec in SPECS {
+            let empty = empty_aggregate(spec).unwrap();
+            assert_eq!(empty.height(), 0, "{}", spec.table);
+            let names: Vec<&str> = empty
+                .get_column_names()
+                .iter()
+                .map(|n| n.as_str())
+                .collect();
+            let expected: Vec<&str> = spec
+                .keys
+                .iter()
+                .chain(spec.sums)
+                .chain(spec.maxes)
+                .copied()
+                .collect();
+            assert_eq!(names, expected, "{}", spec.table);
+            check_money(&empty, Path::new("monthly")).unwrap();
+        }
+        // the same types as a month with events
+        let some = usage_events(&[(0, 0, 0, false, 1, 2, 3, 1, 5, true, Some(7))]);
+        let full = combine(API_USAGE, aggregate_events(API_USAGE, &some).unwrap()).unwrap();
+        assert_eq!(empty_aggregate(API_USAGE).unwrap().schema(), full.schema());
+    }
+
+    /// Invoice lines took every token of a model, priced or not: the
+    /// aggregate now carries the unpriced events' tokens kind by kind.
+    #[test]
+    fn unpriced_tokens_are_split_by_kind() {
+        // one key: (customer, vm, user, provider, model) all the same
+        let events = usage_events(&[
+            (0, 0, 0, false, 100, 10, 7, 2, 1_000, true, None),
+            (0, 0, 0, false, 40, 5, 3, 1, 0, false, None),
+            (0, 0, 0, true, 60, 0, 9, 4, 0, false, Some(3)),
+        ]);
+        let df = aggregate_events(API_USAGE, &events).unwrap();
+        assert_eq!(df.height(), 1);
+        let get = |c: &str| df.column(c).unwrap().i64().unwrap().get(0).unwrap();
+        assert_eq!(get("input_tokens"), 200);
+        assert_eq!(get("unpriced_requests"), 2);
+        assert_eq!(get("unpriced_input_tokens"), 100);
+        assert_eq!(get("unpriced_cache_read_tokens"), 5);
+        assert_eq!(get("unpriced_cache_write_tokens"), 0);
+        assert_eq!(get("unpriced_output_tokens"), 12);
+        assert_eq!(get("unpriced_reasoning_tokens"), 5);
+        assert_eq!(get("unpriced_tokens"), 100 + 5 + 12);
     }
 
     #[test]

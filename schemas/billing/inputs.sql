@@ -83,6 +83,22 @@ CREATE TABLE usage_monthly (
     unpriced_tokens    BIGINT NOT NULL
 );
 
+-- The unpriced events' share of usage_monthly's tokens, by kind (lake: the
+-- `unpriced_*_tokens` columns of monthly/api_usage): an API line carries the
+-- tokens of its priced events and the unpriced line those of the others.
+-- Rows only where some request has no price.
+CREATE TABLE usage_unpriced_monthly (
+    customer_id        VARCHAR,
+    vm_id              VARCHAR NOT NULL,
+    provider           VARCHAR,
+    model              VARCHAR,
+    input_tokens       BIGINT NOT NULL,
+    cache_read_tokens  BIGINT NOT NULL,
+    cache_write_tokens BIGINT NOT NULL,
+    output_tokens      BIGINT NOT NULL,
+    reasoning_tokens   BIGINT NOT NULL
+);
+
 CREATE TABLE compute_monthly (
     customer_id     VARCHAR,
     vm_id           VARCHAR NOT NULL,

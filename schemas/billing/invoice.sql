@@ -84,22 +84,47 @@ JOIN fx_rates fx_cost ON fx_cost.from_currency = p.provider_currency AND fx_cost
 LEFT JOIN tokens t ON t.customer_id = s.customer_id
 WHERE datediff('day', s.active_from, s.active_until) > 0 OR t.customer_id IS NOT NULL;
 
--- API usage of billed customers per provider and model.
+-- API usage of billed customers per provider and model: the totals of all
+-- their events (the allowance counts unpriced tokens too) and, by kind, the
+-- tokens of the unpriced ones. The API line carries the difference, the
+-- unpriced line the unpriced tokens: each exactly its own events.
 CREATE OR REPLACE TABLE api_usage_lines AS
-SELECT customer_id, provider, model,
-       sum(requests) AS requests,
-       sum(input_tokens) AS input_tokens,
-       sum(cache_read_tokens) AS cache_read_tokens,
-       sum(cache_write_tokens) AS cache_write_tokens,
-       sum(output_tokens) AS output_tokens,
-       sum(reasoning_tokens) AS reasoning_tokens,
-       sum(input_tokens + cache_read_tokens + cache_write_tokens + output_tokens) AS tokens,
-       coalesce(sum(cost), CAST(0 AS DECIMAL(38, 18))) AS cost,
-       sum(unpriced_requests) AS unpriced_requests,
-       sum(unpriced_tokens) AS unpriced_tokens
-FROM usage_monthly
-WHERE customer_id IN (SELECT customer_id FROM billed_customers)
-GROUP BY customer_id, provider, model;
+WITH usage AS (
+    SELECT customer_id, provider, model,
+           sum(requests) AS requests,
+           sum(input_tokens) AS input_tokens,
+           sum(cache_read_tokens) AS cache_read_tokens,
+           sum(cache_write_tokens) AS cache_write_tokens,
+           sum(output_tokens) AS output_tokens,
+           sum(reasoning_tokens) AS reasoning_tokens,
+           sum(input_tokens + cache_read_tokens + cache_write_tokens + output_tokens) AS tokens,
+           coalesce(sum(cost), CAST(0 AS DECIMAL(38, 18))) AS cost,
+           sum(unpriced_requests) AS unpriced_requests,
+           sum(unpriced_tokens) AS unpriced_tokens
+    FROM usage_monthly
+    WHERE customer_id IN (SELECT customer_id FROM billed_customers)
+    GROUP BY customer_id, provider, model
+), unpriced AS (
+    SELECT customer_id, provider, model,
+           sum(input_tokens) AS input_tokens,
+           sum(cache_read_tokens) AS cache_read_tokens,
+           sum(cache_write_tokens) AS cache_write_tokens,
+           sum(output_tokens) AS output_tokens,
+           sum(reasoning_tokens) AS reasoning_tokens
+    FROM usage_unpriced_monthly
+    GROUP BY customer_id, provider, model
+)
+SELECT u.*,
+       CAST(coalesce(x.input_tokens, 0) AS HUGEINT) AS unpriced_input_tokens,
+       CAST(coalesce(x.cache_read_tokens, 0) AS HUGEINT) AS unpriced_cache_read_tokens,
+       CAST(coalesce(x.cache_write_tokens, 0) AS HUGEINT) AS unpriced_cache_write_tokens,
+       CAST(coalesce(x.output_tokens, 0) AS HUGEINT) AS unpriced_output_tokens,
+       CAST(coalesce(x.reasoning_tokens, 0) AS HUGEINT) AS unpriced_reasoning_tokens
+FROM usage u
+LEFT JOIN unpriced x
+       ON x.customer_id = u.customer_id
+      AND x.provider IS NOT DISTINCT FROM u.provider
+      AND x.model IS NOT DISTINCT FROM u.model;
 
 CREATE OR REPLACE TABLE invoice_lines AS
 WITH lines AS (
@@ -143,7 +168,11 @@ WITH lines AS (
            'token',
            NULL,
            u.requests - u.unpriced_requests,
-           u.input_tokens, u.cache_read_tokens, u.cache_write_tokens, u.output_tokens, u.reasoning_tokens,
+           u.input_tokens - u.unpriced_input_tokens,
+           u.cache_read_tokens - u.unpriced_cache_read_tokens,
+           u.cache_write_tokens - u.unpriced_cache_write_tokens,
+           u.output_tokens - u.unpriced_output_tokens,
+           u.reasoning_tokens - u.unpriced_reasoning_tokens,
            u.cost,
            p.provider_currency,
            c.cost_fx,
@@ -183,7 +212,8 @@ WITH lines AS (
            'token',
            NULL,
            u.unpriced_requests,
-           NULL, NULL, NULL, NULL, NULL,
+           u.unpriced_input_tokens, u.unpriced_cache_read_tokens, u.unpriced_cache_write_tokens,
+           u.unpriced_output_tokens, u.unpriced_reasoning_tokens,
            NULL, NULL, NULL,
            'unpriced: not billed',
            CAST(0 AS HUGEINT)
