@@ -518,3 +518,66 @@ fn the_plan_fee_alone_raises_no_limit_alert_on_day_1() {
     assert!(!run.stderr.contains("monthly limit"), "{}", run.stderr);
     assert!(!dir.path().join("lake/_alerts/2026-11.jsonl").exists());
 }
+
+/// Issue 14: `meter nightly` on a lake that never billed anything said "late
+/// events arrived for 2026-10: its invoices may be out of date; meter
+/// rerun". Only a month with a published revision has invoices to correct.
+#[test]
+fn late_events_advise_a_rerun_only_where_a_revision_exists() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("input");
+    crate::common::copy_dir(&sample_data(), &input);
+    let dir = configured_input(&input, &repo().join("pricing.toml"));
+    let d = dir.path();
+
+    // The first night of November ingests October's backlog: late days of a
+    // month never billed, nothing to rerun.
+    let unbilled = meter(
+        d,
+        "2026-11-02T02:00:00Z",
+        &["nightly", "--date", "2026-11-01"],
+        &[],
+    );
+    assert!(unbilled.code == 0 || unbilled.code == 1, "{}", unbilled.stderr);
+    let report: serde_json::Value = serde_json::from_str(&read(
+        &d.join("lake/_runs/20261102T020000Z-nightly.json"),
+    ))
+    .unwrap();
+    assert!(
+        report["dates_rolled_up"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("2026-10-28")),
+        "{report}"
+    );
+    assert!(!unbilled.stderr.contains("late events"), "{}", unbilled.stderr);
+    assert!(!unbilled.stderr.contains("meter rerun"), "{}", unbilled.stderr);
+
+    // October billed (rev-1), then a late line for 2026-10-28 (a new
+    // request of cust_0001): now its invoices are out of date.
+    let monthly = meter(d, "2026-11-02T03:00:00Z", &["monthly"], &[]);
+    assert_eq!(monthly.code, 1, "{}", monthly.stderr);
+    let log = input.join("vm-2fbcf0/cliproxy/usage.jsonl");
+    let text = read(&log);
+    let line = text
+        .lines()
+        .find(|l| l.contains("\"timestamp\":\"2026-10-28T20:15:36.909685392+01:00\""))
+        .expect("the sample line");
+    let late = line.replace("20:15:36.909685392", "20:15:37.000000001");
+    std::fs::write(&log, format!("{late}\n{text}")).unwrap();
+    let billed = meter(
+        d,
+        "2026-11-03T02:00:00Z",
+        &["nightly", "--date", "2026-11-02"],
+        &[],
+    );
+    assert!(billed.code == 0 || billed.code == 1, "{}", billed.stderr);
+    assert!(
+        billed.stderr.contains(
+            "notice: late events arrived for 2026-10: its invoices (rev-1) may be out of date; \
+             `meter rerun --month 2026-10` writes a corrected revision"
+        ),
+        "{}",
+        billed.stderr
+    );
+}
