@@ -331,7 +331,7 @@ mod tests {
             ..row(41_213, None, 45_976_510, 1_000_000)
         };
         assert_eq!(allowance(&reseller), None);
-        assert!(crossings(&[reseller.clone()], "2026-10", d, "r").is_empty());
+        assert!(crossings(std::slice::from_ref(&reseller), "2026-10", d, "r").is_empty());
         // A reseller's spending limit still counts.
         let limited = SummaryRow {
             monthly_limit: Some("300".parse().unwrap()),
@@ -387,7 +387,7 @@ mod tests {
             ..row(49_900, Some("600"), 0, 1_000_000)
         };
         assert_eq!(usage_charges(&fee_only), "0.00".parse().unwrap());
-        assert!(crossings(&[fee_only.clone()], "2026-11", d, "r").is_empty());
+        assert!(crossings(std::slice::from_ref(&fee_only), "2026-11", d, "r").is_empty());
         // Even a fee above the limit is not usage.
         let dear = SummaryRow {
             fee_minor: 83_300,

@@ -538,11 +538,13 @@ fn late_events_advise_a_rerun_only_where_a_revision_exists() {
         &["nightly", "--date", "2026-11-01"],
         &[],
     );
-    assert!(unbilled.code == 0 || unbilled.code == 1, "{}", unbilled.stderr);
-    let report: serde_json::Value = serde_json::from_str(&read(
-        &d.join("lake/_runs/20261102T020000Z-nightly.json"),
-    ))
-    .unwrap();
+    assert!(
+        unbilled.code == 0 || unbilled.code == 1,
+        "{}",
+        unbilled.stderr
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&read(&d.join("lake/_runs/20261102T020000Z-nightly.json"))).unwrap();
     assert!(
         report["dates_rolled_up"]
             .as_array()
@@ -550,8 +552,16 @@ fn late_events_advise_a_rerun_only_where_a_revision_exists() {
             .contains(&serde_json::json!("2026-10-28")),
         "{report}"
     );
-    assert!(!unbilled.stderr.contains("late events"), "{}", unbilled.stderr);
-    assert!(!unbilled.stderr.contains("meter rerun"), "{}", unbilled.stderr);
+    assert!(
+        !unbilled.stderr.contains("late events"),
+        "{}",
+        unbilled.stderr
+    );
+    assert!(
+        !unbilled.stderr.contains("meter rerun"),
+        "{}",
+        unbilled.stderr
+    );
 
     // October billed (rev-1), then a late line for 2026-10-28 (a new
     // request of cust_0001): now its invoices are out of date.

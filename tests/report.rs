@@ -111,12 +111,16 @@ fn figures(env: &Env) -> serde_json::Value {
 
 /// The page of October so far, as of `day`.
 fn page_as_of(env: &Env, day: &str) -> String {
-    read(&env.out.join(format!("reports/2026-10/report-asof-{day}.html")))
+    read(
+        &env.out
+            .join(format!("reports/2026-10/report-asof-{day}.html")),
+    )
 }
 
 fn figures_as_of(env: &Env, day: &str) -> serde_json::Value {
     serde_json::from_str(&read(
-        &env.out.join(format!("reports/2026-10/report-asof-{day}.json")),
+        &env.out
+            .join(format!("reports/2026-10/report-asof-{day}.json")),
     ))
     .unwrap()
 }
@@ -264,7 +268,10 @@ fn a_month_in_progress_is_projected_from_its_complete_days() {
     );
     assert!(err.contains("2026-10 is not billed yet"), "{err}");
     // Its own page: the finished month's name is left for the finished month.
-    assert!(err.contains("reports/2026-10/report-asof-2026-10-20.html"), "{err}");
+    assert!(
+        err.contains("reports/2026-10/report-asof-2026-10-20.html"),
+        "{err}"
+    );
     assert!(!env.out.join("reports/2026-10/report.html").exists());
     let f = figures_as_of(&env, "2026-10-20");
     assert_eq!(f["billed_from"], serde_json::json!({"kind": "preview"}));
@@ -497,7 +504,9 @@ fn an_as_of_report_of_a_billed_month_keeps_the_month_page_and_compares_like_with
     assert!(!err.contains("writes the next revision"), "{err}");
     assert!(!err.contains("meter bill"), "{err}");
     assert!(
-        err.contains("2026-10 is billed (rev-1, the whole month), but this page is as of 2026-10-20"),
+        err.contains(
+            "2026-10 is billed (rev-1, the whole month), but this page is as of 2026-10-20"
+        ),
         "{err}"
     );
     assert!(
@@ -534,7 +543,10 @@ fn an_as_of_report_of_a_billed_month_keeps_the_month_page_and_compares_like_with
     );
     let html = page_as_of(&env, "2026-10-20");
     assert_self_contained(&html);
-    assert!(html.contains("Month so far</span>"), "the header says what is compared");
+    assert!(
+        html.contains("Month so far</span>"),
+        "the header says what is compared"
+    );
     assert!(!html.contains("Invoiced</span>"));
 }
 
@@ -560,7 +572,10 @@ fn notes_show_commands_as_code_not_backticks() {
         err.contains("(meter rollup --date D if usage is missing)"),
         "{err}"
     );
-    for line in err.lines().filter(|l| l.contains("notice:") || l.contains("attention:")) {
+    for line in err
+        .lines()
+        .filter(|l| l.contains("notice:") || l.contains("attention:"))
+    {
         assert!(!line.contains('`'), "{line}");
     }
     let notices = figures(&env)["notices"].to_string();

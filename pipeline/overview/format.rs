@@ -132,7 +132,10 @@ mod tests {
     #[test]
     fn notes_read_as_plain_text_without_their_backticks() {
         let note = "run `meter bill --month 2026-10` then `meter report`";
-        assert_eq!(plain(note), "run meter bill --month 2026-10 then meter report");
+        assert_eq!(
+            plain(note),
+            "run meter bill --month 2026-10 then meter report"
+        );
         assert_eq!(
             code_spans(note),
             [

@@ -73,9 +73,7 @@ pub fn render(o: &Overview) -> String {
         } => ", billed: preview, not published\n".to_string(),
         BilledFrom::Preview {
             published_revision: Some(revision),
-        } => format!(
-            ", billed: preview of the same days (rev-{revision} bills the whole month)\n"
-        ),
+        } => format!(", billed: preview of the same days (rev-{revision} bills the whole month)\n"),
     };
     s += &format!("amounts in {c} unless marked");
     for r in &o.fx {
