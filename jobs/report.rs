@@ -17,7 +17,9 @@ pub struct ReportArgs {
     #[arg(long, value_name = "YYYY-MM", value_parser = crate::rollup::parse_month)]
     pub month: NaiveDate,
     /// The day the report is made on: the days before it are complete
-    /// (a month in progress is projected from them) [default: today, UTC,
+    /// (a month in progress is projected from them, compared with billing's
+    /// preview of the same days, and written as its own page,
+    /// reports/YYYY-MM/report-asof-YYYY-MM-DD.html) [default: today, UTC,
     /// or the day of METER_FIXED_TIME].
     #[arg(long, value_name = "YYYY-MM-DD")]
     pub as_of: Option<NaiveDate>,
@@ -28,8 +30,9 @@ pub struct ReportArgs {
     /// Price list: FX rates and plans [default: pricing.toml].
     #[arg(long, value_name = "FILE", env = "METER_PRICING")]
     pub pricing: Option<PathBuf>,
-    /// Where the invoices are and the page goes (reports/YYYY-MM/report.html):
-    /// a folder, or s3://, gs://, az:// [default: out].
+    /// Where the invoices are and the page goes (reports/YYYY-MM/report.html,
+    /// or report-asof-YYYY-MM-DD.html for a month so far): a folder, or
+    /// s3://, gs://, az:// [default: out].
     #[arg(long, value_name = "URL", env = "METER_OUT")]
     pub out: Option<String>,
     /// Print the run report with every figure (JSON) on stdout instead of

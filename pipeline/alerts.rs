@@ -1,7 +1,17 @@
 //! Limit alerts: the nightly job tells operators when a customer's month so
-//! far crosses 80% or 100% of their `monthly_limit` (the invoice total as
-//! billing computes it, monthly fee included, in the customer's currency) or
-//! of their plan's `included_tokens`, once per threshold per month.
+//! far crosses 80% or 100% of their `monthly_limit` or of their plan's
+//! `included_tokens`, once per threshold per month.
+//!
+//! `monthly_limit` is a limit on **usage charges**: the invoice so far as
+//! billing computes it (API usage and compute, in the customer's currency)
+//! without the plan's fee. The fee is fixed and known when the customer
+//! signs up; an alert that went off on it alone (the 1st of every month,
+//! 499 of 600 EUR before any usage) would tell nobody anything. The alert
+//! means "usage is running up the bill".
+//!
+//! The plan allowance applies only where billing applies it: a reseller
+//! (a `markup`, billing's rule `reseller`) bills every token at cost x
+//! markup and has no allowance to reach, whatever its plan lists.
 //!
 //! What was raised is kept in the lake (`_alerts/<YYYY-MM>.jsonl`, rewritten
 //! whole and atomically), so a threshold is raised once however often the
@@ -26,7 +36,8 @@ pub const THRESHOLDS: [u32; 2] = [80, 100];
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
-    /// The month's invoice total against the customer's `monthly_limit`.
+    /// The month's usage charges (the invoice without the plan fee) against
+    /// the customer's `monthly_limit`.
     MonthlyLimit,
     /// The month's billed tokens against the plan's `included_tokens`.
     PlanAllowance,
@@ -54,7 +65,9 @@ pub struct Alert {
     /// The limit: an amount in `unit` (a currency code) or a token count
     /// (`unit` is `tokens`), as an exact decimal string.
     pub limit: String,
-    /// The month so far when the alert was raised, in `unit`.
+    /// The month so far when the alert was raised, in `unit`: usage charges
+    /// (plan fee not counted) for a monthly limit, billed tokens for the
+    /// plan allowance.
     pub used: String,
     /// `used` in percent of `limit`, rounded to one decimal place.
     pub used_percent: String,
@@ -67,8 +80,12 @@ pub struct Alert {
 impl Alert {
     /// One line for people: who, what, how far.
     pub fn message(&self) -> String {
+        let what = match self.kind {
+            AlertKind::MonthlyLimit => " in usage charges, plan fee not counted",
+            AlertKind::PlanAllowance => "",
+        };
         format!(
-            "customer {} ({}) reached {}% of their {} for {}: {} of {} {} ({}%)",
+            "customer {} ({}) reached {}% of their {} for {}: {} of {} {}{what} ({}%)",
             self.customer_id,
             self.name,
             self.threshold_percent,
@@ -84,6 +101,23 @@ impl Alert {
     fn key(&self) -> (String, AlertKind, u32) {
         (self.customer_id.clone(), self.kind, self.threshold_percent)
     }
+}
+
+/// Billing's rule for a customer with a `markup` (`schemas/billing/invoice.sql`):
+/// every API line at cost x markup, no allowance.
+const RESELLER_RULE: &str = "reseller";
+
+/// What counts against `monthly_limit`: the invoice so far without the plan
+/// fee (API usage and compute lines), in the customer's currency.
+pub fn usage_charges(row: &SummaryRow) -> Decimal {
+    Decimal::new(row.total_minor - row.fee_minor, row.decimals)
+}
+
+/// The plan allowance the customer's usage is billed against, if any: none
+/// for a reseller (billing ignores the plan's `included_tokens` for them) or
+/// a plan without included tokens.
+pub fn allowance(row: &SummaryRow) -> Option<i64> {
+    (row.rule != RESELLER_RULE && row.included_tokens > 0).then_some(row.included_tokens)
 }
 
 /// The thresholds each customer's month so far has crossed (all of them, not
@@ -108,7 +142,7 @@ pub fn crossings(summary: &[SummaryRow], month: &str, date: NaiveDate, run_id: &
                 run_id: run_id.to_string(),
             };
         if let Some(limit) = row.monthly_limit.filter(|l| *l > Decimal::ZERO) {
-            let used = Decimal::new(row.total_minor, row.decimals);
+            let used = usage_charges(row);
             let pct = used * Decimal::ONE_HUNDRED / limit;
             for t in THRESHOLDS {
                 if pct >= Decimal::from(t) {
@@ -123,15 +157,14 @@ pub fn crossings(summary: &[SummaryRow], month: &str, date: NaiveDate, run_id: &
                 }
             }
         }
-        if row.included_tokens > 0 {
-            let pct = Decimal::from(row.tokens) * Decimal::ONE_HUNDRED
-                / Decimal::from(row.included_tokens);
+        if let Some(included) = allowance(row) {
+            let pct = Decimal::from(row.tokens) * Decimal::ONE_HUNDRED / Decimal::from(included);
             for t in THRESHOLDS {
                 if pct >= Decimal::from(t) {
                     out.push(alert(
                         AlertKind::PlanAllowance,
                         t,
-                        row.included_tokens.to_string(),
+                        included.to_string(),
                         row.tokens.to_string(),
                         pct,
                         "tokens",
@@ -285,6 +318,112 @@ mod tests {
         // No allowance, no limit: nothing to cross.
         assert!(crossings(&[row(10_000_000, None, 5, 0)], "2026-10", d, "r").is_empty());
         assert!(crossings(&[row(10, Some("0"), 0, 0)], "2026-10", d, "r").is_empty());
+    }
+
+    /// Issue 14: cust_0002 (markup 1.3, a reseller on the starter plan) was
+    /// told it "reached 100% of their plan allowance (4597.7%)": billing
+    /// gives resellers no allowance, so there is none to reach.
+    #[test]
+    fn resellers_get_no_allowance_alert() {
+        let d = date("2026-10-31");
+        let reseller = SummaryRow {
+            rule: "reseller".into(),
+            ..row(41_213, None, 45_976_510, 1_000_000)
+        };
+        assert_eq!(allowance(&reseller), None);
+        assert!(crossings(std::slice::from_ref(&reseller), "2026-10", d, "r").is_empty());
+        // A reseller's spending limit still counts.
+        let limited = SummaryRow {
+            monthly_limit: Some("300".parse().unwrap()),
+            fee_minor: 29_900,
+            total_minor: 29_900 + 30_000,
+            ..reseller
+        };
+        assert_eq!(
+            kinds(&crossings(&[limited], "2026-10", d, "r")),
+            [
+                (AlertKind::MonthlyLimit, 80),
+                (AlertKind::MonthlyLimit, 100)
+            ]
+        );
+        // The same usage under the allowance or overage rule does reach it.
+        for rule in ["included", "overage"] {
+            let r = SummaryRow {
+                rule: rule.into(),
+                ..row(41_213, None, 45_976_510, 1_000_000)
+            };
+            assert_eq!(allowance(&r), Some(1_000_000));
+            let a = crossings(&[r], "2026-10", d, "r");
+            assert_eq!(
+                kinds(&a),
+                [
+                    (AlertKind::PlanAllowance, 80),
+                    (AlertKind::PlanAllowance, 100)
+                ],
+                "{rule}"
+            );
+            assert_eq!(a[1].used_percent, "4597.7");
+        }
+    }
+
+    /// The rule name alerts look for is the one billing's SQL gives.
+    #[test]
+    fn billing_names_the_reseller_rule_alerts_look_for() {
+        let sql = include_str!("../schemas/billing/invoice.sql");
+        assert!(
+            sql.contains(&format!("THEN '{RESELLER_RULE}'")),
+            "invoice.sql no longer calls the markup rule '{RESELLER_RULE}'"
+        );
+    }
+
+    /// Issue 14: on the 1st of every month the plan fee alone (499 of a
+    /// 600 EUR limit, no usage) raised the 80% alert. The limit is on usage
+    /// charges: the fee does not count.
+    #[test]
+    fn the_plan_fee_alone_raises_no_limit_alert() {
+        let d = date("2026-11-01");
+        let fee_only = SummaryRow {
+            fee_minor: 49_900,
+            ..row(49_900, Some("600"), 0, 1_000_000)
+        };
+        assert_eq!(usage_charges(&fee_only), "0.00".parse().unwrap());
+        assert!(crossings(std::slice::from_ref(&fee_only), "2026-11", d, "r").is_empty());
+        // Even a fee above the limit is not usage.
+        let dear = SummaryRow {
+            fee_minor: 83_300,
+            total_minor: 83_300,
+            ..fee_only.clone()
+        };
+        assert!(crossings(&[dear], "2026-11", d, "r").is_empty());
+        // Usage of 479.99 beside the fee: under 80%; 480.00: the alert,
+        // with the usage as the figure.
+        let under = SummaryRow {
+            total_minor: 49_900 + 47_999,
+            ..fee_only.clone()
+        };
+        assert!(crossings(&[under], "2026-11", d, "r").is_empty());
+        let at_80 = SummaryRow {
+            total_minor: 49_900 + 48_000,
+            ..fee_only.clone()
+        };
+        let a = crossings(&[at_80], "2026-11", d, "r");
+        assert_eq!(kinds(&a), [(AlertKind::MonthlyLimit, 80)]);
+        assert_eq!((a[0].used.as_str(), a[0].limit.as_str()), ("480.00", "600"));
+        assert_eq!(a[0].used_percent, "80.0");
+        assert_eq!(
+            a[0].message(),
+            "customer cust_1 (Acme) reached 80% of their monthly limit for 2026-11: \
+             480.00 of 600 EUR in usage charges, plan fee not counted (80.0%)"
+        );
+        // Compute counts as usage too: it is in the total, not in the fee.
+        let compute = SummaryRow {
+            compute_minor: 60_000,
+            total_minor: 49_900 + 60_000,
+            ..fee_only
+        };
+        let a = crossings(&[compute], "2026-11", d, "r");
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[1].used, "600.00");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The scheduled jobs: stages composed under one lake lock.
 //!
-//! - [`nightly`]: ingest what is new, roll up every date it touched, write
-//!   the day's Stripe meter events, and name the VMs that fell silent.
+//! - [`nightly`]: ingest what is new, roll up every date it touched (and
+//!   say to rerun an earlier month that has a published revision), write
+//!   the day's Stripe meter events and limit alerts, and name the VMs that
+//!   fell silent.
 //! - [`monthly`]: the month's rollup, then billing (a revision).
 //! - [`rerun`]: rebuild a month from the raw input (ingest `--rebuild` of its
 //!   dates, rollup, billing): the next revision, with its diff and Stripe
@@ -216,10 +218,20 @@ pub fn nightly(ctx: &Ctx, opts: &NightlyOptions) -> Result<JobReport> {
         .filter(|d| month(d) < month(&opts.date))
         .map(|d| d.format("%Y-%m").to_string())
         .collect();
+    // Only a month with a published revision has invoices to correct; the
+    // late days of a month never billed are simply rolled up (its first
+    // `meter monthly` bills them).
     for m in late {
-        report.notices.push(format!(
-            "late events arrived for {m}: its invoices may be out of date; `meter rerun --month {m}` writes a corrected revision"
-        ));
+        match bill::publish::current_revision(&store, &m) {
+            Ok(Some(revision)) => report.notices.push(format!(
+                "late events arrived for {m}: its invoices (rev-{revision}) may be out of date; `meter rerun --month {m}` writes a corrected revision"
+            )),
+            Ok(None) => {}
+            Err(e) => report.attention.push(format!(
+                "late events arrived for {m}, and whether it was billed cannot be told: {e}{}",
+                e.hint().map(|h| format!(" ({h})")).unwrap_or_default()
+            )),
+        }
     }
     report.dates_rolled_up = dates.into_iter().collect();
 

@@ -8,17 +8,49 @@ use crate::common::{meter, repo, sample_data};
 /// A folder with a `meter.toml` naming the sample input, a lake and an out
 /// folder beside it, and `pricing`.
 fn configured(pricing: &Path) -> tempfile::TempDir {
+    configured_input(&sample_data(), pricing)
+}
+
+/// A folder with a `meter.toml` naming `input`, a lake and an out folder
+/// beside it, and `pricing`.
+fn configured_input(input: &Path, pricing: &Path) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("meter.toml"),
         format!(
             "input = {:?}\nlake = \"lake\"\nout = \"out\"\npricing = {:?}\n",
-            sample_data().display().to_string(),
+            input.display().to_string(),
             pricing.display().to_string()
         ),
     )
     .unwrap();
     dir
+}
+
+/// The alerts a night wrote to `<out>/alerts/<date>.jsonl`.
+fn alerts_of(dir: &Path, date: &str) -> Vec<serde_json::Value> {
+    read(&dir.join(format!("out/alerts/{date}.jsonl")))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// (customer, kind, threshold) of each alert, in file order.
+fn alert_keys(alerts: &[serde_json::Value]) -> Vec<(String, String, u64)> {
+    alerts
+        .iter()
+        .map(|a| {
+            (
+                a["customer_id"].as_str().unwrap().to_string(),
+                a["kind"].as_str().unwrap().to_string(),
+                a["threshold_percent"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn key(c: &str, k: &str, t: u64) -> (String, String, u64) {
+    (c.to_string(), k.to_string(), t)
 }
 
 fn read(path: &Path) -> String {
@@ -355,7 +387,16 @@ fn a_late_log_in_an_open_month_becomes_delta_meter_events() {
 
 #[test]
 fn nightly_raises_limit_alerts_once_per_threshold_and_month() {
-    let dir = configured(&repo().join("pricing.toml"));
+    // cust_0001's usage charges in October are 122.41 EUR (621.41 billed,
+    // 499.00 of it the plan fee): a limit of 120 EUR is crossed.
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("input");
+    crate::common::copy_dir(&sample_data(), &input);
+    let customers = read(&input.join("customers.csv"));
+    let lowered = customers.replacen(",600,,Europe/Berlin", ",120,,Europe/Berlin", 1);
+    assert_ne!(customers, lowered, "cust_0001's row moved in customers.csv");
+    std::fs::write(input.join("customers.csv"), lowered).unwrap();
+    let dir = configured_input(&input, &repo().join("pricing.toml"));
     let first = meter(
         dir.path(),
         "2026-10-22T02:00:00Z",
@@ -363,47 +404,30 @@ fn nightly_raises_limit_alerts_once_per_threshold_and_month() {
         &[],
     );
     assert_eq!(first.code, 1, "{}", first.stderr);
-    let alerts = |date: &str| -> Vec<serde_json::Value> {
-        read(&dir.path().join(format!("out/alerts/{date}.jsonl")))
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
-    let raised = alerts("2026-10-21");
-    let keys: Vec<(String, String, u64)> = raised
-        .iter()
-        .map(|a| {
-            (
-                a["customer_id"].as_str().unwrap().to_string(),
-                a["kind"].as_str().unwrap().to_string(),
-                a["threshold_percent"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    let key = |c: &str, k: &str, t: u64| (c.to_string(), k.to_string(), t);
+    let raised = alerts_of(dir.path(), "2026-10-21");
     assert_eq!(
-        keys,
+        alert_keys(&raised),
         [
             key("cust_0001", "monthly_limit", 80),
             key("cust_0001", "monthly_limit", 100),
             key("cust_0001", "plan_allowance", 80),
             key("cust_0001", "plan_allowance", 100),
-            key("cust_0002", "plan_allowance", 80),
-            key("cust_0002", "plan_allowance", 100),
             key("cust_0003", "plan_allowance", 80),
             key("cust_0003", "plan_allowance", 100),
         ]
     );
-    // cust_0001's limit is 600 EUR; the month so far is what its invoice
-    // will say (the monthly run below bills 621.41).
-    assert_eq!(raised[1]["used"], "621.41");
-    assert_eq!(raised[1]["limit"], "600");
+    // The month so far is what its invoice will say (the monthly run below
+    // bills 621.41 = 499.00 fee + 122.41 API usage); the limit is on the
+    // usage.
+    assert_eq!(raised[1]["used"], "122.41");
+    assert_eq!(raised[1]["limit"], "120");
     assert_eq!(raised[1]["unit"], "EUR");
-    assert_eq!(raised[1]["used_percent"], "103.6");
+    assert_eq!(raised[1]["used_percent"], "102.0");
     // People read the higher threshold; the file keeps both.
     assert!(
         first.stderr.contains(
-            "attention: customer cust_0001 (Acme Analytics GmbH) reached 100% of their monthly limit for 2026-10: 621.41 of 600 EUR (103.6%)"
+            "attention: customer cust_0001 (Acme Analytics GmbH) reached 100% of their monthly limit for 2026-10: \
+             122.41 of 120 EUR in usage charges, plan fee not counted (102.0%)"
         ),
         "{}",
         first.stderr
@@ -423,7 +447,7 @@ fn nightly_raises_limit_alerts_once_per_threshold_and_month() {
         &[],
     );
     assert_eq!(next.code, 1, "{}", next.stderr);
-    assert!(alerts("2026-10-22").is_empty());
+    assert!(alerts_of(dir.path(), "2026-10-22").is_empty());
     assert!(!next.stderr.contains("reached"), "{}", next.stderr);
     let rerun = meter(
         dir.path(),
@@ -432,7 +456,7 @@ fn nightly_raises_limit_alerts_once_per_threshold_and_month() {
         &[],
     );
     assert_eq!(rerun.code, 1, "{}", rerun.stderr);
-    assert_eq!(alerts("2026-10-21"), raised);
+    assert_eq!(alerts_of(dir.path(), "2026-10-21"), raised);
 
     let monthly = meter(
         dir.path(),
@@ -445,7 +469,125 @@ fn nightly_raises_limit_alerts_once_per_threshold_and_month() {
     assert!(
         summary
             .lines()
-            .any(|l| l.contains(",cust_0001,") && l.contains(",621.41,")),
+            .any(|l| l.contains(",cust_0001,") && l.contains(",499.00,122.41,0.00,621.41,")),
         "{summary}"
+    );
+}
+
+/// Issue 14: `meter nightly --date 2026-10-31` on sample-data said cust_0002
+/// (markup 1.3, a reseller: no allowance) "reached 100% of their plan
+/// allowance (4597.7%)".
+#[test]
+fn resellers_get_no_allowance_alert() {
+    let dir = configured(&repo().join("pricing.toml"));
+    let run = meter(
+        dir.path(),
+        "2026-11-01T02:00:00Z",
+        &["nightly", "--date", "2026-10-31"],
+        &[],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    // cust_0001 (pro) and cust_0003 (enterprise) are over their 1,000,000
+    // tokens; cust_0002 has no allowance; no limit is reached (cust_0001:
+    // 122.41 of 600 EUR of usage, cust_0003: 71.26 of 5000).
+    assert_eq!(
+        alert_keys(&alerts_of(dir.path(), "2026-10-31")),
+        [
+            key("cust_0001", "plan_allowance", 80),
+            key("cust_0001", "plan_allowance", 100),
+            key("cust_0003", "plan_allowance", 80),
+            key("cust_0003", "plan_allowance", 100),
+        ]
+    );
+    assert!(!run.stderr.contains("cust_0002 (Globex"), "{}", run.stderr);
+}
+
+/// Issue 14: on the 1st of every month the plan fee alone (499 of cust_0001's
+/// 600 EUR, no usage yet) raised the 80% limit alert.
+#[test]
+fn the_plan_fee_alone_raises_no_limit_alert_on_day_1() {
+    let dir = configured(&repo().join("pricing.toml"));
+    let run = meter(
+        dir.path(),
+        "2026-11-02T02:00:00Z",
+        &["nightly", "--date", "2026-11-01"],
+        &[],
+    );
+    assert!(run.code == 0 || run.code == 1, "{}", run.stderr);
+    assert!(alerts_of(dir.path(), "2026-11-01").is_empty());
+    assert!(!run.stderr.contains("monthly limit"), "{}", run.stderr);
+    assert!(!dir.path().join("lake/_alerts/2026-11.jsonl").exists());
+}
+
+/// Issue 14: `meter nightly` on a lake that never billed anything said "late
+/// events arrived for 2026-10: its invoices may be out of date; meter
+/// rerun". Only a month with a published revision has invoices to correct.
+#[test]
+fn late_events_advise_a_rerun_only_where_a_revision_exists() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("input");
+    crate::common::copy_dir(&sample_data(), &input);
+    let dir = configured_input(&input, &repo().join("pricing.toml"));
+    let d = dir.path();
+
+    // The first night of November ingests October's backlog: late days of a
+    // month never billed, nothing to rerun.
+    let unbilled = meter(
+        d,
+        "2026-11-02T02:00:00Z",
+        &["nightly", "--date", "2026-11-01"],
+        &[],
+    );
+    assert!(
+        unbilled.code == 0 || unbilled.code == 1,
+        "{}",
+        unbilled.stderr
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&read(&d.join("lake/_runs/20261102T020000Z-nightly.json"))).unwrap();
+    assert!(
+        report["dates_rolled_up"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("2026-10-28")),
+        "{report}"
+    );
+    assert!(
+        !unbilled.stderr.contains("late events"),
+        "{}",
+        unbilled.stderr
+    );
+    assert!(
+        !unbilled.stderr.contains("meter rerun"),
+        "{}",
+        unbilled.stderr
+    );
+
+    // October billed (rev-1), then a late line for 2026-10-28 (a new
+    // request of cust_0001): now its invoices are out of date.
+    let monthly = meter(d, "2026-11-02T03:00:00Z", &["monthly"], &[]);
+    assert_eq!(monthly.code, 1, "{}", monthly.stderr);
+    let log = input.join("vm-2fbcf0/cliproxy/usage.jsonl");
+    let text = read(&log);
+    let line = text
+        .lines()
+        .find(|l| l.contains("\"timestamp\":\"2026-10-28T20:15:36.909685392+01:00\""))
+        .expect("the sample line");
+    let late = line.replace("20:15:36.909685392", "20:15:37.000000001");
+    std::fs::write(&log, format!("{late}\n{text}")).unwrap();
+    let billed = meter(
+        d,
+        "2026-11-03T02:00:00Z",
+        &["nightly", "--date", "2026-11-02"],
+        &[],
+    );
+    assert!(billed.code == 0 || billed.code == 1, "{}", billed.stderr);
+    assert!(
+        billed.stderr.contains(
+            "notice: late events arrived for 2026-10: its invoices (rev-1) may be out of date; \
+             `meter rerun --month 2026-10` writes a corrected revision"
+        ),
+        "{}",
+        billed.stderr
     );
 }

@@ -100,12 +100,29 @@ fn report(env: &Env, extra: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// The finished month's page.
 fn page(env: &Env) -> String {
     read(&env.out.join("reports/2026-10/report.html"))
 }
 
 fn figures(env: &Env) -> serde_json::Value {
     serde_json::from_str(&read(&env.out.join("reports/2026-10/report.json"))).unwrap()
+}
+
+/// The page of October so far, as of `day`.
+fn page_as_of(env: &Env, day: &str) -> String {
+    read(
+        &env.out
+            .join(format!("reports/2026-10/report-asof-{day}.html")),
+    )
+}
+
+fn figures_as_of(env: &Env, day: &str) -> serde_json::Value {
+    serde_json::from_str(&read(
+        &env.out
+            .join(format!("reports/2026-10/report-asof-{day}.json")),
+    ))
+    .unwrap()
 }
 
 fn read(path: &Path) -> String {
@@ -250,7 +267,14 @@ fn a_month_in_progress_is_projected_from_its_complete_days() {
         "{stdout}"
     );
     assert!(err.contains("2026-10 is not billed yet"), "{err}");
-    let f = figures(&env);
+    // Its own page: the finished month's name is left for the finished month.
+    assert!(
+        err.contains("reports/2026-10/report-asof-2026-10-20.html"),
+        "{err}"
+    );
+    assert!(!env.out.join("reports/2026-10/report.html").exists());
+    let f = figures_as_of(&env, "2026-10-20");
+    assert_eq!(f["billed_from"], serde_json::json!({"kind": "preview"}));
     let p = &f["projection"];
     let to_date = dec(&p["to_date"]);
     assert_eq!(p["complete_days"], 19);
@@ -272,7 +296,7 @@ fn a_month_in_progress_is_projected_from_its_complete_days() {
         stdout.contains(&format!("month-end cost    {month_end}")),
         "{stdout}"
     );
-    let html = page(&env);
+    let html = page_as_of(&env, "2026-10-20");
     assert_self_contained(&html);
     assert!(html.contains("Projected month-end cost"));
     assert!(html.contains(&month_end));
@@ -395,7 +419,7 @@ fn movers_compare_like_for_like_with_the_previous_month() {
     let (code, stdout, err) = report(&env, &["--as-of", "2026-10-11"]);
     assert!(code == 0 || code == 1, "{err}");
     assert!(stdout.contains("movers vs 2026-09 (10 days)"), "{stdout}");
-    let f = figures(&env);
+    let f = figures_as_of(&env, "2026-10-11");
     assert_eq!(f["previous"]["days"], 10);
     assert_eq!(f["previous"]["rolled_up"], true);
 
@@ -445,7 +469,115 @@ fn movers_compare_like_for_like_with_the_previous_month() {
             );
         }
     }
-    let html = page(&env);
+    let html = page_as_of(&env, "2026-10-11");
     assert_self_contained(&html);
     assert!(html.contains("like for like"));
+}
+
+/// Issue 14: `meter report --as-of` on a billed month wrote over the
+/// finished month's `report.html`, compared 19 days of cost with the whole
+/// month's invoices, and advised a rerun for the difference.
+#[test]
+fn an_as_of_report_of_a_billed_month_keeps_the_month_page_and_compares_like_with_like() {
+    let env = env(true);
+    let (code, _, err) = report(&env, &[]);
+    assert_eq!(code, 1, "{err}");
+    let month_page = std::fs::read(env.out.join("reports/2026-10/report.html")).unwrap();
+    let month_data = std::fs::read(env.out.join("reports/2026-10/report.json")).unwrap();
+
+    let (code, stdout, err) = report(&env, &["--as-of", "2026-10-20"]);
+    assert_eq!(code, 1, "{err}");
+    // The finished month's page and figures are untouched.
+    assert_eq!(
+        std::fs::read(env.out.join("reports/2026-10/report.html")).unwrap(),
+        month_page
+    );
+    assert_eq!(
+        std::fs::read(env.out.join("reports/2026-10/report.json")).unwrap(),
+        month_data
+    );
+    assert!(
+        err.contains("page written at") && err.contains("report-asof-2026-10-20.html"),
+        "{err}"
+    );
+    // No rerun advice from partial data.
+    assert!(!err.contains("writes the next revision"), "{err}");
+    assert!(!err.contains("meter bill"), "{err}");
+    assert!(
+        err.contains(
+            "2026-10 is billed (rev-1, the whole month), but this page is as of 2026-10-20"
+        ),
+        "{err}"
+    );
+    assert!(
+        stdout.contains(", billed: preview of the same days (rev-1 bills the whole month)\n"),
+        "{stdout}"
+    );
+    let f = figures_as_of(&env, "2026-10-20");
+    assert_eq!(
+        f["billed_from"],
+        serde_json::json!({"kind": "preview", "published_revision": 1})
+    );
+
+    // Like with like: the same figures as the same day's page of the month
+    // before it was billed (billing's preview of the same 19 days).
+    let unbilled = self::env(false);
+    let (code, _, err) = report(&unbilled, &["--as-of", "2026-10-20"]);
+    assert_eq!(code, 1, "{err}");
+    let g = figures_as_of(&unbilled, "2026-10-20");
+    for field in ["totals", "customers", "projection", "days", "fx"] {
+        assert_eq!(f[field], g[field], "{field}");
+    }
+    // ... which is not the invoices: cust_0001's 19 days bill less than its
+    // whole month (621.41 EUR), but at least the plan fee.
+    let acme = f["customers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["customer_id"] == "cust_0001")
+        .unwrap();
+    let so_far = dec(&acme["billed"]["total"]);
+    assert!(
+        so_far < "621.41".parse().unwrap() && so_far >= "499".parse().unwrap(),
+        "{so_far}"
+    );
+    let html = page_as_of(&env, "2026-10-20");
+    assert_self_contained(&html);
+    assert!(
+        html.contains("Month so far</span>"),
+        "the header says what is compared"
+    );
+    assert!(!html.contains("Invoiced</span>"));
+}
+
+/// Issue 14: the notes showed literal backticks (Markdown code spans in text
+/// meant for HTML and for a terminal).
+#[test]
+fn notes_show_commands_as_code_not_backticks() {
+    let env = env(true);
+    // A day without its daily rollup: two notes name a command (the day
+    // counts as no usage, and the lake's cost no longer matches rev-1).
+    std::fs::remove_dir_all(env.lake.join("daily/api_usage/date=2026-10-05")).unwrap();
+    let (code, _, err) = report(&env, &[]);
+    assert_eq!(code, 1, "{err}");
+    let html = page(&env);
+    assert!(
+        html.contains("<code>meter rollup --date D</code>"),
+        "no code span in the page"
+    );
+    assert!(html.contains("<code>meter bill --month 2026-10</code>"));
+    assert!(!html.contains('`'), "a backtick on the page");
+    // The terminal reads them plain; report.json keeps the Markdown.
+    assert!(
+        err.contains("(meter rollup --date D if usage is missing)"),
+        "{err}"
+    );
+    for line in err
+        .lines()
+        .filter(|l| l.contains("notice:") || l.contains("attention:"))
+    {
+        assert!(!line.contains('`'), "{line}");
+    }
+    let notices = figures(&env)["notices"].to_string();
+    assert!(notices.contains("`meter rollup --date D`"), "{notices}");
 }

@@ -70,6 +70,35 @@ pub fn signed_percent(p: Decimal) -> String {
     }
 }
 
+/// The report's notes (`attention[]`, `notices[]`) mark commands and file
+/// names as Markdown code spans, between backticks. Splits `note` into its
+/// runs: `(true, text)` for a code span, `(false, text)` for the rest; a
+/// backtick without a closing one is kept as text.
+pub fn code_spans(note: &str) -> Vec<(bool, &str)> {
+    let mut out = Vec::new();
+    let mut rest = note;
+    while let Some(open) = rest.find('`') {
+        let Some(len) = rest[open + 1..].find('`') else {
+            break;
+        };
+        if open > 0 {
+            out.push((false, &rest[..open]));
+        }
+        out.push((true, &rest[open + 1..open + 1 + len]));
+        rest = &rest[open + 1 + len + 1..];
+    }
+    if !rest.is_empty() {
+        out.push((false, rest));
+    }
+    out
+}
+
+/// A note as plain text (a terminal, a log line): code spans without their
+/// backticks.
+pub fn plain(note: &str) -> String {
+    code_spans(note).into_iter().map(|(_, t)| t).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,5 +127,28 @@ mod tests {
         assert_eq!(percent(dec("87.25")), "87.3%");
         assert_eq!(signed_percent(dec("12.34")), "+12.3%");
         assert_eq!(signed_percent(dec("-75")), "-75.0%");
+    }
+
+    #[test]
+    fn notes_read_as_plain_text_without_their_backticks() {
+        let note = "run `meter bill --month 2026-10` then `meter report`";
+        assert_eq!(
+            plain(note),
+            "run meter bill --month 2026-10 then meter report"
+        );
+        assert_eq!(
+            code_spans(note),
+            [
+                (false, "run "),
+                (true, "meter bill --month 2026-10"),
+                (false, " then "),
+                (true, "meter report")
+            ]
+        );
+        assert_eq!(code_spans("`a`"), [(true, "a")]);
+        // An unpaired backtick is text, as is an empty note.
+        assert_eq!(plain("it's `open"), "it's `open");
+        assert_eq!(plain("a `b` c `d"), "a b c `d");
+        assert!(code_spans("").is_empty());
     }
 }

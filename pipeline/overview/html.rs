@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use rust_decimal::{Decimal, RoundingStrategy};
 
 use super::figures::Mover;
-use super::format::{count, grouped, money, percent, signed_money, signed_percent};
+use super::format::{code_spans, count, grouped, money, percent, signed_money, signed_percent};
 use super::{BilledFrom, Overview};
 
 /// Colors: provider cost, billed revenue, projection, increase, decrease,
@@ -40,6 +40,18 @@ pub fn esc(s: &str) -> String {
         }
     }
     out
+}
+
+/// A note (an attention item or a notice) as HTML: escaped, its Markdown
+/// code spans (`meter ...`) as `<code>`.
+pub fn note(s: &str) -> String {
+    code_spans(s)
+        .into_iter()
+        .map(|(code, text)| match code {
+            true => format!("<code>{}</code>", esc(text)),
+            false => esc(text),
+        })
+        .collect()
 }
 
 /// The length in whole pixels of `value` on a scale where `max` is `px`
@@ -165,6 +177,8 @@ table.narrow { width: auto; min-width: 50%; }
 #t-customers { font-size: 12px; }
 #t-customers td:first-child { min-width: 150px; }
 .muted { color: var(--muted); }
+code { font: 0.92em ui-monospace, "SFMono-Regular", Menlo, Consolas, "Liberation Mono", monospace;
+  background: var(--band); padding: 0 3px; border-radius: 3px; }
 .legend { font-size: 12px; color: var(--muted); margin: 2px 0; }
 .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin: 0 4px 0 10px; vertical-align: -1px; }
 footer { margin-top: 30px; font-size: 12px; color: var(--muted); border-top: 1px solid var(--line); padding-top: 8px; }
@@ -195,9 +209,18 @@ fn header(h: &mut String, o: &Overview, title: &str) {
         BilledFrom::Revision { revision } => format!(
             "<span class=\"badge ok\">Invoiced</span>billed amounts from invoice revision {revision}"
         ),
-        BilledFrom::Preview => "<span class=\"badge warn\">Not billed yet</span>billed amounts \
+        BilledFrom::Preview {
+            published_revision: None,
+        } => "<span class=\"badge warn\">Not billed yet</span>billed amounts \
              are a preview: billing's rules run on the figures below, nothing published"
             .to_string(),
+        BilledFrom::Preview {
+            published_revision: Some(revision),
+        } => format!(
+            "<span class=\"badge\">Month so far</span>billed amounts are a preview of the same days: \
+             billing's rules run on the figures below; invoice revision {revision} bills the whole \
+             month and is not compared here"
+        ),
     };
     let _ = write!(
         h,
@@ -329,14 +352,14 @@ fn attention(h: &mut String, o: &Overview) {
     if !o.attention.is_empty() {
         h.push_str("<section class=\"callout\" aria-labelledby=\"h-attention\">\n<h2 id=\"h-attention\">Needs attention</h2>\n<ul>\n");
         for a in &o.attention {
-            let _ = writeln!(h, "<li>{}</li>", esc(a));
+            let _ = writeln!(h, "<li>{}</li>", note(a));
         }
         h.push_str("</ul>\n</section>\n");
     }
     if !o.notices.is_empty() {
         h.push_str("<section class=\"notes\" aria-label=\"Notes\">\n<ul>\n");
         for n in &o.notices {
-            let _ = writeln!(h, "<li>{}</li>", esc(n));
+            let _ = writeln!(h, "<li>{}</li>", note(n));
         }
         h.push_str("</ul>\n</section>\n");
     }
@@ -1101,11 +1124,17 @@ fn method(h: &mut String, o: &Overview) {
         BilledFrom::Revision { revision } => format!(
             "the invoice totals of revision {revision} (the one <code>latest.json</code> names), net of tax"
         ),
-        BilledFrom::Preview => {
+        BilledFrom::Preview { published_revision } => format!(
             "a preview: billing's own SQL run on the figures above, nothing published; \
-             subscription fees are the whole month's"
-                .to_string()
-        }
+             subscription fees are the whole month's{}",
+            match published_revision {
+                Some(revision) => format!(
+                    ". The month so far is compared with this preview of the same days, not with \
+                     invoice revision {revision}, which bills the whole month"
+                ),
+                None => String::new(),
+            }
+        ),
     };
     let _ = write!(
         h,
@@ -1147,6 +1176,18 @@ mod tests {
             "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;Co&quot;"
         );
         assert_eq!(esc("Zeta Consulting, Inc."), "Zeta Consulting, Inc.");
+    }
+
+    #[test]
+    fn notes_show_code_spans_as_code() {
+        assert_eq!(
+            note("run `meter bill --month 2026-10` for <Acme & Co>"),
+            "run <code>meter bill --month 2026-10</code> for &lt;Acme &amp; Co&gt;"
+        );
+        assert_eq!(
+            note("`<script>` it's `open"),
+            "<code>&lt;script&gt;</code> it&#39;s `open"
+        );
     }
 
     #[test]

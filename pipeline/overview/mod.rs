@@ -7,7 +7,15 @@
 //! ```text
 //! <out>/reports/YYYY-MM/report.html     the page: inline CSS and SVG, no script, nothing fetched
 //! <out>/reports/YYYY-MM/report.json     the same figures, decimals as strings
+//! <out>/reports/YYYY-MM/report-asof-YYYY-MM-DD.html, .json
+//!                                       the month so far, as of a day inside it
 //! ```
+//!
+//! A page of a month in progress (`--as-of` a day of the month, or today
+//! while it runs) is named after its as-of day, so it never replaces the
+//! finished month's page; its billed amounts are billing's preview of the
+//! same days, even when the month has a published revision (which covers
+//! the whole month and is not comparable with part of it).
 //!
 //! Sources: the lake's daily aggregates (`schemas/report.sql`), the priced
 //! events (reasons of unpriced usage), the raw events (silent VMs,
@@ -32,6 +40,7 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
+use crate::bill::publish::current_revision;
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
@@ -59,14 +68,23 @@ pub struct ReportOptions {
     pub store_options: Vec<(String, String)>,
 }
 
-/// The store key of a month's page.
-pub fn page_key(month: &str) -> String {
-    format!("reports/{month}/report.html")
+/// The store key of a period's page: `reports/YYYY-MM/report.html` for the
+/// whole month, `reports/YYYY-MM/report-asof-YYYY-MM-DD.html` for the month
+/// so far.
+pub fn page_key(period: &Period) -> String {
+    format!("{}.html", report_stem(period))
 }
 
-/// The store key of a month's figures as JSON.
-pub fn data_key(month: &str) -> String {
-    format!("reports/{month}/report.json")
+/// The store key of a period's figures as JSON (beside its page).
+pub fn data_key(period: &Period) -> String {
+    format!("{}.json", report_stem(period))
+}
+
+fn report_stem(period: &Period) -> String {
+    match period.in_progress {
+        None => format!("reports/{}/report", period.month()),
+        Some(as_of) => format!("reports/{}/report-asof-{as_of}", period.month()),
+    }
 }
 
 /// Where the billed amounts come from.
@@ -75,8 +93,15 @@ pub fn data_key(month: &str) -> String {
 pub enum BilledFrom {
     /// The revision `latest.json` names.
     Revision { revision: u32 },
-    /// Not billed yet: billing's SQL run on the report's days, unpublished.
-    Preview,
+    /// Billing's SQL run on the report's days, unpublished: the month is
+    /// not billed yet, or the report covers only part of it.
+    Preview {
+        /// A month in progress whose revision `latest.json` names: that
+        /// revision bills the whole month, so the page does not compare
+        /// the days so far with it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        published_revision: Option<u32>,
+    },
 }
 
 /// What a customer is billed.
@@ -228,16 +253,17 @@ impl OverviewReport {
         !self.overview.attention.is_empty()
     }
 
+    /// Plain text: the notes' `code` spans lose their backticks.
     pub fn summary(&self) -> String {
         let mut s = format!(
             "report {} {}: page {} at {}\n",
             self.run_id, self.overview.month, self.status, self.page
         );
         for n in &self.overview.notices {
-            s += &format!("  notice: {n}\n");
+            s += &format!("  notice: {}\n", format::plain(n));
         }
         for a in &self.overview.attention {
-            s += &format!("  attention: {a}\n");
+            s += &format!("  attention: {}\n", format::plain(a));
         }
         s
     }
@@ -261,14 +287,14 @@ pub fn run(ctx: &Ctx, opts: &ReportOptions) -> Result<OverviewReport> {
     let lake = Lake::open_read(&opts.lake)?;
     let store = Store::open_configured(&opts.out, &opts.store_options)?;
     let overview = compute(ctx, &lake, &store, &pricing, opts)?;
-    let month = overview.month.clone();
+    let (page_at, data_at) = (page_key(&overview.period), data_key(&overview.period));
     let page = html::page(&overview).into_bytes();
     let mut data = serde_json::to_vec_pretty(&overview).expect("the figures serialize");
     data.push(b'\n');
     let mut changed = false;
-    for (key, bytes) in [(data_key(&month), data), (page_key(&month), page)] {
-        if store.get(&key)?.as_deref() != Some(bytes.as_slice()) {
-            store.put(&key, bytes)?;
+    for (key, bytes) in [(&data_at, data), (&page_at, page)] {
+        if store.get(key)?.as_deref() != Some(bytes.as_slice()) {
+            store.put(key, bytes)?;
             changed = true;
         }
     }
@@ -276,8 +302,8 @@ pub fn run(ctx: &Ctx, opts: &ReportOptions) -> Result<OverviewReport> {
         job: "report",
         run_id: ctx.run_id.clone(),
         lake: opts.lake.display().to_string(),
-        page: store.object_url(&page_key(&month)),
-        data: store.object_url(&data_key(&month)),
+        page: store.object_url(&page_at),
+        data: store.object_url(&data_at),
         status: if changed { "written" } else { "unchanged" },
         overview,
     };
@@ -332,23 +358,44 @@ pub fn compute(
         .collect();
     let mut attention = Vec::new();
 
-    let (billed_from, invoices) = match read::published(store, &month)? {
+    // Like with like: a whole month against its latest revision; the month
+    // so far against billing's preview of the same days, never against a
+    // revision, which bills the whole month.
+    let published = match period.in_progress {
+        None => read::published(store, &month)?,
+        Some(_) => None,
+    };
+    let (billed_from, invoices) = match published {
         Some((revision, invoices)) => (BilledFrom::Revision { revision }, invoices),
         None => {
             let (invoices, refused) = read::preview(lake, &period, &registry, pricing)?;
             for (customer, why) in refused {
                 notices.push(format!("customer {customer} would not be billed: {why}"));
             }
-            notices.push(format!(
-                "{month} is not billed yet (no invoices under {}): billed amounts are a preview, \
-                 billing's rules run on {} without publishing",
-                store.url(),
-                match period.in_progress {
-                    Some(_) => "the month so far (whole-month subscription fees)",
-                    None => "the month",
-                }
-            ));
-            (BilledFrom::Preview, invoices)
+            let published_revision = match period.in_progress {
+                Some(_) => current_revision(store, &month)?,
+                None => None,
+            };
+            notices.push(match (period.in_progress, published_revision) {
+                (Some(as_of), Some(revision)) => format!(
+                    "{month} is billed (rev-{revision}, the whole month), but this page is as of {as_of}: \
+                     billed amounts are a preview, billing's rules run on the same {} days as the costs \
+                     (whole-month subscription fees), not the invoices; \
+                     the whole month's page (`meter report --month {month}` once it is over) compares with them",
+                    period.complete_days
+                ),
+                (Some(_), None) => format!(
+                    "{month} is not billed yet (no invoices under {}): billed amounts are a preview, \
+                     billing's rules run on the month so far (whole-month subscription fees) without publishing",
+                    store.url()
+                ),
+                (None, _) => format!(
+                    "{month} is not billed yet (no invoices under {}): billed amounts are a preview, \
+                     billing's rules run on the month without publishing",
+                    store.url()
+                ),
+            });
+            (BilledFrom::Preview { published_revision }, invoices)
         }
     };
 

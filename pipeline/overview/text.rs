@@ -68,7 +68,12 @@ pub fn render(o: &Overview) -> String {
     };
     s += &match &o.billed_from {
         BilledFrom::Revision { revision } => format!(", billed: invoices rev-{revision}\n"),
-        BilledFrom::Preview => ", billed: preview, not published\n".to_string(),
+        BilledFrom::Preview {
+            published_revision: None,
+        } => ", billed: preview, not published\n".to_string(),
+        BilledFrom::Preview {
+            published_revision: Some(revision),
+        } => format!(", billed: preview of the same days (rev-{revision} bills the whole month)\n"),
     };
     s += &format!("amounts in {c} unless marked");
     for r in &o.fx {
