@@ -153,11 +153,15 @@ fn sample_month_bills_to_golden_invoices() {
     assert!(report.needs_attention());
     assert!(report.attention.iter().any(|a| a.contains("have no price")));
     assert!(report.attention.iter().any(|a| a.contains("VM vm-fc0059")));
+    // cust_0001's limit (600 EUR) is on usage charges: 122.41 EUR of them
+    // (621.41 billed less the 499.00 fee) is not over it.
     assert!(
-        report
+        !report
             .notices
             .iter()
-            .any(|n| n.contains("cust_0001 is over its monthly limit"))
+            .any(|n| n.contains("over its monthly limit")),
+        "{:?}",
+        report.notices
     );
 }
 
@@ -526,6 +530,21 @@ fn monthly_bills_the_plan_fees_of_a_month_without_usage() {
         "2026-11",
         &["cust_0001", "cust_0002", "cust_0004"],
     );
+    // The report of that month reads the empty rollup as a month without
+    // usage (it used to say no day of it was rolled up, exit 2).
+    let report = crate::common::meter(
+        dir.path(),
+        "2026-12-02T04:00:00Z",
+        &[
+            "report", "--month", "2026-11", "--lake", "lake", "--out", "out", "--pricing",
+            pricing.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_ne!(report.code, 2, "{}", report.stderr);
+    let page: serde_json::Value =
+        serde_json::from_str(&read(&dir.path().join("out/reports/2026-11/report.json"))).unwrap();
+    assert_eq!(page["month"], "2026-11", "{page}");
 }
 
 /// `pricing.toml` with `[plans.<from>]` renamed `[plans.<to>]`.

@@ -342,14 +342,15 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, pricing: &Pricing, opts: &BillOptions) -> 
     }
     for r in billing.summary.iter().filter(|r| r.limit_exceeded) {
         notices.push(format!(
-            "customer {} is over its monthly limit of {} {}: billed {} {}, {} over (not capped)",
+            "customer {} is over its monthly limit of {} {}: usage charges {} {} (plan fee not counted; billed {}), {} over (not capped)",
             r.customer_id,
             r.monthly_limit
                 .map(|l| l.normalize().to_string())
                 .unwrap_or_default(),
             r.currency,
-            render::format_minor(r.total_minor, r.decimals),
+            render::format_minor(r.total_minor - r.fee_minor, r.decimals),
             r.currency,
+            render::format_minor(r.total_minor, r.decimals),
             render::format_minor(r.over_limit_minor, r.decimals)
         ));
     }

@@ -344,17 +344,31 @@ fn invoice_token_columns_disagree_with_the_line() {
     assert_eq!(b.summary[0].tokens, 175);
 }
 
+/// The plan fee alone (499 EUR against a 100 EUR limit, no usage) is not
+/// over a limit on usage charges, as the nightly's limit alerts count it.
+#[test]
+fn the_plan_fee_alone_is_not_over_the_monthly_limit() {
+    let (_, b) = bill(&[
+        "INSERT INTO customers VALUES ('c', 'C', 'pro', 'EUR', NULL, TIMESTAMP '2025-01-01', NULL, 100, NULL);".into(),
+    ]);
+    let s = &b.summary[0];
+    assert_eq!(s.total_minor, 49900);
+    assert!(!s.limit_exceeded);
+    assert_eq!(s.over_limit_minor, 0);
+}
+
 #[test]
 fn monthly_limit_is_flagged_not_capped() {
     let (_, b) = bill(&[
-        "INSERT INTO customers VALUES ('c', 'C', 'pro', 'EUR', NULL, TIMESTAMP '2025-01-01', NULL, 500, NULL);".into(),
+        // a limit of 10 EUR on usage charges (the 499 EUR fee not counted)
+        "INSERT INTO customers VALUES ('c', 'C', 'pro', 'EUR', NULL, TIMESTAMP '2025-01-01', NULL, 10, NULL);".into(),
         usage("c", "gpt-5", 0, 2_000_000, "10"),
         "INSERT INTO usage_daily VALUES (DATE '2026-10-03', 'c', 1, 0, 0, 0, 2000000, 10);".into(),
     ]);
     let s = &b.summary[0];
     assert_eq!(s.total_minor, 49900 + 1153); // 10 x 1.2 x 0.96052252 = 11.526...
     assert!(s.limit_exceeded);
-    assert_eq!(s.over_limit_minor, 1053);
+    assert_eq!(s.over_limit_minor, 153);
     // no Stripe id: the event is computed, marked, and left out of the Stripe files
     assert_eq!(b.events.len(), 2);
     assert!(b.events.iter().all(|e| e.stripe_customer_id.is_none()));

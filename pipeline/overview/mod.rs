@@ -46,6 +46,7 @@ use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::pricing::Pricing;
 use crate::registry::Registry;
+use crate::rollup::aggregate::API_USAGE;
 use crate::report::StageReport;
 use crate::silent;
 use crate::store::Store;
@@ -329,7 +330,13 @@ pub fn compute(
     })?;
     let month = period.month();
     let figures = read::lake_figures(lake, &period)?;
-    if figures.days_not_rolled_up.len() == period.complete_days as usize {
+    // A month without events has no daily partition but, once rolled up, a
+    // (possibly empty) monthly one: that is a month of no usage, not one
+    // that was never rolled up.
+    let month_rolled_up = !lake
+        .parquet_files(&API_USAGE.monthly_dir(lake, opts.month))?
+        .is_empty();
+    if figures.days_not_rolled_up.len() == period.complete_days as usize && !month_rolled_up {
         return Err(Error::Report {
             month,
             message: format!(

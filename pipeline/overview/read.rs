@@ -10,7 +10,8 @@ use duckdb::Connection;
 use rust_decimal::Decimal;
 
 use super::figures::Period;
-use crate::bill::publish::{current_revision, revision_prefix};
+use crate::bill::layout::RevisionFile;
+use crate::bill::publish::current_revision;
 use crate::bill::sql::{self, db_err, decimal, file_list};
 use crate::bill::{inputs, read_billing};
 use crate::error::{Error, Result};
@@ -236,10 +237,9 @@ pub fn published(store: &Store, month: &str) -> Result<Option<(u32, Vec<Invoiced
     let Some(revision) = current_revision(store, month)? else {
         return Ok(None);
     };
-    let key = format!(
-        "{}/summary.csv",
-        revision_prefix("invoices", month, revision)
-    );
+    let key = RevisionFile::Summary
+        .key(month, revision)
+        .expect("one key");
     let bytes = store.get(&key)?.ok_or_else(|| {
         bad(
             &key,

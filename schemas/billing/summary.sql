@@ -46,10 +46,14 @@ SELECT c.invoice_number,
        coalesce(u.unpriced_tokens, 0) AS unpriced_tokens,
        c.monthly_limit,
        CAST(round_div(c.monthly_limit * c.minor_per_unit, 1) AS BIGINT) AS limit_minor,
+       -- the limit is on usage charges: the total without the plan fee
+       -- (schemas/customers.md), as the nightly's limit alerts measure it
        CAST(CASE WHEN c.monthly_limit IS NULL THEN 0
-                 ELSE greatest(t.total_minor - round_div(c.monthly_limit * c.minor_per_unit, 1), 0)
+                 ELSE greatest(t.total_minor - coalesce(t.fee_minor, 0)
+                               - round_div(c.monthly_limit * c.minor_per_unit, 1), 0)
             END AS BIGINT) AS over_limit_minor,
-       coalesce(t.total_minor > round_div(c.monthly_limit * c.minor_per_unit, 1), false) AS limit_exceeded,
+       coalesce(t.total_minor - coalesce(t.fee_minor, 0)
+                > round_div(c.monthly_limit * c.minor_per_unit, 1), false) AS limit_exceeded,
        c.stripe_customer_id
 FROM billed_customers c
 JOIN totals t USING (customer_id)
