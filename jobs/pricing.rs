@@ -37,7 +37,7 @@ fn check(pricing: &std::path::Path) -> Outcome {
     match Pricing::load(pricing) {
         Ok(p) => {
             let (models, entries) = p.size();
-            println!(
+            crate::outln!(
                 "{}: ok ({models} models, {entries} price entries in {} per 1M tokens; {} plans, {} FX rates, {} meters)",
                 pricing.display(),
                 p.currency,
