@@ -204,16 +204,24 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &IngestOptions) -> Result<IngestRepo
         }
     }
     let lines_read = files.iter().map(|f| f.lines_read).sum();
+    let mut rejected_reasons: BTreeMap<RejectReason, u64> = BTreeMap::new();
+    for (reason, n) in files.iter().flat_map(|f| &f.rejected_reasons) {
+        *rejected_reasons.entry(*reason).or_default() += n;
+    }
     let unreadable_files: Vec<String> = files
         .iter()
         .filter(|f| f.error.is_some())
         .map(|f| f.path.clone())
         .collect();
     if !unreadable_files.is_empty() {
+        let why: Vec<String> = files
+            .iter()
+            .filter_map(|f| Some(format!("{} ({})", f.path, f.error.as_ref()?)))
+            .collect();
         attention.push(format!(
             "{} file(s) could not be read to the end: {}",
             unreadable_files.len(),
-            unreadable_files.join(", ")
+            why.join(", ")
         ));
     }
     for ignored in discovery.ignored.iter().filter(|i| i.attention) {
