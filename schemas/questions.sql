@@ -33,7 +33,7 @@ ORDER BY date;
 SELECT target_table, reason, count(*) AS rejects,
        count(DISTINCT source_file) AS files,
        min(date) AS first_date, max(date) AS last_date,
-       min(detail) AS example
+       min(coalesce(field || ': ', '') || detail) AS example
 FROM rejects
 GROUP BY target_table, reason
 ORDER BY rejects DESC, target_table, reason;

@@ -512,3 +512,85 @@ fn a_garbage_line_in_usage_jsonl_is_an_api_usage_reject() {
         1
     );
 }
+
+/// A lake written before reason codes has rejects files without `detail`:
+/// next to new ones in the same partition, the `rejects` view reads both
+/// (the old rows as `unclassified`, their words as `detail`) and compaction
+/// merges them.
+#[test]
+fn rejects_files_without_detail_stay_readable_and_compact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("input");
+    tiny_input(&input);
+    let usage = input.join("vm-1/cliproxy/usage.jsonl");
+    let mut text = std::fs::read_to_string(&usage).unwrap();
+    text.push_str("{\"timestamp\":\"2026-10-01T10:00:01Z\",\"model\":\"gpt-4o\",\"provider\":\"openai\",\"input_tokens\":\"n/a\",\"output_tokens\":2}\n");
+    std::fs::write(&usage, text).unwrap();
+    let lake = tmp.path().join("lake");
+    let report = ingest(&input, &lake, "run-1");
+    assert_eq!(report.totals.rejects, 1);
+    // An old file in the same partition: the old columns, `reason` in words.
+    let partition = lake.join("rejects/date=2026-10-01");
+    let new_file = list_files(&partition).pop().unwrap();
+    let file = std::fs::File::open(partition.join(&new_file)).unwrap();
+    let mut batches: Vec<_> =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+    let mut old = batches.pop().unwrap();
+    let detail = old.schema().index_of("detail").unwrap();
+    old.remove_column(detail);
+    let reason = old.schema().index_of("reason").unwrap();
+    let event_id = old.schema().index_of("event_id").unwrap();
+    let mut columns = old.columns().to_vec();
+    columns[reason] = std::sync::Arc::new(arrow::array::StringArray::from(vec![
+        "\"n/a\" is not a number",
+    ]));
+    columns[event_id] = std::sync::Arc::new(arrow::array::StringArray::from(vec![
+        "00000000000000000000000000000000",
+    ]));
+    let old = arrow::record_batch::RecordBatch::try_new(old.schema(), columns).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(partition.join("part-old-0000.parquet")).unwrap(),
+        old.schema(),
+        None,
+    )
+    .unwrap();
+    w.write(&old).unwrap();
+    w.close().unwrap();
+
+    let rows = |lake: &std::path::Path| -> Vec<(String, String, String)> {
+        let conn = duck(lake);
+        let mut stmt = conn
+            .prepare("SELECT event_id, reason, detail FROM rejects ORDER BY event_id")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let before = rows(&lake);
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert_eq!(
+        (before[0].1.as_str(), before[0].2.as_str()),
+        ("unclassified", "\"n/a\" is not a number")
+    );
+    assert_eq!(
+        (before[1].1.as_str(), before[1].2.as_str()),
+        ("bad_value", "\"n/a\" is not a number")
+    );
+    let compacted = meter::compact::run(
+        &ctx("compact-1"),
+        &meter::compact::CompactOptions {
+            table: Some("rejects".into()),
+            ..meter::compact::CompactOptions::all(lake.clone())
+        },
+    )
+    .expect("compaction runs");
+    assert_eq!(compacted.partitions_compacted, 1);
+    assert_eq!(list_files(&partition).len(), 1);
+    assert_eq!(rows(&lake), before);
+}
