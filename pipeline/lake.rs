@@ -730,14 +730,13 @@ mod tests {
         assert_eq!(upgraded.schema(), Table::Rejects.schema());
         let text = |name: &str| {
             let i = upgraded.schema().index_of(name).unwrap();
-            let a = upgraded
+            upgraded
                 .column(i)
                 .as_any()
                 .downcast_ref::<StringArray>()
                 .unwrap()
                 .value(0)
-                .to_string();
-            a
+                .to_string()
         };
         assert_eq!(text("reason"), LEGACY_REASON);
         assert_eq!(text("detail"), "truncated JSON at column 96");
