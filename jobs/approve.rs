@@ -17,7 +17,8 @@ pub struct ApproveArgs {
     /// The revision to approve [default: the current one, latest.json].
     #[arg(long, value_name = "N")]
     pub revision: Option<u32>,
-    /// Who approves, recorded in approved.json [default: $USER].
+    /// Who approves, recorded in approved.json [default: $USER; without
+    /// either, approve refuses].
     #[arg(long, value_name = "NAME")]
     pub by: Option<String>,
     /// Lake directory (for the run report).
@@ -33,6 +34,7 @@ pub struct ApproveArgs {
 
 pub fn run(args: ApproveArgs) -> Outcome {
     let lake = or_fail!(settings().lake(args.lake));
+    let by = or_fail!(approver(args.by, std::env::var("USER").ok()));
     let ctx = settings::ctx("approve");
     let opts = ApproveOptions {
         lake,
@@ -40,10 +42,25 @@ pub fn run(args: ApproveArgs) -> Outcome {
         store_options: Vec::new(),
         month: args.month.format("%Y-%m").to_string(),
         revision: args.revision,
-        by: args
-            .by
-            .or_else(|| std::env::var("USER").ok())
-            .unwrap_or_else(|| "unknown".into()),
+        by,
     };
     conclude(approve::approve(&ctx, &opts), &opts.lake, args.json)
+}
+
+/// Who approves: `--by`, else `$USER`; an approval never records nobody.
+fn approver(by: Option<String>, user: Option<String>) -> meter::Result<String> {
+    match by {
+        Some(b) if b.trim().is_empty() => Err(meter::Error::Usage(
+            "--by is empty: name who approves (recorded in approved.json)".into(),
+        )),
+        Some(b) => Ok(b.trim().to_string()),
+        None => user
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| {
+                meter::Error::Usage(
+                    "nobody to record as the approver: $USER is not set; pass --by NAME (who approves, recorded in approved.json)".into(),
+                )
+            }),
+    }
 }

@@ -45,7 +45,7 @@ pub fn run(args: CompactArgs) -> Outcome {
         && !args.json
     {
         for p in &report.partitions {
-            println!("{}", opts.lake.join(&p.partition).display());
+            crate::outln!("{}", opts.lake.join(&p.partition).display());
         }
     }
     conclude(result, &opts.lake, args.json)

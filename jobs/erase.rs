@@ -39,7 +39,7 @@ pub fn run(args: EraseArgs) -> Outcome {
         && !args.json
     {
         for p in &report.partitions {
-            println!(
+            crate::outln!(
                 "{}\t{} rows",
                 opts.lake.join(&p.partition).display(),
                 p.rows_removed

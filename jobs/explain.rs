@@ -56,10 +56,10 @@ pub fn run(args: ExplainArgs) -> Outcome {
     };
     let explanation = or_fail!(explain::run(&opts));
     match Format::from(args.format) {
-        Format::Table => print!("{}", explanation.text()),
+        Format::Table => crate::out!("{}", explanation.text()),
         format => {
-            eprint!("{}{}", explanation.heading(), explanation.tie_out());
-            print!("{}", explanation.primary().render(format));
+            crate::err!("{}{}", explanation.heading(), explanation.tie_out());
+            crate::out!("{}", explanation.primary().render(format));
         }
     }
     if explanation.mismatch() {

@@ -9,6 +9,7 @@ mod cron;
 mod erase;
 mod explain;
 mod ingest;
+mod out;
 mod pipeline;
 mod pricing;
 mod query;
@@ -86,7 +87,7 @@ enum Job {
 }
 
 /// How a job ended, as an exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Outcome {
     Done = 0,
     NeedsAttention = 1,
@@ -108,12 +109,12 @@ pub fn fail(err: &meter::Error) -> Outcome {
     };
     match settings::settings().log_format {
         settings::LogFormat::Text => {
-            eprintln!("error: {err}");
+            crate::errln!("error: {err}");
             for cause in &causes {
-                eprintln!("  caused by: {cause}");
+                crate::errln!("  caused by: {cause}");
             }
             if let Some(hint) = err.hint() {
-                eprintln!("  what to do: {hint}");
+                crate::errln!("  what to do: {hint}");
             }
         }
         settings::LogFormat::Json => settings::log(
@@ -149,7 +150,7 @@ pub fn finish<R: StageReport>(lake: &std::path::Path, report: &R, json: bool) ->
         }),
     );
     if json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(report).expect("the report serializes")
         );
@@ -209,5 +210,19 @@ fn main() -> ExitCode {
             }
         },
     };
-    ExitCode::from(outcome as u8)
+    ExitCode::from(stdout_checked(outcome) as u8)
+}
+
+/// The job's outcome, unless its output could not be written (a full
+/// disk): then it failed. A reader that went away (`| head -1`) is not a
+/// failure (see `out`).
+fn stdout_checked(outcome: Outcome) -> Outcome {
+    match out::stdout_error() {
+        Some(e) => {
+            crate::errln!("error: cannot write to stdout: {e}");
+            crate::errln!("  what to do: make room where stdout goes, then run the job again");
+            outcome.max(Outcome::Failed)
+        }
+        None => outcome,
+    }
 }

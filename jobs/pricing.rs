@@ -50,7 +50,7 @@ fn check(path: &Path, customers: Option<&Path>) -> Outcome {
         Err(e) => return fail(&e),
     };
     let (models, entries) = pricing.size();
-    println!(
+    crate::outln!(
         "{}: ok ({models} models, {entries} price entries in {} per 1M tokens; {} plans, {} FX rates, {} meters)",
         path.display(),
         pricing.currency,
@@ -83,7 +83,7 @@ fn check(path: &Path, customers: Option<&Path>) -> Outcome {
         );
         return Outcome::Failed;
     }
-    println!(
+    crate::outln!(
         "{}: ok ({} customers; every customer in service has a plan of {})",
         customers.display(),
         registry.customers.len(),

@@ -47,8 +47,9 @@ pub struct QueryArgs {
     /// Output format. DECIMAL values are exact in every format (JSON: strings).
     #[arg(long, value_enum, default_value_t = FormatArg::Table)]
     pub format: FormatArg,
-    /// One SQL statement (DuckDB dialect).
-    #[arg(value_name = "SQL")]
+    /// One SQL statement (DuckDB dialect). It may start with a `--` comment
+    /// or a `-` (a SQL argument is never taken for a flag).
+    #[arg(value_name = "SQL", allow_hyphen_values = true)]
     pub sql: String,
 }
 
@@ -61,6 +62,6 @@ pub fn run(args: QueryArgs) -> Outcome {
     };
     let conn = or_fail!(query::open(&opts));
     let output = or_fail!(query::run(&conn, &args.sql));
-    print!("{}", output.render(args.format.into()));
+    crate::out!("{}", output.render(args.format.into()));
     Outcome::Done
 }

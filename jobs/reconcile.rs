@@ -35,7 +35,7 @@ pub fn run(args: ReconcileArgs) -> Outcome {
     match reconcile::run(&ctx, &opts) {
         Ok(report) => {
             if !args.json {
-                print!("{}", report.table());
+                crate::out!("{}", report.table());
             }
             finish(&opts.lake, &report, args.json)
         }

@@ -56,7 +56,7 @@ pub fn run(args: ReportArgs) -> Outcome {
     match overview::run(&ctx, &opts) {
         Ok(report) => {
             if !args.json {
-                print!("{}", overview::text::render(&report.overview));
+                crate::out!("{}", overview::text::render(&report.overview));
             }
             finish(&opts.lake, &report, args.json)
         }

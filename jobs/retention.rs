@@ -42,7 +42,7 @@ pub fn run(args: RetentionArgs) -> Outcome {
         && !args.json
     {
         for rel in &report.partitions {
-            println!("{}", opts.lake.join(rel).display());
+            crate::outln!("{}", opts.lake.join(rel).display());
         }
     }
     conclude(result, &opts.lake, args.json)

@@ -79,12 +79,12 @@ pub fn run(args: &SampleArgs) -> Result<SampleTotals, SampleError> {
         usage_format: args.usage_format.into(),
     })?;
     if args.json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string(&totals).expect("the totals serialize")
         );
     } else {
-        print!("{}", render(&args.out, &totals));
+        crate::out!("{}", render(&args.out, &totals));
     }
     Ok(totals)
 }

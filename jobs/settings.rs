@@ -126,7 +126,7 @@ macro_rules! or_fail {
 /// One record on stderr: a text line, or a JSON object.
 pub fn log(level: &str, message: &str, extra: serde_json::Value) {
     match settings().log_format {
-        LogFormat::Text => eprintln!("{message}"),
+        LogFormat::Text => crate::errln!("{message}"),
         LogFormat::Json => {
             let mut record = serde_json::json!({
                 "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -136,7 +136,7 @@ pub fn log(level: &str, message: &str, extra: serde_json::Value) {
             if let (Some(r), serde_json::Value::Object(extra)) = (record.as_object_mut(), extra) {
                 r.extend(extra);
             }
-            eprintln!("{record}");
+            crate::errln!("{record}");
         }
     }
 }

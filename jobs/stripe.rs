@@ -112,7 +112,7 @@ fn push(args: PushArgs) -> Outcome {
         && !args.json
     {
         for line in report.plan_lines() {
-            println!("{line}");
+            crate::outln!("{line}");
         }
     }
     conclude(result, &opts.lake, args.json)

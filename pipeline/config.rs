@@ -44,14 +44,13 @@ impl Config {
     /// Parses the text of `path` (named in errors with line and key).
     pub fn parse(path: &Path, text: &str) -> Result<Config> {
         let mut config: Config = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start].matches('\n').count() + 1)
-                .unwrap_or(1);
+            let start = e.span().map_or(0, |s| s.start.min(text.len()));
+            let line = text[..start].matches('\n').count() + 1;
+            let line_text = text.lines().nth(line - 1).unwrap_or("");
             Error::Config {
                 path: path.to_path_buf(),
                 line,
-                message: e.message().to_string(),
+                message: bad_value(line_text).unwrap_or_else(|| e.message().trim().to_string()),
             }
         })?;
         if let Some(format) = &config.log_format
@@ -91,6 +90,46 @@ impl Config {
     }
 }
 
+/// What each key holds, for messages.
+const EXPECTED: &[(&str, &str)] = &[
+    (
+        "input",
+        "a path as a quoted string, e.g. input = \"/srv/cliproxy/logs\"",
+    ),
+    (
+        "lake",
+        "a path as a quoted string, e.g. lake = \"/srv/meter/lake\"",
+    ),
+    (
+        "out",
+        "a folder or an s3://, gs://, az:// URL as a quoted string, e.g. out = \"out\"",
+    ),
+    (
+        "customers",
+        "a path as a quoted string, e.g. customers = \"customers.csv\"",
+    ),
+    (
+        "pricing",
+        "a path as a quoted string, e.g. pricing = \"pricing.toml\"",
+    ),
+    ("log_format", "\"text\" or \"json\" (quoted)"),
+];
+
+/// A TOML error on a `key = value` line of a known key, in the words of
+/// the file: the key, what it holds, and what was found. `None` for any
+/// other error (an unknown key, a broken table header), whose TOML message
+/// is clear enough.
+fn bad_value(line: &str) -> Option<String> {
+    let (key, value) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    let (_, expected) = EXPECTED.iter().find(|(k, _)| *k == key)?;
+    let value = value.trim();
+    let value: String = value.chars().take(60).collect();
+    Some(format!(
+        "key `{key}`: {value} is not a valid value: expected {expected}"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +163,37 @@ mod tests {
         assert!(err.to_string().starts_with("m.toml:2:"), "{err}");
         let err = Config::parse(Path::new("m.toml"), "lake = 3\n").unwrap_err();
         assert!(err.to_string().starts_with("m.toml:1:"), "{err}");
+    }
+
+    /// `input = input` (unquoted) said "invalid float, expected `inf`".
+    #[test]
+    fn an_unquoted_value_names_its_key_and_the_expected_type() {
+        let err = Config::parse(
+            Path::new("/etc/meter/meter.toml"),
+            "lake = \"lake\"\ninput = input\n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("/etc/meter/meter.toml:2: key `input`:"),
+            "{text}"
+        );
+        assert!(text.contains("input is not a valid value"), "{text}");
+        assert!(
+            text.contains("expected a path as a quoted string"),
+            "{text}"
+        );
+        assert!(!text.contains("float"), "{text}");
+        let err = Config::parse(Path::new("m.toml"), "\n\nlake = 3\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("m.toml:3: key `lake`: 3 is not a valid value: expected a path"),
+            "{err}"
+        );
+        let err = Config::parse(Path::new("m.toml"), "log_format = json\n").unwrap_err();
+        assert!(
+            err.to_string().contains("expected \"text\" or \"json\""),
+            "{err}"
+        );
     }
 }

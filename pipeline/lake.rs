@@ -290,7 +290,9 @@ impl Lake {
             .with_batch_size(65536)
             .build()
             .map_err(perr)?;
-        Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)
+        reader
+            .map(|batch| Ok(upgrade_legacy_rejects(batch?)))
+            .collect()
     }
 
     /// Starts a new Parquet file `<dir>/<name>.parquet`, written under a
@@ -655,9 +657,91 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The rejects code used to be `reason` in words, without `detail`. Such a
+/// batch (a file written before reason codes) reads as the table's current
+/// columns: `reason` `unclassified`, the old words as `detail`; the same as
+/// the `rejects` view shows (views.sql). Every other batch is unchanged.
+pub fn upgrade_legacy_rejects(batch: RecordBatch) -> RecordBatch {
+    let current = Table::Rejects.schema();
+    let legacy: Vec<&str> = Table::Rejects
+        .columns()
+        .iter()
+        .copied()
+        .filter(|c| *c != "detail")
+        .collect();
+    let schema = batch.schema();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    if names != legacy {
+        return batch;
+    }
+    let column = |name: &str| schema.index_of(name).ok().map(|i| batch.column(i).clone());
+    let Some(reason) = column("reason") else {
+        return batch;
+    };
+    let unclassified: arrow::array::ArrayRef =
+        std::sync::Arc::new(StringArray::from(vec![LEGACY_REASON; batch.num_rows()]));
+    let columns: Option<Vec<arrow::array::ArrayRef>> = current
+        .fields()
+        .iter()
+        .map(|f| match f.name().as_str() {
+            "reason" => Some(unclassified.clone()),
+            "detail" => Some(reason.clone()),
+            name => column(name),
+        })
+        .collect();
+    columns
+        .and_then(|c| RecordBatch::try_new(current, c).ok())
+        .unwrap_or(batch)
+}
+
+/// The reason of a reject written before reason codes.
+pub const LEGACY_REASON: &str = "unclassified";
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A rejects file written before reason codes (no `detail`) reads as
+    /// the current columns, so compaction and readers see one schema.
+    #[test]
+    fn legacy_rejects_read_as_unclassified_with_their_words_as_detail() {
+        use crate::tables::{Id, RejectRow, TableRow, Ts};
+        let row = RejectRow {
+            event_id: Id(7),
+            ts: Ts(0),
+            ts_inferred: false,
+            customer_id: None,
+            vm_id: "vm-1".into(),
+            target_table: "api_usage".into(),
+            format: None,
+            reason: "truncated JSON at column 96".into(),
+            detail: String::new(),
+            field: None,
+            raw: "{".into(),
+            source_file: "vm-1/cliproxy/usage.jsonl".into(),
+            source_line: 3,
+        };
+        let current = RejectRow::batch(std::slice::from_ref(&row));
+        assert_eq!(upgrade_legacy_rejects(current.clone()), current);
+        let detail = current.schema().index_of("detail").unwrap();
+        let mut legacy = current.clone();
+        legacy.remove_column(detail);
+        let upgraded = upgrade_legacy_rejects(legacy);
+        assert_eq!(upgraded.schema(), Table::Rejects.schema());
+        let text = |name: &str| {
+            let i = upgraded.schema().index_of(name).unwrap();
+            upgraded
+                .column(i)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .value(0)
+                .to_string()
+        };
+        assert_eq!(text("reason"), LEGACY_REASON);
+        assert_eq!(text("detail"), "truncated JSON at column 96");
+        assert_eq!(text("source_file"), "vm-1/cliproxy/usage.jsonl");
+    }
 
     #[test]
     fn only_canonical_date_directories_are_partitions() {

@@ -18,6 +18,7 @@ use std::time::SystemTime;
 use crate::error::{IoContext, Result};
 use crate::ids::valid_id;
 use crate::parse::SourceKind;
+use crate::tables::Table;
 
 /// Bytes per block handed to a parser thread.
 pub const BLOCK_SIZE: usize = 4 << 20;
@@ -50,15 +51,41 @@ pub struct Discovery {
     pub ignored: Vec<Ignored>,
 }
 
-fn accepted(kind: SourceKind, name: &str) -> bool {
+/// A file name without `.gz` and a rotation suffix (`.1`, `-20261005`).
+fn base_name(name: &str) -> &str {
     let name = name.strip_suffix(".gz").unwrap_or(name);
-    // Drop a rotation suffix: `.1`, `-20261005`.
-    let base = match name.rfind(['.', '-']) {
+    match name.rfind(['.', '-']) {
         Some(i) if i + 1 < name.len() && name[i + 1..].bytes().all(|b| b.is_ascii_digit()) => {
             &name[..i]
         }
         _ => name,
-    };
+    }
+}
+
+/// The table a file feeds, as its place and name say: every resource file
+/// feeds `resource_usage`, every command log `activity`; in `cliproxy/`,
+/// `*.jsonl` and `usage*` files feed `api_usage`, `main*` and `access*`
+/// logs `api_requests`. `None` for a CLIProxyAPI file whose name says
+/// neither: each of its lines is then attributed by its look. A line that
+/// makes no row (a reject, a skip) counts for this table.
+pub fn feeds(kind: SourceKind, rel: &str) -> Option<Table> {
+    let name = rel.rsplit('/').next().unwrap_or(rel);
+    let base = base_name(name);
+    match kind {
+        SourceKind::Resources => Some(Table::ResourceUsage),
+        SourceKind::Commands => Some(Table::Activity),
+        SourceKind::Cliproxy if base.ends_with(".jsonl") || base.starts_with("usage") => {
+            Some(Table::ApiUsage)
+        }
+        SourceKind::Cliproxy if base.starts_with("main") || base.starts_with("access") => {
+            Some(Table::ApiRequests)
+        }
+        SourceKind::Cliproxy => None,
+    }
+}
+
+fn accepted(kind: SourceKind, name: &str) -> bool {
+    let base = base_name(name);
     let ext = base.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
     match kind {
         SourceKind::Cliproxy => matches!(ext, "log" | "jsonl"),
@@ -434,6 +461,40 @@ mod tests {
         assert!(accepted(SourceKind::Resources, "samples.influx"));
         assert!(!accepted(SourceKind::Commands, "x.csv"));
         assert!(!accepted(SourceKind::Cliproxy, "README.md"));
+    }
+
+    #[test]
+    fn the_table_a_file_feeds_comes_from_its_name() {
+        use SourceKind::*;
+        assert_eq!(
+            feeds(Cliproxy, "vm-1/cliproxy/usage.jsonl"),
+            Some(Table::ApiUsage)
+        );
+        assert_eq!(
+            feeds(Cliproxy, "vm-1/cliproxy/reshipped/usage.log.2.gz"),
+            Some(Table::ApiUsage)
+        );
+        assert_eq!(
+            feeds(Cliproxy, "vm-1/cliproxy/usage-20261005.log"),
+            Some(Table::ApiUsage)
+        );
+        assert_eq!(
+            feeds(Cliproxy, "vm-1/cliproxy/main.log.1.gz"),
+            Some(Table::ApiRequests)
+        );
+        assert_eq!(
+            feeds(Cliproxy, "vm-1/cliproxy/access.log"),
+            Some(Table::ApiRequests)
+        );
+        assert_eq!(feeds(Cliproxy, "vm-1/cliproxy/proxy.log"), None);
+        assert_eq!(
+            feeds(Resources, "vm-1/resources/m.csv"),
+            Some(Table::ResourceUsage)
+        );
+        assert_eq!(
+            feeds(Commands, "vm-1/commands/h.jsonl"),
+            Some(Table::Activity)
+        );
     }
 
     #[test]

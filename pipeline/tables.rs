@@ -346,6 +346,7 @@ table!(
         target_table: Str,
         format: Option<Str>,
         reason: String,
+        detail: String,
         field: Option<Str>,
         raw: String,
         source_file: Str,

@@ -28,10 +28,12 @@ GROUP BY date
 ORDER BY date;
 
 -- name: rejects_by_reason
--- Why lines were rejected, per table, with how many files they came from.
+-- Why lines were rejected, per table and reason code, with how many files
+-- they came from and one example of the details.
 SELECT target_table, reason, count(*) AS rejects,
        count(DISTINCT source_file) AS files,
-       min(date) AS first_date, max(date) AS last_date
+       min(date) AS first_date, max(date) AS last_date,
+       min(coalesce(field || ': ', '') || detail) AS example
 FROM rejects
-GROUP BY ALL
+GROUP BY target_table, reason
 ORDER BY rejects DESC, target_table, reason;

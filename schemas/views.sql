@@ -79,8 +79,8 @@ CREATE OR REPLACE TABLE meter_empty.activity (
 
 CREATE OR REPLACE TABLE meter_empty.rejects (
     event_id VARCHAR, ts TIMESTAMPTZ, ts_inferred BOOLEAN, customer_id VARCHAR, vm_id VARCHAR,
-    target_table VARCHAR, format VARCHAR, reason VARCHAR, field VARCHAR, raw VARCHAR,
-    source_file VARCHAR, source_line BIGINT, date DATE);
+    target_table VARCHAR, format VARCHAR, reason VARCHAR, detail VARCHAR, field VARCHAR,
+    raw VARCHAR, source_file VARCHAR, source_line BIGINT, date DATE);
 
 CREATE OR REPLACE TABLE meter_empty.priced_api_usage AS
     SELECT * EXCLUDE (date),
@@ -131,7 +131,14 @@ CREATE OR REPLACE VIEW api_usage AS FROM query(meter_lake_table('api_usage', 'ap
 CREATE OR REPLACE VIEW api_requests AS FROM query(meter_lake_table('api_requests', 'api_requests', 'date'));
 CREATE OR REPLACE VIEW resource_usage AS FROM query(meter_lake_table('resource_usage', 'resource_usage', 'date'));
 CREATE OR REPLACE VIEW activity AS FROM query(meter_lake_table('activity', 'activity', 'date'));
-CREATE OR REPLACE VIEW rejects AS FROM query(meter_lake_table('rejects', 'rejects', 'date'));
+-- Rejects files written before reason codes have no `detail` (read by
+-- name, it is null there): their `reason` is the old text, shown as `detail`
+-- under the reason `unclassified` (rejects.md).
+CREATE OR REPLACE VIEW rejects AS
+    SELECT * REPLACE (CASE WHEN detail IS NULL THEN 'unclassified' ELSE reason END AS reason,
+                      coalesce(detail, reason) AS detail)
+    FROM query(replace(meter_lake_table('rejects', 'rejects', 'date'),
+                       'hive_partitioning = true', 'union_by_name = true, hive_partitioning = true'));
 
 -- The rollup's tables (schemas/rollup.md). compute_hours is compute_seconds
 -- / 3600 rounded to 6 places (half up), as a DECIMAL: DuckDB divides

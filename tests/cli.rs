@@ -220,3 +220,177 @@ fn the_whole_pipeline_bills_the_sample_month() {
     assert!(err.contains("meter rollup --lake"), "{err}");
     assert!(err.contains("what to do:"), "{err}");
 }
+
+/// Spawns `meter args`, reads the first line of its stdout and closes the
+/// pipe, as `meter ... | head -1` does: (exit code, stderr).
+fn closed_after_first_line(args: &[&str]) -> (i32, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meter"))
+        .args(args)
+        .env("METER_FIXED_TIME", "2026-11-01T03:00:00Z")
+        .env_remove("METER_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut first)
+        .unwrap();
+    assert!(!first.is_empty(), "no output at all");
+    // the reader is dropped here: the pipe is closed
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `meter query ... | head -1` panicked ("failed printing to stdout: Broken
+/// pipe", exit 101): a closed pipe ends the output quietly, exit 0.
+#[test]
+fn broken_pipe_ends_query_quietly() {
+    let (lake, out) = crate::query::sample_output();
+    let args = [
+        "query",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "SELECT range AS n, 'some padding to make the output long' AS pad FROM range(200000)",
+    ];
+    // The output is far larger than a pipe's buffer, so it is cut.
+    let (code, full, _) = meter(&args);
+    assert_eq!(code, 0);
+    assert!(full.len() > 1 << 20, "{}", full.len());
+    let (code, stderr) = closed_after_first_line(&args);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stderr, "", "a closed pipe is not an error");
+}
+
+/// The same for a job whose stdout is its run report (`--json`): the job
+/// ends with its own exit code and report, without a panic.
+#[test]
+fn broken_pipe_ends_ingest_json_quietly() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Many small files: a run report several times a pipe's buffer.
+    let input = tmp.path().join("input");
+    meter::sample::generate(&meter::sample::SampleOptions {
+        customers: 12,
+        days: 30,
+        events_per_day: 2,
+        ..sample_data_options(&input)
+    })
+    .unwrap();
+    let full_lake = tmp.path().join("lake-full");
+    let (code, full, _) = meter(&[
+        "ingest",
+        "--input",
+        input.to_str().unwrap(),
+        "--lake",
+        full_lake.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(full.len() > 128 << 10, "{}", full.len());
+    let lake = tmp.path().join("lake");
+    let (closed_code, stderr) = closed_after_first_line(&[
+        "ingest",
+        "--input",
+        input.to_str().unwrap(),
+        "--lake",
+        lake.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(closed_code, code, "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("Broken pipe"), "{stderr}");
+    // The summary on stderr and the run report are whole.
+    assert!(stderr.contains("  report: "), "{stderr}");
+    assert_eq!(list_files(&lake.join("_runs")).len(), 1);
+}
+
+/// A corrupt `.gz` was named on stderr but its reason ("invalid gzip
+/// header") was only in the run report.
+#[test]
+fn a_corrupt_gzip_prints_its_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("input");
+    std::fs::create_dir_all(input.join("vm-1/cliproxy")).unwrap();
+    std::fs::write(
+        input.join("customers.csv"),
+        "customer_id,name,email,tier,vm_ids,currency,stripe_customer_id,status,created_at\nc1,Acme,a@x,pro,vm-1,EUR,cus_1,active,2026-01-01\n",
+    )
+    .unwrap();
+    std::fs::write(
+        input.join("vm-1/cliproxy/usage.jsonl"),
+        "{\"timestamp\":\"2026-10-01T10:00:00Z\",\"model\":\"gpt-4o\",\"provider\":\"openai\",\"input_tokens\":10,\"output_tokens\":2}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        input.join("vm-1/cliproxy/usage.jsonl.1.gz"),
+        "this was never gzip\n",
+    )
+    .unwrap();
+    let lake = tmp.path().join("lake");
+    let (code, _, stderr) = meter(&[
+        "ingest",
+        "--input",
+        input.to_str().unwrap(),
+        "--lake",
+        lake.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("could not be read to the end"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(line.contains("vm-1/cliproxy/usage.jsonl.1.gz"), "{line}");
+    assert!(line.contains("invalid gzip header"), "{line}");
+}
+
+/// `meter approve` recorded `approved_by: "unknown"` when $USER was unset:
+/// it takes --by, else $USER, else refuses (exit 2) and says so.
+#[test]
+fn approve_without_user_or_by_refuses() {
+    let (lake, out) = crate::query::sample_output();
+    let tmp = tempfile::tempdir().unwrap();
+    let (lake_copy, out_copy) = (tmp.path().join("lake"), tmp.path().join("out"));
+    copy_dir(lake, &lake_copy);
+    copy_dir(out, &out_copy);
+    let approve = |by: &[&str], user: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_meter"));
+        cmd.args(["approve", "--month", "2026-10", "--lake"])
+            .arg(&lake_copy)
+            .arg("--out")
+            .arg(&out_copy)
+            .args(by)
+            .env("METER_FIXED_TIME", "2026-11-03T10:00:00Z")
+            .env_remove("METER_CONFIG")
+            .env_remove("USER");
+        if let Some(u) = user {
+            cmd.env("USER", u);
+        }
+        let o = cmd.output().unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let approved = out_copy.join("invoices/2026-10/approved.json");
+    for (by, user) in [
+        (&[][..], None),
+        (&[][..], Some(" ")),
+        (&["--by", ""][..], Some("alice")),
+    ] {
+        let (code, stderr) = approve(by, user);
+        assert_eq!(code, 2, "{by:?} {user:?}: {stderr}");
+        assert!(stderr.contains("--by"), "{stderr}");
+        assert!(!approved.exists());
+    }
+    let (code, stderr) = approve(&[], Some("alice"));
+    assert_eq!(code, 0, "{stderr}");
+    let record = std::fs::read_to_string(&approved).unwrap();
+    assert!(record.contains("\"approved_by\": \"alice\""), "{record}");
+    assert!(!record.contains("unknown"), "{record}");
+}

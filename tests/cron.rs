@@ -274,7 +274,7 @@ fn monthly_then_a_price_fix_rerun_writes_rev_2_with_its_diff_and_corrections() {
     let approve = meter(
         d,
         "2026-11-03T11:00:00Z",
-        &["approve", "--month", "2026-10"],
+        &["approve", "--month", "2026-10", "--by", "finance"],
         &[],
     );
     assert_eq!(approve.code, 0, "{}", approve.stderr);

@@ -18,6 +18,7 @@ fn ctx(kind: SourceKind) -> FileCtx {
         kind,
         registry: Arc::new(Registry::default()),
         csv_columns: None,
+        feeds: None,
     }
 }
 

@@ -397,3 +397,200 @@ fn unterminated_last_line_waits_for_the_next_run() {
     let second = ingest(&input, &lake, "run-2");
     assert_eq!((second.totals.rows, second.totals.duplicates), (1, 1));
 }
+
+/// Reject reasons embedded values ("truncated JSON at column 96"), so
+/// grouping sample-data's rejects by reason gave 97 groups: the reason is now
+/// a code of a closed set and the particulars are in `detail`.
+#[test]
+fn reject_reasons_are_a_handful_of_codes_with_the_details_apart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("lake");
+    let report = ingest(&sample_data(), &lake, "run-1");
+    assert_accounted(&report);
+    let conn = duck(&lake);
+    let rejects = count(&conn, "SELECT count(*) FROM rejects");
+    assert_eq!(rejects as u64, report.totals.rejects);
+    let reasons = count(&conn, "SELECT count(DISTINCT reason) FROM rejects");
+    let groups = count(
+        &conn,
+        "SELECT count(*) FROM (SELECT DISTINCT target_table, reason FROM rejects)",
+    );
+    eprintln!("{rejects} rejects: {reasons} reasons, {groups} (table, reason) groups");
+    assert!(rejects > 100, "{rejects}");
+    assert!((2..=8).contains(&reasons), "{reasons} reasons");
+    assert!(groups <= 12, "{groups} groups");
+    let codes: Vec<&str> = meter::parse::RejectReason::ALL
+        .iter()
+        .map(|r| r.as_str())
+        .collect();
+    let mut stmt = conn
+        .prepare("SELECT DISTINCT reason FROM rejects ORDER BY 1")
+        .unwrap();
+    let found: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for reason in &found {
+        assert!(codes.contains(&reason.as_str()), "{reason} is not a code");
+    }
+    // The particulars are kept, one detail per line.
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM rejects WHERE detail = '' OR detail IS NULL"
+        ),
+        0
+    );
+    assert!(count(&conn, "SELECT count(DISTINCT detail) FROM rejects") > 50);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM rejects WHERE reason = 'invalid_json' AND detail LIKE 'truncated JSON at column %'"
+        ),
+        count(
+            &conn,
+            "SELECT count(*) FROM rejects WHERE detail LIKE 'truncated JSON%'"
+        )
+    );
+    // The run report groups them the same way.
+    let by_reason: u64 = report.rejected_reasons.values().sum();
+    assert_eq!(by_reason, report.totals.rejects);
+    assert_eq!(report.rejected_reasons.len() as i64, reasons);
+}
+
+/// A garbage line in `cliproxy/usage.jsonl` was counted as an
+/// `api_requests` reject (it does not start with `{`): it counts for the
+/// table its file feeds, `api_usage`; a bad line of an access log stays an
+/// `api_requests` reject.
+#[test]
+fn a_garbage_line_in_usage_jsonl_is_an_api_usage_reject() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("input");
+    tiny_input(&input);
+    let usage = input.join("vm-1/cliproxy/usage.jsonl");
+    let mut text = std::fs::read_to_string(&usage).unwrap();
+    text.push_str("garbage that is no format at all\n\n");
+    std::fs::write(&usage, text).unwrap();
+    std::fs::write(
+        input.join("vm-1/cliproxy/access.log"),
+        "10.0.0.1 - - [01/Oct/2026:10:00:04 +0000] \"POST /v1/messages HTTP/1.1\" 2x0 1234\n",
+    )
+    .unwrap();
+    let lake = tmp.path().join("lake");
+    let report = ingest(&input, &lake, "run-1");
+    assert_accounted(&report);
+    let file = |path: &str| report.files.iter().find(|f| f.path == path).unwrap();
+    let usage = file("vm-1/cliproxy/usage.jsonl");
+    let api_usage = usage.tables[&Table::ApiUsage];
+    assert_eq!(
+        (api_usage.rows, api_usage.rejects, api_usage.skipped),
+        (1, 1, 1)
+    );
+    assert!(
+        !usage.tables.contains_key(&Table::ApiRequests),
+        "{:?}",
+        usage.tables
+    );
+    let access = file("vm-1/cliproxy/access.log");
+    assert_eq!(access.tables[&Table::ApiRequests].rejects, 1);
+    let conn = duck(&lake);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM rejects WHERE source_file = 'vm-1/cliproxy/usage.jsonl' \
+             AND target_table = 'api_usage' AND reason = 'unrecognized_line' AND field IS NULL"
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM rejects WHERE source_file = 'vm-1/cliproxy/access.log' \
+             AND target_table = 'api_requests' AND reason = 'bad_value' AND field = 'status'"
+        ),
+        1
+    );
+}
+
+/// A lake written before reason codes has rejects files without `detail`:
+/// next to new ones in the same partition, the `rejects` view reads both
+/// (the old rows as `unclassified`, their words as `detail`) and compaction
+/// merges them.
+#[test]
+fn rejects_files_without_detail_stay_readable_and_compact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("input");
+    tiny_input(&input);
+    let usage = input.join("vm-1/cliproxy/usage.jsonl");
+    let mut text = std::fs::read_to_string(&usage).unwrap();
+    text.push_str("{\"timestamp\":\"2026-10-01T10:00:01Z\",\"model\":\"gpt-4o\",\"provider\":\"openai\",\"input_tokens\":\"n/a\",\"output_tokens\":2}\n");
+    std::fs::write(&usage, text).unwrap();
+    let lake = tmp.path().join("lake");
+    let report = ingest(&input, &lake, "run-1");
+    assert_eq!(report.totals.rejects, 1);
+    // An old file in the same partition: the old columns, `reason` in words.
+    let partition = lake.join("rejects/date=2026-10-01");
+    let new_file = list_files(&partition).pop().unwrap();
+    let file = std::fs::File::open(partition.join(&new_file)).unwrap();
+    let mut batches: Vec<_> =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+    let mut old = batches.pop().unwrap();
+    let detail = old.schema().index_of("detail").unwrap();
+    old.remove_column(detail);
+    let reason = old.schema().index_of("reason").unwrap();
+    let event_id = old.schema().index_of("event_id").unwrap();
+    let mut columns = old.columns().to_vec();
+    columns[reason] = std::sync::Arc::new(arrow::array::StringArray::from(vec![
+        "\"n/a\" is not a number",
+    ]));
+    columns[event_id] = std::sync::Arc::new(arrow::array::StringArray::from(vec![
+        "00000000000000000000000000000000",
+    ]));
+    let old = arrow::record_batch::RecordBatch::try_new(old.schema(), columns).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(partition.join("part-old-0000.parquet")).unwrap(),
+        old.schema(),
+        None,
+    )
+    .unwrap();
+    w.write(&old).unwrap();
+    w.close().unwrap();
+
+    let rows = |lake: &std::path::Path| -> Vec<(String, String, String)> {
+        let conn = duck(lake);
+        let mut stmt = conn
+            .prepare("SELECT event_id, reason, detail FROM rejects ORDER BY event_id")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let before = rows(&lake);
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert_eq!(
+        (before[0].1.as_str(), before[0].2.as_str()),
+        ("unclassified", "\"n/a\" is not a number")
+    );
+    assert_eq!(
+        (before[1].1.as_str(), before[1].2.as_str()),
+        ("bad_value", "\"n/a\" is not a number")
+    );
+    let compacted = meter::compact::run(
+        &ctx("compact-1"),
+        &meter::compact::CompactOptions {
+            table: Some("rejects".into()),
+            ..meter::compact::CompactOptions::all(lake.clone())
+        },
+    )
+    .expect("compaction runs");
+    assert_eq!(compacted.partitions_compacted, 1);
+    assert_eq!(list_files(&partition).len(), 1);
+    assert_eq!(rows(&lake), before);
+}

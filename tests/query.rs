@@ -250,3 +250,138 @@ fn a_query_runs_while_the_lake_is_locked() {
     );
     assert_eq!(n, "rows\r\ntrue\r\n");
 }
+
+/// Every `meter query` and `meter explain` example of the README (inline
+/// or in a code block, `cargo run --` read as `meter`), skipping synopses
+/// with placeholders (`DIR`, `[--out URL]`, `...`). Read from README.md, so they cannot drift.
+fn readme_examples() -> Vec<String> {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let placeholders = ["DIR", "URL", "YYYY-MM", "\"SQL\"", "ID", "M", "C", "K", "N"];
+    let mut found = Vec::new();
+    let mut in_block = false;
+    for line in readme.lines() {
+        if line.trim_start().starts_with("```") {
+            in_block = !in_block;
+            continue;
+        }
+        let mut candidates: Vec<&str> = line.split('`').skip(1).step_by(2).collect();
+        if in_block {
+            candidates = vec![line.trim()];
+        }
+        for c in candidates {
+            let c = c.strip_prefix("$ ").unwrap_or(c).trim();
+            let c = match c.strip_prefix("cargo run -- ") {
+                Some(rest) => format!("meter {rest}"),
+                None => c.to_string(),
+            };
+            let example = (c.starts_with("meter query ") || c.starts_with("meter explain "))
+                && !c.contains('[')
+                && !c.contains("...")
+                && !c.split_whitespace().any(|w| placeholders.contains(&w));
+            if example && !found.contains(&c) {
+                found.push(c);
+            }
+        }
+    }
+    found
+}
+
+/// The README's `meter query --lake lake "$(sed -n '/name:
+/// rejects_by_reason/,$p' schemas/questions.sql)"` exited 2: clap took the
+/// SQL's leading `--` comment for a flag. Every example runs, verbatim, in a
+/// shell, on the sample pipeline's lake and invoices.
+#[test]
+fn readme_query_and_explain_examples_run_verbatim() {
+    let (lake, out) = sample_output();
+    let examples = readme_examples();
+    assert!(
+        examples
+            .iter()
+            .any(|e| e.contains("$(sed -n '/name: rejects_by_reason/")),
+        "{examples:#?}"
+    );
+    assert!(examples.iter().any(|e| e.starts_with("meter explain ")));
+    assert!(examples.len() >= 6, "{examples:#?}");
+    // The README's working directory: lake, out and schemas side by side,
+    // and `meter` on the PATH.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::os::unix::fs::symlink(lake, dir.join("lake")).unwrap();
+    std::os::unix::fs::symlink(out, dir.join("out")).unwrap();
+    std::os::unix::fs::symlink(repo().join("schemas"), dir.join("schemas")).unwrap();
+    let bin = dir.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_meter"), bin.join("meter")).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for example in &examples {
+        let run = Command::new("sh")
+            .arg("-c")
+            .arg(example)
+            .current_dir(dir)
+            .env("PATH", &path)
+            .env("METER_FIXED_TIME", "2026-11-01T03:00:00Z")
+            .env("METER_LAKE", "lake")
+            .env("METER_OUT", "out")
+            .env_remove("METER_CONFIG")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(0), "{example}\n{stderr}");
+        assert!(stdout.lines().count() >= 2, "{example}\n{stdout}");
+        assert!(!stdout.contains("(0 rows)"), "{example}\n{stdout}");
+    }
+}
+
+/// A SQL statement starting with `-` (a comment, or a negative number) is
+/// the SQL argument, not a flag, wherever it stands.
+#[test]
+fn sql_starting_with_a_hyphen_is_not_a_flag() {
+    let (lake, out) = sample_output();
+    for (args, expected) in [
+        (
+            vec![
+                "--lake",
+                "LAKE",
+                "--out",
+                "OUT",
+                "-- a comment\nSELECT 41 + 1 AS n",
+            ],
+            "42",
+        ),
+        (vec!["-1 * -42 AS n", "--lake", "LAKE"], ""),
+        (
+            vec![
+                "--lake",
+                "LAKE",
+                "--format",
+                "csv",
+                "--out",
+                "OUT",
+                "--x\nSELECT -3 AS n",
+            ],
+            "-3",
+        ),
+    ] {
+        let args: Vec<&str> = std::iter::once("query")
+            .chain(args.iter().map(|a| match *a {
+                "LAKE" => lake.to_str().unwrap(),
+                "OUT" => out.to_str().unwrap(),
+                a => a,
+            }))
+            .collect();
+        let (code, stdout, stderr) = meter(&args);
+        if expected.is_empty() {
+            // Not SQL DuckDB takes, but DuckDB's refusal, not clap's.
+            assert_eq!(code, 2, "{stderr}");
+            assert!(stderr.contains("the query failed"), "{stderr}");
+        } else {
+            assert_eq!(code, 0, "{args:?}: {stderr}");
+            assert!(stdout.contains(expected), "{stdout}");
+        }
+    }
+}

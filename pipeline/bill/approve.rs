@@ -71,7 +71,7 @@ pub struct ApproveOptions {
     pub month: String,
     /// `None`: the current revision (latest.json).
     pub revision: Option<u32>,
-    /// Who approves (recorded as given).
+    /// Who approves (recorded as given; refused when empty).
     pub by: String,
 }
 
@@ -113,6 +113,11 @@ impl ApproveReport {
 
 /// Approves a revision after checking it is complete and intact.
 pub fn approve(ctx: &Ctx, opts: &ApproveOptions) -> Result<ApproveReport> {
+    if opts.by.trim().is_empty() {
+        return Err(Error::Usage(
+            "an approval names who approves: pass --by NAME".into(),
+        ));
+    }
     let lake = Lake::open(&opts.lake, &ctx.run_id)?;
     let report = check_and_record(ctx, opts)?;
     let json = serde_json::to_string_pretty(&report).expect("the report serializes");

@@ -24,7 +24,7 @@ use crate::ids::{self, EventId};
 use crate::lake::Lake;
 use crate::parse::resources::CsvColumns;
 use crate::parse::{
-    FileCtx, IdKind, NetCounter, Parsed, Reject, SkipReason, SourceKind, parse_line,
+    FileCtx, IdKind, NetCounter, Parsed, Reject, RejectReason, SkipReason, SourceKind, parse_line,
 };
 use crate::redact::redact_and_cut;
 use crate::registry::Registry;
@@ -204,16 +204,24 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &IngestOptions) -> Result<IngestRepo
         }
     }
     let lines_read = files.iter().map(|f| f.lines_read).sum();
+    let mut rejected_reasons: BTreeMap<RejectReason, u64> = BTreeMap::new();
+    for (reason, n) in files.iter().flat_map(|f| &f.rejected_reasons) {
+        *rejected_reasons.entry(*reason).or_default() += n;
+    }
     let unreadable_files: Vec<String> = files
         .iter()
         .filter(|f| f.error.is_some())
         .map(|f| f.path.clone())
         .collect();
     if !unreadable_files.is_empty() {
+        let why: Vec<String> = files
+            .iter()
+            .filter_map(|f| Some(format!("{} ({})", f.path, f.error.as_ref()?)))
+            .collect();
         attention.push(format!(
             "{} file(s) could not be read to the end: {}",
             unreadable_files.len(),
-            unreadable_files.join(", ")
+            why.join(", ")
         ));
     }
     for ignored in discovery.ignored.iter().filter(|i| i.attention) {
@@ -252,6 +260,7 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &IngestOptions) -> Result<IngestRepo
         lines_read,
         totals,
         tables,
+        rejected_reasons,
         files,
         unreadable_files,
         ignored_paths: discovery.ignored,
@@ -287,6 +296,7 @@ fn file_ctx(f: &InputFile, registry: &Arc<Registry>) -> FileCtx {
         kind: f.kind,
         registry: registry.clone(),
         csv_columns: None,
+        feeds: source::feeds(f.kind, &f.rel),
     }
 }
 
@@ -449,8 +459,8 @@ fn parse_block(ctx: &FileCtx, block: &Block, range: DateRange) -> BlockOut {
         } else if block.too_long.contains(&this_line) {
             Parsed::Reject(
                 ctx.default_table(line),
-                Reject::new(
-                    None,
+                Reject::line(
+                    RejectReason::LineTooLong,
                     format!("line longer than {} MiB", source::MAX_LINE >> 20),
                 ),
             )
@@ -653,6 +663,7 @@ fn finalize(
             .rejected_fields
             .entry(p.reject.field.unwrap_or("-").to_string())
             .or_default() += 1;
+        *report.rejected_reasons.entry(p.reject.reason).or_default() += 1;
         rows.rejects.push(RejectRow {
             event_id: Id(p.id),
             ts,
@@ -661,7 +672,8 @@ fn finalize(
             vm_id: ctx.vm_id.clone(),
             target_table: p.table.name().into(),
             format: p.reject.format.map(Str::from),
-            reason: p.reject.reason,
+            reason: p.reject.reason.as_str().to_string(),
+            detail: p.reject.detail,
             field: p.reject.field.map(Str::from),
             raw: p.raw,
             source_file: ctx.rel.clone(),
@@ -714,6 +726,7 @@ mod tests {
             kind: SourceKind::Cliproxy,
             registry: Arc::new(Registry::default()),
             csv_columns: None,
+            feeds: None,
         }
     }
 

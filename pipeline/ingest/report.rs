@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::parse::RejectReason;
 use crate::source::Ignored;
 use crate::tables::Table;
 
@@ -39,8 +40,10 @@ pub struct FileReport {
     pub counts: Counts,
     pub tables: BTreeMap<Table, Counts>,
     pub skipped_reasons: BTreeMap<String, u64>,
-    /// Reject reasons by field (`-` where no single field is at fault).
+    /// Rejected lines by field (`-` where no single field is at fault).
     pub rejected_fields: BTreeMap<String, u64>,
+    /// Rejected lines by reason code (the rejects table's `reason`).
+    pub rejected_reasons: BTreeMap<RejectReason, u64>,
     /// Set when the file could not be read, or not to the end.
     pub error: Option<String>,
 }
@@ -81,6 +84,8 @@ pub struct IngestReport {
     pub lines_read: u64,
     pub totals: Counts,
     pub tables: BTreeMap<Table, Counts>,
+    /// Rejected lines by reason code over all files.
+    pub rejected_reasons: BTreeMap<RejectReason, u64>,
     pub files: Vec<FileReport>,
     pub unreadable_files: Vec<String>,
     pub ignored_paths: Vec<Ignored>,
@@ -134,6 +139,12 @@ impl IngestReport {
             "  {:<15} {:>10} {:>10} {:>10} {:>10}\n",
             "total", t.rows, t.duplicates, t.rejects, t.skipped
         ));
+        if !self.rejected_reasons.is_empty() {
+            let mut by_count: Vec<(&RejectReason, &u64)> = self.rejected_reasons.iter().collect();
+            by_count.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            let reasons: Vec<String> = by_count.iter().map(|(r, n)| format!("{r} {n}")).collect();
+            s.push_str(&format!("  rejects by reason: {}\n", reasons.join(", ")));
+        }
         for n in &self.notices {
             s.push_str(&format!("  notice: {n}\n"));
         }

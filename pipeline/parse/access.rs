@@ -5,7 +5,7 @@
 
 use super::time::{parse_clf as clf_time, parse_iso};
 use super::usage::{Family, strip_query};
-use super::{FileCtx, IdKind, Parsed, Reject, SkipReason};
+use super::{FileCtx, IdKind, Parsed, Reject, RejectReason, SkipReason};
 use crate::ids;
 use crate::redact::{cut, redact};
 use crate::tables::{ApiRequestRow, Id, Str, Table, Ts};
@@ -69,7 +69,7 @@ fn status_of(s: &str) -> Result<i32, Reject> {
     if s.len() == 3 && s.bytes().all(|b| b.is_ascii_digit()) {
         Ok(s.parse().expect("three digits"))
     } else {
-        Err(Reject::field(
+        Err(Reject::value(
             "status",
             format!("{s:?} is not a 3-digit HTTP status"),
         ))
@@ -149,13 +149,13 @@ fn row(ctx: &FileCtx, text: &str, a: Access) -> Parsed {
 pub fn parse_main_log(ctx: &FileCtx, text: &str) -> Parsed {
     let reject = |r: Reject| Parsed::Reject(Table::ApiRequests, r.format("cliproxy_main"));
     let Some((ts_text, rest)) = bracket(text) else {
-        return reject(Reject::new(
-            None,
+        return reject(Reject::line(
+            RejectReason::UnrecognizedLine,
             "unrecognized line: `[` without a closing `]`",
         ));
     };
     let Some(ts) = parse_iso(ts_text, ctx.tz) else {
-        return reject(Reject::field(
+        return reject(Reject::timestamp(
             "timestamp",
             format!("{ts_text:?} is not a main-log timestamp"),
         ));
@@ -182,8 +182,8 @@ pub fn parse_main_log(ctx: &FileCtx, text: &str) -> Parsed {
         [_level, caller] => (None, *caller, false),
         _ => {
             return reject(
-                Reject::new(
-                    None,
+                Reject::line(
+                    RejectReason::UnrecognizedLine,
                     "unrecognized main-log line: expected [level] [caller] groups",
                 )
                 .at(Some(ts)),
@@ -199,7 +199,13 @@ pub fn parse_main_log(ctx: &FileCtx, text: &str) -> Parsed {
         match text_part.split_once(" | ") {
             Some((_, r)) => text_part = r,
             None => {
-                return reject(Reject::new(None, "[GIN] line without access fields").at(Some(ts)));
+                return reject(
+                    Reject::line(
+                        RejectReason::UnrecognizedLine,
+                        "[GIN] line without access fields",
+                    )
+                    .at(Some(ts)),
+                );
             }
         }
     }
@@ -235,14 +241,14 @@ fn access_text(s: &str) -> Result<AccessFields<'_>, Reject> {
     let (Some(status), Some(latency), Some(ip), Some(rest)) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(Reject::new(
-            None,
+        return Err(Reject::line(
+            RejectReason::UnrecognizedLine,
             "access line needs status | latency | client | method \"path\"",
         ));
     };
     let status = status_of(status)?;
     let latency_us = parse_go_duration(latency).ok_or_else(|| {
-        Reject::field(
+        Reject::value(
             "latency",
             format!("{:?} is not a Go duration", latency.trim()),
         )
@@ -250,17 +256,17 @@ fn access_text(s: &str) -> Result<AccessFields<'_>, Reject> {
     let rest = rest.trim_start();
     let (method, after) = rest
         .split_once(char::is_whitespace)
-        .ok_or_else(|| Reject::field("path", "missing"))?;
+        .ok_or_else(|| Reject::missing("path"))?;
     let after = after.trim_start();
     let quoted = after
         .strip_prefix('"')
-        .ok_or_else(|| Reject::field("path", "expected a quoted path"))?;
+        .ok_or_else(|| Reject::value("path", "expected a quoted path"))?;
     // The path ends at the last quote that ends the line or precedes ` | `.
     let (path, error) = match quoted.find("\" | ") {
         Some(i) => (&quoted[..i], Some(quoted[i + 4..].trim())),
         None => match quoted.strip_suffix('"') {
             Some(p) => (p, None),
-            None => return Err(Reject::field("path", "unterminated quoted path")),
+            None => return Err(Reject::value("path", "unterminated quoted path")),
         },
     };
     Ok((
@@ -314,8 +320,8 @@ fn token(s: &str) -> Option<(&str, &str)> {
 pub fn parse_clf(ctx: &FileCtx, text: &str) -> Parsed {
     let reject = |r: Reject| Parsed::Reject(Table::ApiRequests, r);
     let unrecognized = || {
-        reject(Reject::new(
-            None,
+        reject(Reject::line(
+            RejectReason::UnrecognizedLine,
             "unrecognized line: not JSON, a CLIProxyAPI main-log line or Common/Combined Log Format",
         ))
     };
@@ -336,24 +342,24 @@ pub fn parse_clf(ctx: &FileCtx, text: &str) -> Parsed {
     };
     let fmt = |r: Reject| r.format("clf");
     let Some(ts) = clf_time(time_text) else {
-        return reject(fmt(Reject::field(
+        return reject(fmt(Reject::timestamp(
             "time",
             format!("{time_text:?} is not a [day/Mon/year:HH:MM:SS zone] time"),
         )));
     };
     let dated = |r: Reject| reject(fmt(r).at(Some(ts)));
     let Some((request, rest)) = quoted(rest) else {
-        return dated(Reject::field("request", "expected a quoted request line"));
+        return dated(Reject::value("request", "expected a quoted request line"));
     };
     let Some((status, rest)) = token(rest) else {
-        return dated(Reject::field("status", "missing"));
+        return dated(Reject::missing("status"));
     };
     let status = match status_of(status) {
         Ok(s) => s,
         Err(r) => return dated(r),
     };
     let Some((bytes, rest)) = token(rest) else {
-        return dated(Reject::field("bytes", "missing"));
+        return dated(Reject::missing("bytes"));
     };
     let bytes = if bytes == "-" {
         0
@@ -361,7 +367,7 @@ pub fn parse_clf(ctx: &FileCtx, text: &str) -> Parsed {
         match bytes.parse::<i64>() {
             Ok(b) if b >= 0 => b,
             _ => {
-                return dated(Reject::field(
+                return dated(Reject::value(
                     "bytes",
                     format!("{bytes:?} is not a byte count"),
                 ));
@@ -371,10 +377,10 @@ pub fn parse_clf(ctx: &FileCtx, text: &str) -> Parsed {
     let rest = rest.trim_start_matches(' ');
     let (referer, user_agent, log_format) = if rest.starts_with('"') {
         let Some((referer, rest)) = quoted(rest) else {
-            return dated(Reject::field("referer", "unterminated quoted field"));
+            return dated(Reject::value("referer", "unterminated quoted field"));
         };
         let Some((ua, _)) = quoted(rest.trim_start_matches(' ')) else {
-            return dated(Reject::field(
+            return dated(Reject::value(
                 "user_agent",
                 "expected a quoted user agent after the referer",
             ));
@@ -383,8 +389,8 @@ pub fn parse_clf(ctx: &FileCtx, text: &str) -> Parsed {
     } else if rest.is_empty() {
         (None, None, "common")
     } else {
-        return dated(Reject::new(
-            None,
+        return dated(Reject::line(
+            RejectReason::UnrecognizedLine,
             format!("unexpected text after the byte count: {:?}", cut(rest, 40)),
         ));
     };

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 use super::json::{self, Scalar};
-use super::{FileCtx, Parsed, Reject};
+use super::{FileCtx, Parsed, Reject, RejectReason};
 use crate::ids;
 use crate::redact::{cut, redact};
 use crate::tables::{ActivityRow, Id, Str, Table};
@@ -35,8 +35,8 @@ pub fn parse(ctx: &FileCtx, text: &str) -> Parsed {
 
 fn parse_record(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
     if !text.trim_start().starts_with('{') {
-        return Err(Reject::new(
-            None,
+        return Err(Reject::line(
+            RejectReason::UnrecognizedLine,
             "unrecognized line: command logs are JSON Lines",
         ));
     }
@@ -46,16 +46,16 @@ fn parse_record(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
     let activity_type = match json::text(&rec.activity_type).as_deref() {
         Some(t @ ("command" | "pattern" | "operation")) => Str::from(t),
         Some(other) => {
-            return Err(dated(Reject::field(
+            return Err(dated(Reject::value(
                 "activity_type",
                 format!("{:?} is not command, pattern or operation", cut(other, 40)),
             )));
         }
-        None => return Err(dated(Reject::field("activity_type", "missing"))),
+        None => return Err(dated(Reject::missing("activity_type"))),
     };
     let duration = json::number("duration_seconds", &rec.duration_seconds).map_err(dated)?;
     if duration.is_some_and(|d| d < 0.0) {
-        return Err(dated(Reject::field(
+        return Err(dated(Reject::value(
             "duration_seconds",
             "negative duration",
         )));

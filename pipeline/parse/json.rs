@@ -7,8 +7,8 @@ use std::fmt;
 use chrono_tz::Tz;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::Reject;
 use super::time::{from_epoch, parse_iso};
+use super::{Reject, RejectReason};
 use crate::tables::Ts;
 
 /// Any JSON value, kept only as far as meter reads it.
@@ -89,20 +89,20 @@ pub fn count(field: &'static str, v: &Scalar) -> Result<Option<u64>, Reject> {
         Scalar::Null => Ok(None),
         Scalar::UInt(n) => Ok(Some(*n)),
         Scalar::Int(n) if *n >= 0 => Ok(Some(*n as u64)),
-        Scalar::Int(n) => Err(Reject::field(field, format!("negative value {n}"))),
+        Scalar::Int(n) => Err(Reject::value(field, format!("negative value {n}"))),
         Scalar::Float(f) if f.fract() == 0.0 && *f >= 0.0 && *f < 9.0e15 => Ok(Some(*f as u64)),
-        Scalar::Float(f) => Err(Reject::field(
+        Scalar::Float(f) => Err(Reject::value(
             field,
             format!("{f} is not a non-negative whole number"),
         )),
         Scalar::Str(s) => match s.trim().parse::<u64>() {
             Ok(n) => Ok(Some(n)),
             Err(_) if s.trim().starts_with('-') => {
-                Err(Reject::field(field, format!("negative value {s:?}")))
+                Err(Reject::value(field, format!("negative value {s:?}")))
             }
-            Err(_) => Err(Reject::field(field, format!("{s:?} is not a number"))),
+            Err(_) => Err(Reject::value(field, format!("{s:?} is not a number"))),
         },
-        Scalar::Bool(_) | Scalar::Nested => Err(Reject::field(field, "expected a number")),
+        Scalar::Bool(_) | Scalar::Nested => Err(Reject::value(field, "expected a number")),
     }
 }
 
@@ -111,7 +111,7 @@ pub fn count_i64(field: &'static str, v: &Scalar) -> Result<Option<i64>, Reject>
     match count(field, v)? {
         Some(n) => i64::try_from(n)
             .map(Some)
-            .map_err(|_| Reject::field(field, format!("{n} is too large"))),
+            .map_err(|_| Reject::value(field, format!("{n} is too large"))),
         None => Ok(None),
     }
 }
@@ -126,13 +126,13 @@ pub fn number(field: &'static str, v: &Scalar) -> Result<Option<f64>, Reject> {
         Scalar::Str(s) => s
             .trim()
             .parse::<f64>()
-            .map_err(|_| Reject::field(field, format!("{s:?} is not a number")))?,
-        Scalar::Bool(_) | Scalar::Nested => return Err(Reject::field(field, "expected a number")),
+            .map_err(|_| Reject::value(field, format!("{s:?} is not a number")))?,
+        Scalar::Bool(_) | Scalar::Nested => return Err(Reject::value(field, "expected a number")),
     };
     if f.is_finite() {
         Ok(Some(f))
     } else {
-        Err(Reject::field(field, "not a finite number"))
+        Err(Reject::value(field, "not a finite number"))
     }
 }
 
@@ -146,12 +146,12 @@ pub fn int32(field: &'static str, v: &Scalar) -> Result<Option<i32>, Reject> {
         Scalar::Str(s) => s
             .trim()
             .parse::<i64>()
-            .map_err(|_| Reject::field(field, format!("{s:?} is not a whole number")))?,
-        _ => return Err(Reject::field(field, "expected a whole number")),
+            .map_err(|_| Reject::value(field, format!("{s:?} is not a whole number")))?,
+        _ => return Err(Reject::value(field, "expected a whole number")),
     };
     i32::try_from(n)
         .map(Some)
-        .map_err(|_| Reject::field(field, format!("{n} is out of range")))
+        .map_err(|_| Reject::value(field, format!("{n} is out of range")))
 }
 
 /// Text, or a number written as text. Empty strings are absent.
@@ -170,7 +170,7 @@ pub fn boolean(field: &'static str, v: &Scalar) -> Result<Option<bool>, Reject> 
         Scalar::Bool(b) => Ok(Some(*b)),
         Scalar::Str(s) if s == "true" => Ok(Some(true)),
         Scalar::Str(s) if s == "false" => Ok(Some(false)),
-        _ => Err(Reject::field(field, "expected true or false")),
+        _ => Err(Reject::value(field, "expected true or false")),
     }
 }
 
@@ -178,17 +178,16 @@ pub fn boolean(field: &'static str, v: &Scalar) -> Result<Option<bool>, Reject> 
 /// offset) or a Unix epoch number.
 pub fn timestamp(field: &'static str, v: &Scalar, tz: Tz) -> Result<Ts, Reject> {
     match v {
-        Scalar::Null => Err(Reject::field(field, "missing")),
+        Scalar::Null => Err(Reject::missing(field)),
         Scalar::Str(s) => parse_iso(s.trim(), tz)
-            .ok_or_else(|| Reject::field(field, format!("{s:?} is not an RFC 3339 timestamp"))),
-        Scalar::Int(n) => {
-            from_epoch(*n).ok_or_else(|| Reject::field(field, format!("{n} is not a Unix time")))
-        }
+            .ok_or_else(|| Reject::timestamp(field, format!("{s:?} is not an RFC 3339 timestamp"))),
+        Scalar::Int(n) => from_epoch(*n)
+            .ok_or_else(|| Reject::timestamp(field, format!("{n} is not a Unix time"))),
         Scalar::UInt(n) => i64::try_from(*n)
             .ok()
             .and_then(from_epoch)
-            .ok_or_else(|| Reject::field(field, format!("{n} is not a Unix time"))),
-        _ => Err(Reject::field(field, "expected an RFC 3339 timestamp")),
+            .ok_or_else(|| Reject::timestamp(field, format!("{n} is not a Unix time"))),
+        _ => Err(Reject::timestamp(field, "expected an RFC 3339 timestamp")),
     }
 }
 
@@ -200,7 +199,10 @@ pub fn syntax_error(e: &serde_json::Error) -> Reject {
         serde_json::error::Category::Data => "unexpected JSON structure",
         serde_json::error::Category::Io => "unreadable JSON",
     };
-    Reject::new(None, format!("{what} at column {}", e.column()))
+    Reject::line(
+        RejectReason::InvalidJson,
+        format!("{what} at column {}", e.column()),
+    )
 }
 
 #[cfg(test)]
@@ -218,11 +220,15 @@ mod tests {
         assert_eq!(count("f", &s("12.0")), Ok(Some(12)));
         assert_eq!(count("f", &s("null")), Ok(None));
         assert_eq!(
-            count("f", &s("-1")).unwrap_err().reason,
+            count("f", &s("-1")).unwrap_err().detail,
             "negative value -1"
         );
         assert_eq!(
-            count("f", &s("\"abc\"")).unwrap_err().reason,
+            count("f", &s("-1")).unwrap_err().reason,
+            RejectReason::BadValue
+        );
+        assert_eq!(
+            count("f", &s("\"abc\"")).unwrap_err().detail,
             "\"abc\" is not a number"
         );
         assert_eq!(count("f", &s("1.5")).unwrap_err().field, Some("f"));

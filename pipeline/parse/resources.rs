@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::json::{self, Scalar};
 use super::time::{from_epoch, parse_iso};
-use super::{FileCtx, NetCounter, Parsed, Reject, SkipReason};
+use super::{FileCtx, NetCounter, Parsed, Reject, RejectReason, SkipReason};
 use crate::ids;
 use crate::tables::{Id, ResourceRow, Str, Table, Ts};
 
@@ -83,7 +83,7 @@ fn sample_row(
     s: Sample,
     format: &'static str,
 ) -> Result<Parsed, Reject> {
-    let ts = s.ts.ok_or_else(|| Reject::field("timestamp", "missing"))?;
+    let ts = s.ts.ok_or_else(|| Reject::missing("timestamp"))?;
     for (field, v) in [
         ("cpu_percent", s.cpu),
         ("memory_percent", s.mem),
@@ -92,7 +92,7 @@ fn sample_row(
         ("network_out_mb", s.net_out),
     ] {
         if v.is_some_and(|v| v < 0.0) {
-            return Err(Reject::field(field, "negative value").at(Some(ts)));
+            return Err(Reject::value(field, "negative value").at(Some(ts)));
         }
     }
     Ok(Parsed::Resource(
@@ -150,8 +150,8 @@ fn parse_csv(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
         .map(|f| f.trim().trim_matches('"'))
         .collect();
     if fields.len() != cols.0.len() {
-        return Err(Reject::new(
-            None,
+        return Err(Reject::line(
+            RejectReason::UnrecognizedLine,
             format!(
                 "expected {} comma-separated columns, found {}",
                 cols.0.len(),
@@ -173,7 +173,7 @@ fn parse_csv(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
             }
             match field.parse::<f64>() {
                 Ok(v) if v.is_finite() => Ok(Some(v)),
-                _ => Err(Reject::field(name, format!("{field:?} is not a number")).at(s.ts)),
+                _ => Err(Reject::value(name, format!("{field:?} is not a number")).at(s.ts)),
             }
         };
         match col {
@@ -196,7 +196,7 @@ fn csv_ts(field: &str, ctx: &FileCtx) -> Result<Ts, Reject> {
         .parse::<i64>()
         .ok()
         .and_then(from_epoch)
-        .ok_or_else(|| Reject::field("timestamp", format!("{field:?} is not a timestamp")))
+        .ok_or_else(|| Reject::timestamp("timestamp", format!("{field:?} is not a timestamp")))
 }
 
 #[derive(Deserialize, Default)]
@@ -338,21 +338,21 @@ pub fn parse_line_protocol(text: &str) -> Result<InfluxLine, Reject> {
     // first unescaped space.
     let (series_raw, rest) = split_unescaped(text.trim(), b' ');
     let Some(rest) = rest else {
-        return Err(Reject::new(
-            None,
+        return Err(Reject::line(
+            RejectReason::UnrecognizedLine,
             "line protocol needs a field set after the measurement",
         ));
     };
     let mut parts = split_all_unescaped(series_raw, b',').into_iter();
     let measurement = unescape(parts.next().unwrap_or_default());
     if measurement.is_empty() {
-        return Err(Reject::field("measurement", "missing"));
+        return Err(Reject::missing("measurement"));
     }
     let mut tags = Vec::new();
     for p in parts {
         let (k, v) = split_unescaped(p, b'=');
         let v =
-            v.ok_or_else(|| Reject::field("tags", format!("tag {:?} has no value", unescape(k))))?;
+            v.ok_or_else(|| Reject::value("tags", format!("tag {:?} has no value", unescape(k))))?;
         tags.push((unescape(k), unescape(v)));
     }
     let rest = rest.trim_start();
@@ -361,11 +361,11 @@ pub fn parse_line_protocol(text: &str) -> Result<InfluxLine, Reject> {
     loop {
         let (key, stop, after) = scan(remaining, b"=", false);
         if stop.is_none() || key.is_empty() {
-            return Err(Reject::field("fields", "expected key=value"));
+            return Err(Reject::value("fields", "expected key=value"));
         }
         let (value, stop, after) = scan(after, b", ", true);
         let v = field_value(&value).ok_or_else(|| {
-            Reject::field("fields", format!("field {key:?} has a bad value {value:?}"))
+            Reject::value("fields", format!("field {key:?} has a bad value {value:?}"))
         })?;
         fields.push((key, v));
         remaining = after;
@@ -379,7 +379,7 @@ pub fn parse_line_protocol(text: &str) -> Result<InfluxLine, Reject> {
         None
     } else {
         Some(ts_text.parse::<i64>().map_err(|_| {
-            Reject::field(
+            Reject::timestamp(
                 "timestamp",
                 format!("{ts_text:?} is not an integer timestamp"),
             )
@@ -440,10 +440,11 @@ fn parse_influx(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
     let line = parse_line_protocol(text)?;
     let ts = match line.timestamp {
         Some(t) => from_epoch(t)
-            .ok_or_else(|| Reject::field("timestamp", format!("{t} is not a Unix time")))?,
+            .ok_or_else(|| Reject::timestamp("timestamp", format!("{t} is not a Unix time")))?,
         None => {
-            return Err(Reject::field(
-                "timestamp",
+            return Err(Reject::new(
+                RejectReason::MissingField,
+                Some("timestamp"),
                 "missing (meter needs the sample time)",
             ));
         }
@@ -460,7 +461,7 @@ fn parse_influx(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
         match field(k) {
             None => Ok(None),
             Some(v) => v.as_f64().map(Some).ok_or_else(|| {
-                dated(Reject::field(
+                dated(Reject::value(
                     k_static(k),
                     format!("field {k} is not numeric"),
                 ))
@@ -500,8 +501,9 @@ fn parse_influx(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
                 None => number("usage_idle")?.map(|idle| 100.0 - idle),
             };
             if row.cpu_percent.is_none() {
-                return Err(dated(Reject::field(
-                    "usage_active",
+                return Err(dated(Reject::new(
+                    RejectReason::MissingField,
+                    Some("usage_active"),
                     "cpu line has neither usage_active nor usage_idle",
                 )));
             }
@@ -509,8 +511,9 @@ fn parse_influx(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
         "mem" => {
             row.memory_percent = number("used_percent")?;
             if row.memory_percent.is_none() {
-                return Err(dated(Reject::field(
-                    "used_percent",
+                return Err(dated(Reject::new(
+                    RejectReason::MissingField,
+                    Some("used_percent"),
                     "mem line has no used_percent",
                 )));
             }
@@ -518,18 +521,22 @@ fn parse_influx(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
         "disk" => {
             row.disk_gb = number("used")?.map(|b| b / 1e9);
             if row.disk_gb.is_none() {
-                return Err(dated(Reject::field("used", "disk line has no used bytes")));
+                return Err(dated(Reject::new(
+                    RejectReason::MissingField,
+                    Some("used"),
+                    "disk line has no used bytes",
+                )));
             }
             row.device = tag("path").map(Str::from);
         }
         "net" => {
             let recv = field("bytes_recv").map(|v| {
                 v.as_u64()
-                    .ok_or_else(|| dated(Reject::field("bytes_recv", "not a counter")))
+                    .ok_or_else(|| dated(Reject::value("bytes_recv", "not a counter")))
             });
             let sent = field("bytes_sent").map(|v| {
                 v.as_u64()
-                    .ok_or_else(|| dated(Reject::field("bytes_sent", "not a counter")))
+                    .ok_or_else(|| dated(Reject::value("bytes_sent", "not a counter")))
             });
             if recv.is_none() && sent.is_none() {
                 // e.g. `net,interface=all` protocol statistics.

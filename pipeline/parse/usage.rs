@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::intern::{intern, key_digest};
 use super::json::{self, Scalar};
-use super::{FileCtx, IdKind, Parsed, Reject};
+use super::{FileCtx, IdKind, Parsed, Reject, RejectReason};
 use crate::ids;
 use crate::redact::cut;
 use crate::tables::{ApiUsageRow, Id, Str, Table};
@@ -243,8 +243,9 @@ pub fn normalize(family: Option<Family>, t: ReportedTokens) -> Result<LakeTokens
         Some(f) => f,
         None if t.cache_read == 0 && t.reasoning == 0 => Family::Anthropic,
         None => {
-            return Err(Reject::field(
-                "provider",
+            return Err(Reject::new(
+                RejectReason::UnknownProvider,
+                Some("provider"),
                 "provider unknown: cannot tell whether input includes cached tokens or output includes reasoning",
             ));
         }
@@ -252,8 +253,9 @@ pub fn normalize(family: Option<Family>, t: ReportedTokens) -> Result<LakeTokens
     let input = match family {
         Family::Anthropic => t.prompt,
         Family::OpenAi | Family::Google => t.prompt.checked_sub(t.cache_read).ok_or_else(|| {
-            Reject::field(
-                "cache_read_tokens",
+            Reject::new(
+                RejectReason::InconsistentTokens,
+                Some("cache_read_tokens"),
                 format!(
                     "cached tokens ({}) exceed the prompt tokens ({}) that include them",
                     t.cache_read, t.prompt
@@ -262,14 +264,18 @@ pub fn normalize(family: Option<Family>, t: ReportedTokens) -> Result<LakeTokens
         })?,
     };
     let output = match family {
-        Family::Google => t
-            .output
-            .checked_add(t.reasoning)
-            .ok_or_else(|| Reject::field("output_tokens", "overflow"))?,
+        Family::Google => t.output.checked_add(t.reasoning).ok_or_else(|| {
+            Reject::new(
+                RejectReason::InconsistentTokens,
+                Some("output_tokens"),
+                "overflow",
+            )
+        })?,
         Family::Anthropic | Family::OpenAi => {
             if t.reasoning > t.output {
-                return Err(Reject::field(
-                    "reasoning_tokens",
+                return Err(Reject::new(
+                    RejectReason::InconsistentTokens,
+                    Some("reasoning_tokens"),
                     format!(
                         "reasoning tokens ({}) exceed the output tokens ({}) that include them",
                         t.reasoning, t.output
@@ -296,7 +302,7 @@ const MAX_TOKENS: u64 = i64::MAX as u64;
 
 fn tokens_i64(field: &'static str, v: u64) -> Result<i64, Reject> {
     if v > MAX_TOKENS {
-        return Err(Reject::field(field, format!("{v} is too large")));
+        return Err(Reject::value(field, format!("{v} is too large")));
     }
     Ok(v as i64)
 }
@@ -327,7 +333,7 @@ fn parse_record(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
     let model = json::text(&rec.model)
         .map(|m| intern(m.trim()))
         .filter(|m| !m.is_empty())
-        .ok_or_else(|| fmt(Reject::field("model", "missing")))?;
+        .ok_or_else(|| fmt(Reject::missing("model")))?;
     let named = json::text(&rec.provider).or_else(|| json::text(&rec.executor_type));
     let endpoint = json::text(&rec.endpoint).or_else(|| json::text(&rec.path));
     let family = match &named {
@@ -367,8 +373,9 @@ fn parse_record(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
             )?,
         };
         if t.reasoning > t.output {
-            return Err(fmt(Reject::field(
-                "token_breakdown.output.reasoning_tokens",
+            return Err(fmt(Reject::new(
+                RejectReason::InconsistentTokens,
+                Some("token_breakdown.output.reasoning_tokens"),
                 format!(
                     "reasoning tokens ({}) exceed the output total ({})",
                     t.reasoning, t.output
@@ -401,8 +408,9 @@ fn parse_record(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
         )
     } else {
         if rec.input_tokens.is_null() && rec.output_tokens.is_null() {
-            return Err(fmt(Reject::field(
-                "input_tokens",
+            return Err(fmt(Reject::new(
+                RejectReason::MissingField,
+                Some("input_tokens"),
                 "not a usage record: no input_tokens/output_tokens, tokens or token_breakdown",
             )));
         }
@@ -858,11 +866,14 @@ mod tests {
             Some("model")
         );
         assert_eq!(reject(r#"{"timestamp":"2025-12-25T10:30:00Z","model":"m","input_tokens":"abc","output_tokens":1}"#).field, Some("input_tokens"));
-        assert_eq!(reject(r#"{"timestamp":"2025-12-25T10:30:00Z","model":"claude-3-haiku","input_tokens":-5,"output_tokens":1}"#).reason, "negative value -5");
-        assert!(
-            reject(r#"{"timestamp":"2025-12-25T10:30:00Z","model":"x","input_tokens":1"#)
-                .reason
-                .starts_with("truncated JSON")
+        assert_eq!(reject(r#"{"timestamp":"2025-12-25T10:30:00Z","model":"claude-3-haiku","input_tokens":-5,"output_tokens":1}"#).detail, "negative value -5");
+        let truncated =
+            reject(r#"{"timestamp":"2025-12-25T10:30:00Z","model":"x","input_tokens":1"#);
+        assert_eq!(truncated.reason, RejectReason::InvalidJson);
+        assert!(truncated.detail.starts_with("truncated JSON at column"));
+        assert_eq!(
+            reject(r#"{"timestamp":"2025-12-25T10:30:00Z","model":"x","input_tokens":10,"cache_read_tokens":2,"output_tokens":1}"#).reason,
+            RejectReason::UnknownProvider
         );
         assert_eq!(
             reject(r#"{"timestamp":"2025-12-25T10:30:00Z","model":"x"}"#).field,
