@@ -46,8 +46,8 @@ use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::pricing::Pricing;
 use crate::registry::Registry;
-use crate::rollup::aggregate::API_USAGE;
 use crate::report::StageReport;
+use crate::rollup::aggregate::API_USAGE;
 use crate::silent;
 use crate::store::Store;
 

@@ -237,9 +237,7 @@ pub fn published(store: &Store, month: &str) -> Result<Option<(u32, Vec<Invoiced
     let Some(revision) = current_revision(store, month)? else {
         return Ok(None);
     };
-    let key = RevisionFile::Summary
-        .key(month, revision)
-        .expect("one key");
+    let key = RevisionFile::Summary.key(month, revision).expect("one key");
     let bytes = store.get(&key)?.ok_or_else(|| {
         bad(
             &key,
