@@ -619,6 +619,30 @@ pub struct DiffRow {
     pub currency: String,
 }
 
+impl DiffRow {
+    /// The line it describes: customer, line type, provider, model.
+    pub fn key(&self) -> (&str, &str, &str, &str) {
+        (
+            &self.customer_id,
+            &self.line_type,
+            &self.provider,
+            &self.model,
+        )
+    }
+}
+
+impl LineChange {
+    /// The line it describes: customer, line type, provider, model.
+    pub fn key(&self) -> (&str, &str, &str, &str) {
+        (
+            &self.customer_id,
+            &self.line_type,
+            &self.provider,
+            &self.model,
+        )
+    }
+}
+
 /// The CSV rows of a published file by header name, each with its line
 /// number; every amount is parsed as an exact decimal (never through a
 /// float), an unreadable cell is an error naming the file, line and field.

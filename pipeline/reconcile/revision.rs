@@ -444,30 +444,8 @@ fn check_diff_lines(
     problems: &mut Vec<Problem>,
 ) {
     type LineKey<'a> = (&'a str, &'a str, &'a str, &'a str);
-    let listed: BTreeMap<LineKey, &DiffRow> = rows
-        .iter()
-        .map(|r| {
-            let key = (
-                r.customer_id.as_str(),
-                r.line_type.as_str(),
-                r.provider.as_str(),
-                r.model.as_str(),
-            );
-            (key, r)
-        })
-        .collect();
-    let due: BTreeMap<LineKey, &diff::LineChange> = changes
-        .iter()
-        .map(|c| {
-            let key = (
-                c.customer_id.as_str(),
-                c.line_type.as_str(),
-                c.provider.as_str(),
-                c.model.as_str(),
-            );
-            (key, c)
-        })
-        .collect();
+    let listed: BTreeMap<LineKey, &DiffRow> = rows.iter().map(|r| (r.key(), r)).collect();
+    let due: BTreeMap<LineKey, &diff::LineChange> = changes.iter().map(|c| (c.key(), c)).collect();
     let keys: BTreeSet<&LineKey> = listed.keys().chain(due.keys()).collect();
     for key in keys {
         let what = [key.1, key.2, key.3]
