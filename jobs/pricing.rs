@@ -68,15 +68,15 @@ fn check(path: &Path, customers: Option<&Path>) -> Outcome {
     let now = settings::ctx("pricing").clock.now();
     let plans = pricing.check_customers(&registry, customers, now);
     for p in problems.iter().chain(&plans.in_service) {
-        eprintln!("error: {p}");
+        crate::errln!("error: {p}");
     }
     for p in &plans.ended {
-        eprintln!(
+        crate::errln!(
             "attention: {p} (service ended: only a rerun of a month it was billed in is refused)"
         );
     }
     if !problems.is_empty() || !plans.in_service.is_empty() {
-        eprintln!(
+        crate::errln!(
             "  what to do: give each customer a plan of {} [plans] in column `tier`, or keep \
              the old plan key in the pricing file while customers use it; fix the named rows",
             path.display()

@@ -73,7 +73,9 @@ pub enum Error {
         source: duckdb::Error,
     },
 
-    #[error("billing {month}: {message}")]
+    /// `month` may be empty where a published file is read before its month
+    /// is known (the URL names it): then "billing: ...".
+    #[error("billing{}: {message}", leading_space(month))]
     Billing {
         month: String,
         message: String,
@@ -110,6 +112,14 @@ pub enum Error {
         message: String,
         hint: &'static str,
     },
+}
+
+/// `s` with a space before it, or nothing when it is empty.
+fn leading_space(s: &str) -> String {
+    match s {
+        "" => String::new(),
+        s => format!(" {s}"),
+    }
 }
 
 impl Error {

@@ -246,7 +246,8 @@ fn the_correction_cycle_reconciles_at_every_step() {
     let run = c.run("2026-11-04T05:00:00Z", &["reconcile", "--month", "2026-10"]);
     ok(&run, 2, "reconcile of an unreadable corrections file");
     assert!(
-        run.stderr.contains("corrections.csv:")
+        run.stderr.contains("error: billing: ")
+            && run.stderr.contains("corrections.csv:")
             && run
                 .stderr
                 .contains("field `difference`: \"lots\" is not a number"),
