@@ -23,7 +23,7 @@ subcommands do the work only: no verification passes inside them.
 * `duckdb-rollup` does what `meter rollup --month` does (schemas/rollup.md)
   as DuckDB SQL over a meter lake, writing into `--out`:
   `priced/api_usage/date=D/`, `daily/<table>/date=D/`,
-  `monthly/<table>/month=YYYY-MM/`. Pricing follows pipeline/pricing.rs
+  `monthly/<table>/month=YYYY-MM/`. Pricing follows pipeline/model/pricing.rs
   exactly, in DECIMAL(38,18) (never DOUBLE): see `load_pricing` and
   `PRICED_SQL`.
 """

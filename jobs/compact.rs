@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use chrono::NaiveDate;
-use meter::compact::{self, CompactOptions};
+use meter::lake::compact::{self, CompactOptions};
 
 use crate::settings::{self, settings};
 use crate::{Outcome, conclude, or_fail};

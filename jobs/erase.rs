@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use meter::erase::{self, EraseOptions};
+use meter::lake::erase::{self, EraseOptions};
 
 use crate::settings::{self, settings};
 use crate::{Outcome, conclude, or_fail};

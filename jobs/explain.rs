@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use chrono::NaiveDate;
-use meter::explain::{self, ExplainOptions};
-use meter::query::{Format, QueryOptions};
+use meter::read::explain::{self, ExplainOptions};
+use meter::read::query::{Format, QueryOptions};
 
 use crate::query::FormatArg;
 use crate::settings::settings;

@@ -24,7 +24,7 @@ mod stripe;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use meter::report::StageReport;
+use meter::model::report::StageReport;
 
 /// Turns raw LLM-proxy and VM usage logs into exact invoices.
 #[derive(Parser, Debug)]

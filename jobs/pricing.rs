@@ -3,9 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use meter::pricing::Pricing;
-use meter::registry::Registry;
-
 use crate::settings::{self, settings};
 use crate::{Outcome, fail};
 
@@ -45,7 +42,7 @@ pub fn run(args: PricingArgs) -> Outcome {
 }
 
 fn check(path: &Path, customers: Option<&Path>) -> Outcome {
-    let pricing = match Pricing::load(path) {
+    let pricing = match meter::load::pricing(path) {
         Ok(p) => p,
         Err(e) => return fail(&e),
     };
@@ -61,7 +58,7 @@ fn check(path: &Path, customers: Option<&Path>) -> Outcome {
     let Some(customers) = customers else {
         return Outcome::Done;
     };
-    let (registry, problems) = match Registry::load_customers(customers) {
+    let (registry, problems) = match meter::load::customers(customers) {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };

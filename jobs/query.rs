@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use meter::query::{self, Format, QueryOptions};
+use meter::read::query::{self, Format, QueryOptions};
 
 use crate::settings::settings;
 use crate::{Outcome, or_fail};

@@ -1,7 +1,7 @@
 //! `meter reconcile`: every stage of a month against its source.
 
 use chrono::NaiveDate;
-use meter::reconcile::{self, ReconcileOptions};
+use meter::read::reconcile::{self, ReconcileOptions};
 use std::path::PathBuf;
 
 use crate::settings::{self, settings};

@@ -2,7 +2,7 @@
 //! one self-contained HTML page (and its figures as JSON) in the out store.
 
 use chrono::NaiveDate;
-use meter::overview::{self, ReportOptions};
+use meter::read::overview::{self, ReportOptions};
 use std::path::PathBuf;
 
 use crate::settings::{self, settings};

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use meter::retention::{self, DEFAULT_KEEP_MONTHS, RetentionOptions};
+use meter::lake::retention::{self, DEFAULT_KEEP_MONTHS, RetentionOptions};
 
 use crate::settings::{self, settings};
 use crate::{Outcome, conclude, or_fail};

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use meter::config::{Config, DEFAULT_FILE};
-use meter::ctx::{Ctx, NoProgress, Progress};
+use meter::model::config::{Config, DEFAULT_FILE};
+use meter::model::ctx::{Ctx, NoProgress, Progress};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -52,7 +52,7 @@ pub fn init(config: Option<PathBuf>, log_format: Option<LogFormat>) -> meter::Re
         default.is_file().then_some(default)
     });
     let config = match &file {
-        Some(path) => Config::load(path)?,
+        Some(path) => meter::load::config(path)?,
         None => Config::default(),
     };
     let log_format = log_format.unwrap_or(match config.log_format.as_deref() {
@@ -183,10 +183,10 @@ impl Progress for Bar {
 pub fn ctx(job: &str) -> Ctx {
     let ctx = match fixed_time() {
         Some(now) => Ctx::with_run_id(
-            Arc::new(meter::ctx::FixedClock(now)),
+            Arc::new(meter::model::ctx::FixedClock(now)),
             format!("{}-{job}", now.format("%Y%m%dT%H%M%SZ")),
         ),
-        None => Ctx::new(Arc::new(meter::ctx::SystemClock), job),
+        None => Ctx::new(Arc::new(meter::model::ctx::SystemClock), job),
     };
     let watching = std::io::stderr().is_terminal() && settings().log_format == LogFormat::Text;
     if watching {

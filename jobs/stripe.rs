@@ -1,10 +1,10 @@
 //! `meter stripe push`: a day's meter events, or an approved month's
-//! corrections, sent to Stripe exactly once (see `meter::stripe`).
+//! corrections, sent to Stripe exactly once (see `meter::cron::stripe`).
 
 use std::path::PathBuf;
 
 use chrono::NaiveDate;
-use meter::stripe::{self, Api, ApiKey, PushOptions, Retry, Target};
+use meter::cron::stripe::{self, Api, ApiKey, PushOptions, Retry, Target};
 
 use crate::settings::{self, settings};
 use crate::{Outcome, conclude, fail, or_fail};

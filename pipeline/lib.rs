@@ -1,37 +1,43 @@
 //! `meter`: raw LLM-proxy and VM usage logs to exact invoices.
 //!
 //! The library holds every stage; the `meter` binary only parses flags and
-//! calls them. See ARCHITECTURE.md for the map.
+//! calls them. The folders are the layers, lowest first; a module imports
+//! only from its own layer and the ones below (a test in `layers.rs` keeps
+//! it so). See ARCHITECTURE.md for the map.
 
-pub mod alerts;
-pub mod bill;
-pub mod compact;
-pub mod config;
-pub mod cron;
-pub mod ctx;
-pub mod erase;
-pub mod error;
-pub mod explain;
-pub mod fault;
-pub mod ids;
-pub mod ingest;
+/// The shared model: ids, redaction, time, prices, customers, config,
+/// errors. Parsing and validation, no IO.
+pub mod model;
+
+/// Reads the model's own files (pricing, customers, config) from disk.
+pub mod load;
+
+/// Storage: the lake and its table schemas, the output store, and the
+/// operations that rewrite the lake (compaction, erasure, retention).
 pub mod lake;
-pub mod overview;
-pub mod parse;
-pub mod pricing;
-pub mod query;
-pub mod reconcile;
-pub mod redact;
-pub mod registry;
-pub mod report;
-pub mod retention;
-pub mod rollup;
-pub mod sample;
-pub mod silent;
-pub mod source;
-pub mod store;
-pub mod stripe;
-pub mod tables;
 
-pub use ctx::Ctx;
-pub use error::{Error, Result};
+/// Stage 1: raw input -> the lake's event tables.
+pub mod ingest;
+
+/// Stage 2: the lake's events -> priced daily and monthly aggregates.
+pub mod rollup;
+
+/// Stage 3: a month's aggregates -> invoices and Stripe payloads, as a
+/// revision.
+pub mod bill;
+
+/// Readers of the lake and the published revisions: lock-free, read-only.
+pub mod read;
+
+/// The scheduled jobs that compose the stages, their checks and the Stripe
+/// push.
+pub mod cron;
+
+/// The sample input generator, a tool beside the pipeline.
+pub mod sample;
+
+#[cfg(test)]
+mod layers;
+
+pub use model::ctx::Ctx;
+pub use model::error::{Error, Result};

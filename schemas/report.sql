@@ -17,7 +17,7 @@
 -- daily rows equal the monthly aggregates to the last digit (rollup.md), so
 -- these figures are the month's, or the month's so far. Nothing here rounds
 -- or divides; the projection, changes, FX conversion and margins are computed
--- by meter in exact decimals (pipeline/overview/figures.rs) and rounded once,
+-- by meter in exact decimals (pipeline/read/overview/figures.rs) and rounded once,
 -- for display. `tokens` is billing's measure: input + cache read + cache
 -- write + output tokens (reasoning tokens are part of output).
 

@@ -142,7 +142,7 @@ fn sample_month_bills_to_golden_invoices() {
     assert_eq!(listed.len(), on_disk.len());
     for o in listed {
         let bytes = std::fs::read(env.out.join(o["key"].as_str().unwrap())).unwrap();
-        assert_eq!(o["sha256"], meter::ids::sha256_hex(&bytes));
+        assert_eq!(o["sha256"], meter::model::ids::sha256_hex(&bytes));
         assert_eq!(o["bytes"], bytes.len());
     }
     assert!(manifest["inputs"]["lake_files"].as_array().unwrap().len() > 30);
@@ -352,7 +352,7 @@ fn invoices_go_to_an_s3_store() {
 
 #[test]
 fn reconcile_agrees_on_the_sample_month_and_finds_tampering() {
-    use meter::reconcile::{self, ReconcileOptions};
+    use meter::read::reconcile::{self, ReconcileOptions};
     let env = env();
     bill(&options(&env, None), "bill-1");
     let opts = ReconcileOptions {
@@ -415,9 +415,8 @@ fn reconcile_agrees_on_the_sample_month_and_finds_tampering() {
 /// rounded once to cents, half away from zero.
 fn assert_plan_fees_only(out: &Path, month: &str, expected: &[&str]) {
     use rust_decimal::{Decimal, RoundingStrategy};
-    let pricing = meter::pricing::Pricing::load(&repo().join("pricing.toml")).unwrap();
-    let (registry, _) =
-        meter::registry::Registry::load_customers(&sample_data().join("customers.csv")).unwrap();
+    let pricing = meter::load::pricing(&repo().join("pricing.toml")).unwrap();
+    let (registry, _) = meter::load::customers(&sample_data().join("customers.csv")).unwrap();
     let rev = out.join(format!("invoices/{month}/rev-1"));
     let mut invoiced: Vec<String> = list_files(&rev)
         .into_iter()

@@ -3,9 +3,9 @@ use std::process::Command;
 use std::sync::Arc;
 
 use chrono::{NaiveDate, TimeZone, Utc};
-use meter::ctx::{Ctx, FixedClock};
 use meter::ingest::report::IngestReport;
 use meter::ingest::{self, IngestOptions};
+use meter::model::ctx::{Ctx, FixedClock};
 use meter::sample::SampleOptions;
 
 pub fn repo() -> PathBuf {

@@ -448,7 +448,7 @@ fn compaction_killed_after_any_file_leaves_old_or_new_files() {
             .env_remove("METER_LAKE")
             .stderr(std::process::Stdio::null());
         if let Some(n) = kill_after {
-            cmd.env(meter::fault::KILL_AFTER_FILES, n.to_string());
+            cmd.env(meter::lake::fault::KILL_AFTER_FILES, n.to_string());
         }
         cmd.status().unwrap()
     };

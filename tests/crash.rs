@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::NaiveDate;
 use meter::bill::publish::{Latest, Manifest};
-use meter::ids::sha256_hex;
+use meter::model::ids::sha256_hex;
 use meter::sample::SampleOptions;
 
 use crate::common::repo;
@@ -63,7 +63,7 @@ fn pipeline(dir: &Path, kill_after: Option<u64>) -> ExitStatus {
         .env_remove("METER_CONFIG")
         .stderr(std::process::Stdio::null());
     if let Some(n) = kill_after {
-        cmd.env(meter::fault::KILL_AFTER_FILES, n.to_string());
+        cmd.env(meter::lake::fault::KILL_AFTER_FILES, n.to_string());
     }
     cmd.status().unwrap()
 }

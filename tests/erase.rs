@@ -473,7 +473,7 @@ fn erase_killed_after_any_file_leaves_the_lake_before_or_after() {
             .env_remove("METER_LAKE")
             .stderr(std::process::Stdio::null());
         if let Some(n) = kill_after {
-            cmd.env(meter::fault::KILL_AFTER_FILES, n.to_string());
+            cmd.env(meter::lake::fault::KILL_AFTER_FILES, n.to_string());
         }
         cmd.status().unwrap()
     };

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use meter::parse::{FileCtx, Parsed, SourceKind, parse_line};
-use meter::registry::Registry;
+use meter::ingest::parse::{FileCtx, Parsed, SourceKind, parse_line};
+use meter::model::registry::Registry;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 

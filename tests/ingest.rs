@@ -2,7 +2,7 @@ use std::io::Write;
 
 use meter::Error;
 use meter::ingest;
-use meter::tables::Table;
+use meter::lake::tables::Table;
 
 use crate::common::*;
 
@@ -419,7 +419,7 @@ fn reject_reasons_are_a_handful_of_codes_with_the_details_apart() {
     assert!(rejects > 100, "{rejects}");
     assert!((2..=8).contains(&reasons), "{reasons} reasons");
     assert!(groups <= 12, "{groups} groups");
-    let codes: Vec<&str> = meter::parse::RejectReason::ALL
+    let codes: Vec<&str> = meter::ingest::parse::RejectReason::ALL
         .iter()
         .map(|r| r.as_str())
         .collect();
@@ -582,11 +582,11 @@ fn rejects_files_without_detail_stay_readable_and_compact() {
         (before[1].1.as_str(), before[1].2.as_str()),
         ("bad_value", "\"n/a\" is not a number")
     );
-    let compacted = meter::compact::run(
+    let compacted = meter::lake::compact::run(
         &ctx("compact-1"),
-        &meter::compact::CompactOptions {
+        &meter::lake::compact::CompactOptions {
             table: Some("rejects".into()),
-            ..meter::compact::CompactOptions::all(lake.clone())
+            ..meter::lake::compact::CompactOptions::all(lake.clone())
         },
     )
     .expect("compaction runs");

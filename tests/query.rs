@@ -85,7 +85,7 @@ fn csv_rows(text: &str) -> Vec<Vec<String>> {
 #[test]
 fn readme_questions_on_the_sample_data() {
     let (lake, out) = sample_output();
-    let questions = meter::query::questions();
+    let questions = meter::read::query::questions();
     assert_eq!(questions.len(), 3);
     for (name, sql) in questions {
         let result = query(lake, out, "table", sql);
@@ -99,10 +99,10 @@ fn show_tables_lists_every_view() {
     let (lake, out) = sample_output();
     let shown = query(lake, out, "csv", "SHOW TABLES");
     let names: Vec<String> = csv_rows(&shown).into_iter().map(|r| r[0].clone()).collect();
-    let mut expected: Vec<&str> = meter::query::views().to_vec();
+    let mut expected: Vec<&str> = meter::read::query::views().to_vec();
     expected.sort();
     assert_eq!(names, expected);
-    for view in meter::query::views() {
+    for view in meter::read::query::views() {
         let n = query(lake, out, "csv", &format!("SELECT count(*) FROM {view}"));
         assert_ne!(
             n, "count_star()\r\n0\r\n",
@@ -170,7 +170,7 @@ fn an_empty_lake_has_every_view_empty_and_typed() {
         query(&empty, &nothing, "csv", COLUMNS),
         query(lake, out, "csv", COLUMNS)
     );
-    for view in meter::query::views() {
+    for view in meter::read::query::views() {
         assert_eq!(
             query(
                 &empty,

@@ -291,7 +291,7 @@ fn a_month_in_progress_is_projected_from_its_complete_days() {
         to_date
     );
     assert_eq!(dec(&f["totals"]["cost"]), to_date);
-    let month_end = meter::overview::format::money(dec(&p["month_end"]), "USD");
+    let month_end = meter::read::overview::format::money(dec(&p["month_end"]), "USD");
     assert!(
         stdout.contains(&format!("month-end cost    {month_end}")),
         "{stdout}"

@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use chrono::{Datelike, NaiveDate, TimeZone, Utc};
 use meter::Error;
-use meter::ctx::{Ctx, FixedClock};
+use meter::lake::retention::{self, RetentionOptions, RetentionReport};
 use meter::lake::{Commit, Lake};
-use meter::retention::{self, RetentionOptions, RetentionReport};
+use meter::model::ctx::{Ctx, FixedClock};
 use meter::rollup::{self, Period, RollupOptions};
 use meter::sample::{self, SampleOptions};
 

@@ -2,9 +2,8 @@
 
 use arrow::datatypes::DataType;
 use meter::lake::Lake;
-use meter::pricing::Pricing;
+use meter::lake::tables::Table;
 use meter::rollup::priced::{self, PRICE_COLUMNS};
-use meter::tables::Table;
 use rust_decimal::Decimal;
 
 use crate::common::*;
@@ -14,7 +13,7 @@ fn sample_data_prices_exactly_and_reruns_replace_the_day() {
     let tmp = tempfile::tempdir().unwrap();
     let lake_dir = tmp.path().join("lake");
     let ingested = ingest(&sample_data(), &lake_dir, "ingest-run");
-    let pricing = Pricing::load(&repo().join("pricing.toml")).unwrap();
+    let pricing = meter::load::pricing(&repo().join("pricing.toml")).unwrap();
     let lake = Lake::open(&lake_dir, "price-run").unwrap();
     let mut total = Decimal::ZERO;
     let (mut priced_events, mut unpriced_events) = (0, 0);

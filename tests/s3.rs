@@ -1,4 +1,4 @@
-//! `meter::store::Store` against a real S3-protocol server: `s3s` serving a
+//! `meter::lake::store::Store` against a real S3-protocol server: `s3s` serving a
 //! folder (`s3s-fs`) on 127.0.0.1, with SigV4 authentication on. Objects
 //! land as plain files under `<root>/<bucket>/<key>`, so tests can check
 //! what was written on disk.
@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use hyper_util::rt::TokioIo;
 use meter::Error;
-use meter::store::Store;
+use meter::lake::store::Store;
 use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 

@@ -14,11 +14,11 @@ use meter::bill::approve::{self, ApproveOptions};
 use meter::bill::diff::InvoiceItem;
 use meter::bill::publish::{self, InputVersion, Inputs, Manifest, Object};
 use meter::bill::render::{self, MeterEvent};
-use meter::ctx::{Ctx, FixedClock};
-use meter::ids::sha256_hex;
+use meter::cron::stripe::{self, Api, ApiKey, PushOptions, PushReport, Retry, Status, Target};
 use meter::lake::Lake;
-use meter::store::Store;
-use meter::stripe::{self, Api, ApiKey, PushOptions, PushReport, Retry, Status, Target};
+use meter::lake::store::Store;
+use meter::model::ctx::{Ctx, FixedClock};
+use meter::model::ids::sha256_hex;
 use serde_json::Value;
 
 use crate::stripe_server::{API_KEY, FakeStripe, Fault};

@@ -12,11 +12,11 @@
 use serde::{Deserialize, Serialize};
 
 use super::publish::{self, State};
-use crate::ctx::Ctx;
-use crate::error::{Error, Result};
-use crate::ids::sha256_hex;
 use crate::lake::Lake;
-use crate::store::Store;
+use crate::lake::store::Store;
+use crate::model::ctx::Ctx;
+use crate::model::error::{Error, Result};
+use crate::model::ids::sha256_hex;
 
 /// One approval.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +88,8 @@ pub struct ApproveReport {
     pub approval: Approval,
     pub notices: Vec<String>,
 }
+
+crate::model::report::stage_report!(ApproveReport);
 
 impl ApproveReport {
     pub fn needs_attention(&self) -> bool {

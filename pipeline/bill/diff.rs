@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use super::inputs::{minor_units, month_bounds};
 use super::layout::{self, RevisionFile};
 use super::render::{self, EventLine, EventPayload, MeterEvent};
-use crate::error::{Error, Result};
-use crate::ids::sha256_hex;
+use crate::model::error::{Error, Result};
+use crate::model::ids::sha256_hex;
 
 /// Whether meter events for the month of `month` still count: until the
 /// first instant of the next month, UTC.

@@ -11,10 +11,10 @@ use chrono::{Datelike, NaiveDate};
 use duckdb::{Connection, params};
 use rust_decimal::{Decimal, RoundingStrategy};
 
-use crate::error::{Error, IoContext, Result};
 use crate::lake::Lake;
-use crate::pricing::Pricing;
-use crate::registry::{Customer, Registry};
+use crate::model::error::{Error, IoContext, Result};
+use crate::model::pricing::Pricing;
+use crate::model::registry::{Customer, Registry};
 use crate::rollup::aggregate::{ACTIVITY, API_USAGE, RESOURCE_USAGE, SPECS, Spec};
 
 use super::sql::{self, db_err};

@@ -20,7 +20,7 @@
 //! `meter_is_invoice_file` (the DuckDB CLI reads that file alone); a test
 //! keeps the two equal, name by name.
 
-use crate::ids::{RESERVED_CUSTOMER_IDS, valid_id};
+use crate::model::ids::{RESERVED_CUSTOMER_IDS, valid_id};
 
 /// One file of a revision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -30,13 +30,13 @@ use duckdb::Connection;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use crate::ctx::Ctx;
-use crate::error::{Error, IoContext, Result};
-use crate::ids::sha256_hex;
 use crate::lake::Lake;
-use crate::pricing::Pricing;
-use crate::registry::Registry;
-use crate::store::Store;
+use crate::lake::store::Store;
+use crate::model::ctx::Ctx;
+use crate::model::error::{Error, IoContext, Result};
+use crate::model::ids::sha256_hex;
+use crate::model::pricing::Pricing;
+use crate::model::registry::Registry;
 
 use render::{InvoiceLine, MeterEvent, Period, SummaryRow};
 use sql::{db_err, decimal, opt_decimal};
@@ -115,6 +115,8 @@ pub struct BillReport {
     pub notices: Vec<String>,
 }
 
+crate::model::report::stage_report!(BillReport);
+
 impl BillReport {
     pub fn needs_attention(&self) -> bool {
         !self.attention.is_empty()
@@ -169,7 +171,7 @@ impl BillReport {
 
 /// Bills one month.
 pub fn run(ctx: &Ctx, opts: &BillOptions) -> Result<BillReport> {
-    let pricing = Pricing::load(&opts.pricing)?;
+    let pricing = crate::load::pricing(&opts.pricing)?;
     let lake = Lake::open(&opts.lake, &ctx.run_id)?;
     run_on(ctx, &lake, &pricing, opts)
 }
@@ -191,7 +193,7 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, pricing: &Pricing, opts: &BillOptions) -> 
             p
         }
     };
-    let (registry, registry_problems) = Registry::load_customers(&customers_path)?;
+    let (registry, registry_problems) = crate::load::customers(&customers_path)?;
     let (start, end, _) = inputs::month_bounds(opts.month);
     let month = start.format("%Y-%m").to_string();
 

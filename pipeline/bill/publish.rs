@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 use super::layout::{self, RevisionFile};
 use super::render::{self, Period};
 use super::{Billing, diff, file_digest, inputs};
-use crate::error::{Error, Result};
-use crate::ids::sha256_hex;
 use crate::lake::Lake;
-use crate::store::Store;
+use crate::lake::store::Store;
+use crate::model::error::{Error, Result};
+use crate::model::ids::sha256_hex;
 
 /// One object of a revision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use duckdb::Connection;
 use rust_decimal::Decimal;
 
-use crate::error::{Error, Result};
+use crate::model::error::{Error, Result};
 
 /// The files, in the order they run.
 pub const FILES: [(&str, &str); 4] = [

@@ -7,8 +7,10 @@
 //! writes Parquet. Memory is bounded by the window and the writer's buffer
 //! budget, not by the input size.
 
+pub mod parse;
 pub mod report;
 pub mod sink;
+pub mod source;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -18,20 +20,21 @@ use std::sync::mpsc::sync_channel;
 use chrono::NaiveDate;
 use rayon::prelude::*;
 
-use crate::ctx::Ctx;
-use crate::error::{Error, IoContext, Result};
-use crate::ids::{self, EventId};
-use crate::lake::Lake;
-use crate::parse::resources::CsvColumns;
-use crate::parse::{
+use crate::ingest::parse::resources::CsvColumns;
+use crate::ingest::parse::{
     FileCtx, IdKind, NetCounter, Parsed, Reject, RejectReason, SkipReason, SourceKind, parse_line,
 };
-use crate::redact::redact_and_cut;
-use crate::registry::Registry;
-use crate::source::{self, Block, BlockReader, InputFile, Tail};
-use crate::tables::{
-    ActivityRow, ApiRequestRow, ApiUsageRow, Id, RejectRow, ResourceRow, Str, Table, TableRow, Ts,
+use crate::ingest::source::{Block, BlockReader, InputFile, Tail};
+use crate::lake::Lake;
+use crate::lake::tables::{
+    ActivityRow, ApiRequestRow, ApiUsageRow, Id, RejectRow, ResourceRow, Str, Table, TableRow,
 };
+use crate::model::ctx::Ctx;
+use crate::model::error::{Error, IoContext, Result};
+use crate::model::ids::{self, EventId};
+use crate::model::redact::redact_and_cut;
+use crate::model::registry::Registry;
+use crate::model::time::Ts;
 use report::{Counts, FileReport, IngestReport};
 use sink::{Rows, Sink};
 
@@ -103,7 +106,7 @@ fn check_options(opts: &IngestOptions) -> Result<()> {
 pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &IngestOptions) -> Result<IngestReport> {
     let started_at = ctx.clock.now();
     check_options(opts)?;
-    let registry = Arc::new(Registry::load(&opts.input)?);
+    let registry = Arc::new(crate::load::registry(&opts.input)?);
     let discovery = source::discover(&opts.input)?;
     let range = DateRange {
         since: opts.since,
@@ -131,7 +134,7 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &IngestOptions) -> Result<IngestRepo
 
     let vm_of_file: Vec<Str> = ctxs.iter().map(|c| c.vm_id.clone()).collect();
     // Per file: lines dated before this belong to an erased customer.
-    let erasures = crate::erase::Erasures::load(lake.root())?;
+    let erasures = crate::lake::erase::Erasures::load(lake.root())?;
     let erased: Vec<Option<Ts>> = ctxs
         .iter()
         .map(|c| erasures.cutoff(c.customer_id.as_deref(), &c.vm_id))
@@ -230,13 +233,13 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &IngestOptions) -> Result<IngestRepo
     let mut notices = Vec::new();
     let erased_lines: u64 = files
         .iter()
-        .filter_map(|f| f.skipped_reasons.get(crate::erase::ERASED_REASON))
+        .filter_map(|f| f.skipped_reasons.get(crate::lake::erase::ERASED_REASON))
         .sum();
     if erased_lines > 0 {
         notices.push(format!(
             "{erased_lines} lines of erased customers skipped (`{}`, see <lake>/{})",
-            crate::erase::ERASED_REASON,
-            crate::erase::RECORDS_DIR
+            crate::lake::erase::ERASED_REASON,
+            crate::lake::erase::RECORDS_DIR
         ));
     }
     if !unattributed.is_empty() {
@@ -309,7 +312,7 @@ fn produce(
     range: DateRange,
     erased: &[Option<Ts>],
     tx: std::sync::mpsc::SyncSender<Rows>,
-    progress: &dyn crate::ctx::Progress,
+    progress: &dyn crate::model::ctx::Progress,
 ) -> Result<()> {
     let window = rayon::current_num_threads().max(1) * 4;
     let mut states: HashMap<usize, FileState> = HashMap::new();
@@ -562,7 +565,7 @@ fn drop_erased<R: TableRow>(rows: &mut Vec<R>, cutoff: Ts, report: &mut FileRepo
         report.tables.entry(R::TABLE).or_default().skipped += n;
         *report
             .skipped_reasons
-            .entry(crate::erase::ERASED_REASON.into())
+            .entry(crate::lake::erase::ERASED_REASON.into())
             .or_default() += n;
     }
 }
@@ -653,7 +656,7 @@ fn finalize(
         if erased.is_some_and(|cutoff| ts < cutoff) {
             *report
                 .skipped_reasons
-                .entry(crate::erase::ERASED_REASON.into())
+                .entry(crate::lake::erase::ERASED_REASON.into())
                 .or_default() += 1;
             report.tables.entry(p.table).or_default().skipped += 1;
             continue;
@@ -895,7 +898,7 @@ mod tests {
         assert!(
             !plain
                 .skipped_reasons
-                .contains_key(crate::erase::ERASED_REASON)
+                .contains_key(crate::lake::erase::ERASED_REASON)
         );
         // Erased after every line: every row and reject goes.
         let (none, report) = run(Some(Ts(i64::MAX)));
@@ -903,7 +906,7 @@ mod tests {
             none.usage.len() + none.requests.len() + none.rejects.len(),
             0
         );
-        let erased = report.skipped_reasons[crate::erase::ERASED_REASON];
+        let erased = report.skipped_reasons[crate::lake::erase::ERASED_REASON];
         assert_eq!(
             erased as usize,
             all.usage.len() + all.requests.len() + all.rejects.len()
@@ -914,7 +917,7 @@ mod tests {
         let (some, report) = run(Some(cutoff));
         assert_eq!(some.usage, all.usage[1..].to_vec());
         assert_eq!(some.requests, all.requests);
-        assert_eq!(report.skipped_reasons[crate::erase::ERASED_REASON], 1);
+        assert_eq!(report.skipped_reasons[crate::lake::erase::ERASED_REASON], 1);
     }
 
     #[test]

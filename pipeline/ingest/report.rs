@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::parse::RejectReason;
-use crate::source::Ignored;
-use crate::tables::Table;
+use crate::ingest::parse::RejectReason;
+use crate::ingest::source::Ignored;
+use crate::lake::tables::Table;
 
 /// The four buckets every line ends in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -97,6 +97,8 @@ pub struct IngestReport {
     /// Worth knowing, not a problem of this run.
     pub notices: Vec<String>,
 }
+
+crate::model::report::stage_report!(IngestReport);
 
 impl IngestReport {
     pub fn needs_attention(&self) -> bool {

@@ -21,12 +21,12 @@ use std::thread::{Scope, ScopedJoinHandle};
 use chrono::{Datelike, NaiveDate};
 
 use super::report::PartitionReport;
-use crate::error::Result;
-use crate::ids::IdSet;
-use crate::lake::{Commit, Lake, PartWriter};
-use crate::tables::{
+use crate::lake::tables::{
     ActivityRow, ApiRequestRow, ApiUsageRow, RejectRow, ResourceRow, Str, Table, TableRow,
 };
+use crate::lake::{Commit, Lake, PartWriter};
+use crate::model::error::Result;
+use crate::model::ids::IdSet;
 
 /// Rows buffered across all partitions before the largest become row groups.
 pub const BUFFER_ROWS: usize = 1 << 17;

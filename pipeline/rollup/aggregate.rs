@@ -27,9 +27,9 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use super::priced::PRICED_API_USAGE;
-use crate::error::{Error, IoContext, Result};
+use crate::lake::tables::Table;
 use crate::lake::{Commit, Lake};
-use crate::tables::Table;
+use crate::model::error::{Error, IoContext, Result};
 
 /// Gaps longer than this are not a sample interval.
 pub const MAX_SAMPLE_GAP_S: i64 = 3600;
@@ -336,7 +336,7 @@ fn replace_dir(
             .with_compression(ParquetCompression::Zstd(None))
             .finish(df)
             .map_err(|e| polars_error(&tmp, e))?;
-        crate::fault::file_written();
+        crate::lake::fault::file_written();
         commit.renames.push((tmp, final_path));
     }
     lake.commit(run_id, &commit)?;

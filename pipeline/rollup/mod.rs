@@ -13,11 +13,11 @@ use chrono::{Datelike, NaiveDate};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use crate::ctx::Ctx;
-use crate::error::Result;
 use crate::lake::Lake;
-use crate::pricing::Pricing;
-use crate::tables::Table;
+use crate::lake::tables::Table;
+use crate::model::ctx::Ctx;
+use crate::model::error::Result;
+use crate::model::pricing::Pricing;
 use aggregate::{AggregateReport, SPECS};
 use priced::{PricedDay, UnpricedModel};
 
@@ -57,6 +57,8 @@ pub struct RollupReport {
     pub aggregates: Vec<AggregateReport>,
     pub attention: Vec<String>,
 }
+
+crate::model::report::stage_report!(RollupReport);
 
 impl RollupReport {
     pub fn needs_attention(&self) -> bool {
@@ -118,7 +120,7 @@ fn days_of(lake: &Lake, period: Period) -> Result<Vec<NaiveDate>> {
 /// need attention.
 pub fn run(ctx: &Ctx, opts: &RollupOptions) -> Result<RollupReport> {
     Lake::require(&opts.lake)?;
-    let pricing = Pricing::load(&opts.pricing)?;
+    let pricing = crate::load::pricing(&opts.pricing)?;
     let lake = Lake::open(&opts.lake, &ctx.run_id)?;
     run_on(ctx, &lake, &pricing, opts)
 }

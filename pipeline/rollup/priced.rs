@@ -19,10 +19,11 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::lake::tables::{ApiUsageRow, Table, TableRow};
 use crate::lake::{Commit, Lake};
-use crate::pricing::{Pricing, Usage};
-use crate::tables::{ApiUsageRow, Table, TableRow, Ts};
+use crate::model::error::{Error, Result};
+use crate::model::pricing::{Pricing, Usage};
+use crate::model::time::Ts;
 
 /// Where priced events live, below the lake.
 pub const PRICED_API_USAGE: &str = "priced/api_usage";

@@ -1,0 +1,393 @@
+//! The record of what Stripe accepted: `<lake>/_stripe/accepted.jsonl`, one
+//! JSON line per accepted request, appended and fsynced as soon as Stripe
+//! answers and before the next request. A push reads it first and sends
+//! nothing it lists, so a push that stopped resumes where it stopped.
+//!
+//! A crash while a line is written leaves a torn last line (no newline, not
+//! JSON): it is ignored with a notice and cut off before the next append.
+//! Any other unreadable line is an error naming the file and line.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+use crate::model::error::{Error, IoContext, Result};
+
+/// One accepted request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    #[serde(flatten)]
+    pub item: Item,
+    /// Where the request came from: `daily YYYY-MM-DD` or `YYYY-MM rev-N`.
+    pub source: String,
+    pub via: Via,
+    /// RFC 3339.
+    pub accepted_at: String,
+    pub run_id: String,
+}
+
+/// How Stripe came to have it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    /// Stripe accepted this request.
+    Sent,
+    /// Stripe answered that it already had the identifier (an earlier
+    /// request was accepted but its answer was lost).
+    AlreadyExists,
+}
+
+/// What was accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Item {
+    MeterEvent(AcceptedEvent),
+    InvoiceItem(AcceptedItem),
+}
+
+impl Item {
+    /// The identifier (meter event) or idempotency key (invoice item).
+    pub fn key(&self) -> &str {
+        match self {
+            Item::MeterEvent(e) => &e.identifier,
+            Item::InvoiceItem(i) => &i.idempotency_key,
+        }
+    }
+}
+
+/// The reading a meter event belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key {
+    pub customer: String,
+    pub event_name: String,
+    pub day: NaiveDate,
+}
+
+/// An accepted meter event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptedEvent {
+    pub identifier: String,
+    pub stripe_customer_id: String,
+    pub event_name: String,
+    /// The UTC day of `timestamp`.
+    pub day: NaiveDate,
+    pub timestamp: i64,
+    pub value: i64,
+}
+
+impl AcceptedEvent {
+    /// The reading it counts towards.
+    pub fn key(&self) -> Key {
+        Key {
+            customer: self.stripe_customer_id.clone(),
+            event_name: self.event_name.clone(),
+            day: self.day,
+        }
+    }
+}
+
+/// An accepted invoice item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptedItem {
+    pub idempotency_key: String,
+    pub customer: String,
+    pub amount: i64,
+    pub currency: String,
+    /// Stripe's id of the item (`ii_...`), when it answered one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stripe_id: Option<String>,
+}
+
+/// How the file ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tail {
+    /// Empty, or ends in a newline.
+    Clean,
+    /// The last line is whole but has no newline.
+    Unterminated,
+    /// The last line was torn by a crash: cut the file to `keep` bytes.
+    Torn { keep: u64 },
+}
+
+/// The record as read.
+#[derive(Debug)]
+pub struct Record {
+    path: PathBuf,
+    pub entries: Vec<Entry>,
+    /// What reading it noticed (a torn last line).
+    pub notices: Vec<String>,
+    tail: Tail,
+}
+
+impl Record {
+    /// Where a lake keeps it.
+    pub fn path_in(lake: &Path) -> PathBuf {
+        lake.join("_stripe").join("accepted.jsonl")
+    }
+
+    /// Reads the record; a missing file is an empty record.
+    pub fn read(path: &Path) -> Result<Record> {
+        match fs::read(path) {
+            Ok(bytes) => Record::parse(path, &bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Record::parse(path, b""),
+            Err(source) => Err(Error::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// Parses the bytes of the record at `path` (named in errors).
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Record> {
+        let mut record = Record {
+            path: path.to_path_buf(),
+            entries: Vec::new(),
+            notices: Vec::new(),
+            tail: Tail::Clean,
+        };
+        let mut offset = 0usize;
+        let mut number = 0usize;
+        while offset < bytes.len() {
+            number += 1;
+            let rest = &bytes[offset..];
+            let (line, terminated) = match rest.iter().position(|b| *b == b'\n') {
+                Some(end) => (&rest[..end], true),
+                None => (rest, false),
+            };
+            let start = offset;
+            offset += line.len() + usize::from(terminated);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match serde_json::from_slice::<Entry>(line) {
+                Ok(entry) => {
+                    record.entries.push(entry);
+                    if !terminated {
+                        record.tail = Tail::Unterminated;
+                    }
+                }
+                Err(_) if !terminated => {
+                    record.tail = Tail::Torn { keep: start as u64 };
+                    record.notices.push(format!(
+                        "{}:{number}: the last line is incomplete ({} bytes, a push stopped while writing it): ignored; its request is checked with Stripe again",
+                        path.display(),
+                        line.len()
+                    ));
+                }
+                Err(e) => {
+                    return Err(Error::Stripe {
+                        message: format!(
+                            "{}:{number}: not a record of an accepted request: {e}",
+                            path.display()
+                        ),
+                        hint: "the record of what Stripe accepted is damaged: restore the file from a backup or repair the named line (do not delete the record: the push would send everything again)",
+                    });
+                }
+            }
+        }
+        Ok(record)
+    }
+
+    /// Every identifier and idempotency key it holds.
+    pub fn keys(&self) -> HashSet<String> {
+        self.entries
+            .iter()
+            .map(|e| e.item.key().to_string())
+            .collect()
+    }
+
+    /// The accepted meter events.
+    pub fn meter_events(&self) -> impl Iterator<Item = &AcceptedEvent> {
+        self.entries.iter().filter_map(|e| match &e.item {
+            Item::MeterEvent(m) => Some(m),
+            Item::InvoiceItem(_) => None,
+        })
+    }
+
+    /// Opens the file for appending, first cutting off a torn last line (or
+    /// ending an unterminated one) so that new lines start on their own.
+    pub fn appender(&self) -> Result<Appender> {
+        let dir = self.path.parent().expect("the record is in a folder");
+        let created = !self.path.exists();
+        fs::create_dir_all(dir).write_ctx(dir)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .write_ctx(&self.path)?;
+        match self.tail {
+            Tail::Clean => {}
+            Tail::Unterminated => file.write_all(b"\n").write_ctx(&self.path)?,
+            Tail::Torn { keep } => file.set_len(keep).write_ctx(&self.path)?,
+        }
+        file.sync_all().write_ctx(&self.path)?;
+        if created {
+            // The new file's name is durable too.
+            File::open(dir).and_then(|d| d.sync_all()).write_ctx(dir)?;
+        }
+        Ok(Appender {
+            file,
+            path: self.path.clone(),
+        })
+    }
+}
+
+/// Appends entries to the record, each durable before `append` returns.
+pub struct Appender {
+    file: File,
+    path: PathBuf,
+}
+
+impl Appender {
+    /// Writes one line and fsyncs it.
+    pub fn append(&mut self, entry: &Entry) -> Result<()> {
+        let mut line = serde_json::to_vec(entry).expect("an entry serializes");
+        line.push(b'\n');
+        self.file.write_all(&line).write_ctx(&self.path)?;
+        self.file.sync_data().write_ctx(&self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event_entry(id: &str, value: i64) -> Entry {
+        Entry {
+            item: Item::MeterEvent(AcceptedEvent {
+                identifier: id.into(),
+                stripe_customer_id: "cus_A".into(),
+                event_name: "llm_tokens".into(),
+                day: NaiveDate::from_ymd_opt(2026, 10, 5).unwrap(),
+                timestamp: 1_791_201_600,
+                value,
+            }),
+            source: "daily 2026-10-05".into(),
+            via: Via::Sent,
+            accepted_at: "2026-10-06T03:00:00+00:00".into(),
+            run_id: "run-1".into(),
+        }
+    }
+
+    fn item_entry(key: &str) -> Entry {
+        Entry {
+            item: Item::InvoiceItem(AcceptedItem {
+                idempotency_key: key.into(),
+                customer: "cus_A".into(),
+                amount: -1234,
+                currency: "eur".into(),
+                stripe_id: Some("ii_1".into()),
+            }),
+            source: "2026-10 rev-2".into(),
+            via: Via::AlreadyExists,
+            accepted_at: "2026-11-06T03:00:00+00:00".into(),
+            run_id: "run-2".into(),
+        }
+    }
+
+    fn lines(entries: &[Entry]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for e in entries {
+            out.extend(serde_json::to_vec(e).unwrap());
+            out.push(b'\n');
+        }
+        out
+    }
+
+    #[test]
+    fn lines_round_trip_and_name_their_kind() {
+        let entries = [event_entry("a", 5), item_entry("k")];
+        let bytes = lines(&entries);
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(
+            text.starts_with(r#"{"kind":"meter_event","identifier":"a","#),
+            "{text}"
+        );
+        assert!(text.contains(r#""kind":"invoice_item""#), "{text}");
+        let record = Record::parse(Path::new("r.jsonl"), &bytes).unwrap();
+        assert_eq!(record.entries, entries);
+        assert!(record.notices.is_empty());
+        assert_eq!(record.keys(), HashSet::from(["a".into(), "k".into()]));
+        assert_eq!(record.meter_events().count(), 1);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_ignored_with_a_notice() {
+        let mut bytes = lines(&[event_entry("a", 5), event_entry("b", 6)]);
+        let whole = bytes.len();
+        bytes.extend_from_slice(br#"{"kind":"meter_event","identif"#);
+        let record = Record::parse(Path::new("/lake/_stripe/accepted.jsonl"), &bytes).unwrap();
+        assert_eq!(record.entries.len(), 2);
+        assert_eq!(record.tail, Tail::Torn { keep: whole as u64 });
+        assert!(
+            record.notices[0].starts_with("/lake/_stripe/accepted.jsonl:3: the last line"),
+            "{:?}",
+            record.notices
+        );
+    }
+
+    #[test]
+    fn any_other_bad_line_is_an_error_naming_file_and_line() {
+        let mut bytes = lines(&[event_entry("a", 5)]);
+        bytes.extend_from_slice(b"{not json}\n");
+        bytes.extend(lines(&[event_entry("b", 6)]));
+        let err = Record::parse(Path::new("/l/_stripe/accepted.jsonl"), &bytes).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("/l/_stripe/accepted.jsonl:2: not a record"),
+            "{err}"
+        );
+        assert!(err.hint().unwrap().contains("do not delete"));
+    }
+
+    #[test]
+    fn appending_after_a_torn_line_cuts_it_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Record::path_in(dir.path());
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut bytes = lines(&[event_entry("a", 5)]);
+        bytes.extend_from_slice(b"{\"kind\":\"mete");
+        fs::write(&path, &bytes).unwrap();
+
+        let record = Record::read(&path).unwrap();
+        let mut appender = record.appender().unwrap();
+        appender.append(&event_entry("b", 6)).unwrap();
+        drop(appender);
+
+        let again = Record::read(&path).unwrap();
+        assert!(again.notices.is_empty(), "{:?}", again.notices);
+        let ids: Vec<&str> = again.entries.iter().map(|e| e.item.key()).collect();
+        assert_eq!(ids, ["a", "b"]);
+    }
+
+    #[test]
+    fn an_unterminated_whole_line_is_kept_and_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Record::path_in(dir.path());
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut bytes = lines(&[event_entry("a", 5)]);
+        bytes.pop();
+        fs::write(&path, &bytes).unwrap();
+
+        let record = Record::read(&path).unwrap();
+        assert_eq!(record.entries.len(), 1);
+        record
+            .appender()
+            .unwrap()
+            .append(&event_entry("b", 6))
+            .unwrap();
+        let again = Record::read(&path).unwrap();
+        assert_eq!(again.entries.len(), 2);
+    }
+
+    #[test]
+    fn a_missing_record_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = Record::read(&Record::path_in(dir.path())).unwrap();
+        assert!(record.entries.is_empty());
+    }
+}

@@ -1,0 +1,812 @@
+//! The Parquet lake on a local directory: layout, the run lock, partition
+//! files, reading stored event ids, and atomic commits.
+//!
+//! ```text
+//! <lake>/_lake.json                          layout version
+//! <lake>/_lock                               held by the running job
+//! <lake>/_runs/<run_id>.json                 run reports
+//! <lake>/_runs/<run_id>.commit.json          a commit in progress (rolled forward on open)
+//! <lake>/_registry/customers.csv             the registry the last ingest used
+//! <lake>/<table>/date=YYYY-MM-DD/part-<run_id>-NNNN.parquet
+//! ```
+
+pub mod compact;
+pub mod erase;
+pub mod fault;
+pub mod retention;
+pub mod store;
+pub mod tables;
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, StringArray};
+use arrow::record_batch::RecordBatch;
+use chrono::NaiveDate;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use serde::{Deserialize, Serialize};
+
+use crate::lake::tables::Table;
+use crate::model::error::{Error, IoContext, Result};
+use crate::model::ids::{IdSet, parse_id_hex};
+
+pub const LAYOUT_VERSION: u32 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct LakeMeta {
+    layout_version: u32,
+    tables: Vec<String>,
+    created_by: String,
+}
+
+/// An open lake: the lock is held for as long as this value lives (none
+/// for a lake opened with [`Lake::open_read`]).
+pub struct Lake {
+    root: PathBuf,
+    _lock: Option<File>,
+}
+
+/// A Parquet file being written; [`PartWriter::finish`] gives the rename
+/// that makes it visible at commit.
+pub struct PartWriter {
+    writer: ArrowWriter<File>,
+    tmp: PathBuf,
+    final_path: PathBuf,
+    pub rows: usize,
+}
+
+impl PartWriter {
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.rows += batch.num_rows();
+        self.writer.write(batch).map_err(|source| Error::Parquet {
+            path: self.tmp.clone(),
+            source,
+        })
+    }
+
+    /// Ends the row group being written: its pages go to the file and the
+    /// memory they held is freed.
+    pub fn end_row_group(&mut self) -> Result<()> {
+        self.writer.flush().map_err(|source| Error::Parquet {
+            path: self.tmp.clone(),
+            source,
+        })
+    }
+
+    pub fn finish(self) -> Result<(PathBuf, PathBuf)> {
+        self.writer.close().map_err(|source| Error::Parquet {
+            path: self.tmp.clone(),
+            source,
+        })?;
+        crate::lake::fault::file_written();
+        Ok((self.tmp, self.final_path))
+    }
+}
+
+/// File operations that make a run's output visible, written down before
+/// they start so that an interrupted commit is finished by the next run.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Commit {
+    pub renames: Vec<(PathBuf, PathBuf)>,
+    pub deletes: Vec<PathBuf>,
+}
+
+impl Lake {
+    /// Opens (creating if needed) the lake at `root` and takes its lock.
+    pub fn open(root: &Path, run_id: &str) -> Result<Lake> {
+        fs::create_dir_all(root).write_ctx(root)?;
+        let lock_path = root.join("_lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .write_ctx(&lock_path)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&lock_path).unwrap_or_default();
+                return Err(Error::Locked {
+                    path: root.to_path_buf(),
+                    holder: if holder.trim().is_empty() {
+                        "unknown".into()
+                    } else {
+                        holder.trim().to_string()
+                    },
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(Error::Write {
+                    path: lock_path,
+                    source: e,
+                });
+            }
+        }
+        lock.set_len(0).write_ctx(&lock_path)?;
+        (&lock)
+            .write_all(format!("run {run_id}, pid {}", std::process::id()).as_bytes())
+            .write_ctx(&lock_path)?;
+        let lake = Lake {
+            root: root.to_path_buf(),
+            _lock: Some(lock),
+        };
+        lake.check_layout()?;
+        lake.recover()?;
+        Ok(lake)
+    }
+
+    /// Refuses a directory that is not a lake yet (no `_lake.json`): the
+    /// jobs that work on an existing lake call it before [`Lake::open`],
+    /// which would create one.
+    pub fn require(root: &Path) -> Result<()> {
+        if root.join("_lake.json").is_file() {
+            return Ok(());
+        }
+        Err(Error::Lake {
+            path: root.to_path_buf(),
+            message: "not a lake (no _lake.json): check the path, or run `meter ingest` into it first (`meter nightly` does too)".into(),
+        })
+    }
+
+    /// Opens an existing lake to read, without its lock: readers (report,
+    /// reconcile, query, explain) never hold up a scheduled job, and change
+    /// no table (they may add their own run report). Files appear and go only by rename, so a reader sees whole
+    /// files; a commit that is in progress, or that a killed run left for
+    /// the next run to finish, is refused rather than read half-applied.
+    pub fn open_read(root: &Path) -> Result<Lake> {
+        Lake::require(root)?;
+        let lake = Lake {
+            root: root.to_path_buf(),
+            _lock: None,
+        };
+        lake.check_layout()?;
+        if let Ok(entries) = fs::read_dir(root.join("_runs"))
+            && let Some(journal) = entries
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| p.to_string_lossy().ends_with(".commit.json"))
+        {
+            return Err(Error::Lake {
+                path: journal,
+                message: "a run's commit is in progress or was interrupted: try again in a moment; if no job is running, the next job (or `meter ingest`) finishes it".into(),
+            });
+        }
+        Ok(lake)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn check_layout(&self) -> Result<()> {
+        let path = self.root.join("_lake.json");
+        if path.exists() {
+            let text = fs::read_to_string(&path).read_ctx(&path)?;
+            let meta: LakeMeta = serde_json::from_str(&text).map_err(|e| Error::Lake {
+                path: path.clone(),
+                message: format!("unreadable layout file: {e}"),
+            })?;
+            if meta.layout_version != LAYOUT_VERSION {
+                return Err(Error::Lake {
+                    path,
+                    message: format!(
+                        "layout version {} but this meter writes version {LAYOUT_VERSION}",
+                        meta.layout_version
+                    ),
+                });
+            }
+            return Ok(());
+        }
+        let meta = LakeMeta {
+            layout_version: LAYOUT_VERSION,
+            tables: Table::ALL.iter().map(|t| t.name().to_string()).collect(),
+            created_by: format!("meter {}", env!("CARGO_PKG_VERSION")),
+        };
+        write_atomic(
+            &path,
+            serde_json::to_string_pretty(&meta)
+                .expect("serializable")
+                .as_bytes(),
+        )
+    }
+
+    /// Finishes commits that a previous run started, and removes temporary
+    /// files that a crashed run left behind.
+    fn recover(&self) -> Result<()> {
+        let runs = self.root.join("_runs");
+        if let Ok(entries) = fs::read_dir(&runs) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.to_string_lossy().ends_with(".commit.json") {
+                    let text = fs::read_to_string(&path).read_ctx(&path)?;
+                    let commit: Commit = serde_json::from_str(&text).map_err(|e| Error::Lake {
+                        path: path.clone(),
+                        message: format!("unreadable commit journal: {e}"),
+                    })?;
+                    apply(&commit)?;
+                    fs::remove_file(&path).write_ctx(&path)?;
+                }
+            }
+        }
+        remove_tmp_files(&self.root)?;
+        // An erasure record written before its commit, which never came.
+        let records = self.root.join("_erasures");
+        if let Ok(entries) = fs::read_dir(&records) {
+            for path in entries.flatten().map(|e| e.path()) {
+                if path.to_string_lossy().ends_with(".json.tmp") {
+                    fs::remove_file(&path).write_ctx(&path)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `<lake>/<rel>/date=YYYY-MM-DD`, for derived tables such as `priced/api_usage`.
+    /// Where ingest keeps a copy of the `customers.csv` it attributed
+    /// events with; billing reads it unless told otherwise.
+    pub fn registry_path(root: &Path) -> PathBuf {
+        root.join("_registry").join("customers.csv")
+    }
+
+    /// Saves the registry copy (unchanged bytes leave the file untouched).
+    pub fn save_registry(&self, customers_csv: &[u8]) -> Result<()> {
+        let path = Lake::registry_path(&self.root);
+        if fs::read(&path).is_ok_and(|old| old == customers_csv) {
+            return Ok(());
+        }
+        let dir = path.parent().expect("has a parent");
+        fs::create_dir_all(dir).write_ctx(dir)?;
+        write_atomic(&path, customers_csv)
+    }
+
+    pub fn dated_dir(&self, rel: &str, date: NaiveDate) -> PathBuf {
+        self.root
+            .join(rel)
+            .join(format!("date={}", date.format("%Y-%m-%d")))
+    }
+
+    /// The committed Parquet files of a directory, sorted.
+    pub fn parquet_files(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Reads a Parquet file as record batches of up to 64k rows.
+    pub fn read_batches(&self, path: &Path) -> Result<Vec<RecordBatch>> {
+        let file = File::open(path).read_ctx(path)?;
+        let perr = |source| Error::Parquet {
+            path: path.to_path_buf(),
+            source,
+        };
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(perr)?
+            .with_batch_size(65536)
+            .build()
+            .map_err(perr)?;
+        reader
+            .map(|batch| Ok(upgrade_legacy_rejects(batch?)))
+            .collect()
+    }
+
+    /// Starts a new Parquet file `<dir>/<name>.parquet`, written under a
+    /// temporary name until the run commits.
+    pub fn part_writer(
+        &self,
+        dir: &Path,
+        name: &str,
+        schema: arrow::datatypes::SchemaRef,
+    ) -> Result<PartWriter> {
+        fs::create_dir_all(dir).write_ctx(dir)?;
+        let final_path = dir.join(format!("{name}.parquet"));
+        let tmp = dir.join(format!("{name}.parquet.tmp"));
+        let file = File::create(&tmp).write_ctx(&tmp)?;
+        let writer =
+            ArrowWriter::try_new(file, schema, Some(writer_props())).map_err(|source| {
+                Error::Parquet {
+                    path: tmp.clone(),
+                    source,
+                }
+            })?;
+        Ok(PartWriter {
+            writer,
+            tmp,
+            final_path,
+            rows: 0,
+        })
+    }
+
+    pub fn partition_dir(&self, table: Table, date: NaiveDate) -> PathBuf {
+        self.root
+            .join(table.name())
+            .join(format!("date={}", date.format("%Y-%m-%d")))
+    }
+
+    /// The dates with a `date=YYYY-MM-DD` directory under `<lake>/<rel>`
+    /// (a table, or a derived table such as `daily/api_usage`), sorted.
+    pub fn dates_under(&self, rel: &str) -> Result<Vec<NaiveDate>> {
+        let Ok(entries) = fs::read_dir(self.root.join(rel)) else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<NaiveDate> = entries
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| partition_date(&e.file_name().to_string_lossy()))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// The dates that have a partition directory for `table`.
+    pub fn partition_dates(&self, table: Table) -> Result<Vec<NaiveDate>> {
+        self.dates_under(table.name())
+    }
+
+    /// The committed Parquet files of one partition.
+    pub fn partition_files(&self, table: Table, date: NaiveDate) -> Result<Vec<PathBuf>> {
+        self.parquet_files(&self.partition_dir(table, date))
+    }
+
+    /// The event ids already stored in one partition.
+    pub fn stored_ids(&self, table: Table, date: NaiveDate) -> Result<IdSet> {
+        let mut ids = IdSet::default();
+        for path in self.partition_files(table, date)? {
+            read_text_columns(&path, &["event_id"], |cols| {
+                let col = cols[0].ok_or_else(|| Error::Lake {
+                    path: path.clone(),
+                    message: "no event_id column".into(),
+                })?;
+                for i in 0..col.len() {
+                    if let Some(id) = col
+                        .is_valid(i)
+                        .then(|| parse_id_hex(col.value(i)))
+                        .flatten()
+                    {
+                        ids.insert(id);
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Ok(ids)
+    }
+
+    /// Makes a run's files visible: journals the commit, applies it, and
+    /// removes the journal.
+    pub fn commit(&self, run_id: &str, commit: &Commit) -> Result<()> {
+        if commit.renames.is_empty() && commit.deletes.is_empty() {
+            return Ok(());
+        }
+        // A file this commit writes is never also one it removes. Paths are
+        // journaled absolute: the run that finishes an interrupted commit
+        // may have another working directory or name the lake otherwise.
+        let abs = |p: &PathBuf| std::path::absolute(p).write_ctx(p);
+        let mut renames = Vec::with_capacity(commit.renames.len());
+        for (from, to) in &commit.renames {
+            renames.push((abs(from)?, abs(to)?));
+        }
+        let mut deletes = Vec::with_capacity(commit.deletes.len());
+        for d in &commit.deletes {
+            let d = abs(d)?;
+            if !renames.iter().any(|(_, to)| *to == d) {
+                deletes.push(d);
+            }
+        }
+        let commit = &Commit { renames, deletes };
+        let runs = self.root.join("_runs");
+        fs::create_dir_all(&runs).write_ctx(&runs)?;
+        let journal = runs.join(format!("{run_id}.commit.json"));
+        write_atomic(
+            &journal,
+            serde_json::to_string(commit)
+                .expect("serializable")
+                .as_bytes(),
+        )?;
+        apply(commit)?;
+        fs::remove_file(&journal).write_ctx(&journal)?;
+        // Empty partition directories left by a rebuild.
+        for path in &commit.deletes {
+            if let Some(dir) = path.parent() {
+                let _ = fs::remove_dir(dir);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn write_report(&self, run_id: &str, json: &str) -> Result<PathBuf> {
+        let runs = self.root.join("_runs");
+        fs::create_dir_all(&runs).write_ctx(&runs)?;
+        let path = runs.join(format!("{run_id}.json"));
+        write_atomic(&path, json.as_bytes())?;
+        Ok(path)
+    }
+}
+
+/// Roots of the tables the rollup derives: `priced/<table>` (by date),
+/// `daily/<table>` (by date) and `monthly/<table>` (by month).
+pub const DERIVED_ROOTS: [&str; 3] = ["priced", "daily", "monthly"];
+
+/// One partition directory of any table: `<lake>/<table>/<key>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionDir {
+    /// The table's directory under the lake: `api_usage`, `rejects`,
+    /// `priced/api_usage`, `daily/activity`, `monthly/activity`.
+    pub table: String,
+    /// `date=YYYY-MM-DD` or `month=YYYY-MM`.
+    pub key: String,
+    /// The partition's day; the first of its month for `month=` partitions.
+    pub date: NaiveDate,
+    /// True for `month=YYYY-MM` partitions.
+    pub monthly: bool,
+    pub dir: PathBuf,
+}
+
+impl PartitionDir {
+    /// `<table>/<key>`, relative to the lake.
+    pub fn rel(&self) -> String {
+        format!("{}/{}", self.table, self.key)
+    }
+
+    /// The lake table this is a partition of, for raw tables and rejects.
+    pub fn raw_table(&self) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.name() == self.table)
+    }
+}
+
+impl Lake {
+    /// Every partition directory of the lake: the raw tables and rejects,
+    /// then every `priced/*`, `daily/*` and `monthly/*` table, each sorted
+    /// by key. Directories that are not canonically named partitions are
+    /// not partitions (and are left alone).
+    pub fn partition_dirs(&self) -> Result<Vec<PartitionDir>> {
+        let mut tables: Vec<String> = Table::ALL.iter().map(|t| t.name().to_string()).collect();
+        for root in DERIVED_ROOTS {
+            let dir = self.root.join(root);
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            let mut names: Vec<String> = entries
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| format!("{root}/{}", e.file_name().to_string_lossy()))
+                .collect();
+            names.sort();
+            tables.extend(names);
+        }
+        let mut out = Vec::new();
+        for table in tables {
+            let dir = self.root.join(&table);
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            let mut parts: Vec<PartitionDir> = entries
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .filter_map(|e| {
+                    let key = e.file_name().to_string_lossy().into_owned();
+                    let (date, monthly) = match partition_date(&key) {
+                        Some(d) => (d, false),
+                        None => (partition_month(&key)?, true),
+                    };
+                    Some(PartitionDir {
+                        table: table.clone(),
+                        key,
+                        date,
+                        monthly,
+                        dir: e.path(),
+                    })
+                })
+                .collect();
+            parts.sort_by(|a, b| a.key.cmp(&b.key));
+            out.extend(parts);
+        }
+        Ok(out)
+    }
+}
+
+/// The first day of a partition directory named exactly `month=YYYY-MM`.
+pub fn partition_month(name: &str) -> Option<NaiveDate> {
+    let month = name.strip_prefix("month=")?;
+    let date = NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d").ok()?;
+    (date.format("month=%Y-%m").to_string() == name).then_some(date)
+}
+
+/// The date of a partition directory named exactly `date=YYYY-MM-DD` (a
+/// name that only parses leniently, such as `date=2023-1-5`, is not one: no
+/// path the lake builds leads to it).
+pub fn partition_date(name: &str) -> Option<NaiveDate> {
+    let date = NaiveDate::parse_from_str(name.strip_prefix("date=")?, "%Y-%m-%d").ok()?;
+    (date.format("date=%Y-%m-%d").to_string() == name).then_some(date)
+}
+
+/// Reads only the named columns of a Parquet file, batch by batch (a
+/// column the file lacks is simply not in the batches).
+pub fn read_columns(
+    path: &Path,
+    names: &[&str],
+    mut f: impl FnMut(RecordBatch) -> Result<()>,
+) -> Result<()> {
+    let file = File::open(path).read_ctx(path)?;
+    let perr = |source| Error::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?;
+    let present: Vec<usize> = names
+        .iter()
+        .filter_map(|name| {
+            builder
+                .schema()
+                .fields()
+                .iter()
+                .position(|f| f.name() == name)
+        })
+        .collect();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), present);
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(65536)
+        .build()
+        .map_err(perr)?;
+    for batch in reader {
+        f(batch?)?;
+    }
+    Ok(())
+}
+
+/// Reads only the named text columns of a Parquet file, batch by batch:
+/// `f` gets them in the order asked, `None` for a column the file lacks. A
+/// column that is there but not text is an error naming the file.
+pub fn read_text_columns(
+    path: &Path,
+    names: &[&str],
+    mut f: impl FnMut(&[Option<&StringArray>]) -> Result<()>,
+) -> Result<()> {
+    read_columns(path, names, |batch| {
+        let mut cols = Vec::with_capacity(names.len());
+        for name in names {
+            cols.push(match batch.column_by_name(name) {
+                None => None,
+                Some(col) => {
+                    Some(
+                        col.as_any()
+                            .downcast_ref::<StringArray>()
+                            .ok_or_else(|| Error::Lake {
+                                path: path.to_path_buf(),
+                                message: format!("{name} is not text"),
+                            })?,
+                    )
+                }
+            });
+        }
+        f(&cols)
+    })
+}
+
+/// Removes `*.parquet.tmp` files left below `dir` by a run that crashed.
+fn remove_tmp_files(dir: &Path) -> Result<()> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            remove_tmp_files(&path)?;
+        } else if path.to_string_lossy().ends_with(".parquet.tmp") {
+            fs::remove_file(&path).write_ctx(&path)?;
+        }
+    }
+    Ok(())
+}
+
+fn apply(commit: &Commit) -> Result<()> {
+    for (from, to) in &commit.renames {
+        if from.exists() {
+            fs::rename(from, to).write_ctx(to)?;
+            crate::lake::fault::file_written();
+        }
+    }
+    for path in &commit.deletes {
+        match fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::Write {
+                    path: path.clone(),
+                    source: e,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// zstd (level 1), row groups of at most 128k rows, min/max statistics per
+/// row group: what DuckDB and pyarrow read best, at ingest's speed.
+pub fn writer_props() -> WriterProperties {
+    let unique = |name: &str| parquet::schema::types::ColumnPath::from(name);
+    WriterProperties::builder()
+        // Level 1: most of level 3's ratio on this data at a fraction of the time.
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(1).expect("valid level"),
+        ))
+        .set_max_row_group_row_count(Some(128 * 1024))
+        // Min/max per row group (what DuckDB and polars prune with), not per page.
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        // Every value of these is distinct: a dictionary only costs time.
+        .set_column_dictionary_enabled(unique("event_id"), false)
+        .set_column_dictionary_enabled(unique("request_id"), false)
+        .set_created_by(format!("meter {}", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Writes a file through a temporary name and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp-write");
+    let mut f = File::create(&tmp).write_ctx(&tmp)?;
+    f.write_all(bytes).write_ctx(&tmp)?;
+    f.sync_all().write_ctx(&tmp)?;
+    fs::rename(&tmp, path).write_ctx(path)?;
+    crate::lake::fault::file_written();
+    Ok(())
+}
+
+/// The rejects code used to be `reason` in words, without `detail`. Such a
+/// batch (a file written before reason codes) reads as the table's current
+/// columns: `reason` `unclassified`, the old words as `detail`; the same as
+/// the `rejects` view shows (views.sql). Every other batch is unchanged.
+pub fn upgrade_legacy_rejects(batch: RecordBatch) -> RecordBatch {
+    let current = Table::Rejects.schema();
+    let legacy: Vec<&str> = Table::Rejects
+        .columns()
+        .iter()
+        .copied()
+        .filter(|c| *c != "detail")
+        .collect();
+    let schema = batch.schema();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    if names != legacy {
+        return batch;
+    }
+    let column = |name: &str| schema.index_of(name).ok().map(|i| batch.column(i).clone());
+    let Some(reason) = column("reason") else {
+        return batch;
+    };
+    let unclassified: arrow::array::ArrayRef =
+        std::sync::Arc::new(StringArray::from(vec![LEGACY_REASON; batch.num_rows()]));
+    let columns: Option<Vec<arrow::array::ArrayRef>> = current
+        .fields()
+        .iter()
+        .map(|f| match f.name().as_str() {
+            "reason" => Some(unclassified.clone()),
+            "detail" => Some(reason.clone()),
+            name => column(name),
+        })
+        .collect();
+    columns
+        .and_then(|c| RecordBatch::try_new(current, c).ok())
+        .unwrap_or(batch)
+}
+
+/// The reason of a reject written before reason codes.
+pub const LEGACY_REASON: &str = "unclassified";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rejects file written before reason codes (no `detail`) reads as
+    /// the current columns, so compaction and readers see one schema.
+    #[test]
+    fn legacy_rejects_read_as_unclassified_with_their_words_as_detail() {
+        use crate::lake::tables::{Id, RejectRow, TableRow};
+        use crate::model::time::Ts;
+        let row = RejectRow {
+            event_id: Id(7),
+            ts: Ts(0),
+            ts_inferred: false,
+            customer_id: None,
+            vm_id: "vm-1".into(),
+            target_table: "api_usage".into(),
+            format: None,
+            reason: "truncated JSON at column 96".into(),
+            detail: String::new(),
+            field: None,
+            raw: "{".into(),
+            source_file: "vm-1/cliproxy/usage.jsonl".into(),
+            source_line: 3,
+        };
+        let current = RejectRow::batch(std::slice::from_ref(&row));
+        assert_eq!(upgrade_legacy_rejects(current.clone()), current);
+        let detail = current.schema().index_of("detail").unwrap();
+        let mut legacy = current.clone();
+        legacy.remove_column(detail);
+        let upgraded = upgrade_legacy_rejects(legacy);
+        assert_eq!(upgraded.schema(), Table::Rejects.schema());
+        let text = |name: &str| {
+            let i = upgraded.schema().index_of(name).unwrap();
+            upgraded
+                .column(i)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .value(0)
+                .to_string()
+        };
+        assert_eq!(text("reason"), LEGACY_REASON);
+        assert_eq!(text("detail"), "truncated JSON at column 96");
+        assert_eq!(text("source_file"), "vm-1/cliproxy/usage.jsonl");
+    }
+
+    #[test]
+    fn only_canonical_date_directories_are_partitions() {
+        assert_eq!(
+            partition_date("date=2023-10-31"),
+            NaiveDate::from_ymd_opt(2023, 10, 31)
+        );
+        assert_eq!(partition_date("date=2023-1-5"), None);
+        assert_eq!(partition_date("month=2023-10"), None);
+        assert_eq!(partition_date("date=2023-02-30"), None);
+        assert_eq!(partition_date("2023-10-31"), None);
+        assert_eq!(
+            partition_month("month=2023-10"),
+            NaiveDate::from_ymd_opt(2023, 10, 1)
+        );
+        assert_eq!(partition_month("month=2023-1"), None);
+        assert_eq!(partition_month("date=2023-10-01"), None);
+    }
+
+    #[test]
+    fn second_open_is_locked_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Lake::open(dir.path(), "run-1").unwrap();
+        match Lake::open(dir.path(), "run-2") {
+            Err(Error::Locked { holder, .. }) => {
+                assert!(holder.starts_with("run run-1"), "{holder}")
+            }
+            Err(e) => panic!("expected Locked, got {e}"),
+            Ok(_) => panic!("expected Locked, got a second lake handle"),
+        }
+    }
+
+    #[test]
+    fn an_interrupted_commit_is_finished_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("activity/date=2026-10-01");
+        fs::create_dir_all(&part).unwrap();
+        fs::create_dir_all(dir.path().join("_runs")).unwrap();
+        fs::write(part.join("part-a.parquet.tmp"), b"new").unwrap();
+        fs::write(part.join("part-old.parquet"), b"old").unwrap();
+        fs::write(part.join("part-crashed.parquet.tmp"), b"junk").unwrap();
+        let commit = Commit {
+            renames: vec![(part.join("part-a.parquet.tmp"), part.join("part-a.parquet"))],
+            deletes: vec![part.join("part-old.parquet")],
+        };
+        fs::write(
+            dir.path().join("_runs/r.commit.json"),
+            serde_json::to_string(&commit).unwrap(),
+        )
+        .unwrap();
+        let _lake = Lake::open(dir.path(), "run-2").unwrap();
+        let mut names: Vec<String> = fs::read_dir(&part)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec!["part-a.parquet"]);
+        assert!(!dir.path().join("_runs/r.commit.json").exists());
+    }
+}

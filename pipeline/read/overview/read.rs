@@ -1,0 +1,340 @@
+//! What the report reads: the lake's daily aggregates and priced events
+//! (through `schemas/report.sql`), the latest published invoice revision, or
+//! else a preview of billing run on the month so far without publishing.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use chrono::NaiveDate;
+use duckdb::Connection;
+use rust_decimal::Decimal;
+
+use super::figures::Period;
+use crate::bill::layout::RevisionFile;
+use crate::bill::publish::current_revision;
+use crate::bill::sql::{self, db_err, decimal, file_list};
+use crate::bill::{inputs, read_billing};
+use crate::lake::Lake;
+use crate::lake::store::Store;
+use crate::model::error::{Error, Result};
+use crate::model::pricing::Pricing;
+use crate::model::registry::Registry;
+use crate::rollup::aggregate::{API_USAGE, RESOURCE_USAGE};
+use crate::rollup::priced::PRICED_API_USAGE;
+
+const SQL: &str = include_str!("../../../schemas/report.sql");
+
+/// Usage of one customer or model over the report's days.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub requests: i64,
+    pub tokens: i64,
+    pub cost: Decimal,
+    pub unpriced_requests: i64,
+}
+
+/// Usage without a price, per model and reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnpricedRow {
+    pub provider: String,
+    pub model: String,
+    /// `priced/api_usage.unpriced_reason`; `None` when the priced events
+    /// are no longer in the lake.
+    pub reason: Option<String>,
+    pub requests: i64,
+    pub tokens: i64,
+}
+
+/// The lake's figures for a period.
+#[derive(Debug, Default)]
+pub struct LakeFigures {
+    /// Per customer id (`""`: a VM no customer lists).
+    pub customers: BTreeMap<String, Usage>,
+    /// Per (provider, model).
+    pub models: BTreeMap<(String, String), Usage>,
+    /// Per day with usage: (requests, cost).
+    pub days: BTreeMap<NaiveDate, (i64, Decimal)>,
+    pub previous_customers: BTreeMap<String, Decimal>,
+    pub previous_models: BTreeMap<(String, String), Decimal>,
+    /// Whether the previous month's compared days have any daily rollup.
+    pub previous_rolled_up: bool,
+    pub unpriced: Vec<UnpricedRow>,
+    /// Days of the period without a daily api_usage rollup.
+    pub days_not_rolled_up: Vec<NaiveDate>,
+}
+
+const USAGE_COLUMNS: &str = "date DATE, customer_id VARCHAR, vm_id VARCHAR, provider VARCHAR, \
+    model VARCHAR, requests BIGINT, input_tokens BIGINT, cache_read_tokens BIGINT, \
+    cache_write_tokens BIGINT, output_tokens BIGINT, reasoning_tokens BIGINT, \
+    cost DECIMAL(38, 18), unpriced_requests BIGINT, unpriced_tokens BIGINT";
+const PRICED_COLUMNS: &str = "date DATE, provider VARCHAR, model VARCHAR, priced BOOLEAN, \
+    unpriced_reason VARCHAR, input_tokens BIGINT, cache_read_tokens BIGINT, \
+    cache_write_tokens BIGINT, output_tokens BIGINT";
+
+/// The Parquet files of `dirs`, in order.
+fn files_of(lake: &Lake, dirs: impl IntoIterator<Item = PathBuf>) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for dir in dirs {
+        files.extend(lake.parquet_files(&dir)?);
+    }
+    Ok(files)
+}
+
+/// A view `name` over date-partitioned files with a `date` DATE column, or
+/// an empty table with `columns` when there are none.
+fn dated_view(conn: &Connection, name: &str, files: &[PathBuf], columns: &str) -> Result<()> {
+    let sql = if files.is_empty() {
+        format!("CREATE TABLE {name} ({columns})")
+    } else {
+        format!(
+            "CREATE VIEW {name} AS SELECT * REPLACE (CAST(date AS DATE) AS date) FROM \
+             read_parquet({}, hive_partitioning = true, hive_types = {{'date': VARCHAR}})",
+            file_list(files)
+        )
+    };
+    conn.execute_batch(&sql).map_err(db_err(name))
+}
+
+/// Reads the period's figures from the lake.
+pub fn lake_figures(lake: &Lake, period: &Period) -> Result<LakeFigures> {
+    let conn = Connection::open_in_memory().map_err(db_err("opening DuckDB"))?;
+    let mut figures = LakeFigures::default();
+    for day in period.days() {
+        if lake
+            .parquet_files(&API_USAGE.daily_dir(lake, day))?
+            .is_empty()
+        {
+            figures.days_not_rolled_up.push(day);
+        }
+    }
+    let current = files_of(lake, period.days().map(|d| API_USAGE.daily_dir(lake, d)))?;
+    let previous = files_of(
+        lake,
+        period.previous_days().map(|d| API_USAGE.daily_dir(lake, d)),
+    )?;
+    let priced = files_of(
+        lake,
+        period.days().map(|d| lake.dated_dir(PRICED_API_USAGE, d)),
+    )?;
+    figures.previous_rolled_up = !previous.is_empty();
+    dated_view(&conn, "cur_usage", &current, USAGE_COLUMNS)?;
+    dated_view(&conn, "prev_usage", &previous, USAGE_COLUMNS)?;
+    dated_view(&conn, "cur_priced", &priced, PRICED_COLUMNS)?;
+    conn.execute_batch(SQL)
+        .map_err(db_err("schemas/report.sql"))?;
+
+    let query = |sql: &str| conn.prepare(sql).map_err(db_err(sql));
+    let mut stmt = query(
+        "SELECT customer_id, requests, tokens, cost, unpriced_requests FROM report_customers",
+    )?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                Usage {
+                    requests: r.get(1)?,
+                    tokens: r.get(2)?,
+                    cost: decimal(r.get(3)?)?,
+                    unpriced_requests: r.get(4)?,
+                },
+            ))
+        })
+        .and_then(|rows| rows.collect::<duckdb::Result<Vec<_>>>())
+        .map_err(db_err("report_customers"))?;
+    figures.customers = rows.into_iter().collect();
+
+    let mut stmt = query(
+        "SELECT provider, model, requests, tokens, cost, unpriced_requests FROM report_models",
+    )?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                Usage {
+                    requests: r.get(2)?,
+                    tokens: r.get(3)?,
+                    cost: decimal(r.get(4)?)?,
+                    unpriced_requests: r.get(5)?,
+                },
+            ))
+        })
+        .and_then(|rows| rows.collect::<duckdb::Result<Vec<_>>>())
+        .map_err(db_err("report_models"))?;
+    figures.models = rows.into_iter().collect();
+
+    let mut stmt = query("SELECT strftime(date, '%Y-%m-%d'), requests, cost FROM report_days")?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                decimal(r.get(2)?)?,
+            ))
+        })
+        .and_then(|rows| rows.collect::<duckdb::Result<Vec<_>>>())
+        .map_err(db_err("report_days"))?;
+    for (date, requests, cost) in rows {
+        let date = date.parse::<NaiveDate>().map_err(|e| Error::Lake {
+            path: lake.root().join("daily/api_usage"),
+            message: format!("partition date {date:?}: {e}"),
+        })?;
+        figures.days.insert(date, (requests, cost));
+    }
+
+    let mut stmt = query("SELECT customer_id, cost FROM report_prev_customers")?;
+    figures.previous_customers = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, decimal(r.get(1)?)?)))
+        .and_then(|rows| rows.collect::<duckdb::Result<_>>())
+        .map_err(db_err("report_prev_customers"))?;
+    let mut stmt = query("SELECT provider, model, cost FROM report_prev_models")?;
+    figures.previous_models = stmt
+        .query_map([], |r| {
+            Ok((
+                (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                decimal(r.get(2)?)?,
+            ))
+        })
+        .and_then(|rows| rows.collect::<duckdb::Result<_>>())
+        .map_err(db_err("report_prev_models"))?;
+
+    let mut stmt = query(
+        "SELECT provider, model, reason, requests, tokens FROM report_unpriced \
+         ORDER BY provider, model, reason NULLS LAST",
+    )?;
+    figures.unpriced = stmt
+        .query_map([], |r| {
+            Ok(UnpricedRow {
+                provider: r.get(0)?,
+                model: r.get(1)?,
+                reason: r.get(2)?,
+                requests: r.get(3)?,
+                tokens: r.get(4)?,
+            })
+        })
+        .and_then(|rows| rows.collect::<duckdb::Result<_>>())
+        .map_err(db_err("report_unpriced"))?;
+    Ok(figures)
+}
+
+/// One customer's invoice total.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invoiced {
+    pub customer_id: String,
+    pub currency: String,
+    /// The invoice total (net of tax), in `currency`.
+    pub total: Decimal,
+    /// The provider cost the invoice was computed from (pricing currency).
+    pub provider_cost: Decimal,
+}
+
+/// The latest published revision's totals, if the month is billed.
+pub fn published(store: &Store, month: &str) -> Result<Option<(u32, Vec<Invoiced>)>> {
+    let bad = |key: &str, message: String| Error::Report {
+        month: month.to_string(),
+        message: format!("{}: {message}", store.object_url(key)),
+        hint: "the published invoices are not what meter wrote: restore them from the store, or bill the month again",
+    };
+    let Some(revision) = current_revision(store, month)? else {
+        return Ok(None);
+    };
+    let key = RevisionFile::Summary.key(month, revision).expect("one key");
+    let bytes = store.get(&key)?.ok_or_else(|| {
+        bad(
+            &key,
+            "missing, though latest.json names its revision".into(),
+        )
+    })?;
+    let mut reader = csv::Reader::from_reader(bytes.as_slice());
+    let headers = reader
+        .headers()
+        .map_err(|e| bad(&key, e.to_string()))?
+        .clone();
+    let column = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| bad(&key, format!("no column `{name}`")))
+    };
+    let (id, currency, total, cost) = (
+        column("customer_id")?,
+        column("currency")?,
+        column("total")?,
+        column("provider_cost")?,
+    );
+    let mut out = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let r = record.map_err(|e| bad(&key, e.to_string()))?;
+        let number = |col: usize, name: &str| -> Result<Decimal> {
+            let cell = r.get(col).unwrap_or("");
+            cell.parse::<Decimal>().map_err(|_| {
+                bad(
+                    &key,
+                    format!("line {}: `{name}` {cell:?} is not a number", i + 2),
+                )
+            })
+        };
+        out.push(Invoiced {
+            customer_id: r.get(id).unwrap_or("").to_string(),
+            currency: r.get(currency).unwrap_or("").to_string(),
+            total: number(total, "total")?,
+            provider_cost: number(cost, "provider_cost")?,
+        });
+    }
+    Ok(Some((revision, out)))
+}
+
+/// A preview's invoices, and the customers billing refused (each with why).
+pub type Preview = (Vec<Invoiced>, Vec<(String, String)>);
+
+/// Billing's figures for the period without publishing anything: the
+/// billing inputs and SQL of `meter bill`, with the month's aggregates
+/// replaced by the sums of the period's daily ones (for a finished month the
+/// same numbers, by the rollup's invariant). Subscription fees are the whole
+/// month's. Returns the invoices and the customers billing refused.
+pub fn preview(
+    lake: &Lake,
+    period: &Period,
+    registry: &Registry,
+    pricing: &Pricing,
+) -> Result<Preview> {
+    let conn = Connection::open_in_memory().map_err(db_err("opening DuckDB"))?;
+    let loaded = inputs::load(&conn, lake, period.start, registry, pricing)?;
+    conn.execute_batch("DELETE FROM usage_monthly; DELETE FROM compute_monthly;")
+        .map_err(db_err("preview inputs"))?;
+    let usage = files_of(lake, period.days().map(|d| API_USAGE.daily_dir(lake, d)))?;
+    if !usage.is_empty() {
+        conn.execute_batch(&format!(
+            "INSERT INTO usage_monthly SELECT customer_id, vm_id, provider, model, sum(requests), \
+             sum(input_tokens), sum(cache_read_tokens), sum(cache_write_tokens), sum(output_tokens), \
+             sum(reasoning_tokens), sum(cost), sum(unpriced_requests), sum(unpriced_tokens) \
+             FROM read_parquet({}) GROUP BY customer_id, vm_id, provider, model",
+            file_list(&usage)
+        ))
+        .map_err(db_err("preview: daily api_usage"))?;
+    }
+    let compute = files_of(
+        lake,
+        period.days().map(|d| RESOURCE_USAGE.daily_dir(lake, d)),
+    )?;
+    if !compute.is_empty() {
+        conn.execute_batch(&format!(
+            "INSERT INTO compute_monthly SELECT customer_id, vm_id, sum(compute_seconds) \
+             FROM read_parquet({}) GROUP BY customer_id, vm_id",
+            file_list(&compute)
+        ))
+        .map_err(db_err("preview: daily resource_usage"))?;
+    }
+    sql::run_billing(&conn)?;
+    let billing = read_billing(&conn, &period.month())?;
+    let invoices = billing
+        .summary
+        .iter()
+        .map(|r| Invoiced {
+            customer_id: r.customer_id.clone(),
+            currency: r.currency.clone(),
+            total: Decimal::new(r.total_minor, r.decimals),
+            provider_cost: r.provider_cost,
+        })
+        .collect();
+    Ok((invoices, loaded.refused))
+}

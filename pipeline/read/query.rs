@@ -1,0 +1,596 @@
+//! `meter query`: SQL over the lake and the published invoices in an
+//! in-memory DuckDB, with the views of `schemas/views.sql` under plain names,
+//! and the result rendered as an aligned table, CSV or JSON.
+//!
+//! Read-only: no lake lock is taken, so an analyst never blocks a scheduled
+//! run (a query that runs during a commit may see that commit's files or not,
+//! never half of a file: lake files are renamed into place).
+//!
+//! Values are rendered from DuckDB's Arrow result, exactly: a DECIMAL prints
+//! every digit of its scale (never through a float), a timestamp with time
+//! zone in RFC 3339 UTC with six fractional digits (`2026-10-03T12:00:00.000000Z`),
+//! a date as `YYYY-MM-DD`.
+
+use std::path::PathBuf;
+
+use arrow::array::{Array, ArrayRef, RecordBatch};
+use arrow::datatypes::{DataType, SchemaRef};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use duckdb::Connection;
+
+use crate::bill::layout::{self, RevisionFile};
+use crate::bill::publish::{parse_latest, revision_prefix};
+use crate::bill::sql::db_err;
+use crate::lake::store::Store;
+use crate::model::error::{Error, IoContext, Result};
+
+/// The view definitions, the one source for `meter query` and the DuckDB CLI.
+pub const VIEWS_SQL: &str = include_str!("../../schemas/views.sql");
+
+/// The README's example questions, as `-- name: <name>` blocks.
+pub const QUESTIONS_SQL: &str = include_str!("../../schemas/questions.sql");
+
+/// Every view `views.sql` creates.
+pub const VIEWS: [&str; 18] = [
+    "api_usage",
+    "api_requests",
+    "resource_usage",
+    "activity",
+    "rejects",
+    "priced_api_usage",
+    "daily_api_usage",
+    "daily_api_requests",
+    "daily_resource_usage",
+    "daily_activity",
+    "monthly_api_usage",
+    "monthly_api_requests",
+    "monthly_resource_usage",
+    "monthly_activity",
+    "runs",
+    "invoices",
+    "invoice_summary",
+    // the typed empty tables live in their own schema, out of SHOW TABLES
+    "meter_empty",
+];
+
+/// The views analysts query (all of [`VIEWS`] but the helper schema).
+pub fn views() -> &'static [&'static str] {
+    &VIEWS[..VIEWS.len() - 1]
+}
+
+/// Where the lake and the invoices are.
+#[derive(Debug, Clone)]
+pub struct QueryOptions {
+    pub lake: PathBuf,
+    /// A folder or an `s3://`, `gs://`, `az://` URL (as for `meter bill --out`).
+    pub out: String,
+    pub store_options: Vec<(String, String)>,
+}
+
+/// A DuckDB string literal.
+pub fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The local folder `out` names, or `None` for an object store URL. Refuses
+/// `s3:bucket`-like typos, as `meter bill` does.
+pub fn local_folder(out: &str) -> Result<Option<PathBuf>> {
+    let out = out.trim();
+    if let Some(path) = out.strip_prefix("file://") {
+        return Ok(Some(PathBuf::from(path)));
+    }
+    if out.contains("://") {
+        return Ok(None);
+    }
+    if let Some((head, _)) = out.split_once(':')
+        && !head.is_empty()
+        && !head.contains('/')
+        && head
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    {
+        return Err(Error::Usage(format!(
+            "output location `{out}` looks like a URL but is not of the form scheme://...; \
+             prefix ./ to name a local folder"
+        )));
+    }
+    Ok(Some(PathBuf::from(out)))
+}
+
+/// A temporary folder removed when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Opens an in-memory DuckDB with every view of `views.sql` over the lake
+/// and the latest invoices of `out`. For an object store, the latest
+/// revisions' invoice CSVs are fetched through [`Store`] and loaded into the
+/// tables `invoices` and `invoice_summary` (same columns as the views).
+pub fn open(opts: &QueryOptions) -> Result<Connection> {
+    if !opts.lake.is_dir() {
+        return Err(Error::Lake {
+            path: opts.lake.clone(),
+            message: "is not a directory: pass --lake the lake `meter ingest` writes".into(),
+        });
+    }
+    let lake = std::path::absolute(&opts.lake).read_ctx(&opts.lake)?;
+    let conn = Connection::open_in_memory().map_err(db_err("opening DuckDB"))?;
+    let (out, scratch) = match local_folder(&opts.out)? {
+        Some(dir) => (std::path::absolute(&dir).read_ctx(&dir)?, None),
+        None => {
+            let dir = fetch_invoices(opts)?;
+            (dir.0.clone(), Some(dir))
+        }
+    };
+    conn.execute_batch(&format!(
+        "SET VARIABLE lake = {}; SET VARIABLE out = {};",
+        literal(&lake.display().to_string()),
+        literal(&out.display().to_string())
+    ))
+    .map_err(db_err("setting the lake and out variables"))?;
+    conn.execute_batch(VIEWS_SQL)
+        .map_err(db_err("schemas/views.sql"))?;
+    if scratch.is_some() {
+        // The fetched files go away with `scratch`: keep their rows.
+        conn.execute_batch(
+            "CREATE TABLE meter_empty.invoices_loaded AS FROM invoices;
+             CREATE TABLE meter_empty.summary_loaded AS FROM invoice_summary;
+             DROP VIEW invoices; DROP VIEW invoice_summary;
+             CREATE TABLE invoices AS FROM meter_empty.invoices_loaded;
+             CREATE TABLE invoice_summary AS FROM meter_empty.summary_loaded;
+             DROP TABLE meter_empty.invoices_loaded; DROP TABLE meter_empty.summary_loaded;",
+        )
+        .map_err(db_err("loading the invoices"))?;
+    }
+    Ok(conn)
+}
+
+/// Copies `latest.json` and the CSVs of the revision it names, for every
+/// month, from the store into a scratch folder laid out like `out`.
+fn fetch_invoices(opts: &QueryOptions) -> Result<Scratch> {
+    let store = Store::open_configured(&opts.out, &opts.store_options)?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let scratch =
+        Scratch(std::env::temp_dir().join(format!("meter-query-{}-{nanos}", std::process::id())));
+    let save = |key: &str, bytes: &[u8]| -> Result<()> {
+        let path = scratch.0.join(key);
+        let dir = path.parent().expect("a key has a folder");
+        std::fs::create_dir_all(dir).write_ctx(dir)?;
+        std::fs::write(&path, bytes).write_ctx(&path)
+    };
+    std::fs::create_dir_all(&scratch.0).write_ctx(&scratch.0)?;
+    for (key, _) in store.list("invoices")? {
+        let Some(month) = key
+            .strip_prefix("invoices/")
+            .and_then(|k| k.strip_suffix("/latest.json"))
+        else {
+            continue;
+        };
+        let bytes = store.get(&key)?.unwrap_or_default();
+        let revision = parse_latest(&store, month, &bytes)?;
+        save(&key, &bytes)?;
+        for (file, _) in store.list(&revision_prefix("invoices", month, revision))? {
+            if matches!(
+                layout::classify(&file),
+                RevisionFile::Invoice { .. } | RevisionFile::Summary
+            ) && let Some(bytes) = store.get(&file)?
+            {
+                save(&file, &bytes)?;
+            }
+        }
+    }
+    Ok(scratch)
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// Aligned columns with a header; numbers right-aligned, NULL as `NULL`.
+    #[default]
+    Table,
+    /// RFC 4180 with a header row, CRLF line ends; NULL as an empty field.
+    Csv,
+    /// A JSON array of objects in column order; integers and floats are
+    /// numbers, DECIMALs strings with every digit, NULL `null`.
+    Json,
+}
+
+/// A query's result: its columns and rows as exact text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    pub columns: Vec<Column>,
+    /// Each cell's exact text; `None` for NULL.
+    pub rows: Vec<Vec<Option<String>>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    pub name: String,
+    pub kind: Kind,
+}
+
+/// How a column's values are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Integers: right-aligned, JSON numbers.
+    Integer,
+    /// Floats (measurements, never money): right-aligned, JSON numbers.
+    Float,
+    /// DECIMAL: right-aligned, JSON strings (exact).
+    Decimal,
+    Boolean,
+    /// Everything else: left-aligned, JSON strings.
+    Text,
+}
+
+impl Kind {
+    fn of(t: &DataType) -> Kind {
+        match t {
+            DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::UInt64 => Kind::Integer,
+            DataType::Float16 | DataType::Float32 | DataType::Float64 => Kind::Float,
+            DataType::Decimal32(..)
+            | DataType::Decimal64(..)
+            | DataType::Decimal128(..)
+            | DataType::Decimal256(..) => Kind::Decimal,
+            DataType::Boolean => Kind::Boolean,
+            _ => Kind::Text,
+        }
+    }
+
+    fn numeric(self) -> bool {
+        matches!(self, Kind::Integer | Kind::Float | Kind::Decimal)
+    }
+}
+
+/// Runs one SQL statement. A statement DuckDB refuses is [`Error::Query`]
+/// with DuckDB's message.
+pub fn run(conn: &Connection, sql: &str) -> Result<Output> {
+    let refused = |e: duckdb::Error| Error::Query {
+        message: e.to_string(),
+    };
+    let mut stmt = conn.prepare(sql).map_err(refused)?;
+    let arrow = stmt.query_arrow([]).map_err(refused)?;
+    let schema = arrow.get_schema();
+    let batches: Vec<RecordBatch> = arrow.collect();
+    output(&schema, &batches)
+}
+
+/// The exact text of every cell of `batches`.
+pub fn output(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Output> {
+    let columns: Vec<Column> = schema
+        .fields()
+        .iter()
+        .map(|f| Column {
+            name: f.name().clone(),
+            kind: Kind::of(f.data_type()),
+        })
+        .collect();
+    let options = FormatOptions::new()
+        .with_display_error(false)
+        .with_date_format(Some("%Y-%m-%d"))
+        // DuckDB timestamps are microseconds: always six places, so a column
+        // reads the same on every row
+        .with_timestamp_format(Some("%Y-%m-%d %H:%M:%S%.6f"))
+        .with_timestamp_tz_format(Some("%Y-%m-%dT%H:%M:%S%.6fZ"));
+    let mut rows = Vec::new();
+    for batch in batches {
+        let arrays = batch
+            .columns()
+            .iter()
+            .map(utc_offset)
+            .collect::<Result<Vec<_>>>()?;
+        let formatters = arrays
+            .iter()
+            .map(|a| ArrayFormatter::try_new(a.as_ref(), &options))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        for i in 0..batch.num_rows() {
+            rows.push(
+                arrays
+                    .iter()
+                    .zip(&formatters)
+                    .map(|(a, f)| (!a.is_null(i)).then(|| f.value(i).to_string()))
+                    .collect(),
+            );
+        }
+    }
+    Ok(Output { columns, rows })
+}
+
+/// A timestamp with a time zone as the same instants labelled `+00:00`:
+/// DuckDB names the session's zone (`UTC`), which arrow's formatter cannot
+/// resolve without a zone database; the stored values are UTC either way.
+fn utc_offset(array: &ArrayRef) -> Result<ArrayRef> {
+    match array.data_type() {
+        DataType::Timestamp(unit, Some(_)) => Ok(arrow::compute::cast(
+            array,
+            &DataType::Timestamp(*unit, Some("+00:00".into())),
+        )?),
+        _ => Ok(array.clone()),
+    }
+}
+
+impl Output {
+    pub fn render(&self, format: Format) -> String {
+        match format {
+            Format::Table => self.table(),
+            Format::Csv => self.csv(),
+            Format::Json => self.json(),
+        }
+    }
+
+    /// Aligned columns: a header, a rule, the rows, then the row count.
+    pub fn table(&self) -> String {
+        let cell = |v: &Option<String>| match v {
+            None => "NULL".to_string(),
+            Some(s) => s
+                .replace('\\', "\\\\")
+                .replace('\n', "\\n")
+                .replace('\r', "\\r")
+                .replace('\t', "\\t"),
+        };
+        let cells: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .map(|r| r.iter().map(cell).collect())
+            .collect();
+        let mut widths: Vec<usize> = self
+            .columns
+            .iter()
+            .map(|c| c.name.chars().count())
+            .collect();
+        for r in &cells {
+            for (w, c) in widths.iter_mut().zip(r) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let line = |values: &[String]| {
+            let mut s = String::new();
+            for ((v, w), c) in values.iter().zip(&widths).zip(&self.columns) {
+                let pad = " ".repeat(w - v.chars().count());
+                if c.kind.numeric() {
+                    s += &format!("{pad}{v}  ");
+                } else {
+                    s += &format!("{v}{pad}  ");
+                }
+            }
+            s.trim_end().to_string() + "\n"
+        };
+        let header: Vec<String> = self.columns.iter().map(|c| c.name.clone()).collect();
+        let mut out = line(&header);
+        let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+        out += &line(&rule);
+        for r in &cells {
+            out += &line(r);
+        }
+        out += &format!(
+            "({} row{})\n",
+            self.rows.len(),
+            if self.rows.len() == 1 { "" } else { "s" }
+        );
+        out
+    }
+
+    /// RFC 4180: a header row, fields quoted when needed, CRLF line ends.
+    pub fn csv(&self) -> String {
+        let mut w = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::CRLF)
+            .from_writer(Vec::new());
+        let write = |w: &mut csv::Writer<Vec<u8>>, cells: Vec<&str>| {
+            w.write_record(cells)
+                .expect("writing a row of the header's length to memory");
+        };
+        write(
+            &mut w,
+            self.columns.iter().map(|c| c.name.as_str()).collect(),
+        );
+        for r in &self.rows {
+            write(
+                &mut w,
+                r.iter().map(|v| v.as_deref().unwrap_or("")).collect(),
+            );
+        }
+        String::from_utf8(w.into_inner().expect("writing to memory")).expect("UTF-8 cells")
+    }
+
+    /// A JSON array of objects, keys in column order.
+    pub fn json(&self) -> String {
+        let mut out = String::from("[");
+        for (i, r) in self.rows.iter().enumerate() {
+            out += if i == 0 { "\n  {" } else { ",\n  {" };
+            for (j, (v, c)) in r.iter().zip(&self.columns).enumerate() {
+                if j > 0 {
+                    out += ", ";
+                }
+                out += &serde_json::Value::String(c.name.clone()).to_string();
+                out += ": ";
+                out += &json_value(v.as_deref(), c.kind);
+            }
+            out += "}";
+        }
+        out += if self.rows.is_empty() { "]\n" } else { "\n]\n" };
+        out
+    }
+}
+
+/// One cell as JSON: numbers for integers and finite floats (their exact
+/// text), strings for DECIMALs and the rest.
+fn json_value(v: Option<&str>, kind: Kind) -> String {
+    let string = |s: &str| serde_json::Value::String(s.to_string()).to_string();
+    match (v, kind) {
+        (None, _) => "null".into(),
+        (Some(s), Kind::Integer) => s.to_string(),
+        (Some(s), Kind::Float) if s.parse::<f64>().is_ok_and(f64::is_finite) => s.to_string(),
+        (Some(s), Kind::Boolean) if s == "true" || s == "false" => s.to_string(),
+        (Some(s), _) => string(s),
+    }
+}
+
+/// The SQL of a named block of [`QUESTIONS_SQL`]: the lines after
+/// `-- name: <name>` up to the next such line.
+pub fn question(name: &str) -> Option<&'static str> {
+    questions()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map(|q| q.1)
+}
+
+/// Every `(name, sql)` block of [`QUESTIONS_SQL`], in order: a block is
+/// the text after a line `-- name: <name>` up to the next such line.
+pub fn questions() -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    let mut current: Option<(&str, usize)> = None;
+    let mut offset = 0;
+    for line in QUESTIONS_SQL.split_inclusive('\n') {
+        if let Some(name) = line.strip_prefix("-- name: ") {
+            if let Some((n, start)) = current {
+                out.push((n, QUESTIONS_SQL[start..offset].trim()));
+            }
+            current = Some((name.trim(), offset + line.len()));
+        }
+        offset += line.len();
+    }
+    if let Some((n, start)) = current {
+        out.push((n, QUESTIONS_SQL[start..].trim()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn conn_on(lake: &Path, out: &Path) -> Connection {
+        open(&QueryOptions {
+            lake: lake.to_path_buf(),
+            out: out.display().to_string(),
+            store_options: Vec::new(),
+        })
+        .unwrap()
+    }
+
+    /// An empty lake still has every view, empty and typed as declared.
+    #[test]
+    fn every_view_exists_on_an_empty_lake() {
+        let dir = std::env::temp_dir().join(format!("meter-query-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let _cleanup = Scratch(dir.clone());
+        let conn = conn_on(&dir, &dir.join("out"));
+        let shown = run(&conn, "SHOW TABLES").unwrap();
+        let names: Vec<&str> = shown.rows.iter().filter_map(|r| r[0].as_deref()).collect();
+        let mut expected = views().to_vec();
+        expected.sort();
+        assert_eq!(names, expected);
+        for view in views() {
+            let out = run(&conn, &format!("SELECT count(*) AS n FROM {view}")).unwrap();
+            assert_eq!(out.rows, vec![vec![Some("0".to_string())]], "{view}");
+        }
+        // money stays DECIMAL even with no file to read
+        let cost = run(
+            &conn,
+            "SELECT data_type FROM information_schema.columns \
+             WHERE table_name = 'daily_api_usage' AND column_name = 'cost'",
+        )
+        .unwrap();
+        assert_eq!(cost.rows[0][0].as_deref(), Some("DECIMAL(38,18)"));
+    }
+
+    #[test]
+    fn bad_sql_is_a_query_error_with_duckdbs_message() {
+        let dir = std::env::temp_dir().join(format!("meter-query-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let _cleanup = Scratch(dir.clone());
+        let conn = conn_on(&dir, &dir.join("out"));
+        let err = run(&conn, "SELECT nope FROM api_usage").unwrap_err();
+        assert!(matches!(err, Error::Query { .. }), "{err:?}");
+        assert!(err.to_string().contains("nope"), "{err}");
+        assert!(err.hint().unwrap().contains("SHOW TABLES"));
+    }
+
+    #[test]
+    fn values_render_exactly_in_every_format() {
+        let conn = Connection::open_in_memory().unwrap();
+        let out = run(
+            &conn,
+            "SELECT CAST('12345678901234567890.123456789012345678' AS DECIMAL(38, 18)) AS cost, \
+             CAST(42 AS BIGINT) AS n, 'a,\"b\"' AS text, NULL::VARCHAR AS missing, \
+             DATE '2026-10-03' AS day, true AS ok, 0.5::DOUBLE AS share, \
+             TIMESTAMPTZ '2026-10-03 12:00:00+00' AS ts",
+        )
+        .unwrap();
+        assert_eq!(
+            out.rows[0],
+            vec![
+                Some("12345678901234567890.123456789012345678".into()),
+                Some("42".into()),
+                Some("a,\"b\"".into()),
+                None,
+                Some("2026-10-03".into()),
+                Some("true".into()),
+                Some("0.5".into()),
+                Some("2026-10-03T12:00:00.000000Z".into()),
+            ]
+        );
+        assert_eq!(
+            out.csv(),
+            "cost,n,text,missing,day,ok,share,ts\r\n\
+             12345678901234567890.123456789012345678,42,\"a,\"\"b\"\"\",,2026-10-03,true,0.5,\
+             2026-10-03T12:00:00.000000Z\r\n"
+        );
+        assert_eq!(
+            out.json(),
+            "[\n  {\"cost\": \"12345678901234567890.123456789012345678\", \"n\": 42, \
+             \"text\": \"a,\\\"b\\\"\", \"missing\": null, \"day\": \"2026-10-03\", \
+             \"ok\": true, \"share\": 0.5, \"ts\": \"2026-10-03T12:00:00.000000Z\"}\n]\n"
+        );
+        let table = out.table();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(lines[0].starts_with("                                   cost   n"));
+        assert!(lines[2].contains("  NULL  "), "{table}");
+        assert_eq!(lines[3], "(1 row)");
+    }
+
+    #[test]
+    fn questions_are_named_blocks() {
+        let names: Vec<&str> = questions().iter().map(|q| q.0).collect();
+        assert_eq!(
+            names,
+            [
+                "top_models_by_cost_last_month",
+                "customer_daily_spend",
+                "rejects_by_reason"
+            ]
+        );
+        assert!(
+            question("rejects_by_reason")
+                .unwrap()
+                .contains("FROM rejects")
+        );
+    }
+
+    #[test]
+    fn out_locations() {
+        assert_eq!(local_folder("out").unwrap(), Some(PathBuf::from("out")));
+        assert_eq!(
+            local_folder("file:///srv/out").unwrap(),
+            Some(PathBuf::from("/srv/out"))
+        );
+        assert_eq!(local_folder("s3://bucket/meter").unwrap(), None);
+        assert!(local_folder("s3:bucket").is_err());
+    }
+}
