@@ -1,0 +1,4 @@
+//! Sample input generator (split into files in the next commit).
+
+mod api;
+pub use api::*;
