@@ -6,18 +6,11 @@ use std::fmt::Write as _;
 use rand::Rng;
 
 use super::SampleError;
-use super::api::{Api, Call, Family, MODELS};
+use super::api::{AccessQuirk, Api, Call, Family, MODELS};
+use super::plan::ClfFlavor;
 use super::stream::Stream;
 use super::time::{w_clf_ts, w_gin_ts, w_go_duration, w_mainlog_ts};
 use super::totals::{Bucket, Tally};
-use super::vm::ClfFlavor;
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum AccessQuirk {
-    None,
-    BadStatus,
-    BadDate,
-}
 
 impl Api<'_> {
     /// The access line of a call, plus the main log's own lines (banners after an

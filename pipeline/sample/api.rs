@@ -7,12 +7,11 @@ use rand::Rng;
 use rand::rngs::SmallRng;
 use rand_distr::{Binomial, Distribution};
 
-use super::access::AccessQuirk;
+use super::plan::{Plan, UsageKind};
 use super::registry::VmBase;
+use super::stream::VmStreams;
 use super::time::{TzOff, civil};
 use super::totals::Tally;
-use super::usage::{UsageQuirk, fail_body};
-use super::vm::{Plan, UsageKind, VmStreams};
 use super::{Ctx, DAY, SampleError, lognormal, uniform};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -120,6 +119,24 @@ pub(super) struct Call {
     pub(super) ua: &'static str,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum UsageQuirk {
+    None,
+    Truncate,
+    NonNumeric,
+    Negative,
+    CachedOverPrompt,
+    NoTimestamp,
+    NoModel,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum AccessQuirk {
+    None,
+    BadStatus,
+    BadDate,
+}
+
 const USER_AGENTS: [&str; 6] = [
     "claude-cli/2.0.14 (external, cli)",
     "OpenAI/Python 1.109.1",
@@ -134,6 +151,36 @@ const ODD_USER_AGENTS: [&str; 3] = [
     r#"my-agent/2.1 (build \"nightly\"; +https://agents.example/bot)"#,
     r#"C:\\tools\\proxy-client.exe/1.4"#,
 ];
+
+/// 1b `fail.body` texts, already JSON-escaped.
+pub(super) fn fail_body(family: Family, status: u16) -> &'static str {
+    match (family, status) {
+        (Family::Anthropic, 429) => {
+            r#"{\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\",\"message\":\"Number of request tokens has exceeded your per-minute rate limit\"}}"#
+        }
+        (Family::Anthropic, 529) => {
+            r#"{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}"#
+        }
+        (Family::Anthropic, _) => {
+            r#"{\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"Internal server error\"}}"#
+        }
+        (Family::OpenAi, 429) => {
+            r#"{\"error\":{\"message\":\"Rate limit reached for requests\",\"type\":\"requests\",\"code\":\"rate_limit_exceeded\"}}"#
+        }
+        (Family::OpenAi, 400) => {
+            r#"{\"error\":{\"message\":\"Invalid 'input': string too long.\",\"type\":\"invalid_request_error\",\"code\":\"string_above_max_length\"}}"#
+        }
+        (Family::OpenAi, _) => {
+            r#"{\"error\":{\"message\":\"The server had an error while processing your request.\",\"type\":\"server_error\"}}"#
+        }
+        (Family::Google, 429) => {
+            r#"{\"error\":{\"code\":429,\"message\":\"Resource has been exhausted (e.g. check quota).\",\"status\":\"RESOURCE_EXHAUSTED\"}}"#
+        }
+        (Family::Google, _) => {
+            r#"{\"error\":{\"code\":503,\"message\":\"The model is overloaded. Please try again later.\",\"status\":\"UNAVAILABLE\"}}"#
+        }
+    }
+}
 
 pub(super) struct Api<'a> {
     ctx: &'a Ctx,

@@ -38,14 +38,17 @@
 //! backend compiled in, so regenerate committed samples with the `meter` binary itself.
 //!
 //! # Code
-//! `registry` writes customers.csv and users.csv and picks the VMs; `vm` plans what
-//! each VM writes and runs `api` (each call: a `usage` record and an `access` line),
-//! `resources` and `commands` over its `stream`s; `totals` books every line, and
-//! `time` writes the timestamps.
+//! `registry` writes customers.csv and users.csv and picks the VMs; `vm` writes each VM's
+//! directory: its `plan`, its `stream`s, and `api` (each call: a `usage` record and an
+//! `access` line), `resources` and `commands` over them; `totals` books every line, and
+//! `time` writes the timestamps. No import loops: a file imports only files listed before
+//! it in `time`, `totals`, `registry`, `plan`, `stream`, `api`, `usage`, `access`,
+//! `resources`, `commands`, `vm`.
 
 mod access;
 mod api;
 mod commands;
+mod plan;
 mod registry;
 mod resources;
 mod stream;

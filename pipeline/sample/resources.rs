@@ -8,11 +8,11 @@ use rand::rngs::SmallRng;
 use rand_distr::StandardNormal;
 
 use super::api::DIURNAL;
+use super::plan::{Plan, ResFmt};
 use super::registry::VmBase;
 use super::stream::Stream;
 use super::time::{Frac, TzOff, civil, w_rfc3339};
 use super::totals::{Bucket, Tally};
-use super::vm::{Plan, ResFmt};
 use super::{Ctx, SampleError, lognormal, uniform};
 
 const SAMPLE_SECS: i64 = 300;

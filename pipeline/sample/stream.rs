@@ -12,6 +12,7 @@ use flate2::write::GzEncoder;
 use rand::Rng;
 use rand::rngs::SmallRng;
 
+use super::plan::ResFmt;
 use super::time::civil;
 use super::totals::{Bucket, Table, Tally};
 use super::{Ctx, DAY, SampleError, io_err};
@@ -62,7 +63,7 @@ pub(super) struct Stream {
     pub(super) overlap: usize,
     ring: VecDeque<String>,
     /// Segment shipped twice.
-    pub(super) reship: Option<usize>,
+    reship: Option<usize>,
     seg: Tally,
     rejects: u64,
 }
@@ -244,5 +245,41 @@ impl Stream {
             return false;
         }
         rng.random_bool(MALFORMED_RATE) || (self.rejects == 0 && self.is_last())
+    }
+}
+
+/// The streams of one VM.
+pub(super) struct VmStreams {
+    pub(super) usage_a: Option<Stream>,
+    pub(super) usage_b: Option<Stream>,
+    pub(super) access: Stream,
+    pub(super) res: Vec<(ResFmt, Stream)>,
+    pub(super) commands: Stream,
+}
+
+impl VmStreams {
+    pub(super) fn all_mut(&mut self) -> impl Iterator<Item = &mut Stream> {
+        self.usage_a
+            .iter_mut()
+            .chain(self.usage_b.iter_mut())
+            .chain(std::iter::once(&mut self.access))
+            .chain(self.res.iter_mut().map(|(_, s)| s))
+            .chain(std::iter::once(&mut self.commands))
+    }
+
+    /// Ships the first segment of one stream twice (which stream varies by VM).
+    pub(super) fn pick_reship(&mut self, idx: usize) {
+        let usage = self.usage_a.as_mut().or(self.usage_b.as_mut());
+        let preferred: Option<&mut Stream> = match idx % 4 {
+            0 => usage,
+            1 => Some(&mut self.access),
+            2 => self.res.first_mut().map(|(_, s)| s),
+            _ => Some(&mut self.commands),
+        };
+        if let Some(s) = preferred.filter(|s| s.segs.len() >= 2) {
+            s.reship = Some(0);
+        } else if self.commands.segs.len() >= 2 {
+            self.commands.reship = Some(0);
+        }
     }
 }

@@ -5,22 +5,11 @@ use std::fmt::Write as _;
 
 use rand::Rng;
 
-use super::api::{Api, Call, Ep, Family, GEMINI_FLASH, GPT_41, MODELS, Tok};
+use super::api::{Api, Call, Ep, Family, GEMINI_FLASH, GPT_41, MODELS, Tok, UsageQuirk, fail_body};
+use super::stream::VmStreams;
 use super::time::{Frac, w_rfc3339};
 use super::totals::{Bucket, Tally};
-use super::vm::VmStreams;
 use super::{SampleError, TokenSums};
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum UsageQuirk {
-    None,
-    Truncate,
-    NonNumeric,
-    Negative,
-    CachedOverPrompt,
-    NoTimestamp,
-    NoModel,
-}
 
 const QUIRKS_1A: [UsageQuirk; 6] = [
     UsageQuirk::Truncate,
@@ -37,36 +26,6 @@ const QUIRKS_1B: [UsageQuirk; 5] = [
     UsageQuirk::CachedOverPrompt,
     UsageQuirk::NoTimestamp,
 ];
-
-/// 1b `fail.body` texts, already JSON-escaped.
-pub(super) fn fail_body(family: Family, status: u16) -> &'static str {
-    match (family, status) {
-        (Family::Anthropic, 429) => {
-            r#"{\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\",\"message\":\"Number of request tokens has exceeded your per-minute rate limit\"}}"#
-        }
-        (Family::Anthropic, 529) => {
-            r#"{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}"#
-        }
-        (Family::Anthropic, _) => {
-            r#"{\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"Internal server error\"}}"#
-        }
-        (Family::OpenAi, 429) => {
-            r#"{\"error\":{\"message\":\"Rate limit reached for requests\",\"type\":\"requests\",\"code\":\"rate_limit_exceeded\"}}"#
-        }
-        (Family::OpenAi, 400) => {
-            r#"{\"error\":{\"message\":\"Invalid 'input': string too long.\",\"type\":\"invalid_request_error\",\"code\":\"string_above_max_length\"}}"#
-        }
-        (Family::OpenAi, _) => {
-            r#"{\"error\":{\"message\":\"The server had an error while processing your request.\",\"type\":\"server_error\"}}"#
-        }
-        (Family::Google, 429) => {
-            r#"{\"error\":{\"code\":429,\"message\":\"Resource has been exhausted (e.g. check quota).\",\"status\":\"RESOURCE_EXHAUSTED\"}}"#
-        }
-        (Family::Google, _) => {
-            r#"{\"error\":{\"code\":503,\"message\":\"The model is overloaded. Please try again later.\",\"status\":\"UNAVAILABLE\"}}"#
-        }
-    }
-}
 
 /// A call's tokens as the lake stores them (formats.md section 2): OpenAI and Google
 /// prompts include cached reads, Google candidates exclude reasoning.
