@@ -1,0 +1,184 @@
+//! The customer registry and user map (`customers.csv`, `users.csv`), and the VMs and API
+//! keys every other generator writes logs for.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use chrono_tz::Tz;
+use rand::Rng;
+use rand::rngs::SmallRng;
+use sha2::{Digest, Sha256};
+
+use super::time::{Frac, w_rfc3339};
+use super::{ALNUM, Ctx, DAY, SampleOptions, push_random};
+
+pub(super) struct World {
+    pub(super) customers_csv: String,
+    pub(super) users_csv: String,
+    pub(super) vms: Vec<VmBase>,
+}
+
+pub(super) struct VmBase {
+    pub(super) id: String,
+    pub(super) tz: Tz,
+    /// Events stop here: the period end, or the owner's cancellation.
+    pub(super) end: i64,
+    pub(super) users: Vec<VmUser>,
+}
+
+pub(super) struct VmUser {
+    pub(super) key: String,
+    pub(super) user_id: Option<String>,
+}
+
+const COMPANIES: [(&str, &str); 10] = [
+    ("Acme Analytics GmbH", "acme-analytics"),
+    ("Globex Research Ltd", "globex"),
+    ("Initech Cloud SE", "initech"),
+    ("Umbrella Data AG", "umbrella-data"),
+    ("Stark Automation Inc", "stark-automation"),
+    ("Wayne Robotics BV", "wayne-robotics"),
+    ("Hooli Labs Oy", "hooli"),
+    ("Vandelay Imports SARL", "vandelay"),
+    ("Soylent Systems KG", "soylent"),
+    ("Tyrell Compute Ltd", "tyrell"),
+];
+/// Plan and `monthly_limit` (a spending limit in the customer's currency,
+/// empty for none).
+const TIERS: [(&str, &str); 3] = [("pro", "600"), ("starter", ""), ("enterprise", "5000")];
+const ZONES: [Tz; 3] = [Tz::Europe__Berlin, Tz::America__New_York, Tz::UTC];
+
+fn random_key(rng: &mut SmallRng) -> String {
+    let mut key = String::with_capacity(64);
+    if rng.random_bool(0.5) {
+        key.push_str("sk-proj-");
+        push_random(&mut key, rng, ALNUM, 40);
+    } else {
+        key.push_str("sk-ant-api03-");
+        push_random(&mut key, rng, ALNUM, 48);
+    }
+    key
+}
+
+fn new_vm_id(rng: &mut SmallRng, seen: &mut BTreeSet<String>) -> String {
+    loop {
+        let id = format!("vm-{:06x}", rng.random_range(0..0x100_0000u32));
+        if seen.insert(id.clone()) {
+            return id;
+        }
+    }
+}
+
+pub(super) fn build_world(ctx: &Ctx, opts: &SampleOptions) -> World {
+    let mut rng = ctx.rng(usize::MAX, 0);
+    let mut customers_csv = String::from(
+        "customer_id,name,email,tier,vm_ids,currency,stripe_customer_id,status,created_at,\
+         cancelled_at,monthly_limit,markup,timezone\n",
+    );
+    let mut users_csv = String::from("api_key_sha256,user_id,customer_id\n");
+    let mut seen = BTreeSet::new();
+    let mut vms = Vec::new();
+    let mut user_no = 0usize;
+    for i in 0..opts.customers {
+        let id = format!("cust_{:04}", i + 1);
+        let (base_name, base_slug) = COMPANIES[i % COMPANIES.len()];
+        let round = i / COMPANIES.len();
+        let (name, slug) = if round == 0 {
+            (base_name.to_string(), base_slug.to_string())
+        } else {
+            (
+                format!("{base_name} {}", round + 1),
+                format!("{base_slug}-{}", round + 1),
+            )
+        };
+        let (tier, limit) = TIERS[i % TIERS.len()];
+        let tz = ZONES[i % ZONES.len()];
+        let currency = if i == 1 { "USD" } else { "EUR" };
+        // A reseller bills every API line at cost x markup (formats.md section 5).
+        let markup = if i % 4 == 1 { "1.3" } else { "" };
+        let cancelled_at = (opts.customers >= 3 && i == 2)
+            .then(|| ctx.start + ((ctx.end - ctx.start) * 2 / 3) / 3_600 * 3_600);
+        let created_at = ctx.start - rng.random_range(30..400) * DAY - rng.random_range(0..DAY);
+        let mut stripe = String::from("cus_");
+        push_random(&mut stripe, &mut rng, ALNUM, 14);
+
+        let n_vms = rng.random_range(1..=2);
+        let vm_ids: Vec<String> = (0..n_vms).map(|_| new_vm_id(&mut rng, &mut seen)).collect();
+        let mut users = Vec::new();
+        for _ in 0..rng.random_range(1..=3) {
+            user_no += 1;
+            let key = random_key(&mut rng);
+            let user_id = format!("user_{user_no:04}");
+            let digest = Sha256::digest(key.as_bytes());
+            for b in digest {
+                let _ = write!(users_csv, "{b:02x}");
+            }
+            let _ = writeln!(users_csv, ",{user_id},{id}");
+            users.push((key, user_id));
+        }
+
+        let _ = write!(
+            customers_csv,
+            "{id},{name},billing@{slug}.example,{tier},{},{currency},{stripe},{},",
+            vm_ids.join(";"),
+            if cancelled_at.is_some() {
+                "cancelled"
+            } else {
+                "active"
+            },
+        );
+        w_rfc3339(&mut customers_csv, created_at, 0, Frac::None, None);
+        customers_csv.push(',');
+        if let Some(c) = cancelled_at {
+            w_rfc3339(&mut customers_csv, c, 0, Frac::None, None);
+        }
+        let _ = writeln!(customers_csv, ",{limit},{markup},{}", tz.name());
+
+        for vm_id in vm_ids {
+            vms.push(VmBase {
+                id: vm_id,
+                tz,
+                end: cancelled_at.unwrap_or(ctx.end),
+                users: users
+                    .iter()
+                    .map(|(k, u)| VmUser {
+                        key: k.clone(),
+                        user_id: Some(u.clone()),
+                    })
+                    .collect(),
+            });
+        }
+    }
+    // A customer who signed up a third into the period and has no VM yet:
+    // billed the prorated fee only. No randomness, so the rest is unchanged.
+    let id = format!("cust_{:04}", opts.customers + 1);
+    let _ = write!(
+        customers_csv,
+        "{id},\"Zeta Consulting, Inc.\",billing@zeta.example,starter,,EUR,cus_ZetaNoUsage01,active,"
+    );
+    w_rfc3339(
+        &mut customers_csv,
+        ctx.start + (ctx.end - ctx.start) / 3 / DAY * DAY + 9 * 3_600,
+        0,
+        Frac::None,
+        None,
+    );
+    let _ = writeln!(customers_csv, ",,,,UTC");
+    // A VM nobody lists: its events are kept with a null customer.
+    let id = new_vm_id(&mut rng, &mut seen);
+    let orphan = VmUser {
+        key: random_key(&mut rng),
+        user_id: None,
+    };
+    vms.push(VmBase {
+        id,
+        tz: Tz::UTC,
+        end: ctx.end,
+        users: vec![orphan],
+    });
+    World {
+        customers_csv,
+        users_csv,
+        vms,
+    }
+}
