@@ -13,6 +13,7 @@
 pub mod compact;
 pub mod erase;
 pub mod fault;
+pub mod lease;
 pub mod retention;
 pub mod store;
 pub mod tables;

@@ -27,8 +27,11 @@ use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
-use object_store::{ClientConfigKey, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{
+    ClientConfigKey, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion,
+};
 use tokio::runtime::Runtime;
 
 use crate::model::error::{Error, IoContext, Result};
@@ -42,6 +45,24 @@ pub struct Store {
     /// The URL as given, without a trailing slash.
     url: String,
     runtime: Runtime,
+}
+
+/// The version of an object that a conditional put names: what
+/// [`Store::get_versioned`] read, or what a conditional put wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    pub e_tag: Option<String>,
+    pub version: Option<String>,
+}
+
+/// The outcome of a conditional put.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conditional {
+    /// Written; the object's new version.
+    Written(Version),
+    /// Not written: the object exists (create-only), or it changed or
+    /// vanished since the version named (update).
+    Conflict,
 }
 
 /// The cloud providers a URL can name.
@@ -132,19 +153,36 @@ impl Store {
                 (inner, prefix)
             }
         };
+        Store::from_object_store(inner, prefix, display)
+    }
+
+    /// A store in memory (`memory://`): nothing outlives the value. It
+    /// honours create-only and conditional puts exactly, as S3, GCS and
+    /// Azure do.
+    pub fn in_memory() -> Result<Store> {
+        let memory = Arc::new(InMemory::new());
+        Store::from_object_store(memory, ObjectPath::default(), "memory://".to_string())
+    }
+
+    fn from_object_store(
+        inner: Arc<dyn ObjectStore>,
+        prefix: ObjectPath,
+        url: String,
+    ) -> Result<Store> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| {
-                store_err(object_store::Error::Generic {
+            .map_err(|e| Error::Store {
+                url: url.clone(),
+                source: object_store::Error::Generic {
                     store: "runtime",
                     source: Box::new(e),
-                })
+                },
             })?;
         Ok(Store {
             inner,
             prefix,
-            url: display,
+            url,
             runtime,
         })
     }
@@ -185,6 +223,76 @@ impl Store {
         });
         match got {
             Ok(bytes) => Ok(bytes.map(Vec::from)),
+            Err(source) => Err(self.error(key, source)),
+        }
+    }
+
+    /// Reads `key` with the version a conditional put can name; `None` when
+    /// there is no such object.
+    pub fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>> {
+        let location = self.location(key)?;
+        let got = self.runtime.block_on(async {
+            match self.inner.get(&location).await {
+                Ok(result) => {
+                    let version = Version {
+                        e_tag: result.meta.e_tag.clone(),
+                        version: result.meta.version.clone(),
+                    };
+                    result.bytes().await.map(|b| Some((Vec::from(b), version)))
+                }
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        });
+        got.map_err(|source| self.error(key, source))
+    }
+
+    /// Writes `bytes` to `key` only if no object is there (S3 and Azure
+    /// `If-None-Match: *`, GCS generation 0).
+    pub fn put_if_absent(&self, key: &str, bytes: Vec<u8>) -> Result<Conditional> {
+        self.put_mode(key, bytes, PutMode::Create)
+    }
+
+    /// Replaces `key` with `bytes` only if it is still at `version` (S3 and
+    /// Azure `If-Match`, GCS generation match). A local folder cannot: it
+    /// answers with an error that says so.
+    pub fn put_if_version(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        version: &Version,
+    ) -> Result<Conditional> {
+        let mode = PutMode::Update(UpdateVersion {
+            e_tag: version.e_tag.clone(),
+            version: version.version.clone(),
+        });
+        self.put_mode(key, bytes, mode)
+    }
+
+    fn put_mode(&self, key: &str, bytes: Vec<u8>, mode: PutMode) -> Result<Conditional> {
+        let location = self.location(key)?;
+        let opts = PutOptions {
+            mode,
+            ..PutOptions::default()
+        };
+        let put = self.runtime.block_on(self.inner.put_opts(
+            &location,
+            PutPayload::from(bytes),
+            opts,
+        ));
+        match put {
+            Ok(result) => {
+                crate::lake::fault::file_written();
+                Ok(Conditional::Written(Version {
+                    e_tag: result.e_tag,
+                    version: result.version,
+                }))
+            }
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. }
+                | object_store::Error::NotFound { .. },
+            ) => Ok(Conditional::Conflict),
             Err(source) => Err(self.error(key, source)),
         }
     }
@@ -432,6 +540,61 @@ mod tests {
 
     fn local(dir: &std::path::Path) -> Store {
         Store::open(dir.to_str().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn create_only_and_conditional_puts_refuse_what_s3_refuses() {
+        let store = Store::in_memory().unwrap();
+        let Conditional::Written(first) = store.put_if_absent("k", b"1".to_vec()).unwrap() else {
+            panic!("the first create-only put writes");
+        };
+        assert_eq!(
+            store.put_if_absent("k", b"2".to_vec()).unwrap(),
+            Conditional::Conflict
+        );
+        let (bytes, read) = store.get_versioned("k").unwrap().unwrap();
+        assert_eq!((bytes, &read), (b"1".to_vec(), &first));
+        let Conditional::Written(second) = store.put_if_version("k", b"3".to_vec(), &read).unwrap()
+        else {
+            panic!("a put at the current version writes");
+        };
+        assert_ne!(second, first);
+        // The version read before is stale now.
+        assert_eq!(
+            store.put_if_version("k", b"4".to_vec(), &first).unwrap(),
+            Conditional::Conflict
+        );
+        assert_eq!(store.get("k").unwrap().unwrap(), b"3");
+        assert_eq!(
+            store
+                .put_if_version("missing", b"5".to_vec(), &first)
+                .unwrap(),
+            Conditional::Conflict
+        );
+        assert_eq!(store.get("missing").unwrap(), None);
+    }
+
+    #[test]
+    fn a_local_folder_creates_only_once_and_says_it_cannot_update_conditionally() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = local(dir.path());
+        let Conditional::Written(version) = store.put_if_absent("a/k", b"1".to_vec()).unwrap()
+        else {
+            panic!("the first create-only put writes");
+        };
+        assert_eq!(
+            store.put_if_absent("a/k", b"2".to_vec()).unwrap(),
+            Conditional::Conflict
+        );
+        assert_eq!(store.get("a/k").unwrap().unwrap(), b"1");
+        let err = store
+            .put_if_version("a/k", b"3".to_vec(), &version)
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Store { url, .. } if url.ends_with("/a/k")),
+            "{err}"
+        );
+        assert_eq!(store.get("a/k").unwrap().unwrap(), b"1");
     }
 
     #[test]

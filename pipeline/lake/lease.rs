@@ -1,0 +1,527 @@
+//! Who may change a lake in object storage, across machines: a lease.
+//!
+//! Object stores have no file locks, so the lease is one object (the key
+//! `_lease.json` of the lake), changed only by conditional puts: created
+//! create-only (S3 and Azure `If-None-Match: *`, GCS generation 0) and then
+//! replaced only if it is still the version that was read (`If-Match`). Two
+//! jobs that change it at once cannot both win: the loser reads it again and
+//! decides again.
+//!
+//! ```json
+//! {"generation": 7, "holders": [
+//!   {"id": "20261205T020000Z-ingest-1a2b", "job": "ingest", "mode": "shared",
+//!    "generation": 7, "expires_at": "2026-12-05T02:05:00Z"}]}
+//! ```
+//!
+//! - **Who excludes whom.** Shared holders (ingests, which may run side by
+//!   side, one per shard) exclude exclusive ones; an exclusive holder
+//!   (erasure, retention, compaction, a rebuild) excludes everyone. A job
+//!   refused is [`Error::Locked`], exit 3, naming the holder.
+//! - **Expiry.** Every entry expires `ttl` after it was taken or last
+//!   renewed. A holder renews well before that; an entry past its expiry
+//!   (a killed or stalled holder) is dropped by the next job that takes the
+//!   lease.
+//! - **Fencing.** Every grant increments `generation`, and the holder keeps
+//!   the generation it was granted. Before a commit, [`Lease::fence`] reads
+//!   the lease again: a holder whose entry is gone or was granted again
+//!   under another generation (it stalled past its expiry and another job
+//!   took over) is refused, and so is one with less than `margin` left, so
+//!   that a commit that passed the fence finishes before anyone can take
+//!   the lease over. Commit records name the generation they were made
+//!   under.
+//!
+//! Time is the caller's clock ([`Clock`]); the rule assumes the machines'
+//! clocks agree to well within `margin`.
+//!
+//! A lake in a local folder keeps its file lock (`Lake::open`): a local
+//! folder cannot replace an object conditionally.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::lake::store::{Conditional, Store, Version};
+use crate::model::ctx::Clock;
+use crate::model::error::{Error, Result};
+
+/// The lease's key in the lake.
+pub const LEASE_KEY: &str = "_lease.json";
+
+/// How many times a job reads and decides again when another job changed
+/// the lease between its read and its write. Each conflict means another
+/// job made progress, so this bounds contention, not waiting.
+const ATTEMPTS: u32 = 32;
+
+/// What a holder may do alongside others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Side by side with other shared holders (ingest).
+    Shared,
+    /// Alone (erasure, retention, compaction, a rebuild).
+    Exclusive,
+}
+
+/// One holder's entry in the lease object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// The run id of the job that holds it.
+    pub id: String,
+    /// The job's name, for messages.
+    pub job: String,
+    pub mode: Mode,
+    /// The generation the entry was granted under.
+    pub generation: u64,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The lease object's body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct State {
+    /// Incremented by every grant.
+    generation: u64,
+    holders: Vec<Holder>,
+}
+
+impl State {
+    /// The entries still live at `now`.
+    fn live(&self, now: DateTime<Utc>) -> impl Iterator<Item = &Holder> {
+        self.holders.iter().filter(move |h| h.expires_at > now)
+    }
+
+    /// A live holder that keeps `mode` out, if any.
+    fn blocker(&self, mode: Mode, now: DateTime<Utc>) -> Option<&Holder> {
+        self.live(now)
+            .find(|h| mode == Mode::Exclusive || h.mode == Mode::Exclusive)
+    }
+
+    /// `holder`'s live entry under its generation, if it still holds.
+    fn entry(&self, holder: &Holder, now: DateTime<Utc>) -> Option<&Holder> {
+        self.live(now)
+            .find(|h| h.id == holder.id && h.generation == holder.generation)
+    }
+}
+
+/// A held lease. Drop it with [`Lease::release`]; a holder that dies
+/// without releasing holds until its entry expires.
+#[derive(Debug)]
+pub struct Lease<'s> {
+    store: &'s Store,
+    ttl: Duration,
+    holder: Holder,
+}
+
+impl<'s> Lease<'s> {
+    /// Takes the lease of the lake in `store` for `mode`, for `ttl`, or is
+    /// refused with [`Error::Locked`] naming a live holder that keeps it out.
+    pub fn acquire(
+        store: &'s Store,
+        id: &str,
+        job: &str,
+        mode: Mode,
+        ttl: Duration,
+        clock: &dyn Clock,
+    ) -> Result<Lease<'s>> {
+        let ttl_chrono = chrono_ttl(ttl);
+        let mut granted = None;
+        change(store, |state| {
+            let now = clock.now();
+            if let Some(blocker) = state.blocker(mode, now) {
+                return Err(locked(store, blocker));
+            }
+            state.holders.retain(|h| h.expires_at > now);
+            state.generation += 1;
+            let holder = Holder {
+                id: id.to_string(),
+                job: job.to_string(),
+                mode,
+                generation: state.generation,
+                expires_at: now + ttl_chrono,
+            };
+            state.holders.push(holder.clone());
+            granted = Some(holder);
+            Ok(true)
+        })?;
+        let holder = granted.expect("a successful change granted the lease");
+        Ok(Lease { store, ttl, holder })
+    }
+
+    /// What this lease holds.
+    pub fn holder(&self) -> &Holder {
+        &self.holder
+    }
+
+    /// Extends the lease to `ttl` from now; an error if it was lost (it
+    /// expired and another job took it over, or its entry is gone).
+    pub fn renew(&mut self, clock: &dyn Clock) -> Result<()> {
+        let ttl = chrono_ttl(self.ttl);
+        let mut renewed = None;
+        change(self.store, |state| {
+            let now = clock.now();
+            if state.entry(&self.holder, now).is_none() {
+                return Err(lost(self.store, &self.holder));
+            }
+            let entry = state
+                .holders
+                .iter_mut()
+                .find(|h| h.id == self.holder.id && h.generation == self.holder.generation)
+                .expect("a live entry was found above");
+            entry.expires_at = now + ttl;
+            renewed = Some(entry.expires_at);
+            Ok(true)
+        })?;
+        self.holder.expires_at = renewed.expect("a successful change renewed the lease");
+        Ok(())
+    }
+
+    /// Proves, from the lease object as it is now, that this lease still
+    /// holds with at least `margin` left, and returns its generation (what
+    /// a commit record names). A holder that fails must not commit.
+    pub fn fence(&self, clock: &dyn Clock, margin: Duration) -> Result<u64> {
+        let (state, _) = read(self.store)?;
+        let now = clock.now();
+        let Some(entry) = state.entry(&self.holder, now) else {
+            return Err(lost(self.store, &self.holder));
+        };
+        if entry.expires_at - now < chrono_ttl(margin) {
+            return Err(Error::Lake {
+                path: PathBuf::from(self.store.object_url(LEASE_KEY)),
+                message: format!(
+                    "the lease of {} ({}) expires at {}, too soon to commit safely: renew it first",
+                    self.holder.job, self.holder.id, entry.expires_at
+                ),
+            });
+        }
+        Ok(self.holder.generation)
+    }
+
+    /// Gives the lease up. Releasing a lease that was already lost changes
+    /// nothing (another holder's entry is never touched).
+    pub fn release(self) -> Result<()> {
+        change(self.store, |state| {
+            let before = state.holders.len();
+            state
+                .holders
+                .retain(|h| !(h.id == self.holder.id && h.generation == self.holder.generation));
+            Ok(state.holders.len() != before)
+        })
+    }
+}
+
+/// Reads the lease object (an empty state when there is none).
+fn read(store: &Store) -> Result<(State, Option<Version>)> {
+    let Some((bytes, version)) = store.get_versioned(LEASE_KEY)? else {
+        return Ok((State::default(), None));
+    };
+    let state = serde_json::from_slice(&bytes).map_err(|e| Error::Lake {
+        path: PathBuf::from(store.object_url(LEASE_KEY)),
+        message: format!(
+            "the lease object is not valid JSON ({e}): if no job is running, delete it and run again"
+        ),
+    })?;
+    Ok((state, Some(version)))
+}
+
+/// Reads the lease, lets `decide` change it (`Ok(false)`: nothing to
+/// write), and writes it back only if nobody changed it in between;
+/// otherwise reads and decides again.
+fn change(store: &Store, mut decide: impl FnMut(&mut State) -> Result<bool>) -> Result<()> {
+    for attempt in 0..ATTEMPTS {
+        let (mut state, version) = read(store)?;
+        if !decide(&mut state)? {
+            return Ok(());
+        }
+        let bytes = serde_json::to_vec_pretty(&state).expect("the lease serializes");
+        let written = match &version {
+            None => store.put_if_absent(LEASE_KEY, bytes)?,
+            Some(version) => store.put_if_version(LEASE_KEY, bytes, version)?,
+        };
+        match written {
+            Conditional::Written(_) => return Ok(()),
+            // Another job changed the lease: back off a little, then read
+            // and decide again.
+            Conditional::Conflict => {
+                std::thread::sleep(Duration::from_millis(1 + u64::from(attempt % 8) * 3));
+            }
+        }
+    }
+    Err(Error::Lake {
+        path: PathBuf::from(store.object_url(LEASE_KEY)),
+        message: format!(
+            "the lease changed under every one of {ATTEMPTS} attempts to update it: too many jobs are starting at once; run again"
+        ),
+    })
+}
+
+fn locked(store: &Store, holder: &Holder) -> Error {
+    let mode = match holder.mode {
+        Mode::Shared => "shared",
+        Mode::Exclusive => "exclusive",
+    };
+    Error::Locked {
+        path: PathBuf::from(store.url()),
+        holder: format!(
+            "{} {} ({mode}, until {})",
+            holder.job, holder.id, holder.expires_at
+        ),
+    }
+}
+
+fn lost(store: &Store, holder: &Holder) -> Error {
+    Error::Lake {
+        path: PathBuf::from(store.object_url(LEASE_KEY)),
+        message: format!(
+            "the lease of {} ({}, generation {}) was lost: it expired and another job took the lake over; nothing more is committed under it",
+            holder.job, holder.id, holder.generation
+        ),
+    }
+}
+
+fn chrono_ttl(ttl: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A clock the test moves.
+    struct TestClock(Mutex<DateTime<Utc>>);
+
+    impl TestClock {
+        fn new() -> TestClock {
+            TestClock(Mutex::new(
+                Utc.with_ymd_and_hms(2026, 12, 5, 2, 0, 0).unwrap(),
+            ))
+        }
+        fn advance(&self, secs: i64) {
+            *self.0.lock().unwrap() += chrono::Duration::seconds(secs);
+        }
+    }
+
+    impl Clock for TestClock {
+        fn now(&self) -> DateTime<Utc> {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    const TTL: Duration = Duration::from_secs(60);
+    const MARGIN: Duration = Duration::from_secs(10);
+
+    fn take<'s>(store: &'s Store, id: &str, mode: Mode, clock: &TestClock) -> Result<Lease<'s>> {
+        Lease::acquire(store, id, id, mode, TTL, clock)
+    }
+
+    fn state(store: &Store) -> State {
+        read(store).unwrap().0
+    }
+
+    #[test]
+    fn an_exclusive_holder_keeps_everyone_out() {
+        let store = Store::in_memory().unwrap();
+        let clock = TestClock::new();
+        let erase = take(&store, "erase", Mode::Exclusive, &clock).unwrap();
+        for mode in [Mode::Exclusive, Mode::Shared] {
+            let err = take(&store, "other", mode, &clock).unwrap_err();
+            let Error::Locked { path, holder } = &err else {
+                panic!("{err}");
+            };
+            assert_eq!(path, &PathBuf::from("memory://"));
+            assert_eq!(
+                holder,
+                "erase erase (exclusive, until 2026-12-05 02:01:00 UTC)"
+            );
+        }
+        erase.release().unwrap();
+        take(&store, "compact", Mode::Exclusive, &clock).unwrap();
+    }
+
+    #[test]
+    fn shared_holders_run_side_by_side_and_keep_exclusive_jobs_out() {
+        let store = Store::in_memory().unwrap();
+        let clock = TestClock::new();
+        let a = take(&store, "ingest-0", Mode::Shared, &clock).unwrap();
+        let b = take(&store, "ingest-1", Mode::Shared, &clock).unwrap();
+        assert_eq!((a.holder().generation, b.holder().generation), (1, 2));
+        let err = take(&store, "erase", Mode::Exclusive, &clock).unwrap_err();
+        assert!(matches!(err, Error::Locked { .. }), "{err}");
+        a.release().unwrap();
+        let err = take(&store, "erase", Mode::Exclusive, &clock).unwrap_err();
+        assert!(err.to_string().contains("ingest-1"), "{err}");
+        b.release().unwrap();
+        assert!(state(&store).holders.is_empty());
+        take(&store, "erase", Mode::Exclusive, &clock).unwrap();
+    }
+
+    #[test]
+    fn a_stalled_holder_is_taken_over_after_expiry_and_cannot_commit_or_renew() {
+        let store = Store::in_memory().unwrap();
+        let clock = TestClock::new();
+        let mut stalled = take(&store, "compact", Mode::Exclusive, &clock).unwrap();
+        assert_eq!(stalled.fence(&clock, MARGIN).unwrap(), 1);
+        clock.advance(59);
+        assert!(take(&store, "erase", Mode::Exclusive, &clock).is_err());
+        clock.advance(2);
+        let erase = take(&store, "erase", Mode::Exclusive, &clock).unwrap();
+        assert_eq!(erase.holder().generation, 2);
+        let err = stalled.fence(&clock, MARGIN).unwrap_err();
+        assert!(err.to_string().contains("was lost"), "{err}");
+        assert!(stalled.renew(&clock).is_err());
+        // Its release leaves the new holder's entry alone.
+        stalled.release().unwrap();
+        assert_eq!(state(&store).holders, vec![erase.holder().clone()]);
+        assert_eq!(erase.fence(&clock, MARGIN).unwrap(), 2);
+    }
+
+    #[test]
+    fn renewing_keeps_the_lease_and_the_fence_wants_a_margin() {
+        let store = Store::in_memory().unwrap();
+        let clock = TestClock::new();
+        let mut lease = take(&store, "ingest", Mode::Shared, &clock).unwrap();
+        clock.advance(45);
+        lease.renew(&clock).unwrap();
+        clock.advance(45);
+        // 90 s after it was taken, 15 s before the renewed expiry.
+        assert!(take(&store, "erase", Mode::Exclusive, &clock).is_err());
+        assert_eq!(lease.fence(&clock, MARGIN).unwrap(), 1);
+        clock.advance(6);
+        let err = lease.fence(&clock, MARGIN).unwrap_err();
+        assert!(err.to_string().contains("too soon to commit"), "{err}");
+        lease.renew(&clock).unwrap();
+        assert_eq!(lease.fence(&clock, MARGIN).unwrap(), 1);
+    }
+
+    #[test]
+    fn racing_jobs_get_one_exclusive_lease() {
+        let store = Store::in_memory().unwrap();
+        let clock = TestClock::new();
+        let start = std::sync::Barrier::new(8);
+        let won: Vec<bool> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let (store, clock, start) = (&store, &clock, &start);
+                    s.spawn(move || {
+                        let id = format!("job-{i}");
+                        start.wait();
+                        match Lease::acquire(store, &id, "erase", Mode::Exclusive, TTL, clock) {
+                            Ok(lease) => {
+                                // Hold it, so that nobody after us wins.
+                                std::mem::forget(lease);
+                                true
+                            }
+                            Err(Error::Locked { .. }) => false,
+                            Err(e) => panic!("{e}"),
+                        }
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
+        assert_eq!(state(&store).holders.len(), 1);
+    }
+
+    #[test]
+    fn a_change_between_a_read_and_its_write_is_read_again_not_overwritten() {
+        let store = Store::in_memory().unwrap();
+        let clock = TestClock::new();
+        let mut reads = 0;
+        let err = change(&store, |state| {
+            reads += 1;
+            if reads == 1 {
+                // Another job takes the lease after this read, before the
+                // write below.
+                std::mem::forget(take(&store, "other", Mode::Exclusive, &clock).unwrap());
+            }
+            if let Some(blocker) = state.blocker(Mode::Exclusive, clock.now()) {
+                return Err(locked(&store, blocker));
+            }
+            state.generation += 1;
+            Ok(true)
+        })
+        .unwrap_err();
+        assert_eq!(reads, 2);
+        assert!(err.to_string().contains("other"), "{err}");
+        assert_eq!(state(&store).holders.len(), 1);
+    }
+
+    #[test]
+    fn a_corrupt_lease_object_is_an_error_naming_it() {
+        let store = Store::in_memory().unwrap();
+        let clock = TestClock::new();
+        store.put(LEASE_KEY, b"{not json".to_vec()).unwrap();
+        let err = take(&store, "erase", Mode::Exclusive, &clock).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("memory://_lease.json"), "{text}");
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Take(usize, Mode),
+        Renew(usize),
+        Release(usize),
+        Wait(i64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (
+                0..4usize,
+                prop_oneof![Just(Mode::Shared), Just(Mode::Exclusive)]
+            )
+                .prop_map(|(j, m)| Op::Take(j, m)),
+            (0..4usize).prop_map(Op::Renew),
+            (0..4usize).prop_map(Op::Release),
+            (1..40i64).prop_map(Op::Wait),
+        ]
+    }
+
+    proptest! {
+        /// Whatever four jobs do, in any order and at any pace: at no
+        /// moment do two jobs pass the fence unless both are shared, and a
+        /// job passes the fence only while it is the holder of record.
+        #[test]
+        fn never_an_exclusive_holder_beside_another(ops in prop::collection::vec(op(), 1..60)) {
+            let store = Store::in_memory().unwrap();
+            let clock = TestClock::new();
+            let mut leases: Vec<Option<Lease>> = (0..4).map(|_| None).collect();
+            for op in ops {
+                match op {
+                    Op::Take(j, mode) => {
+                        if leases[j].is_none() {
+                            leases[j] = take(&store, &format!("job-{j}"), mode, &clock).ok();
+                        }
+                    }
+                    Op::Renew(j) => {
+                        if let Some(lease) = leases[j].as_mut() && lease.renew(&clock).is_err() {
+                            leases[j] = None;
+                        }
+                    }
+                    Op::Release(j) => {
+                        if let Some(lease) = leases[j].take() {
+                            lease.release().unwrap();
+                        }
+                    }
+                    Op::Wait(secs) => clock.advance(secs),
+                }
+                let fenced: Vec<Mode> = leases
+                    .iter()
+                    .flatten()
+                    .filter(|l| l.fence(&clock, Duration::ZERO).is_ok())
+                    .map(|l| l.holder().mode)
+                    .collect();
+                prop_assert!(
+                    fenced.len() <= 1 || fenced.iter().all(|m| *m == Mode::Shared),
+                    "{fenced:?}"
+                );
+            }
+        }
+    }
+}
