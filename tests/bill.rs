@@ -333,7 +333,7 @@ fn a_month_without_a_current_rollup_is_refused_with_the_command_to_run() {
 fn invoices_go_to_an_s3_store() {
     let env = env();
     let root = env.lake.parent().unwrap().join("s3");
-    let server = crate::s3::start_s3_server(&root);
+    let server = crate::s3_server::start_s3_server(&root);
     let mut opts = options(&env, None);
     opts.out = server.url("billing/prod");
     opts.store_options = server.options();

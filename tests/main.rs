@@ -17,5 +17,6 @@ mod report;
 mod retention;
 mod rollup;
 mod s3;
+mod s3_server;
 mod stripe;
 mod stripe_server;

@@ -1,125 +1,15 @@
-//! `meter::lake::store::Store` against a real S3-protocol server: `s3s` serving a
-//! folder (`s3s-fs`) on 127.0.0.1, with SigV4 authentication on. Objects
-//! land as plain files under `<root>/<bucket>/<key>`, so tests can check
-//! what was written on disk.
+//! `meter::lake::store::Store` against a real S3-protocol server (see
+//! `s3_server.rs`): objects land as plain files under
+//! `<root>/<bucket>/<key>`, so tests can check what was written on disk.
 //!
-//! [`start_s3_server`] is for any test that needs an `s3://` location, e.g.
-//! billing to a bucket: `Store::open_with(&server.url("prefix"), server.options())`.
+//! `crate::s3_server::start_s3_server` is for any test that needs an
+//! `s3://` location, e.g. billing to a bucket:
+//! `Store::open_with(&server.url("prefix"), server.options())`.
 
-use std::path::{Path, PathBuf};
-
-use hyper_util::rt::TokioIo;
 use meter::Error;
 use meter::lake::store::Store;
-use s3s::auth::SimpleAuth;
-use s3s::service::S3ServiceBuilder;
 
-/// A running S3 server; stopped when dropped.
-pub struct S3Server {
-    /// `http://127.0.0.1:<port>`
-    pub endpoint: String,
-    /// A bucket that exists (a folder under the root).
-    pub bucket: String,
-    pub access_key: String,
-    pub secret_key: String,
-    pub region: String,
-    /// The folder the server stores buckets in.
-    pub root: PathBuf,
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl S3Server {
-    /// `s3://<bucket>/<prefix>`
-    pub fn url(&self, prefix: &str) -> String {
-        format!("s3://{}/{}", self.bucket, prefix.trim_matches('/'))
-    }
-
-    /// The `Store::open_with` options that reach this server: endpoint,
-    /// credentials, region, plain HTTP.
-    pub fn options(&self) -> Vec<(String, String)> {
-        [
-            ("aws_endpoint", self.endpoint.as_str()),
-            ("aws_access_key_id", &self.access_key),
-            ("aws_secret_access_key", &self.secret_key),
-            ("aws_region", &self.region),
-            ("aws_allow_http", "true"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-    }
-
-    /// Where the server keeps the objects of `bucket`.
-    pub fn bucket_dir(&self) -> PathBuf {
-        self.root.join(&self.bucket)
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
-/// Starts an S3 server storing its buckets under `root` (which must exist),
-/// with one bucket, on a random port of 127.0.0.1. The port is bound before
-/// this returns, so the server is ready for requests.
-pub fn start_s3_server(root: &Path) -> S3Server {
-    let bucket = "meter-test".to_string();
-    let (access_key, secret_key) = ("meter-access-key", "meter-secret-key");
-    std::fs::create_dir_all(root.join(&bucket)).unwrap();
-
-    let fs = s3s_fs::FileSystem::new(root).unwrap();
-    let service = {
-        let mut b = S3ServiceBuilder::new(fs);
-        b.set_auth(SimpleAuth::from_single(access_key, secret_key));
-        b.build()
-    };
-
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("s3-test-server")
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.spawn(async move {
-        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-        loop {
-            let socket = match listener.accept().await {
-                Ok((socket, _)) => socket,
-                Err(e) => {
-                    eprintln!("s3 test server: accept: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            let service = service.clone();
-            tokio::spawn(async move {
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(socket), service);
-                if let Err(e) = conn.await {
-                    eprintln!("s3 test server: connection: {e}");
-                }
-            });
-        }
-    });
-
-    S3Server {
-        endpoint,
-        bucket,
-        access_key: access_key.to_string(),
-        secret_key: secret_key.to_string(),
-        region: "us-east-1".to_string(),
-        root: root.to_path_buf(),
-        runtime: Some(runtime),
-    }
-}
+use crate::s3_server::{S3Server, start_s3_server};
 
 fn server() -> (tempfile::TempDir, S3Server) {
     let tmp = tempfile::tempdir().unwrap();
