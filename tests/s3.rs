@@ -166,3 +166,83 @@ fn an_http_endpoint_is_allowed_without_allow_http() {
         b"x"
     );
 }
+
+/// A clock the test moves.
+struct TestClock(std::sync::Mutex<chrono::DateTime<chrono::Utc>>);
+
+impl meter::model::ctx::Clock for TestClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+#[test]
+fn a_lease_on_an_s3_lake_excludes_takes_over_and_fences() {
+    use chrono::TimeZone;
+    use meter::lake::lease::{LEASE_KEY, Lease, Mode};
+    use std::time::Duration;
+
+    let (tmp, server) = server();
+    let url = server.url("lake");
+    let store = Store::open_with(&url, server.options()).unwrap();
+    let start = chrono::Utc.with_ymd_and_hms(2026, 12, 5, 2, 0, 0).unwrap();
+    let clock = TestClock(std::sync::Mutex::new(start));
+    let ttl = Duration::from_secs(60);
+    let margin = Duration::from_secs(10);
+
+    let stalled = Lease::acquire(&store, "run-a", "compact", Mode::Exclusive, ttl, &clock).unwrap();
+    assert_eq!(stalled.fence(&clock, margin).unwrap(), 1);
+    assert!(
+        tmp.path()
+            .join(&server.bucket)
+            .join("lake")
+            .join(LEASE_KEY)
+            .is_file()
+    );
+    for mode in [Mode::Exclusive, Mode::Shared] {
+        let err = Lease::acquire(&store, "run-b", "erase", mode, ttl, &clock).unwrap_err();
+        assert!(
+            matches!(&err, Error::Locked { holder, .. } if holder.contains("run-a")),
+            "{err}"
+        );
+    }
+
+    // The holder stalls past its expiry; another job takes the lake over.
+    *clock.0.lock().unwrap() = start + chrono::Duration::seconds(61);
+    let erase = Lease::acquire(&store, "run-b", "erase", Mode::Exclusive, ttl, &clock).unwrap();
+    assert_eq!(erase.holder().generation, 2);
+    let err = stalled.fence(&clock, margin).unwrap_err();
+    assert!(err.to_string().contains("was lost"), "{err}");
+    stalled.release().unwrap();
+    assert_eq!(erase.fence(&clock, margin).unwrap(), 2);
+    erase.release().unwrap();
+
+    // Jobs on four machines (four clients) start at once: one wins.
+    let stores: Vec<Store> = (0..4)
+        .map(|_| Store::open_with(&url, server.options()).unwrap())
+        .collect();
+    let barrier = std::sync::Barrier::new(stores.len());
+    let won: Vec<bool> = std::thread::scope(|s| {
+        let handles: Vec<_> = stores
+            .iter()
+            .enumerate()
+            .map(|(i, store)| {
+                let (clock, barrier) = (&clock, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    let id = format!("run-{i}");
+                    match Lease::acquire(store, &id, "erase", Mode::Exclusive, ttl, clock) {
+                        Ok(lease) => {
+                            std::mem::forget(lease);
+                            true
+                        }
+                        Err(Error::Locked { .. }) => false,
+                        Err(e) => panic!("{e}"),
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
+}
