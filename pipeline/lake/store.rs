@@ -213,18 +213,7 @@ impl Store {
 
     /// Reads `key`; `None` when there is no such object.
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let location = self.location(key)?;
-        let got = self.runtime.block_on(async {
-            match self.inner.get(&location).await {
-                Ok(result) => result.bytes().await.map(Some),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(e),
-            }
-        });
-        match got {
-            Ok(bytes) => Ok(bytes.map(Vec::from)),
-            Err(source) => Err(self.error(key, source)),
-        }
+        Ok(self.get_versioned(key)?.map(|(bytes, _)| bytes))
     }
 
     /// Reads `key` with the version a conditional put can name; `None` when
