@@ -167,15 +167,6 @@ fn an_http_endpoint_is_allowed_without_allow_http() {
     );
 }
 
-/// A clock the test moves.
-struct TestClock(std::sync::Mutex<chrono::DateTime<chrono::Utc>>);
-
-impl meter::model::ctx::Clock for TestClock {
-    fn now(&self) -> chrono::DateTime<chrono::Utc> {
-        *self.0.lock().unwrap()
-    }
-}
-
 #[test]
 fn a_lease_on_an_s3_lake_excludes_takes_over_and_fences() {
     use chrono::TimeZone;
@@ -186,7 +177,7 @@ fn a_lease_on_an_s3_lake_excludes_takes_over_and_fences() {
     let url = server.url("lake");
     let store = Store::open_with(&url, server.options()).unwrap();
     let start = chrono::Utc.with_ymd_and_hms(2026, 12, 5, 2, 0, 0).unwrap();
-    let clock = TestClock(std::sync::Mutex::new(start));
+    let clock = meter::model::ctx::ManualClock::new(start);
     let ttl = Duration::from_secs(60);
     let margin = Duration::from_secs(10);
 
@@ -208,7 +199,7 @@ fn a_lease_on_an_s3_lake_excludes_takes_over_and_fences() {
     }
 
     // The holder stalls past its expiry; another job takes the lake over.
-    *clock.0.lock().unwrap() = start + chrono::Duration::seconds(61);
+    clock.advance(chrono::Duration::seconds(61));
     let erase = Lease::acquire(&store, "run-b", "erase", Mode::Exclusive, ttl, &clock).unwrap();
     assert_eq!(erase.holder().generation, 2);
     let err = stalled.fence(&clock, margin).unwrap_err();

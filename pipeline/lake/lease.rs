@@ -77,6 +77,14 @@ pub struct Holder {
     pub expires_at: DateTime<Utc>,
 }
 
+impl Holder {
+    /// Whether `other` is the same grant: the same job's entry under the
+    /// same generation.
+    fn same_grant(&self, other: &Holder) -> bool {
+        self.id == other.id && self.generation == other.generation
+    }
+}
+
 /// The lease object's body.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct State {
@@ -99,8 +107,7 @@ impl State {
 
     /// `holder`'s live entry under its generation, if it still holds.
     fn entry(&self, holder: &Holder, now: DateTime<Utc>) -> Option<&Holder> {
-        self.live(now)
-            .find(|h| h.id == holder.id && h.generation == holder.generation)
+        self.live(now).find(|h| h.same_grant(holder))
     }
 }
 
@@ -160,14 +167,11 @@ impl<'s> Lease<'s> {
         let mut renewed = None;
         change(self.store, |state| {
             let now = clock.now();
-            if state.entry(&self.holder, now).is_none() {
+            let Some(entry) = (state.holders.iter_mut())
+                .find(|h| h.same_grant(&self.holder) && h.expires_at > now)
+            else {
                 return Err(lost(self.store, &self.holder));
-            }
-            let entry = state
-                .holders
-                .iter_mut()
-                .find(|h| h.id == self.holder.id && h.generation == self.holder.generation)
-                .expect("a live entry was found above");
+            };
             entry.expires_at = now + ttl;
             renewed = Some(entry.expires_at);
             Ok(true)
@@ -202,9 +206,7 @@ impl<'s> Lease<'s> {
     pub fn release(self) -> Result<()> {
         change(self.store, |state| {
             let before = state.holders.len();
-            state
-                .holders
-                .retain(|h| !(h.id == self.holder.id && h.generation == self.holder.generation));
+            state.holders.retain(|h| !h.same_grant(&self.holder));
             Ok(state.holders.len() != before)
         })
     }
@@ -285,37 +287,25 @@ fn chrono_ttl(ttl: Duration) -> chrono::Duration {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
     use chrono::TimeZone;
     use proptest::prelude::*;
 
     use super::*;
+    use crate::model::ctx::ManualClock;
 
-    /// A clock the test moves.
-    struct TestClock(Mutex<DateTime<Utc>>);
-
-    impl TestClock {
-        fn new() -> TestClock {
-            TestClock(Mutex::new(
-                Utc.with_ymd_and_hms(2026, 12, 5, 2, 0, 0).unwrap(),
-            ))
-        }
-        fn advance(&self, secs: i64) {
-            *self.0.lock().unwrap() += chrono::Duration::seconds(secs);
-        }
+    fn clock() -> ManualClock {
+        ManualClock::new(Utc.with_ymd_and_hms(2026, 12, 5, 2, 0, 0).unwrap())
     }
 
-    impl Clock for TestClock {
-        fn now(&self) -> DateTime<Utc> {
-            *self.0.lock().unwrap()
-        }
+    /// Moves `clock` on by `secs` seconds.
+    fn wait(clock: &ManualClock, secs: i64) {
+        clock.advance(chrono::Duration::seconds(secs));
     }
 
     const TTL: Duration = Duration::from_secs(60);
     const MARGIN: Duration = Duration::from_secs(10);
 
-    fn take<'s>(store: &'s Store, id: &str, mode: Mode, clock: &TestClock) -> Result<Lease<'s>> {
+    fn take<'s>(store: &'s Store, id: &str, mode: Mode, clock: &ManualClock) -> Result<Lease<'s>> {
         Lease::acquire(store, id, id, mode, TTL, clock)
     }
 
@@ -326,7 +316,7 @@ mod tests {
     #[test]
     fn an_exclusive_holder_keeps_everyone_out() {
         let store = Store::in_memory().unwrap();
-        let clock = TestClock::new();
+        let clock = clock();
         let erase = take(&store, "erase", Mode::Exclusive, &clock).unwrap();
         for mode in [Mode::Exclusive, Mode::Shared] {
             let err = take(&store, "other", mode, &clock).unwrap_err();
@@ -346,7 +336,7 @@ mod tests {
     #[test]
     fn shared_holders_run_side_by_side_and_keep_exclusive_jobs_out() {
         let store = Store::in_memory().unwrap();
-        let clock = TestClock::new();
+        let clock = clock();
         let a = take(&store, "ingest-0", Mode::Shared, &clock).unwrap();
         let b = take(&store, "ingest-1", Mode::Shared, &clock).unwrap();
         assert_eq!((a.holder().generation, b.holder().generation), (1, 2));
@@ -363,12 +353,12 @@ mod tests {
     #[test]
     fn a_stalled_holder_is_taken_over_after_expiry_and_cannot_commit_or_renew() {
         let store = Store::in_memory().unwrap();
-        let clock = TestClock::new();
+        let clock = clock();
         let mut stalled = take(&store, "compact", Mode::Exclusive, &clock).unwrap();
         assert_eq!(stalled.fence(&clock, MARGIN).unwrap(), 1);
-        clock.advance(59);
+        wait(&clock, 59);
         assert!(take(&store, "erase", Mode::Exclusive, &clock).is_err());
-        clock.advance(2);
+        wait(&clock, 2);
         let erase = take(&store, "erase", Mode::Exclusive, &clock).unwrap();
         assert_eq!(erase.holder().generation, 2);
         let err = stalled.fence(&clock, MARGIN).unwrap_err();
@@ -383,15 +373,15 @@ mod tests {
     #[test]
     fn renewing_keeps_the_lease_and_the_fence_wants_a_margin() {
         let store = Store::in_memory().unwrap();
-        let clock = TestClock::new();
+        let clock = clock();
         let mut lease = take(&store, "ingest", Mode::Shared, &clock).unwrap();
-        clock.advance(45);
+        wait(&clock, 45);
         lease.renew(&clock).unwrap();
-        clock.advance(45);
+        wait(&clock, 45);
         // 90 s after it was taken, 15 s before the renewed expiry.
         assert!(take(&store, "erase", Mode::Exclusive, &clock).is_err());
         assert_eq!(lease.fence(&clock, MARGIN).unwrap(), 1);
-        clock.advance(6);
+        wait(&clock, 6);
         let err = lease.fence(&clock, MARGIN).unwrap_err();
         assert!(err.to_string().contains("too soon to commit"), "{err}");
         lease.renew(&clock).unwrap();
@@ -401,7 +391,7 @@ mod tests {
     #[test]
     fn racing_jobs_get_one_exclusive_lease() {
         let store = Store::in_memory().unwrap();
-        let clock = TestClock::new();
+        let clock = clock();
         let start = std::sync::Barrier::new(8);
         let won: Vec<bool> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..8)
@@ -431,7 +421,7 @@ mod tests {
     #[test]
     fn a_change_between_a_read_and_its_write_is_read_again_not_overwritten() {
         let store = Store::in_memory().unwrap();
-        let clock = TestClock::new();
+        let clock = clock();
         let mut reads = 0;
         let err = change(&store, |state| {
             reads += 1;
@@ -455,7 +445,7 @@ mod tests {
     #[test]
     fn a_corrupt_lease_object_is_an_error_naming_it() {
         let store = Store::in_memory().unwrap();
-        let clock = TestClock::new();
+        let clock = clock();
         store.put(LEASE_KEY, b"{not json".to_vec()).unwrap();
         let err = take(&store, "erase", Mode::Exclusive, &clock).unwrap_err();
         let text = err.to_string();
@@ -490,7 +480,7 @@ mod tests {
         #[test]
         fn never_an_exclusive_holder_beside_another(ops in prop::collection::vec(op(), 1..60)) {
             let store = Store::in_memory().unwrap();
-            let clock = TestClock::new();
+            let clock = clock();
             let mut leases: Vec<Option<Lease>> = (0..4).map(|_| None).collect();
             for op in ops {
                 match op {
@@ -509,7 +499,7 @@ mod tests {
                             lease.release().unwrap();
                         }
                     }
-                    Op::Wait(secs) => clock.advance(secs),
+                    Op::Wait(secs) => wait(&clock, secs),
                 }
                 let fenced: Vec<Mode> = leases
                     .iter()
