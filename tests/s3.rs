@@ -175,7 +175,7 @@ fn a_lease_on_an_s3_lake_excludes_takes_over_and_fences() {
 
     let (tmp, server) = server();
     let url = server.url("lake");
-    let store = Store::open_with(&url, server.options()).unwrap();
+    let store = std::sync::Arc::new(Store::open_with(&url, server.options()).unwrap());
     let start = chrono::Utc.with_ymd_and_hms(2026, 12, 5, 2, 0, 0).unwrap();
     let clock = meter::model::ctx::ManualClock::new(start);
     let ttl = Duration::from_secs(60);
@@ -209,8 +209,8 @@ fn a_lease_on_an_s3_lake_excludes_takes_over_and_fences() {
     erase.release().unwrap();
 
     // Jobs on four machines (four clients) start at once: one wins.
-    let stores: Vec<Store> = (0..4)
-        .map(|_| Store::open_with(&url, server.options()).unwrap())
+    let stores: Vec<std::sync::Arc<Store>> = (0..4)
+        .map(|_| std::sync::Arc::new(Store::open_with(&url, server.options()).unwrap()))
         .collect();
     let barrier = std::sync::Barrier::new(stores.len());
     let won: Vec<bool> = std::thread::scope(|s| {

@@ -12,7 +12,7 @@ use duckdb::{Connection, params};
 use rust_decimal::{Decimal, RoundingStrategy};
 
 use crate::lake::Lake;
-use crate::model::error::{Error, IoContext, Result};
+use crate::model::error::{Error, Result};
 use crate::model::pricing::Pricing;
 use crate::model::registry::{Customer, Registry};
 use crate::rollup::aggregate::{ACTIVITY, API_USAGE, RESOURCE_USAGE, SPECS, Spec};
@@ -138,7 +138,7 @@ pub fn check_current(lake: &Lake, month: NaiveDate) -> Result<()> {
         // nothing to roll up: it bills as empty.
         dates.extend(table_dates);
         if spec.table == API_USAGE.table
-            && let Some(f) = files.iter().find(|f| !has_unpriced_split(f))
+            && let Some(f) = files.iter().find(|f| !has_unpriced_split(lake, f))
         {
             return Err(refuse(format!(
                 "the monthly rollup of {name} for {label} was written by an older meter \
@@ -148,7 +148,7 @@ pub fn check_current(lake: &Lake, month: NaiveDate) -> Result<()> {
             )));
         }
         for f in files {
-            let t = modified(&f)?;
+            let t = lake.modified(&f)?;
             monthly_oldest = Some(monthly_oldest.map_or(t, |m| m.min(t)));
         }
     }
@@ -189,30 +189,17 @@ pub const UNPRICED_SPLIT: [&str; 5] = [
 /// Whether an api_usage aggregate file has the [`UNPRICED_SPLIT`] columns
 /// (a file that cannot be read has not: reading it fails with its own
 /// error later).
-fn has_unpriced_split(path: &Path) -> bool {
-    use parquet::file::reader::{FileReader, SerializedFileReader};
-    let Ok(file) = std::fs::File::open(path) else {
+fn has_unpriced_split(lake: &Lake, path: &Path) -> bool {
+    let Ok(columns) = lake.column_names(path) else {
         return false;
     };
-    let Ok(reader) = SerializedFileReader::new(file) else {
-        return false;
-    };
-    let schema = reader.metadata().file_metadata().schema_descr_ptr();
-    UNPRICED_SPLIT
-        .iter()
-        .all(|c| schema.columns().iter().any(|d| d.name() == *c))
-}
-
-fn modified(path: &Path) -> Result<SystemTime> {
-    std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .read_ctx(path)
+    UNPRICED_SPLIT.iter().all(|c| columns.iter().any(|d| d == c))
 }
 
 fn newest(lake: &Lake, dir: &Path) -> Result<Option<SystemTime>> {
     let mut newest = None;
     for f in lake.parquet_files(dir)? {
-        let t = modified(&f)?;
+        let t = lake.modified(&f)?;
         newest = Some(newest.map_or(t, |n: SystemTime| n.max(t)));
     }
     Ok(newest)
@@ -386,7 +373,7 @@ fn load_from(
             if !lake
                 .parquet_files(dir)?
                 .iter()
-                .all(|f| has_unpriced_split(f))
+                .all(|f| has_unpriced_split(lake, f))
             {
                 return Ok(());
             }

@@ -33,8 +33,7 @@ use serde::Serialize;
 use crate::lake::Lake;
 use crate::lake::store::Store;
 use crate::model::ctx::Ctx;
-use crate::model::error::{Error, IoContext, Result};
-use crate::model::ids::sha256_hex;
+use crate::model::error::{Error, Result};
 use crate::model::pricing::Pricing;
 use crate::model::registry::Registry;
 
@@ -180,20 +179,11 @@ pub fn run(ctx: &Ctx, opts: &BillOptions) -> Result<BillReport> {
 pub fn run_on(ctx: &Ctx, lake: &Lake, pricing: &Pricing, opts: &BillOptions) -> Result<BillReport> {
     let started_at = ctx.clock.now();
     inputs::check_current(lake, opts.month)?;
-    let customers_path = match &opts.customers {
-        Some(p) => p.clone(),
-        None => {
-            let p = Lake::registry_path(&opts.lake);
-            if !p.exists() {
-                return Err(Error::Usage(format!(
-                    "no --customers given and the lake has no registry copy at {} (ingest saves one): pass --customers FILE",
-                    p.display()
-                )));
-            }
-            p
-        }
-    };
-    let (registry, registry_problems) = crate::load::customers(&customers_path)?;
+    let customers_path = opts
+        .customers
+        .clone()
+        .unwrap_or_else(|| Lake::registry_path(lake.root()));
+    let (registry, registry_problems) = lake.customers(opts.customers.as_deref())?;
     let (start, end, _) = inputs::month_bounds(opts.month);
     let month = start.format("%Y-%m").to_string();
 
@@ -228,7 +218,7 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, pricing: &Pricing, opts: &BillOptions) -> 
         publish::files(&period, billing, STREAM_BATCH)
     };
 
-    let versions = publish::Inputs::describe(&opts.pricing, &customers_path, &opts.lake)?;
+    let versions = publish::Inputs::describe(lake, &opts.pricing, &customers_path)?;
     let state = publish::State::read(&store, &month)?;
     let mut outcome = None;
     let mut changes = None;
@@ -630,12 +620,6 @@ pub fn read_billing(conn: &Connection, month: &str) -> Result<Billing> {
         .and_then(|rows| rows.collect())
         .map_err(db_err("unbilled_usage"))?;
     Ok(billing)
-}
-
-/// SHA-256 and size of a file.
-pub fn file_digest(path: &Path) -> Result<(String, u64)> {
-    let bytes = std::fs::read(path).read_ctx(path)?;
-    Ok((sha256_hex(&bytes), bytes.len() as u64))
 }
 
 #[cfg(test)]

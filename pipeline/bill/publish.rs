@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::layout::{self, RevisionFile};
 use super::render::{self, Period};
-use super::{Billing, diff, file_digest, inputs};
+use super::{Billing, diff, inputs};
 use crate::lake::Lake;
 use crate::lake::store::Store;
 use crate::model::error::{Error, Result};
@@ -51,9 +51,11 @@ pub struct Inputs {
 }
 
 impl Inputs {
-    pub fn describe(pricing: &Path, customers: &Path, lake: &Path) -> Result<Inputs> {
+    /// The versions of the pricing and customers files (the registry copy
+    /// in the lake, or a local file).
+    pub fn describe(lake: &Lake, pricing: &Path, customers: &Path) -> Result<Inputs> {
         let version = |path: &Path| -> Result<InputVersion> {
-            let (sha256, bytes) = file_digest(path)?;
+            let (sha256, bytes) = lake.digest(path)?;
             Ok(InputVersion {
                 path: path.display().to_string(),
                 bytes,
@@ -64,7 +66,7 @@ impl Inputs {
             meter_version: env!("CARGO_PKG_VERSION").to_string(),
             pricing: version(pricing)?,
             customers: version(customers)?,
-            lake: lake.display().to_string(),
+            lake: lake.root().display().to_string(),
             lake_files: Vec::new(),
         })
     }
@@ -287,7 +289,7 @@ pub fn write_revision(
     }
     let mut inputs = inputs.clone();
     for rel in &loaded.files {
-        let (sha256, bytes) = file_digest(&lake.root().join(rel))?;
+        let (sha256, bytes) = lake.digest(&lake.root().join(rel))?;
         inputs.lake_files.push(InputVersion {
             path: rel.display().to_string(),
             bytes,

@@ -26,8 +26,8 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::bill::render::SummaryRow;
-use crate::lake::{Lake, write_atomic};
-use crate::model::error::{IoContext, Result};
+use crate::lake::Lake;
+use crate::model::error::Result;
 
 /// The thresholds, in percent of the limit, that raise an alert.
 pub const THRESHOLDS: [u32; 2] = [80, 100];
@@ -192,8 +192,8 @@ impl AlertBook {
     pub fn load(lake: &Lake, month: &str) -> Result<AlertBook> {
         let path = AlertBook::path(lake, month);
         let mut alerts = Vec::new();
-        if path.exists() {
-            let text = std::fs::read_to_string(&path).read_ctx(&path)?;
+        if let Some(bytes) = lake.read_file(&path)? {
+            let text = String::from_utf8_lossy(&bytes);
             for (i, line) in text.lines().enumerate() {
                 if line.trim().is_empty() {
                     continue;
@@ -210,7 +210,7 @@ impl AlertBook {
 
     /// Records the crossings not raised before this month and returns them.
     /// A crossing already raised, on any night, is not raised again.
-    pub fn raise(&mut self, crossings: Vec<Alert>) -> Result<Vec<Alert>> {
+    pub fn raise(&mut self, lake: &Lake, crossings: Vec<Alert>) -> Result<Vec<Alert>> {
         let known: BTreeSet<_> = self.alerts.iter().map(Alert::key).collect();
         let new: Vec<Alert> = crossings
             .into_iter()
@@ -218,10 +218,7 @@ impl AlertBook {
             .collect();
         if !new.is_empty() {
             self.alerts.extend(new.iter().cloned());
-            if let Some(dir) = self.path.parent() {
-                std::fs::create_dir_all(dir).write_ctx(dir)?;
-            }
-            write_atomic(&self.path, &jsonl(&self.alerts))?;
+            lake.write_file(&self.path, &jsonl(&self.alerts))?;
         }
         Ok(new)
     }
@@ -433,7 +430,7 @@ mod tests {
         let mut book = AlertBook::load(&lake, "2026-10").unwrap();
         let night1 = date("2026-10-05");
         let first = book
-            .raise(crossings(
+            .raise(&lake, crossings(
                 &[row(48_000, Some("600"), 0, 0)],
                 "2026-10",
                 night1,
@@ -446,7 +443,7 @@ mod tests {
         let night2 = date("2026-10-06");
         let mut book = AlertBook::load(&lake, "2026-10").unwrap();
         let second = book
-            .raise(crossings(
+            .raise(&lake, crossings(
                 &[row(61_000, Some("600"), 0, 0)],
                 "2026-10",
                 night2,
@@ -458,7 +455,7 @@ mod tests {
         // A rerun of night 2 raises nothing new, and its day file is the same.
         let mut book = AlertBook::load(&lake, "2026-10").unwrap();
         let again = book
-            .raise(crossings(
+            .raise(&lake, crossings(
                 &[row(61_000, Some("600"), 0, 0)],
                 "2026-10",
                 night2,

@@ -259,8 +259,8 @@ pub fn nightly(ctx: &Ctx, opts: &NightlyOptions) -> Result<JobReport> {
     let customers = paths
         .customers
         .clone()
-        .unwrap_or_else(|| Lake::registry_path(&paths.lake));
-    let (registry, problems) = crate::load::customers(&customers)?;
+        .unwrap_or_else(|| Lake::registry_path(lake.root()));
+    let (registry, problems) = lake.customers(paths.customers.as_deref())?;
     for p in problems {
         report.attention.push(format!("customer not billed: {p}"));
     }
@@ -335,7 +335,7 @@ fn raise_alerts(
 ) -> Result<()> {
     let month = date.format("%Y-%m").to_string();
     let mut book = AlertBook::load(lake, &month)?;
-    book.raise(alerts::crossings(month_to_date, &month, date, &ctx.run_id))?;
+    book.raise(&lake, alerts::crossings(month_to_date, &month, date, &ctx.run_id))?;
     let raised = book.raised_on(date);
     // Both thresholds crossed the same night: the file has both, people
     // read the higher one.

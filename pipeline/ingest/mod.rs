@@ -72,7 +72,7 @@ impl DateRange {
 /// `Err` means nothing was committed.
 pub fn run(ctx: &Ctx, opts: &IngestOptions) -> Result<IngestReport> {
     check_options(opts)?;
-    let lake = Lake::open(&opts.lake, &ctx.run_id)?;
+    let lake = Lake::open_shared(&opts.lake, &ctx.run_id)?;
     run_on(ctx, &lake, opts)
 }
 
@@ -134,7 +134,7 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &IngestOptions) -> Result<IngestRepo
 
     let vm_of_file: Vec<Str> = ctxs.iter().map(|c| c.vm_id.clone()).collect();
     // Per file: lines dated before this belong to an erased customer.
-    let erasures = crate::lake::erase::Erasures::load(lake.root())?;
+    let erasures = crate::lake::erase::Erasures::load(&lake)?;
     let erased: Vec<Option<Ts>> = ctxs
         .iter()
         .map(|c| erasures.cutoff(c.customer_id.as_deref(), &c.vm_id))

@@ -31,8 +31,7 @@
 //! `Lake::open` leaves the partition with either its old or its new files.
 
 use std::collections::BTreeSet;
-use std::fs::{self, File};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use arrow::array::{ArrayRef, UInt32Array};
 use arrow::compute::{SortOptions, concat_batches, take_record_batch};
@@ -40,14 +39,13 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
 use chrono::{Datelike, NaiveDate};
-use parquet::file::reader::{FileReader, SerializedFileReader};
 use rayon::slice::ParallelSliceMut;
 use serde::Serialize;
 
 use crate::lake::tables::Table;
 use crate::lake::{Commit, Lake, PartitionDir};
 use crate::model::ctx::Ctx;
-use crate::model::error::{Error, IoContext, Result};
+use crate::model::error::{Error, Result};
 
 /// Rows per compacted file at most (8 row groups).
 pub const FILE_ROWS: usize = 1 << 20;
@@ -225,22 +223,6 @@ pub fn files_needed(rows: u64) -> u64 {
     rows.div_ceil(FILE_ROWS as u64).max(1)
 }
 
-/// Rows of a Parquet file, from its footer.
-pub(crate) fn footer_rows(path: &Path) -> Result<u64> {
-    let file = File::open(path).read_ctx(path)?;
-    let reader = SerializedFileReader::new(file).map_err(|source| Error::Parquet {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(reader.metadata().file_metadata().num_rows().max(0) as u64)
-}
-
-/// Flushes a written file to disk before the commit that deletes what it
-/// replaces.
-pub(crate) fn sync_file(path: &Path) -> Result<()> {
-    File::open(path).and_then(|f| f.sync_all()).write_ctx(path)
-}
-
 /// Sorts rows by `customer_id` (nulls last), `ts`, `event_id`, then every
 /// other column in schema order: a total order on distinct rows.
 pub fn sort_rows(batch: &RecordBatch) -> Result<RecordBatch> {
@@ -377,8 +359,8 @@ fn compact_partition(
     let mut rows = 0u64;
     let mut bytes_before = 0u64;
     for f in &files {
-        rows += footer_rows(f)?;
-        bytes_before += fs::metadata(f).read_ctx(f)?.len();
+        rows += lake.footer_rows(f)?;
+        bytes_before += lake.file_size(f)?;
     }
     let files_after = files_needed(rows);
     if files.len() as u64 <= files_after {
@@ -453,14 +435,14 @@ fn compact_partition(
         }
         verify(lake, part, &written, &schema, before)?;
         for (tmp, _) in &written {
-            sync_file(tmp)?;
+            lake.sync_file(tmp)?;
         }
         Ok(())
     })();
     drop(sorted);
     if let Err(e) = result {
         for (tmp, _) in &written {
-            let _ = fs::remove_file(tmp);
+            let _ = lake.remove_file(tmp);
         }
         return Err(e);
     }
@@ -475,7 +457,7 @@ fn compact_partition(
     )?;
     let mut bytes_after = 0;
     for f in &finals {
-        bytes_after += fs::metadata(f).read_ctx(f)?.len();
+        bytes_after += lake.file_size(f)?;
     }
     done.files_after = finals.len() as u64;
     done.bytes_after = Some(bytes_after);
@@ -527,6 +509,8 @@ pub(crate) fn verify(
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+    use std::path::Path;
     use std::sync::Arc;
 
     use arrow::array::{Array, Int64Array, StringArray};

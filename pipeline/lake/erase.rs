@@ -32,7 +32,6 @@
 //! those counted; otherwise nothing is committed ([`Error::Verify`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, BooleanArray, StringArray};
@@ -40,13 +39,12 @@ use arrow::compute::{cast, filter_record_batch, not};
 use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 
-use crate::lake::compact::{Digest, sync_file};
+use crate::lake::compact::Digest;
 use crate::lake::{Commit, Lake, PartWriter, PartitionDir};
 use crate::model::ctx::Ctx;
-use crate::model::error::{Error, IoContext, Result};
+use crate::model::error::{Error, Result};
 use crate::model::ids;
 use crate::model::time::Ts;
 
@@ -186,21 +184,19 @@ pub struct Erasures {
 impl Erasures {
     /// Reads `<lake>/_erasures/*.json`. An unreadable record is an error:
     /// ingesting without it could bring erased rows back.
-    pub fn load(lake_root: &Path) -> Result<Erasures> {
-        let dir = lake_root.join(RECORDS_DIR);
-        let Ok(entries) = fs::read_dir(&dir) else {
-            return Ok(Erasures::default());
-        };
-        let mut paths: Vec<PathBuf> = entries
-            .flatten()
-            .map(|e| e.path())
+    pub fn load(lake: &Lake) -> Result<Erasures> {
+        let dir = lake.root().join(RECORDS_DIR);
+        let paths: Vec<PathBuf> = lake
+            .files_in(&dir)?
+            .into_iter()
             .filter(|p| p.extension().is_some_and(|e| e == "json"))
             .collect();
-        paths.sort();
         let mut records = Vec::new();
         for path in paths {
-            let text = fs::read_to_string(&path).read_ctx(&path)?;
-            let r: ErasureRecord = serde_json::from_str(&text).map_err(|e| Error::Lake {
+            let Some(bytes) = lake.read_file(&path)? else {
+                continue;
+            };
+            let r: ErasureRecord = serde_json::from_slice(&bytes).map_err(|e| Error::Lake {
                 path: path.clone(),
                 message: format!("unreadable erasure record: {e}"),
             })?;
@@ -266,8 +262,12 @@ fn customer_rows(
 }
 
 /// Reads only `customer_id` and `vm_id` of a file, batch by batch.
-fn read_keys(path: &Path, mut f: impl FnMut(&RecordBatch) -> Result<()>) -> Result<()> {
-    crate::lake::read_columns(path, &["customer_id", "vm_id"], |batch| f(&batch))
+fn read_keys(
+    lake: &Lake,
+    path: &Path,
+    mut f: impl FnMut(&RecordBatch) -> Result<()>,
+) -> Result<()> {
+    lake.read_columns(path, &["customer_id", "vm_id"], |batch| f(&batch))
 }
 
 /// A file and how many of its rows are the customer's.
@@ -321,8 +321,8 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &EraseOptions) -> Result<EraseReport
     let mut vms: BTreeSet<String> = BTreeSet::new();
     let registry_path = Lake::registry_path(&root);
     let mut in_registry = false;
-    if registry_path.exists() {
-        let (registry, problems) = crate::load::customers(&registry_path)?;
+    if lake.exists(&registry_path)? {
+        let (registry, problems) = lake.customers(None)?;
         if let Some(c) = registry
             .customers
             .iter()
@@ -352,7 +352,7 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &EraseOptions) -> Result<EraseReport
     }
     let mut attributed = 0u64;
     for (_, path) in &files {
-        read_keys(path, |batch| {
+        read_keys(lake, path, |batch| {
             let Some(c) = text_column(batch, "customer_id")? else {
                 return Ok(());
             };
@@ -384,7 +384,7 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &EraseOptions) -> Result<EraseReport
         report.files_examined += 1;
         let mut rows = 0u64;
         let mut has_customer = false;
-        read_keys(path, |batch| {
+        read_keys(lake, path, |batch| {
             has_customer |= batch.column_by_name("customer_id").is_some();
             rows += customer_rows(batch, customer, &vms)?.true_count() as u64;
             Ok(())
@@ -418,7 +418,7 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &EraseOptions) -> Result<EraseReport
     let result = (|| -> Result<()> {
         for f in &found {
             let kept = if opts.dry_run {
-                footer_rows_left(&f.path, f.rows)?
+                lake.footer_rows(&f.path)? > f.rows
             } else {
                 let rewritten =
                     rewrite_file(lake, &parts[f.part], &f.path, customer, &vms, f.rows)?;
@@ -442,7 +442,7 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &EraseOptions) -> Result<EraseReport
     })();
     if let Err(e) = result {
         for (tmp, _) in &commit.renames {
-            let _ = fs::remove_file(tmp);
+            let _ = lake.remove_file(tmp);
         }
         return Err(e);
     }
@@ -455,7 +455,6 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &EraseOptions) -> Result<EraseReport
         let dir = root.join(RECORDS_DIR);
         // (a record left by a crash before its commit is removed by
         // `Lake::open`)
-        fs::create_dir_all(&dir).write_ctx(&dir)?;
         let record = ErasureRecord {
             customer_id: customer.to_string(),
             run_id: ctx.run_id.clone(),
@@ -475,23 +474,22 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &EraseOptions) -> Result<EraseReport
                 1 => ctx.run_id.clone(),
                 n => format!("{}-{n}", ctx.run_id),
             })
-            .find(|name| !dir.join(format!("{name}.json")).exists())
+            .map(|name| (dir.join(format!("{name}.json")), name))
+            .find(|(path, _)| !lake.exists(path).unwrap_or(true))
+            .map(|(_, name)| name)
             .expect("a free name");
         let path = dir.join(format!("{name}.json"));
-        let tmp = dir.join(format!("{name}.json.tmp"));
-        let written = fs::write(
-            &tmp,
-            serde_json::to_string_pretty(&record).expect("the record serializes"),
-        )
-        .write_ctx(&tmp)
-        .and_then(|()| sync_file(&tmp));
+        let tmp = lake.staging_path(&path)?;
+        let json = serde_json::to_string_pretty(&record).expect("the record serializes");
+        let written = lake
+            .write_file(&tmp, json.as_bytes())
+            .and_then(|()| lake.sync_file(&tmp));
         if let Err(e) = written {
             for (tmp, _) in &commit.renames {
-                let _ = fs::remove_file(tmp);
+                let _ = lake.remove_file(tmp);
             }
             return Err(e);
         }
-        crate::lake::fault::file_written();
         // The record becomes visible with the rewritten files, in one
         // journaled commit.
         commit.renames.insert(0, (tmp, path));
@@ -507,11 +505,6 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &EraseOptions) -> Result<EraseReport
         &serde_json::to_string_pretty(&report).expect("the report serializes"),
     )?;
     Ok(report)
-}
-
-/// On a dry run: whether a file keeps rows once `removed` of them go.
-fn footer_rows_left(path: &Path, removed: u64) -> Result<bool> {
-    Ok(crate::lake::compact::footer_rows(path)? > removed)
 }
 
 /// Writes `path` without the customer's rows under a temporary name (the
@@ -532,47 +525,38 @@ fn rewrite_file(
         .and_then(|n| n.strip_suffix(".parquet"))
         .expect("lake files are named *.parquet")
         .to_string();
-    let file = File::open(path).read_ctx(path)?;
-    let perr = |source| Error::Parquet {
-        path: path.to_path_buf(),
-        source,
-    };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?;
-    let schema = builder.schema().clone();
-    let reader = builder.with_batch_size(65536).build().map_err(perr)?;
     let mut writer: Option<PartWriter> = None;
     let mut kept = Digest::default();
     let mut removed = 0u64;
-    let outcome = (|| -> Result<()> {
-        for batch in reader {
-            let batch = batch?;
-            let erased = customer_rows(&batch, customer, vms)?;
-            removed += erased.true_count() as u64;
-            let batch = filter_record_batch(&batch, &not(&erased)?)?;
-            if batch.num_rows() == 0 {
-                continue;
-            }
-            kept.add(&batch)?;
-            if writer.is_none() {
-                writer = Some(lake.part_writer(&part.dir, &stem, schema.clone())?);
-            }
-            writer.as_mut().expect("opened above").write(&batch)?;
+    let outcome = lake.read_each(path, |batch| {
+        let erased = customer_rows(&batch, customer, vms)?;
+        removed += erased.true_count() as u64;
+        let batch = filter_record_batch(&batch, &not(&erased)?)?;
+        if batch.num_rows() == 0 {
+            return Ok(());
         }
-        Ok(())
-    })();
+        kept.add(&batch)?;
+        if writer.is_none() {
+            writer = Some(lake.part_writer(&part.dir, &stem, batch.schema())?);
+        }
+        writer.as_mut().expect("opened above").write(&batch)
+    });
     let finished = match writer {
         Some(w) => Some(w.finish()?),
         None => None,
     };
     let discard = |finished: &Option<(PathBuf, PathBuf)>| {
         if let Some((tmp, _)) = finished {
-            let _ = fs::remove_file(tmp);
+            let _ = lake.remove_file(tmp);
         }
     };
-    if let Err(e) = outcome {
-        discard(&finished);
-        return Err(e);
-    }
+    let schema = match outcome {
+        Ok(schema) => schema,
+        Err(e) => {
+            discard(&finished);
+            return Err(e);
+        }
+    };
     if removed != expected {
         discard(&finished);
         return Err(Error::Verify {
@@ -588,9 +572,9 @@ fn rewrite_file(
     };
     let written = [(tmp, to)];
     if let Err(e) = crate::lake::compact::verify(lake, part, &written, &schema, kept)
-        .and_then(|()| sync_file(&written[0].0))
+        .and_then(|()| lake.sync_file(&written[0].0))
     {
-        let _ = fs::remove_file(&written[0].0);
+        let _ = lake.remove_file(&written[0].0);
         return Err(e);
     }
     let [(tmp, to)] = written;
@@ -599,6 +583,7 @@ fn rewrite_file(
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
     use std::sync::Arc;
 
     use chrono::TimeZone;
@@ -728,7 +713,7 @@ mod tests {
         assert_eq!(record.rows_removed, 3);
         assert_eq!(record.partitions.len(), 2);
 
-        let erasures = Erasures::load(tmp.path()).unwrap();
+        let erasures = Erasures::load(&lake).unwrap();
         let at = Some(Ts(Utc
             .with_ymd_and_hms(2026, 11, 2, 3, 0, 0)
             .unwrap()
@@ -761,7 +746,7 @@ mod tests {
         fs::create_dir_all(tmp.path().join(RECORDS_DIR)).unwrap();
         fs::write(tmp.path().join("_erasures/x.json"), "{").unwrap();
         assert!(matches!(
-            Erasures::load(tmp.path()),
+            Erasures::load(&Lake::open(tmp.path(), "load").unwrap()),
             Err(Error::Lake { .. })
         ));
     }

@@ -37,6 +37,7 @@
 //! folder cannot replace an object conditionally.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -75,9 +76,30 @@ pub struct Holder {
     /// The generation the entry was granted under.
     pub generation: u64,
     pub expires_at: DateTime<Utc>,
+    /// The machine and process that hold it: a holder on this machine
+    /// whose process is gone (killed) holds nothing, whatever its expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
 }
 
 impl Holder {
+    /// Whether the entry still holds at `now`: not expired, and not left
+    /// by a process of this machine that no longer runs.
+    fn holds(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at > now && !self.died_here()
+    }
+
+    fn died_here(&self) -> bool {
+        match (&self.host, self.pid) {
+            (Some(host), Some(pid)) => {
+                *host == this_host() && pid != std::process::id() && !process_alive(pid)
+            }
+            _ => false,
+        }
+    }
+
     /// Whether `other` is the same grant: the same job's entry under the
     /// same generation.
     fn same_grant(&self, other: &Holder) -> bool {
@@ -91,12 +113,16 @@ struct State {
     /// Incremented by every grant.
     generation: u64,
     holders: Vec<Holder>,
+    /// Commit records (keys in the lake) that passed the fence and whose
+    /// files may not all be in place yet: the next job finishes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    commits: Vec<String>,
 }
 
 impl State {
     /// The entries still live at `now`.
     fn live(&self, now: DateTime<Utc>) -> impl Iterator<Item = &Holder> {
-        self.holders.iter().filter(move |h| h.expires_at > now)
+        self.holders.iter().filter(move |h| h.holds(now))
     }
 
     /// A live holder that keeps `mode` out, if any.
@@ -114,23 +140,23 @@ impl State {
 /// A held lease. Drop it with [`Lease::release`]; a holder that dies
 /// without releasing holds until its entry expires.
 #[derive(Debug)]
-pub struct Lease<'s> {
-    store: &'s Store,
+pub struct Lease {
+    store: Arc<Store>,
     ttl: Duration,
     holder: Holder,
 }
 
-impl<'s> Lease<'s> {
+impl Lease {
     /// Takes the lease of the lake in `store` for `mode`, for `ttl`, or is
     /// refused with [`Error::Locked`] naming a live holder that keeps it out.
     pub fn acquire(
-        store: &'s Store,
+        store: &Arc<Store>,
         id: &str,
         job: &str,
         mode: Mode,
         ttl: Duration,
         clock: &dyn Clock,
-    ) -> Result<Lease<'s>> {
+    ) -> Result<Lease> {
         let ttl_chrono = chrono_ttl(ttl);
         let mut granted = None;
         change(store, |state| {
@@ -138,7 +164,7 @@ impl<'s> Lease<'s> {
             if let Some(blocker) = state.blocker(mode, now) {
                 return Err(locked(store, blocker));
             }
-            state.holders.retain(|h| h.expires_at > now);
+            state.holders.retain(|h| h.holds(now));
             state.generation += 1;
             let holder = Holder {
                 id: id.to_string(),
@@ -146,13 +172,19 @@ impl<'s> Lease<'s> {
                 mode,
                 generation: state.generation,
                 expires_at: now + ttl_chrono,
+                host: Some(this_host()),
+                pid: Some(std::process::id()),
             };
             state.holders.push(holder.clone());
             granted = Some(holder);
             Ok(true)
         })?;
         let holder = granted.expect("a successful change granted the lease");
-        Ok(Lease { store, ttl, holder })
+        Ok(Lease {
+            store: store.clone(),
+            ttl,
+            holder,
+        })
     }
 
     /// What this lease holds.
@@ -165,12 +197,12 @@ impl<'s> Lease<'s> {
     pub fn renew(&mut self, clock: &dyn Clock) -> Result<()> {
         let ttl = chrono_ttl(self.ttl);
         let mut renewed = None;
-        change(self.store, |state| {
+        change(&self.store, |state| {
             let now = clock.now();
             let Some(entry) = (state.holders.iter_mut())
                 .find(|h| h.same_grant(&self.holder) && h.expires_at > now)
             else {
-                return Err(lost(self.store, &self.holder));
+                return Err(lost(&self.store, &self.holder));
             };
             entry.expires_at = now + ttl;
             renewed = Some(entry.expires_at);
@@ -184,10 +216,28 @@ impl<'s> Lease<'s> {
     /// holds with at least `margin` left, and returns its generation (what
     /// a commit record names). A holder that fails must not commit.
     pub fn fence(&self, clock: &dyn Clock, margin: Duration) -> Result<u64> {
-        let (state, _) = read(self.store)?;
-        let now = clock.now();
+        let (state, _) = read(&self.store)?;
+        self.check(&state, clock.now(), margin)?;
+        Ok(self.holder.generation)
+    }
+
+    /// The commit point of a lake in object storage: records `record` (the
+    /// key of a commit record already written) as committed, in the same
+    /// conditional write that proves this lease still holds with `margin`
+    /// left. A holder that lost the lease, even between its last read and
+    /// this write, cannot: its record is never applied.
+    pub fn commit(&self, clock: &dyn Clock, margin: Duration, record: &str) -> Result<u64> {
+        change(&self.store, |state| {
+            self.check(state, clock.now(), margin)?;
+            state.commits.push(record.to_string());
+            Ok(true)
+        })?;
+        Ok(self.holder.generation)
+    }
+
+    fn check(&self, state: &State, now: DateTime<Utc>, margin: Duration) -> Result<()> {
         let Some(entry) = state.entry(&self.holder, now) else {
-            return Err(lost(self.store, &self.holder));
+            return Err(lost(&self.store, &self.holder));
         };
         if entry.expires_at - now < chrono_ttl(margin) {
             return Err(Error::Lake {
@@ -198,18 +248,60 @@ impl<'s> Lease<'s> {
                 ),
             });
         }
-        Ok(self.holder.generation)
+        Ok(())
     }
 
     /// Gives the lease up. Releasing a lease that was already lost changes
     /// nothing (another holder's entry is never touched).
     pub fn release(self) -> Result<()> {
-        change(self.store, |state| {
+        change(&self.store, |state| {
             let before = state.holders.len();
             state.holders.retain(|h| !h.same_grant(&self.holder));
             Ok(state.holders.len() != before)
         })
     }
+}
+
+/// The commit records that passed the fence and may not be applied in
+/// full yet (see [`Lease::commit`]).
+pub fn pending_commits(store: &Store) -> Result<Vec<String>> {
+    Ok(read(store)?.0.commits)
+}
+
+/// The live holders of the lease at `now`.
+pub fn holders(store: &Store, now: DateTime<Utc>) -> Result<Vec<Holder>> {
+    Ok(read(store)?.0.live(now).cloned().collect())
+}
+
+/// Forgets a commit record once every file it names is in place.
+pub fn settle(store: &Store, record: &str) -> Result<()> {
+    change(store, |state| {
+        let before = state.commits.len();
+        state.commits.retain(|r| r != record);
+        Ok(state.commits.len() != before)
+    })
+}
+
+/// This machine's name, as holders record it.
+fn this_host() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Whether a process with this id runs on this machine.
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 /// Reads the lease object (an empty state when there is none).
@@ -305,7 +397,7 @@ mod tests {
     const TTL: Duration = Duration::from_secs(60);
     const MARGIN: Duration = Duration::from_secs(10);
 
-    fn take<'s>(store: &'s Store, id: &str, mode: Mode, clock: &ManualClock) -> Result<Lease<'s>> {
+    fn take(store: &Arc<Store>, id: &str, mode: Mode, clock: &ManualClock) -> Result<Lease> {
         Lease::acquire(store, id, id, mode, TTL, clock)
     }
 
@@ -315,7 +407,7 @@ mod tests {
 
     #[test]
     fn an_exclusive_holder_keeps_everyone_out() {
-        let store = Store::in_memory().unwrap();
+        let store = Arc::new(Store::in_memory().unwrap());
         let clock = clock();
         let erase = take(&store, "erase", Mode::Exclusive, &clock).unwrap();
         for mode in [Mode::Exclusive, Mode::Shared] {
@@ -335,7 +427,7 @@ mod tests {
 
     #[test]
     fn shared_holders_run_side_by_side_and_keep_exclusive_jobs_out() {
-        let store = Store::in_memory().unwrap();
+        let store = Arc::new(Store::in_memory().unwrap());
         let clock = clock();
         let a = take(&store, "ingest-0", Mode::Shared, &clock).unwrap();
         let b = take(&store, "ingest-1", Mode::Shared, &clock).unwrap();
@@ -352,7 +444,7 @@ mod tests {
 
     #[test]
     fn a_stalled_holder_is_taken_over_after_expiry_and_cannot_commit_or_renew() {
-        let store = Store::in_memory().unwrap();
+        let store = Arc::new(Store::in_memory().unwrap());
         let clock = clock();
         let mut stalled = take(&store, "compact", Mode::Exclusive, &clock).unwrap();
         assert_eq!(stalled.fence(&clock, MARGIN).unwrap(), 1);
@@ -372,7 +464,7 @@ mod tests {
 
     #[test]
     fn renewing_keeps_the_lease_and_the_fence_wants_a_margin() {
-        let store = Store::in_memory().unwrap();
+        let store = Arc::new(Store::in_memory().unwrap());
         let clock = clock();
         let mut lease = take(&store, "ingest", Mode::Shared, &clock).unwrap();
         wait(&clock, 45);
@@ -390,7 +482,7 @@ mod tests {
 
     #[test]
     fn racing_jobs_get_one_exclusive_lease() {
-        let store = Store::in_memory().unwrap();
+        let store = Arc::new(Store::in_memory().unwrap());
         let clock = clock();
         let start = std::sync::Barrier::new(8);
         let won: Vec<bool> = std::thread::scope(|s| {
@@ -420,7 +512,7 @@ mod tests {
 
     #[test]
     fn a_change_between_a_read_and_its_write_is_read_again_not_overwritten() {
-        let store = Store::in_memory().unwrap();
+        let store = Arc::new(Store::in_memory().unwrap());
         let clock = clock();
         let mut reads = 0;
         let err = change(&store, |state| {
@@ -444,7 +536,7 @@ mod tests {
 
     #[test]
     fn a_corrupt_lease_object_is_an_error_naming_it() {
-        let store = Store::in_memory().unwrap();
+        let store = Arc::new(Store::in_memory().unwrap());
         let clock = clock();
         store.put(LEASE_KEY, b"{not json".to_vec()).unwrap();
         let err = take(&store, "erase", Mode::Exclusive, &clock).unwrap_err();
@@ -479,7 +571,7 @@ mod tests {
         /// job passes the fence only while it is the holder of record.
         #[test]
         fn never_an_exclusive_holder_beside_another(ops in prop::collection::vec(op(), 1..60)) {
-            let store = Store::in_memory().unwrap();
+            let store = Arc::new(Store::in_memory().unwrap());
             let clock = clock();
             let mut leases: Vec<Option<Lease>> = (0..4).map(|_| None).collect();
             for op in ops {

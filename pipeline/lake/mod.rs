@@ -1,9 +1,17 @@
-//! The Parquet lake on a local directory: layout, the run lock, partition
-//! files, reading stored event ids, and atomic commits.
+//! The Parquet lake, in a local folder or in object storage: layout, who
+//! may change it (a file lock, or a lease: remote.rs), partition files,
+//! reading stored event ids, and atomic commits. Every read and write of a
+//! lake file goes through this module.
+//!
+//! A lake's root is a path, or the URL of a bucket prefix (`s3://`, `gs://`,
+//! `az://`); the paths of its files are the root joined with their keys
+//! (`s3://bucket/lake/api_usage/date=.../part-....parquet`), so that every
+//! message names the file as the user would find it.
 //!
 //! ```text
 //! <lake>/_lake.json                          layout version
-//! <lake>/_lock                               held by the running job
+//! <lake>/_lock                               held by the running job (local folder)
+//! <lake>/_lease.json                         who may change it (object storage)
 //! <lake>/_runs/<run_id>.json                 run reports
 //! <lake>/_runs/<run_id>.commit.json          a commit in progress (rolled forward on open)
 //! <lake>/_registry/customers.csv             the registry the last ingest used
@@ -14,6 +22,7 @@ pub mod compact;
 pub mod erase;
 pub mod fault;
 pub mod lease;
+pub mod remote;
 pub mod retention;
 pub mod store;
 pub mod tables;
@@ -21,6 +30,7 @@ pub mod tables;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow::array::{Array, StringArray};
 use arrow::record_batch::RecordBatch;
@@ -32,6 +42,8 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde::{Deserialize, Serialize};
 
+use crate::lake::lease::Mode;
+use crate::lake::remote::{Remote, RemoteObject};
 use crate::lake::tables::Table;
 use crate::model::error::{Error, IoContext, Result};
 use crate::model::ids::{IdSet, parse_id_hex};
@@ -45,11 +57,16 @@ struct LakeMeta {
     created_by: String,
 }
 
-/// An open lake: the lock is held for as long as this value lives (none
-/// for a lake opened with [`Lake::open_read`]).
+/// An open lake: the lock or lease is held for as long as this value
+/// lives (none for a lake opened with [`Lake::open_read`]).
 pub struct Lake {
     root: PathBuf,
-    _lock: Option<File>,
+    backend: Backend,
+}
+
+enum Backend {
+    Local { _lock: Option<File> },
+    Remote(Remote),
 }
 
 /// A Parquet file being written; [`PartWriter::finish`] gives the rename
@@ -57,8 +74,49 @@ pub struct Lake {
 pub struct PartWriter {
     writer: ArrowWriter<File>,
     tmp: PathBuf,
-    final_path: PathBuf,
+    target: Target,
     pub rows: usize,
+}
+
+/// A lake file being written by another writer (polars): write to `file`,
+/// then [`NewFile::finish`] gives the rename that makes it visible at commit.
+pub struct NewFile {
+    pub file: File,
+    /// The local file written, for messages.
+    pub path: PathBuf,
+    target: Target,
+}
+
+impl NewFile {
+    pub fn finish(self) -> Result<(PathBuf, PathBuf)> {
+        drop(self.file);
+        self.target.finish()
+    }
+}
+
+/// Where a file written locally goes before its commit.
+struct Target {
+    /// The local file written.
+    local: PathBuf,
+    final_path: PathBuf,
+    /// For a lake in object storage: the store, the key the finished file
+    /// is staged under and that key's path (`local` is then a spool file).
+    upload: Option<(Arc<crate::lake::store::Store>, String, PathBuf)>,
+}
+
+impl Target {
+    /// Uploads the written file to its staging key (object storage), and
+    /// gives (file to rename at commit, final path).
+    fn finish(self) -> Result<(PathBuf, PathBuf)> {
+        let Some((store, staged_key, staged_path)) = self.upload else {
+            crate::lake::fault::file_written();
+            return Ok((self.local, self.final_path));
+        };
+        let uploaded = store.put_file(&staged_key, &self.local);
+        let _ = fs::remove_file(&self.local);
+        uploaded?;
+        Ok((staged_path, self.final_path))
+    }
 }
 
 impl PartWriter {
@@ -84,8 +142,7 @@ impl PartWriter {
             path: self.tmp.clone(),
             source,
         })?;
-        crate::lake::fault::file_written();
-        Ok((self.tmp, self.final_path))
+        self.target.finish()
     }
 }
 
@@ -98,8 +155,31 @@ pub struct Commit {
 }
 
 impl Lake {
-    /// Opens (creating if needed) the lake at `root` and takes its lock.
+    /// Opens (creating if needed) the lake at `root` and takes it for this
+    /// job alone: its file lock, or in object storage its lease, exclusive.
     pub fn open(root: &Path, run_id: &str) -> Result<Lake> {
+        Lake::open_as(root, run_id, Mode::Exclusive)
+    }
+
+    /// Opens the lake for a job that may run beside others of its kind (an
+    /// ingest): in object storage a shared lease, which exclusive jobs
+    /// (erasure, retention, compaction, rebuilds) respect. A local folder
+    /// has one lock, for every job.
+    pub fn open_shared(root: &Path, run_id: &str) -> Result<Lake> {
+        Lake::open_as(root, run_id, Mode::Shared)
+    }
+
+    fn open_as(root: &Path, run_id: &str, mode: Mode) -> Result<Lake> {
+        if remote::is_remote(root) {
+            let remote = Remote::open(&root.to_string_lossy(), run_id, mode)?;
+            let lake = Lake {
+                root: root.to_path_buf(),
+                backend: Backend::Remote(remote),
+            };
+            lake.check_layout()?;
+            return Ok(lake);
+        }
+        let root = &remote::local_root(root);
         fs::create_dir_all(root).write_ctx(root)?;
         let lock_path = root.join("_lock");
         let lock = fs::OpenOptions::new()
@@ -135,18 +215,30 @@ impl Lake {
             .write_ctx(&lock_path)?;
         let lake = Lake {
             root: root.to_path_buf(),
-            _lock: Some(lock),
+            backend: Backend::Local { _lock: Some(lock) },
         };
         lake.check_layout()?;
         lake.recover()?;
         Ok(lake)
     }
 
+    /// Whether the lake is a local folder (DuckDB may then read its files
+    /// by path).
+    pub fn is_local(&self) -> bool {
+        matches!(self.backend, Backend::Local { .. })
+    }
+
     /// Refuses a directory that is not a lake yet (no `_lake.json`): the
     /// jobs that work on an existing lake call it before [`Lake::open`],
     /// which would create one.
     pub fn require(root: &Path) -> Result<()> {
-        if root.join("_lake.json").is_file() {
+        let exists = if remote::is_remote(root) {
+            let store = crate::lake::store::Store::open(&root.to_string_lossy())?;
+            store.size("_lake.json")?.is_some()
+        } else {
+            remote::local_root(root).join("_lake.json").is_file()
+        };
+        if exists {
             return Ok(());
         }
         Err(Error::Lake {
@@ -162,9 +254,18 @@ impl Lake {
     /// the next run to finish, is refused rather than read half-applied.
     pub fn open_read(root: &Path) -> Result<Lake> {
         Lake::require(root)?;
+        if remote::is_remote(root) {
+            let lake = Lake {
+                root: root.to_path_buf(),
+                backend: Backend::Remote(Remote::open_read(&root.to_string_lossy())?),
+            };
+            lake.check_layout()?;
+            return Ok(lake);
+        }
+        let root = &remote::local_root(root);
         let lake = Lake {
             root: root.to_path_buf(),
-            _lock: None,
+            backend: Backend::Local { _lock: None },
         };
         lake.check_layout()?;
         if let Ok(entries) = fs::read_dir(root.join("_runs"))
@@ -187,9 +288,8 @@ impl Lake {
 
     fn check_layout(&self) -> Result<()> {
         let path = self.root.join("_lake.json");
-        if path.exists() {
-            let text = fs::read_to_string(&path).read_ctx(&path)?;
-            let meta: LakeMeta = serde_json::from_str(&text).map_err(|e| Error::Lake {
+        if let Some(bytes) = self.read_file(&path)? {
+            let meta: LakeMeta = serde_json::from_slice(&bytes).map_err(|e| Error::Lake {
                 path: path.clone(),
                 message: format!("unreadable layout file: {e}"),
             })?;
@@ -209,7 +309,7 @@ impl Lake {
             tables: Table::ALL.iter().map(|t| t.name().to_string()).collect(),
             created_by: format!("meter {}", env!("CARGO_PKG_VERSION")),
         };
-        write_atomic(
+        self.write_file(
             &path,
             serde_json::to_string_pretty(&meta)
                 .expect("serializable")
@@ -217,8 +317,286 @@ impl Lake {
         )
     }
 
+    /// The key of a lake file in its store (`/`-separated, relative to the root).
+    fn key(&self, path: &Path) -> Result<String> {
+        let rel = path.strip_prefix(&self.root).map_err(|_| Error::Lake {
+            path: path.to_path_buf(),
+            message: format!("not a file of the lake {}", self.root.display()),
+        })?;
+        Ok(rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/"))
+    }
+
+    /// Reads a whole (small) lake file, such as a run report or the
+    /// registry copy; `None` when there is none.
+    pub fn read_file(&self, path: &Path) -> Result<Option<Vec<u8>>> {
+        match &self.backend {
+            Backend::Local { .. } => match fs::read(path) {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(Error::Read {
+                    path: path.to_path_buf(),
+                    source: e,
+                }),
+            },
+            Backend::Remote(r) => r.store.get(&self.key(path)?),
+        }
+    }
+
+    /// Writes a whole (small) lake file, atomically: readers see the old
+    /// bytes or the new, never a part.
+    pub fn write_file(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        match &self.backend {
+            Backend::Local { .. } => {
+                if let Some(dir) = path.parent() {
+                    fs::create_dir_all(dir).write_ctx(dir)?;
+                }
+                write_atomic(path, bytes)
+            }
+            Backend::Remote(r) => r.store.put(&self.key(path)?, bytes.to_vec()),
+        }
+    }
+
+    /// Opens a lake file to add lines to, each durable when
+    /// [`AppendFile::append`] returns. It first cuts the file to `keep`
+    /// bytes (a torn last line) or, with `end_line`, ends an unterminated
+    /// last line. In object storage, which cannot append, every append
+    /// writes the whole object again.
+    pub fn append_file(&self, path: &Path, keep: Option<u64>, end_line: bool) -> Result<AppendFile> {
+        match &self.backend {
+            Backend::Local { .. } => {
+                let dir = path.parent().expect("a lake file is in a folder");
+                let created = !path.exists();
+                fs::create_dir_all(dir).write_ctx(dir)?;
+                let mut file = fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .write_ctx(path)?;
+                if let Some(keep) = keep {
+                    file.set_len(keep).write_ctx(path)?;
+                }
+                if end_line {
+                    file.write_all(b"\n").write_ctx(path)?;
+                }
+                file.sync_all().write_ctx(path)?;
+                if created {
+                    // The new file's name is durable too.
+                    File::open(dir).and_then(|d| d.sync_all()).write_ctx(dir)?;
+                }
+                Ok(AppendFile {
+                    path: path.to_path_buf(),
+                    inner: Appending::Local(file),
+                })
+            }
+            Backend::Remote(r) => {
+                let key = self.key(path)?;
+                let mut bytes = r.store.get(&key)?.unwrap_or_default();
+                if let Some(keep) = keep {
+                    bytes.truncate(keep as usize);
+                }
+                if end_line {
+                    bytes.push(b'\n');
+                }
+                Ok(AppendFile {
+                    path: path.to_path_buf(),
+                    inner: Appending::Remote {
+                        store: r.store.clone(),
+                        key,
+                        bytes,
+                    },
+                })
+            }
+        }
+    }
+
+    /// Removes a lake file outside a commit (a file no table holds);
+    /// removing what is not there is no error.
+    pub fn remove_file(&self, path: &Path) -> Result<()> {
+        match &self.backend {
+            Backend::Local { .. } => match fs::remove_file(path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(Error::Write {
+                    path: path.to_path_buf(),
+                    source: e,
+                }),
+            },
+            Backend::Remote(r) => r.store.delete(&self.key(path)?),
+        }
+    }
+
+    /// The size of a lake file in bytes.
+    pub fn file_size(&self, path: &Path) -> Result<u64> {
+        match &self.backend {
+            Backend::Local { .. } => Ok(fs::metadata(path).read_ctx(path)?.len()),
+            Backend::Remote(r) => {
+                let key = self.key(path)?;
+                r.store.size(&key)?.ok_or_else(|| Error::Lake {
+                    path: path.to_path_buf(),
+                    message: "no such object".into(),
+                })
+            }
+        }
+    }
+
+    /// Rows of a Parquet file, from its footer.
+    pub fn footer_rows(&self, path: &Path) -> Result<u64> {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let perr = |source| Error::Parquet {
+            path: path.to_path_buf(),
+            source,
+        };
+        let rows = match &self.backend {
+            Backend::Local { .. } => {
+                let file = File::open(path).read_ctx(path)?;
+                let reader = SerializedFileReader::new(file).map_err(perr)?;
+                reader.metadata().file_metadata().num_rows()
+            }
+            Backend::Remote(r) => {
+                let object = RemoteObject::open(&r.store, &self.key(path)?)?;
+                let reader = SerializedFileReader::new(object).map_err(perr)?;
+                reader.metadata().file_metadata().num_rows()
+            }
+        };
+        Ok(rows.max(0) as u64)
+    }
+
+    /// When a lake file was last written.
+    pub fn modified(&self, path: &Path) -> Result<std::time::SystemTime> {
+        match &self.backend {
+            Backend::Local { .. } => fs::metadata(path).and_then(|m| m.modified()).read_ctx(path),
+            Backend::Remote(r) => match r.store.stat(&self.key(path)?)? {
+                Some((_, modified)) => Ok(modified),
+                None => Err(Error::Lake {
+                    path: path.to_path_buf(),
+                    message: "no such object".into(),
+                }),
+            },
+        }
+    }
+
+    /// The column names of a Parquet file, from its footer.
+    pub fn column_names(&self, path: &Path) -> Result<Vec<String>> {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let perr = |source| Error::Parquet {
+            path: path.to_path_buf(),
+            source,
+        };
+        let schema = match &self.backend {
+            Backend::Local { .. } => {
+                let file = File::open(path).read_ctx(path)?;
+                let reader = SerializedFileReader::new(file).map_err(perr)?;
+                reader.metadata().file_metadata().schema_descr_ptr()
+            }
+            Backend::Remote(r) => {
+                let object = RemoteObject::open(&r.store, &self.key(path)?)?;
+                let reader = SerializedFileReader::new(object).map_err(perr)?;
+                reader.metadata().file_metadata().schema_descr_ptr()
+            }
+        };
+        Ok(schema.columns().iter().map(|c| c.name().to_string()).collect())
+    }
+
+    /// SHA-256 (hex) and size of a file: a lake file through the lake's
+    /// store, any other path from the local disk.
+    pub fn digest(&self, path: &Path) -> Result<(String, u64)> {
+        let bytes = if path.starts_with(&self.root) {
+            self.read_file(path)?.ok_or_else(|| Error::Lake {
+                path: path.to_path_buf(),
+                message: "no such file".into(),
+            })?
+        } else {
+            fs::read(path).read_ctx(path)?
+        };
+        Ok((crate::model::ids::sha256_hex(&bytes), bytes.len() as u64))
+    }
+
+    /// Makes a written file durable before a commit deletes what it
+    /// replaces (an uploaded object already is).
+    pub fn sync_file(&self, path: &Path) -> Result<()> {
+        match &self.backend {
+            Backend::Local { .. } => File::open(path).and_then(|f| f.sync_all()).write_ctx(path),
+            Backend::Remote(_) => Ok(()),
+        }
+    }
+
+    /// The files directly in `dir` (not in its subfolders), sorted.
+    pub fn files_in(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        Ok(self.sized_files_in(dir)?.into_iter().map(|(p, _)| p).collect())
+    }
+
+    /// The files directly in `dir` with their sizes in bytes, sorted.
+    pub fn sized_files_in(&self, dir: &Path) -> Result<Vec<(PathBuf, u64)>> {
+        let mut out: Vec<(PathBuf, u64)> = match &self.backend {
+            Backend::Local { .. } => {
+                let entries = match fs::read_dir(dir) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                    Err(e) => {
+                        return Err(Error::Read {
+                            path: dir.to_path_buf(),
+                            source: e,
+                        });
+                    }
+                };
+                let mut out = Vec::new();
+                for entry in entries {
+                    let entry = entry.read_ctx(dir)?;
+                    let path = entry.path();
+                    let meta = fs::symlink_metadata(&path).read_ctx(&path)?;
+                    if !meta.is_dir() {
+                        out.push((path, meta.len()));
+                    }
+                }
+                out
+            }
+            Backend::Remote(r) => r
+                .store
+                .list(&self.key(dir)?)?
+                .into_iter()
+                .filter(|(key, _)| !key.contains('/'))
+                .map(|(key, size)| (dir.join(key), size))
+                .collect(),
+        };
+        out.sort();
+        Ok(out)
+    }
+
+    /// Removes the folder `dir` if it is empty; false if it holds something.
+    /// (Object stores have no folders: a prefix is gone with its last object.)
+    pub fn remove_empty_dir(&self, dir: &Path) -> bool {
+        match &self.backend {
+            Backend::Local { .. } => !dir.exists() || fs::remove_dir(dir).is_ok(),
+            Backend::Remote(_) => true,
+        }
+    }
+
+    /// The names of the folders directly in `dir`, sorted.
+    pub fn dirs_in(&self, dir: &Path) -> Result<Vec<String>> {
+        let mut out: Vec<String> = match &self.backend {
+            Backend::Local { .. } => {
+                let Ok(entries) = fs::read_dir(dir) else {
+                    return Ok(Vec::new());
+                };
+                entries
+                    .flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            }
+            Backend::Remote(r) => r.store.list_dirs(&self.key(dir)?)?,
+        };
+        out.sort();
+        Ok(out)
+    }
+
     /// Finishes commits that a previous run started, and removes temporary
-    /// files that a crashed run left behind.
+    /// files that a crashed run left behind (a local folder; see remote.rs
+    /// for object storage).
     fn recover(&self) -> Result<()> {
         let runs = self.root.join("_runs");
         if let Ok(entries) = fs::read_dir(&runs) {
@@ -255,15 +633,62 @@ impl Lake {
         root.join("_registry").join("customers.csv")
     }
 
+    /// The customers to bill with, leniently read (the sound customers and
+    /// a problem per bad row): the file `given`, else the registry copy
+    /// ingest saved in the lake.
+    pub fn customers(
+        &self,
+        given: Option<&Path>,
+    ) -> Result<(crate::model::registry::Registry, Vec<Error>)> {
+        if let Some(path) = given {
+            return crate::load::customers(path);
+        }
+        let path = Lake::registry_path(&self.root);
+        let Some(bytes) = self.read_file(&path)? else {
+            return Err(Error::Usage(format!(
+                "no --customers given and the lake has no registry copy at {} (ingest saves one): pass --customers FILE",
+                path.display()
+            )));
+        };
+        let text = String::from_utf8(bytes).map_err(|e| Error::Read {
+            path: path.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })?;
+        crate::model::registry::Registry::parse_customers(&text, &path)
+    }
+
+    /// Whether a lake file exists.
+    pub fn exists(&self, path: &Path) -> Result<bool> {
+        match &self.backend {
+            Backend::Local { .. } => Ok(path.exists()),
+            Backend::Remote(r) => Ok(r.store.size(&self.key(path)?)?.is_some()),
+        }
+    }
+
+    /// Where to write a file that a commit will rename to `path`: beside
+    /// it (`<name>.tmp`) in a local folder, under the run's staging prefix
+    /// in object storage. Removed with the run's other leftovers if the
+    /// commit never comes.
+    pub fn staging_path(&self, path: &Path) -> Result<PathBuf> {
+        match &self.backend {
+            Backend::Local { .. } => {
+                let mut name = path.as_os_str().to_owned();
+                name.push(".tmp");
+                Ok(PathBuf::from(name))
+            }
+            Backend::Remote(r) => Ok(self
+                .root
+                .join(Remote::staged_key(r.run_id(), &self.key(path)?))),
+        }
+    }
+
     /// Saves the registry copy (unchanged bytes leave the file untouched).
     pub fn save_registry(&self, customers_csv: &[u8]) -> Result<()> {
         let path = Lake::registry_path(&self.root);
-        if fs::read(&path).is_ok_and(|old| old == customers_csv) {
+        if self.read_file(&path)?.is_some_and(|old| old == customers_csv) {
             return Ok(());
         }
-        let dir = path.parent().expect("has a parent");
-        fs::create_dir_all(dir).write_ctx(dir)?;
-        write_atomic(&path, customers_csv)
+        self.write_file(&path, customers_csv)
     }
 
     pub fn dated_dir(&self, rel: &str, date: NaiveDate) -> PathBuf {
@@ -274,33 +699,105 @@ impl Lake {
 
     /// The committed Parquet files of a directory, sorted.
     pub fn parquet_files(&self, dir: &Path) -> Result<Vec<PathBuf>> {
-        let Ok(entries) = fs::read_dir(dir) else {
-            return Ok(Vec::new());
-        };
-        let mut out: Vec<PathBuf> = entries
-            .flatten()
-            .map(|e| e.path())
+        Ok(self
+            .files_in(dir)?
+            .into_iter()
             .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-            .collect();
-        out.sort();
-        Ok(out)
+            .collect())
     }
 
     /// Reads a Parquet file as record batches of up to 64k rows.
     pub fn read_batches(&self, path: &Path) -> Result<Vec<RecordBatch>> {
-        let file = File::open(path).read_ctx(path)?;
+        let mut out = Vec::new();
+        self.read_each(path, |batch| {
+            out.push(upgrade_legacy_rejects(batch));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Reads a Parquet file batch by batch, and gives its columns.
+    pub fn read_each(
+        &self,
+        path: &Path,
+        f: impl FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<arrow::datatypes::SchemaRef> {
+        self.read_projected(path, None, f)
+    }
+
+    /// Reads a Parquet file batch by batch, only the `columns` named (all
+    /// when `None`; a column the file lacks is simply not in the batches),
+    /// and gives the columns read. A file in object storage is read by
+    /// ranges: the footer, then the column chunks asked for.
+    fn read_projected(
+        &self,
+        path: &Path,
+        columns: Option<&[&str]>,
+        mut f: impl FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<arrow::datatypes::SchemaRef> {
         let perr = |source| Error::Parquet {
             path: path.to_path_buf(),
             source,
         };
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(perr)?
-            .with_batch_size(65536)
-            .build()
-            .map_err(perr)?;
-        reader
-            .map(|batch| Ok(upgrade_legacy_rejects(batch?)))
-            .collect()
+        match &self.backend {
+            Backend::Local { .. } => {
+                let file = File::open(path).read_ctx(path)?;
+                let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?;
+                let reader = project(builder, columns).build().map_err(perr)?;
+                let schema = arrow::record_batch::RecordBatchReader::schema(&reader);
+                for batch in reader {
+                    f(batch.map_err(|e| perr(e.into()))?)?;
+                }
+                Ok(schema)
+            }
+            Backend::Remote(r) => {
+                let object = RemoteObject::open(&r.store, &self.key(path)?)?;
+                let builder = ParquetRecordBatchReaderBuilder::try_new(object).map_err(perr)?;
+                let reader = project(builder, columns).build().map_err(perr)?;
+                let schema = arrow::record_batch::RecordBatchReader::schema(&reader);
+                for batch in reader {
+                    f(batch.map_err(|e| perr(e.into()))?)?;
+                }
+                Ok(schema)
+            }
+        }
+    }
+
+    /// Reads only the named columns of a Parquet file, batch by batch (a
+    /// column the file lacks is simply not in the batches).
+    pub fn read_columns(
+        &self,
+        path: &Path,
+        names: &[&str],
+        f: impl FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
+        self.read_projected(path, Some(names), f).map(|_| ())
+    }
+
+    /// Reads only the named text columns of a Parquet file, batch by batch:
+    /// `f` gets them in the order asked, `None` for a column the file lacks. A
+    /// column that is there but not text is an error naming the file.
+    pub fn read_text_columns(
+        &self,
+        path: &Path,
+        names: &[&str],
+        mut f: impl FnMut(&[Option<&StringArray>]) -> Result<()>,
+    ) -> Result<()> {
+        self.read_columns(path, names, |batch| {
+            let mut cols = Vec::with_capacity(names.len());
+            for name in names {
+                cols.push(match batch.column_by_name(name) {
+                    None => None,
+                    Some(col) => Some(col.as_any().downcast_ref::<StringArray>().ok_or_else(
+                        || Error::Lake {
+                            path: path.to_path_buf(),
+                            message: format!("{name} is not text"),
+                        },
+                    )?),
+                });
+            }
+            f(&cols)
+        })
     }
 
     /// Starts a new Parquet file `<dir>/<name>.parquet`, written under a
@@ -311,10 +808,8 @@ impl Lake {
         name: &str,
         schema: arrow::datatypes::SchemaRef,
     ) -> Result<PartWriter> {
-        fs::create_dir_all(dir).write_ctx(dir)?;
-        let final_path = dir.join(format!("{name}.parquet"));
-        let tmp = dir.join(format!("{name}.parquet.tmp"));
-        let file = File::create(&tmp).write_ctx(&tmp)?;
+        let NewFile { file, path, target } = self.new_file(dir, name)?;
+        let tmp = path;
         let writer =
             ArrowWriter::try_new(file, schema, Some(writer_props())).map_err(|source| {
                 Error::Parquet {
@@ -325,9 +820,55 @@ impl Lake {
         Ok(PartWriter {
             writer,
             tmp,
-            final_path,
+            target,
             rows: 0,
         })
+    }
+
+    /// Starts a new file `<dir>/<name>.parquet` for another writer,
+    /// written aside until the run commits.
+    pub fn new_file(&self, dir: &Path, name: &str) -> Result<NewFile> {
+        let final_path = dir.join(format!("{name}.parquet"));
+        let (local, upload) = match &self.backend {
+            Backend::Local { .. } => {
+                fs::create_dir_all(dir).write_ctx(dir)?;
+                (dir.join(format!("{name}.parquet.tmp")), None)
+            }
+            Backend::Remote(r) => {
+                let key = self.key(&final_path)?;
+                let staged = Remote::staged_key(r.run_id(), &key);
+                let staged_path = self.root.join(&staged);
+                (
+                    r.spool_path(&key),
+                    Some((r.store.clone(), staged, staged_path)),
+                )
+            }
+        };
+        let file = File::create(&local).write_ctx(&local)?;
+        Ok(NewFile {
+            file,
+            path: local.clone(),
+            target: Target {
+                local,
+                final_path,
+                upload,
+            },
+        })
+    }
+
+    /// A lake file's bytes, whole, for a reader that wants them at once
+    /// (polars reads a daily aggregate so): an open file in a local folder.
+    pub fn open_whole(&self, path: &Path) -> Result<WholeFile> {
+        match &self.backend {
+            Backend::Local { .. } => Ok(WholeFile::Local(File::open(path).read_ctx(path)?)),
+            Backend::Remote(_) => match self.read_file(path)? {
+                Some(bytes) => Ok(WholeFile::Bytes(bytes)),
+                None => Err(Error::Lake {
+                    path: path.to_path_buf(),
+                    message: "no such object: the lake changed while it was read; run again".into(),
+                }),
+            },
+        }
     }
 
     pub fn partition_dir(&self, table: Table, date: NaiveDate) -> PathBuf {
@@ -339,13 +880,10 @@ impl Lake {
     /// The dates with a `date=YYYY-MM-DD` directory under `<lake>/<rel>`
     /// (a table, or a derived table such as `daily/api_usage`), sorted.
     pub fn dates_under(&self, rel: &str) -> Result<Vec<NaiveDate>> {
-        let Ok(entries) = fs::read_dir(self.root.join(rel)) else {
-            return Ok(Vec::new());
-        };
-        let mut out: Vec<NaiveDate> = entries
-            .flatten()
-            .filter(|e| e.path().is_dir())
-            .filter_map(|e| partition_date(&e.file_name().to_string_lossy()))
+        let mut out: Vec<NaiveDate> = self
+            .dirs_in(&self.root.join(rel))?
+            .iter()
+            .filter_map(|name| partition_date(name))
             .collect();
         out.sort();
         Ok(out)
@@ -365,7 +903,7 @@ impl Lake {
     pub fn stored_ids(&self, table: Table, date: NaiveDate) -> Result<IdSet> {
         let mut ids = IdSet::default();
         for path in self.partition_files(table, date)? {
-            read_text_columns(&path, &["event_id"], |cols| {
+            self.read_text_columns(&path, &["event_id"], |cols| {
                 let col = cols[0].ok_or_else(|| Error::Lake {
                     path: path.clone(),
                     message: "no event_id column".into(),
@@ -390,6 +928,21 @@ impl Lake {
     pub fn commit(&self, run_id: &str, commit: &Commit) -> Result<()> {
         if commit.renames.is_empty() && commit.deletes.is_empty() {
             return Ok(());
+        }
+        if let Backend::Remote(r) = &self.backend {
+            let mut copies = Vec::with_capacity(commit.renames.len());
+            for (from, to) in &commit.renames {
+                copies.push((self.key(from)?, self.key(to)?));
+            }
+            let mut deletes = Vec::with_capacity(commit.deletes.len());
+            for d in &commit.deletes {
+                let d = self.key(d)?;
+                if !copies.iter().any(|(_, to)| *to == d) {
+                    deletes.push(d);
+                }
+            }
+            // The record names the run that holds the lease.
+            return r.commit(copies, deletes);
         }
         // A file this commit writes is never also one it removes. Paths are
         // journaled absolute: the run that finishes an interrupted commit
@@ -428,12 +981,49 @@ impl Lake {
     }
 
     pub fn write_report(&self, run_id: &str, json: &str) -> Result<PathBuf> {
-        let runs = self.root.join("_runs");
-        fs::create_dir_all(&runs).write_ctx(&runs)?;
-        let path = runs.join(format!("{run_id}.json"));
-        write_atomic(&path, json.as_bytes())?;
+        let path = self.root.join("_runs").join(format!("{run_id}.json"));
+        self.write_file(&path, json.as_bytes())?;
         Ok(path)
     }
+
+
+}
+
+/// A lake file lines are added to: [`Lake::append_file`].
+pub struct AppendFile {
+    path: PathBuf,
+    inner: Appending,
+}
+
+enum Appending {
+    Local(File),
+    Remote {
+        store: Arc<crate::lake::store::Store>,
+        key: String,
+        bytes: Vec<u8>,
+    },
+}
+
+impl AppendFile {
+    /// Adds `line` (which ends with a newline) and makes it durable.
+    pub fn append(&mut self, line: &[u8]) -> Result<()> {
+        match &mut self.inner {
+            Appending::Local(file) => {
+                file.write_all(line).write_ctx(&self.path)?;
+                file.sync_data().write_ctx(&self.path)
+            }
+            Appending::Remote { store, key, bytes } => {
+                bytes.extend_from_slice(line);
+                store.put(key, bytes.clone())
+            }
+        }
+    }
+}
+
+/// What [`Lake::open_whole`] gives.
+pub enum WholeFile {
+    Local(File),
+    Bytes(Vec<u8>),
 }
 
 /// Roots of the tables the rollup derives: `priced/<table>` (by date),
@@ -475,39 +1065,26 @@ impl Lake {
     pub fn partition_dirs(&self) -> Result<Vec<PartitionDir>> {
         let mut tables: Vec<String> = Table::ALL.iter().map(|t| t.name().to_string()).collect();
         for root in DERIVED_ROOTS {
-            let dir = self.root.join(root);
-            let Ok(entries) = fs::read_dir(&dir) else {
-                continue;
-            };
-            let mut names: Vec<String> = entries
-                .flatten()
-                .filter(|e| e.path().is_dir())
-                .map(|e| format!("{root}/{}", e.file_name().to_string_lossy()))
-                .collect();
-            names.sort();
-            tables.extend(names);
+            let names = self.dirs_in(&self.root.join(root))?;
+            tables.extend(names.into_iter().map(|name| format!("{root}/{name}")));
         }
         let mut out = Vec::new();
         for table in tables {
             let dir = self.root.join(&table);
-            let Ok(entries) = fs::read_dir(&dir) else {
-                continue;
-            };
-            let mut parts: Vec<PartitionDir> = entries
-                .flatten()
-                .filter(|e| e.path().is_dir())
-                .filter_map(|e| {
-                    let key = e.file_name().to_string_lossy().into_owned();
+            let mut parts: Vec<PartitionDir> = self
+                .dirs_in(&dir)?
+                .into_iter()
+                .filter_map(|key| {
                     let (date, monthly) = match partition_date(&key) {
                         Some(d) => (d, false),
                         None => (partition_month(&key)?, true),
                     };
                     Some(PartitionDir {
                         table: table.clone(),
+                        dir: dir.join(&key),
                         key,
                         date,
                         monthly,
-                        dir: e.path(),
                     })
                 })
                 .collect();
@@ -533,19 +1110,16 @@ pub fn partition_date(name: &str) -> Option<NaiveDate> {
     (date.format("date=%Y-%m-%d").to_string() == name).then_some(date)
 }
 
-/// Reads only the named columns of a Parquet file, batch by batch (a
-/// column the file lacks is simply not in the batches).
-pub fn read_columns(
-    path: &Path,
-    names: &[&str],
-    mut f: impl FnMut(RecordBatch) -> Result<()>,
-) -> Result<()> {
-    let file = File::open(path).read_ctx(path)?;
-    let perr = |source| Error::Parquet {
-        path: path.to_path_buf(),
-        source,
+/// The reader `builder` gives, limited to `columns` (all when `None`), in
+/// batches of up to 64k rows.
+fn project<T: parquet::file::reader::ChunkReader + 'static>(
+    builder: ParquetRecordBatchReaderBuilder<T>,
+    columns: Option<&[&str]>,
+) -> ParquetRecordBatchReaderBuilder<T> {
+    let builder = builder.with_batch_size(65536);
+    let Some(names) = columns else {
+        return builder;
     };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?;
     let present: Vec<usize> = names
         .iter()
         .filter_map(|name| {
@@ -557,44 +1131,7 @@ pub fn read_columns(
         })
         .collect();
     let mask = ProjectionMask::roots(builder.parquet_schema(), present);
-    let reader = builder
-        .with_projection(mask)
-        .with_batch_size(65536)
-        .build()
-        .map_err(perr)?;
-    for batch in reader {
-        f(batch?)?;
-    }
-    Ok(())
-}
-
-/// Reads only the named text columns of a Parquet file, batch by batch:
-/// `f` gets them in the order asked, `None` for a column the file lacks. A
-/// column that is there but not text is an error naming the file.
-pub fn read_text_columns(
-    path: &Path,
-    names: &[&str],
-    mut f: impl FnMut(&[Option<&StringArray>]) -> Result<()>,
-) -> Result<()> {
-    read_columns(path, names, |batch| {
-        let mut cols = Vec::with_capacity(names.len());
-        for name in names {
-            cols.push(match batch.column_by_name(name) {
-                None => None,
-                Some(col) => {
-                    Some(
-                        col.as_any()
-                            .downcast_ref::<StringArray>()
-                            .ok_or_else(|| Error::Lake {
-                                path: path.to_path_buf(),
-                                message: format!("{name} is not text"),
-                            })?,
-                    )
-                }
-            });
-        }
-        f(&cols)
-    })
+    builder.with_projection(mask)
 }
 
 /// Removes `*.parquet.tmp` files left below `dir` by a run that crashed.

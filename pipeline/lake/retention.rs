@@ -16,8 +16,7 @@
 //! partition dated 2023-10-31 or earlier goes. The out store (invoices,
 //! manifests) is never touched.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use chrono::{Datelike, Months, NaiveDate};
 use serde::Serialize;
@@ -25,7 +24,7 @@ use serde::Serialize;
 use crate::lake::tables::Table;
 use crate::lake::{Commit, Lake};
 use crate::model::ctx::Ctx;
-use crate::model::error::{Error, IoContext, Result};
+use crate::model::error::{Error, Result};
 
 /// Whole months kept before the current one when `--keep-months` is not given.
 pub const DEFAULT_KEEP_MONTHS: u32 = 36;
@@ -180,55 +179,24 @@ struct Partition {
 
 /// The tables retention applies to, as directories under the lake: the
 /// lake's tables, then every `priced/<table>`.
-fn retained_tables(root: &Path) -> Result<Vec<String>> {
+fn retained_tables(lake: &Lake) -> Result<Vec<String>> {
     let mut out: Vec<String> = Table::ALL.iter().map(|t| t.name().to_string()).collect();
     out.extend(
-        subdirs(&root.join(PRICED))?
+        lake.dirs_in(&lake.root().join(PRICED))?
             .into_iter()
             .map(|name| format!("{PRICED}/{name}")),
     );
     Ok(out)
 }
 
-/// The names of the directories in `dir`, sorted (none when it is missing).
-fn subdirs(dir: &Path) -> Result<Vec<String>> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(Error::Read {
-                path: dir.to_path_buf(),
-                source: e,
-            });
-        }
-    };
-    let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.read_ctx(dir)?;
-        if entry.file_type().read_ctx(entry.path())?.is_dir() {
-            out.push(entry.file_name().to_string_lossy().into_owned());
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
 fn read_partition(lake: &Lake, rel: &str, date: NaiveDate) -> Result<Partition> {
     let dir = lake.dated_dir(rel, date);
-    let mut files = Vec::new();
-    let mut subdirs = Vec::new();
-    for entry in fs::read_dir(&dir).read_ctx(&dir)? {
-        let entry = entry.read_ctx(&dir)?;
-        let path = entry.path();
-        let meta = fs::symlink_metadata(&path).read_ctx(&path)?;
-        if meta.is_dir() {
-            subdirs.push(path);
-        } else {
-            files.push((path, meta.len()));
-        }
-    }
-    files.sort();
-    subdirs.sort();
+    let files = lake.sized_files_in(&dir)?;
+    let subdirs = lake
+        .dirs_in(&dir)?
+        .into_iter()
+        .map(|name| dir.join(name))
+        .collect();
     Ok(Partition {
         rel: format!("{rel}/date={date}"),
         dir,
@@ -264,7 +232,7 @@ pub fn run(ctx: &Ctx, opts: &RetentionOptions) -> Result<RetentionReport> {
     };
 
     let mut doomed: Vec<Partition> = Vec::new();
-    for rel in retained_tables(&root)? {
+    for rel in retained_tables(&lake)? {
         let mut t = TableRetention {
             table: rel.clone(),
             ..Default::default()
@@ -336,7 +304,7 @@ pub fn run(ctx: &Ctx, opts: &RetentionOptions) -> Result<RetentionReport> {
         for p in &doomed {
             // A partition left empty (a recovered commit does not remove
             // directories) goes too; one that still holds something stays.
-            if p.dir.exists() && fs::remove_dir(&p.dir).is_err() && p.subdirs.is_empty() {
+            if !lake.remove_empty_dir(&p.dir) && p.subdirs.is_empty() {
                 report.attention.push(format!(
                     "{}: the partition directory could not be removed after its files were deleted",
                     p.rel
@@ -346,9 +314,10 @@ pub fn run(ctx: &Ctx, opts: &RetentionOptions) -> Result<RetentionReport> {
     }
 
     for kind in AGGREGATES {
-        for name in subdirs(&root.join(kind))? {
+        for name in lake.dirs_in(&root.join(kind))? {
             let rel = format!("{kind}/{name}");
-            let n = subdirs(&root.join(&rel))?
+            let n = lake
+                .dirs_in(&root.join(&rel))?
                 .iter()
                 .filter(|d| d.starts_with("date=") || d.starts_with("month="))
                 .count();
@@ -369,6 +338,8 @@ pub fn run(ctx: &Ctx, opts: &RetentionOptions) -> Result<RetentionReport> {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+    use std::path::Path;
     use std::sync::Arc;
 
     use chrono::{TimeZone, Utc};

@@ -313,6 +313,119 @@ impl Store {
         Ok(out)
     }
 
+    /// The names of the "folders" right under `prefix`: the next segment
+    /// of every key that has more segments after it, sorted.
+    pub fn list_dirs(&self, prefix: &str) -> Result<Vec<String>> {
+        let location = self.location(prefix)?;
+        let location = (!location.is_root()).then_some(location);
+        let listed = self
+            .runtime
+            .block_on(self.inner.list_with_delimiter(location.as_ref()))
+            .map_err(|source| self.error(prefix, source))?;
+        let mut out: Vec<String> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// The size of `key` in bytes; `None` when there is no such object.
+    pub fn size(&self, key: &str) -> Result<Option<u64>> {
+        let location = self.location(key)?;
+        match self.runtime.block_on(self.inner.head(&location)) {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(self.error(key, source)),
+        }
+    }
+
+    /// The size and last change of `key`; `None` when there is no such object.
+    pub fn stat(&self, key: &str) -> Result<Option<(u64, std::time::SystemTime)>> {
+        let location = self.location(key)?;
+        match self.runtime.block_on(self.inner.head(&location)) {
+            Ok(meta) => Ok(Some((meta.size, meta.last_modified.into()))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(self.error(key, source)),
+        }
+    }
+
+    /// Reads the bytes `range` of `key` (one ranged GET).
+    pub fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<bytes::Bytes> {
+        let location = self.location(key)?;
+        self.runtime
+            .block_on(self.inner.get_range(&location, range))
+            .map_err(|source| self.error(key, source))
+    }
+
+    /// Copies `from` to `to` inside the store (server-side: the bytes do
+    /// not come through this process), replacing any object at `to`.
+    pub fn copy(&self, from: &str, to: &str) -> Result<()> {
+        let (src, dst) = (self.location(from)?, self.location(to)?);
+        self.runtime
+            .block_on(self.inner.copy(&src, &dst))
+            .map_err(|source| self.error(from, source))?;
+        crate::lake::fault::file_written();
+        Ok(())
+    }
+
+    /// Deletes `key`; deleting what is not there is no error.
+    pub fn delete(&self, key: &str) -> Result<()> {
+        let location = self.location(key)?;
+        match self.runtime.block_on(self.inner.delete(&location)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                crate::lake::fault::file_written();
+                Ok(())
+            }
+            Err(source) => Err(self.error(key, source)),
+        }
+    }
+
+    /// Uploads the local file `path` to `key`, in parts of 8 MiB (a
+    /// multipart upload when it is larger than one part), never holding
+    /// more than a few parts in memory.
+    pub fn put_file(&self, key: &str, path: &std::path::Path) -> Result<()> {
+        use std::io::Read;
+        const PART: usize = 8 << 20;
+        let location = self.location(key)?;
+        let mut file = std::fs::File::open(path).read_ctx(path)?;
+        let len = file.metadata().read_ctx(path)?.len();
+        if len <= PART as u64 {
+            let mut bytes = Vec::with_capacity(len as usize);
+            file.read_to_end(&mut bytes).read_ctx(path)?;
+            return self.put(key, bytes);
+        }
+        let done: std::result::Result<(), Error> = self.runtime.block_on(async {
+            let upload = self
+                .inner
+                .put_multipart(&location)
+                .await
+                .map_err(|source| self.error(key, source))?;
+            let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PART);
+            let mut buf = vec![0u8; PART];
+            loop {
+                let n = file.read(&mut buf).read_ctx(path)?;
+                if n == 0 {
+                    break;
+                }
+                writer
+                    .wait_for_capacity(4)
+                    .await
+                    .map_err(|source| self.error(key, source))?;
+                writer.write(&buf[..n]);
+            }
+            writer
+                .finish()
+                .await
+                .map_err(|source| self.error(key, source))?;
+            Ok(())
+        });
+        done?;
+        crate::lake::fault::file_written();
+        Ok(())
+    }
+
     /// The store path of `key`: the store's prefix, then the key's segments.
     fn location(&self, key: &str) -> Result<ObjectPath> {
         let key_path = ObjectPath::parse(key).map_err(|e| self.error(key, e.into()))?;

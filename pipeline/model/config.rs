@@ -70,7 +70,8 @@ impl Config {
         .into_iter()
         .flatten()
         {
-            if p.is_relative() {
+            // A URL (`s3://bucket/lake`) is not a path to resolve.
+            if p.is_relative() && !p.to_string_lossy().contains("://") {
                 *p = base.join(&*p);
             }
         }

@@ -14,7 +14,7 @@ use chrono::{Days, NaiveDate};
 use serde::Serialize;
 
 use crate::lake::tables::Table;
-use crate::lake::{Lake, read_text_columns};
+use crate::lake::Lake;
 use crate::model::error::{Error, Result};
 
 /// Days before the date that count as "the week before".
@@ -93,15 +93,15 @@ fn vms_on(lake: &Lake, date: NaiveDate) -> Result<HashMap<String, DaySeen>> {
     let mut out: HashMap<String, DaySeen> = HashMap::new();
     for table in Table::EVENTS {
         for path in lake.partition_files(table, date)? {
-            read_vms(&path, &mut out)?;
+            read_vms(lake, &path, &mut out)?;
         }
     }
     Ok(out)
 }
 
 /// Adds one Parquet file's `vm_id` (and `customer_id`) column to `out`.
-fn read_vms(path: &Path, out: &mut HashMap<String, DaySeen>) -> Result<()> {
-    read_text_columns(path, &["vm_id", "customer_id"], |cols| {
+fn read_vms(lake: &Lake, path: &Path, out: &mut HashMap<String, DaySeen>) -> Result<()> {
+    lake.read_text_columns(path, &["vm_id", "customer_id"], |cols| {
         let vms = cols[0].ok_or_else(|| Error::Lake {
             path: path.to_path_buf(),
             message: "no vm_id column".into(),

@@ -18,7 +18,6 @@
 //! JSONL) or `cpu` (Telegraf), counted once per timestamp.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use chrono::{Datelike, NaiveDate};
@@ -28,8 +27,8 @@ use serde::Serialize;
 
 use super::priced::PRICED_API_USAGE;
 use crate::lake::tables::Table;
-use crate::lake::{Commit, Lake};
-use crate::model::error::{Error, IoContext, Result};
+use crate::lake::{Commit, Lake, WholeFile};
+use crate::model::error::{Error, Result};
 
 /// Gaps longer than this are not a sample interval.
 pub const MAX_SAMPLE_GAP_S: i64 = 3600;
@@ -261,8 +260,11 @@ fn read_frames(lake: &Lake, dirs: &[PathBuf]) -> Result<Option<DataFrame>> {
     let mut frames = Vec::new();
     for dir in dirs {
         for path in lake.parquet_files(dir)? {
-            let file = File::open(&path).read_ctx(&path)?;
-            let df = ParquetReader::new(file)
+            let reader: Box<dyn polars::io::mmap::MmapBytesReader> = match lake.open_whole(&path)? {
+                WholeFile::Local(file) => Box::new(file),
+                WholeFile::Bytes(bytes) => Box::new(std::io::Cursor::new(bytes)),
+            };
+            let df = ParquetReader::new(reader)
                 .finish()
                 .map_err(|e| polars_error(&path, e))?;
             frames.push(df.lazy());
@@ -328,16 +330,12 @@ fn replace_dir(
         deletes: old.clone(),
     };
     if df.height() > 0 || empty == Empty::Write {
-        std::fs::create_dir_all(dir).write_ctx(dir)?;
-        let final_path = dir.join(format!("part-{run_id}.parquet"));
-        let tmp = dir.join(format!("part-{run_id}.parquet.tmp"));
-        let file = File::create(&tmp).write_ctx(&tmp)?;
-        ParquetWriter::new(file)
+        let mut new = lake.new_file(dir, &format!("part-{run_id}"))?;
+        ParquetWriter::new(&mut new.file)
             .with_compression(ParquetCompression::Zstd(None))
             .finish(df)
-            .map_err(|e| polars_error(&tmp, e))?;
-        crate::lake::fault::file_written();
-        commit.renames.push((tmp, final_path));
+            .map_err(|e| polars_error(&new.path, e))?;
+        commit.renames.push(new.finish()?);
     }
     lake.commit(run_id, &commit)?;
     Ok(old.len() as u64)

@@ -385,7 +385,11 @@ impl Work {
 pub fn push(ctx: &Ctx, opts: &PushOptions) -> Result<PushReport> {
     let started_at = ctx.clock.now();
     let key = check_options(opts)?;
-    if !opts.lake.is_dir() {
+    let missing = match crate::lake::remote::is_remote(&opts.lake) {
+        true => Lake::require(&opts.lake).is_err(),
+        false => !opts.lake.is_dir(),
+    };
+    if missing {
         // A new, empty lake would have an empty record: everything would
         // look unsent.
         return Err(Error::Usage(format!(
@@ -395,8 +399,7 @@ pub fn push(ctx: &Ctx, opts: &PushOptions) -> Result<PushReport> {
     }
     let lake = Lake::open(&opts.lake, &ctx.run_id)?;
     let store = Store::open_configured(&opts.out, &opts.store_options)?;
-    let record_path = Record::path_in(lake.root());
-    let record = Record::read(&record_path)?;
+    let record = Record::read(&lake)?;
     let now = ctx.clock.now();
     let work = match opts.target {
         Target::Day(day) => plan_day(&store, day, &record, now)?,
@@ -410,7 +413,7 @@ pub fn push(ctx: &Ctx, opts: &PushOptions) -> Result<PushReport> {
             report.would_send = planned_requests(opts.api, &work);
             None
         }
-        Some(key) => send(ctx, opts, key, &record, &work, &mut report)?,
+        Some(key) => send(ctx, &lake, opts, key, &record, &work, &mut report)?,
     };
     if let Some(stop) = &stopped {
         report.status = Status::Stopped;
@@ -775,6 +778,7 @@ fn planned_requests(api: Api, work: &Work) -> Vec<PlannedRequest> {
 /// Sends the work; `Some(stop)` when it stopped before the end.
 fn send(
     ctx: &Ctx,
+    lake: &Lake,
     opts: &PushOptions,
     key: ApiKey,
     record: &Record,
@@ -800,7 +804,7 @@ fn send(
         ctx,
         client,
         runtime,
-        appender: record.appender()?,
+        appender: record.appender(lake)?,
         source: &work.source,
         report,
         already_existed: 0,

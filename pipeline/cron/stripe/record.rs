@@ -8,14 +8,13 @@
 //! Any other unreadable line is an error naming the file and line.
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-use crate::model::error::{Error, IoContext, Result};
+use crate::lake::{AppendFile, Lake};
+use crate::model::error::{Error, Result};
 
 /// One accepted request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,16 +128,11 @@ impl Record {
         lake.join("_stripe").join("accepted.jsonl")
     }
 
-    /// Reads the record; a missing file is an empty record.
-    pub fn read(path: &Path) -> Result<Record> {
-        match fs::read(path) {
-            Ok(bytes) => Record::parse(path, &bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Record::parse(path, b""),
-            Err(source) => Err(Error::Read {
-                path: path.to_path_buf(),
-                source,
-            }),
-        }
+    /// Reads the lake's record; a missing file is an empty record.
+    pub fn read(lake: &Lake) -> Result<Record> {
+        let path = Record::path_in(lake.root());
+        let bytes = lake.read_file(&path)?.unwrap_or_default();
+        Record::parse(&path, &bytes)
     }
 
     /// Parses the bytes of the record at `path` (named in errors).
@@ -210,50 +204,36 @@ impl Record {
 
     /// Opens the file for appending, first cutting off a torn last line (or
     /// ending an unterminated one) so that new lines start on their own.
-    pub fn appender(&self) -> Result<Appender> {
-        let dir = self.path.parent().expect("the record is in a folder");
-        let created = !self.path.exists();
-        fs::create_dir_all(dir).write_ctx(dir)?;
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .write_ctx(&self.path)?;
-        match self.tail {
-            Tail::Clean => {}
-            Tail::Unterminated => file.write_all(b"\n").write_ctx(&self.path)?,
-            Tail::Torn { keep } => file.set_len(keep).write_ctx(&self.path)?,
-        }
-        file.sync_all().write_ctx(&self.path)?;
-        if created {
-            // The new file's name is durable too.
-            File::open(dir).and_then(|d| d.sync_all()).write_ctx(dir)?;
-        }
+    pub fn appender(&self, lake: &Lake) -> Result<Appender> {
+        let (keep, end_line) = match self.tail {
+            Tail::Clean => (None, false),
+            Tail::Unterminated => (None, true),
+            Tail::Torn { keep } => (Some(keep), false),
+        };
         Ok(Appender {
-            file,
-            path: self.path.clone(),
+            file: lake.append_file(&self.path, keep, end_line)?,
         })
     }
 }
 
 /// Appends entries to the record, each durable before `append` returns.
 pub struct Appender {
-    file: File,
-    path: PathBuf,
+    file: AppendFile,
 }
 
 impl Appender {
-    /// Writes one line and fsyncs it.
+    /// Writes one line and makes it durable.
     pub fn append(&mut self, entry: &Entry) -> Result<()> {
         let mut line = serde_json::to_vec(entry).expect("an entry serializes");
         line.push(b'\n');
-        self.file.write_all(&line).write_ctx(&self.path)?;
-        self.file.sync_data().write_ctx(&self.path)
+        self.file.append(&line)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     fn event_entry(id: &str, value: i64) -> Entry {
@@ -353,12 +333,13 @@ mod tests {
         bytes.extend_from_slice(b"{\"kind\":\"mete");
         fs::write(&path, &bytes).unwrap();
 
-        let record = Record::read(&path).unwrap();
-        let mut appender = record.appender().unwrap();
+        let lake = Lake::open(dir.path(), "t").unwrap();
+        let record = Record::read(&lake).unwrap();
+        let mut appender = record.appender(&lake).unwrap();
         appender.append(&event_entry("b", 6)).unwrap();
         drop(appender);
 
-        let again = Record::read(&path).unwrap();
+        let again = Record::read(&lake).unwrap();
         assert!(again.notices.is_empty(), "{:?}", again.notices);
         let ids: Vec<&str> = again.entries.iter().map(|e| e.item.key()).collect();
         assert_eq!(ids, ["a", "b"]);
@@ -373,21 +354,23 @@ mod tests {
         bytes.pop();
         fs::write(&path, &bytes).unwrap();
 
-        let record = Record::read(&path).unwrap();
+        let lake = Lake::open(dir.path(), "t").unwrap();
+        let record = Record::read(&lake).unwrap();
         assert_eq!(record.entries.len(), 1);
         record
-            .appender()
+            .appender(&lake)
             .unwrap()
             .append(&event_entry("b", 6))
             .unwrap();
-        let again = Record::read(&path).unwrap();
+        let again = Record::read(&lake).unwrap();
         assert_eq!(again.entries.len(), 2);
     }
 
     #[test]
     fn a_missing_record_is_empty() {
         let dir = tempfile::tempdir().unwrap();
-        let record = Record::read(&Record::path_in(dir.path())).unwrap();
+        let lake = Lake::open(dir.path(), "t").unwrap();
+        let record = Record::read(&lake).unwrap();
         assert!(record.entries.is_empty());
     }
 }

@@ -348,17 +348,7 @@ pub fn compute(
         });
     }
 
-    let customers_path = opts
-        .customers
-        .clone()
-        .unwrap_or_else(|| Lake::registry_path(lake.root()));
-    if !customers_path.exists() {
-        return Err(Error::Usage(format!(
-            "no --customers given and the lake has no registry copy at {} (ingest saves one): pass --customers FILE",
-            customers_path.display()
-        )));
-    }
-    let (registry, problems) = crate::load::customers(&customers_path)?;
+    let (registry, problems) = lake.customers(opts.customers.as_deref())?;
     let mut notices: Vec<String> = problems
         .iter()
         .map(|p| format!("customers.csv row skipped: {p}"))
