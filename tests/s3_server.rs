@@ -88,6 +88,15 @@ impl S3Server {
         .collect()
     }
 
+    /// The same as environment variables (`AWS_ENDPOINT`, ...), the way a
+    /// job run by cron is configured.
+    pub fn env(&self) -> Vec<(String, String)> {
+        self.options()
+            .into_iter()
+            .map(|(k, v)| (k.to_uppercase(), v))
+            .collect()
+    }
+
     /// Where the server keeps the objects of `bucket`.
     pub fn bucket_dir(&self) -> PathBuf {
         self.root.join(&self.bucket)

@@ -1,0 +1,248 @@
+//! The lake in object storage: the whole pipeline run with `--lake` (and
+//! `--out`) on the strict S3 test server gives the invoices, meter events
+//! and lake rows of the same run on local folders; a run killed after any
+//! object it writes, then run again, ends byte-identical to a run never
+//! interrupted; exclusive jobs exclude each other across processes.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Command, ExitStatus};
+
+use chrono::NaiveDate;
+use meter::sample::SampleOptions;
+
+use crate::common::repo;
+use crate::s3_server::{S3Server, start_s3_server};
+
+/// Every file below `root`, by `/`-separated relative path, but those
+/// `skip` says to leave out.
+fn tree(root: &Path, skip: &dyn Fn(&str) -> bool) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            if skip(&rel) {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// What must be equal between a local lake and a lake in a bucket: every
+/// file but run reports and what only one kind of lake has (the lock file,
+/// the lease object).
+fn lake_files(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    tree(root, &|rel| {
+        rel.starts_with("_runs") || rel == "_lock" || rel == "_lease.json"
+    })
+}
+
+/// Billing output that does not name where the lake is: invoices, the
+/// summary, meter events (manifests record the lake's path).
+fn out_files(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    tree(root, &|_| false)
+        .into_iter()
+        .filter(|(rel, _)| {
+            rel.ends_with(".csv") || rel.ends_with(".jsonl") || rel.ends_with("latest.json")
+        })
+        .collect()
+}
+
+fn sample_input(dir: &Path, customers: usize, days: u32, events_per_day: usize) {
+    meter::sample::generate(&SampleOptions {
+        out: dir.to_path_buf(),
+        customers,
+        days,
+        events_per_day,
+        seed: 7,
+        clean: false,
+        start: NaiveDate::from_ymd_opt(2026, 10, 30).unwrap(),
+        usage_format: Default::default(),
+    })
+    .unwrap();
+}
+
+/// `meter pipeline` for October in `dir` (with `input/` and
+/// `pricing.toml`), lake and out where told.
+fn pipeline(
+    dir: &Path,
+    lake: &str,
+    out: &str,
+    server: &S3Server,
+    kill_after: Option<u64>,
+) -> ExitStatus {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_meter"));
+    cmd.current_dir(dir)
+        .args(["pipeline", "--month", "2026-10", "--input", "input"])
+        .args(["--lake", lake, "--out", out, "--pricing", "pricing.toml"])
+        .env("METER_FIXED_TIME", "2026-11-02T03:00:00Z")
+        .env_remove("METER_CONFIG")
+        .envs(server.env())
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    if let Some(n) = kill_after {
+        cmd.env(meter::lake::fault::KILL_AFTER_FILES, n.to_string());
+    }
+    cmd.status().unwrap()
+}
+
+fn setup(dir: &Path, input: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::os::unix::fs::symlink(input, dir.join("input")).unwrap();
+    std::fs::copy(repo().join("pricing.toml"), dir.join("pricing.toml")).unwrap();
+}
+
+#[test]
+fn the_pipeline_on_an_s3_lake_matches_the_local_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("input");
+    sample_input(&input, 3, 2, 200);
+    let server = start_s3_server(&tmp.path().join("s3"));
+
+    let local = tmp.path().join("local");
+    setup(&local, &input);
+    let status = pipeline(&local, "lake", "out", &server, None);
+    let code = status.code().expect("exits");
+    assert!(code <= 1, "{status:?}");
+
+    let remote = tmp.path().join("remote");
+    setup(&remote, &input);
+    let status = pipeline(
+        &remote,
+        &server.url("lake"),
+        &server.url("out"),
+        &server,
+        None,
+    );
+    assert_eq!(status.code(), Some(code));
+
+    let bucket = server.bucket_dir();
+    let local_lake = lake_files(&local.join("lake"));
+    let remote_lake = lake_files(&bucket.join("lake"));
+    assert!(local_lake.keys().any(|k| k.starts_with("api_usage/date=")));
+    assert!(local_lake.keys().any(|k| k.starts_with("monthly/")));
+    assert_eq!(
+        local_lake.keys().collect::<Vec<_>>(),
+        remote_lake.keys().collect::<Vec<_>>()
+    );
+    for (rel, bytes) in &local_lake {
+        assert!(remote_lake[rel] == *bytes, "{rel} differs");
+    }
+    // A finished run leaves no staged object and no commit record.
+    assert!(!bucket.join("lake/_staging").exists() || tree(&bucket.join("lake/_staging"), &|_| false).is_empty());
+    assert!(!bucket.join("lake/_commits").exists() || tree(&bucket.join("lake/_commits"), &|_| false).is_empty());
+
+    let local_out = out_files(&local.join("out"));
+    let remote_out = out_files(&bucket.join("out"));
+    assert!(local_out.keys().any(|k| k.contains("/rev-1/") && k.ends_with(".csv")));
+    assert_eq!(local_out, remote_out);
+}
+
+#[test]
+fn exclusive_jobs_on_one_s3_lake_exclude_each_other() {
+    use meter::lake::lease::{Lease, Mode};
+    use meter::lake::store::Store;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = start_s3_server(&tmp.path().join("s3"));
+    let url = server.url("lake");
+    let env: Vec<(String, String)> = server.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let retention = |now: &str| {
+        crate::common::meter(
+            tmp.path(),
+            now,
+            &["retention", "--lake", &url, "--keep-months", "1"],
+            &env,
+        )
+    };
+    // A lake with a day in it.
+    sample_input(&tmp.path().join("input"), 1, 1, 5);
+    let ingest = crate::common::meter(
+        tmp.path(),
+        "2026-11-02T03:00:00Z",
+        &["ingest", "--input", "input", "--lake", &url],
+        &env,
+    );
+    assert!(ingest.code <= 1, "{}", ingest.stderr);
+    // Another machine's compaction holds it (a lease taken as `Lake::open` takes it).
+    let store = std::sync::Arc::new(Store::open_with(&url, server.options()).unwrap());
+    let clock = meter::model::ctx::SystemClock;
+    let held = Lease::acquire(
+        &store,
+        "20261102T030000Z-compact-0001",
+        "compact",
+        Mode::Exclusive,
+        std::time::Duration::from_secs(120),
+        &clock,
+    )
+    .unwrap();
+    let run = retention("2026-11-02T03:05:00Z");
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(run.stderr.contains("compact"), "{}", run.stderr);
+    held.release().unwrap();
+    let run = retention("2026-11-02T03:10:00Z");
+    assert!(run.code <= 1, "{}", run.stderr);
+}
+
+#[test]
+fn killed_after_any_object_a_rerun_on_s3_ends_byte_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("input");
+    sample_input(&input, 1, 1, 20);
+    let server = start_s3_server(&tmp.path().join("s3"));
+    let bucket = server.bucket_dir();
+
+    let dir = tmp.path().join("run");
+    setup(&dir, &input);
+    let status = pipeline(&dir, &server.url("reference/lake"), &server.url("reference/out"), &server, None);
+    let expected_code = status.code().expect("exits");
+    assert!(expected_code <= 1, "{status:?}");
+    let expected_lake = lake_files(&bucket.join("reference/lake"));
+    let expected_out = out_files(&bucket.join("reference/out"));
+
+    let mut kills = 0;
+    for k in 1.. {
+        let prefix = format!("k{k}");
+        let (lake, out) = (
+            server.url(&format!("{prefix}/lake")),
+            server.url(&format!("{prefix}/out")),
+        );
+        let status = pipeline(&dir, &lake, &out, &server, Some(k));
+        if status.signal() != Some(9) {
+            assert_eq!(status.code(), Some(expected_code), "k={k}");
+            break;
+        }
+        kills += 1;
+        let status = pipeline(&dir, &lake, &out, &server, None);
+        assert_eq!(status.code(), Some(expected_code), "rerun after kill {k}");
+        let got_lake = lake_files(&bucket.join(&prefix).join("lake"));
+        let got_out = out_files(&bucket.join(&prefix).join("out"));
+        let staged: Vec<&String> = got_lake
+            .keys()
+            .filter(|k| k.starts_with("_staging") || k.starts_with("_commits"))
+            .collect();
+        assert!(staged.is_empty(), "killed after object {k}: left {staged:?}");
+        assert_eq!(
+            got_lake.keys().collect::<Vec<_>>(),
+            expected_lake.keys().collect::<Vec<_>>(),
+            "killed after object {k}"
+        );
+        for (rel, bytes) in &expected_lake {
+            assert!(got_lake[rel] == *bytes, "killed after object {k}: {rel} differs");
+        }
+        assert_eq!(got_out, expected_out, "killed after object {k}");
+    }
+    assert!(kills > 20, "only {kills} kill points");
+}
