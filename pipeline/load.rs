@@ -40,7 +40,7 @@ pub fn registry_from(read: impl Fn(&str) -> Result<(Option<String>, PathBuf)>) -
     let Some(text) = text else {
         return Err(Error::Read {
             path: customers_path,
-            source: std::io::ErrorKind::NotFound.into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or object"),
         });
     };
     let mut registry = Registry::from_customers_csv(&text, &customers_path)?;

@@ -292,7 +292,7 @@ fn ingest_from(
     // The registry that attributed these events: billing's default.
     let text = root.read("customers.csv")?.ok_or_else(|| Error::Read {
         path: root.location("customers.csv"),
-        source: std::io::ErrorKind::NotFound.into(),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or object"),
     })?;
     lake.save_registry(&text)?;
     report.finished_at = ctx.clock.now().to_rfc3339();

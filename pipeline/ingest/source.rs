@@ -751,6 +751,38 @@ mod tests {
     }
 
     #[test]
+    fn an_input_is_a_folder_a_file_url_or_a_store_url() {
+        let (dir, local, _) = both_roots(&[("vm-1/commands/h.jsonl", b"{}\n")]);
+        let file_url = format!("file://{}", dir.path().display());
+        for input in [dir.path().display().to_string(), file_url] {
+            let root = InputRoot::open(Path::new(&input)).unwrap();
+            assert!(
+                matches!(&root.root, Root::Local(p) if p == dir.path()),
+                "{input}"
+            );
+            assert_eq!(
+                summary(&root.discover().unwrap()),
+                summary(&local.discover().unwrap())
+            );
+        }
+        for missing in ["/nonexistent/input", "file:///nonexistent/input"] {
+            let err = InputRoot::open(Path::new(missing)).unwrap_err();
+            assert!(
+                matches!(&err, Error::NoInput { path } if path == Path::new(missing)),
+                "{err}"
+            );
+        }
+        // Opening a store contacts nothing.
+        let root = InputRoot::open(Path::new("s3://bucket/raw/")).unwrap();
+        assert_eq!(
+            root.location("vm-1/cliproxy/usage.jsonl").to_str(),
+            Some("s3://bucket/raw/vm-1/cliproxy/usage.jsonl")
+        );
+        let err = InputRoot::open(Path::new("ftp://host/raw")).unwrap_err();
+        assert!(matches!(err, Error::Usage(_)), "{err}");
+    }
+
+    #[test]
     fn an_empty_prefix_is_an_error_naming_it() {
         let root = InputRoot::remote(Store::in_memory().unwrap());
         let err = root.discover().unwrap_err();
