@@ -13,8 +13,9 @@ use crate::{Outcome, conclude, or_fail};
 /// The paths every scheduled job takes.
 #[derive(clap::Args, Debug)]
 pub struct PathArgs {
-    /// Raw input directory (customers.csv and one folder per VM).
-    #[arg(long, value_name = "DIR", env = "METER_INPUT")]
+    /// Raw input directory (customers.csv and one folder per VM), or the
+    /// same tree at an s3://, gs:// or az:// URL.
+    #[arg(long, value_name = "DIR|URL", env = "METER_INPUT")]
     pub input: Option<PathBuf>,
     /// Lake directory.
     #[arg(long, value_name = "DIR", env = "METER_LAKE")]

@@ -10,8 +10,10 @@ use crate::{Outcome, conclude, or_fail};
 #[derive(clap::Args, Debug)]
 pub struct IngestArgs {
     /// Raw input directory: customers.csv, optional users.csv, and one folder
-    /// per VM holding cliproxy/, resources/ and commands/.
-    #[arg(long, value_name = "DIR", env = "METER_INPUT")]
+    /// per VM holding cliproxy/, resources/ and commands/. Or the same tree
+    /// in an object store: s3://bucket/prefix, gs://, az:// (configured from
+    /// the AWS_*, GOOGLE_*, AZURE_* variables), or file:///abs/dir.
+    #[arg(long, value_name = "DIR|URL", env = "METER_INPUT")]
     pub input: Option<PathBuf>,
     /// Lake directory (created if missing). Tables are written under
     /// <lake>/<table>/date=YYYY-MM-DD/, run reports under <lake>/_runs/.

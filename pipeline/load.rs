@@ -3,7 +3,7 @@
 //! `meter.toml`. The model validates; this module only reads, so every
 //! error still names the file (and the model's line and key).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::model::config::Config;
 use crate::model::error::{Error, IoContext, Result};
@@ -22,12 +22,29 @@ pub fn pricing(path: &Path) -> Result<Pricing> {
 /// Reads `<input>/customers.csv` (required) and `<input>/users.csv`
 /// (optional), strictly: the first bad row is the error.
 pub fn registry(input: &Path) -> Result<Registry> {
-    let customers_path = input.join("customers.csv");
-    let text = std::fs::read_to_string(&customers_path).read_ctx(&customers_path)?;
+    registry_from(|name| {
+        let path = input.join(name);
+        if name == "users.csv" && !path.exists() {
+            return Ok((None, path));
+        }
+        let text = std::fs::read_to_string(&path).read_ctx(&path)?;
+        Ok((Some(text), path))
+    })
+}
+
+/// [`registry`] from wherever `read` reads: `read(name)` is the text of
+/// `customers.csv` or `users.csv` (`None` when there is no such file) and
+/// the path or URL that messages name.
+pub fn registry_from(read: impl Fn(&str) -> Result<(Option<String>, PathBuf)>) -> Result<Registry> {
+    let (text, customers_path) = read("customers.csv")?;
+    let Some(text) = text else {
+        return Err(Error::Read {
+            path: customers_path,
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or object"),
+        });
+    };
     let mut registry = Registry::from_customers_csv(&text, &customers_path)?;
-    let users_path = input.join("users.csv");
-    if users_path.exists() {
-        let text = std::fs::read_to_string(&users_path).read_ctx(&users_path)?;
+    if let (Some(text), users_path) = read("users.csv")? {
         registry.load_users(&text, &users_path)?;
     }
     Ok(registry)

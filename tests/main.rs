@@ -17,6 +17,7 @@ mod report;
 mod retention;
 mod rollup;
 mod s3;
+mod s3_input;
 mod s3_lake;
 mod s3_server;
 mod stripe;

@@ -60,7 +60,7 @@ fn out_files(root: &Path) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
-fn sample_input(dir: &Path, customers: usize, days: u32, events_per_day: usize) {
+fn sample_input(dir: &Path, customers: usize, days: u32, events_per_day: u32) {
     meter::sample::generate(&SampleOptions {
         out: dir.to_path_buf(),
         customers,
@@ -90,12 +90,15 @@ fn pipeline(
         .env("METER_FIXED_TIME", "2026-11-02T03:00:00Z")
         .env_remove("METER_CONFIG")
         .envs(server.env())
-        .stderr(std::process::Stdio::null())
         .stdout(std::process::Stdio::null());
     if let Some(n) = kill_after {
         cmd.env(meter::lake::fault::KILL_AFTER_FILES, n.to_string());
     }
-    cmd.status().unwrap()
+    let out = cmd.output().unwrap();
+    if out.status.code().is_some_and(|c| c > 1) {
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+    out.status
 }
 
 fn setup(dir: &Path, input: &Path) {

@@ -366,11 +366,8 @@ fn raise_alerts(
 /// month's rollup and billing (`meter pipeline`, the demo and first run).
 pub fn pipeline(ctx: &Ctx, paths: &Paths, month: NaiveDate) -> Result<JobReport> {
     let pricing = crate::load::pricing(&paths.pricing)?;
-    if !paths.input.is_dir() {
-        return Err(Error::NoInput {
-            path: paths.input.clone(),
-        });
-    }
+    // A missing input folder (or a bad input URL) before the lake is made.
+    crate::ingest::source::InputRoot::open(&paths.input)?;
     let lake = Lake::open(&paths.lake, &ctx.run_id)?;
     let mut report = JobReport::new(ctx, "pipeline", &lake, month_label(month));
     ingest_new(ctx, &lake, paths, MAX_REJECT_RATE, &mut report)?;

@@ -24,13 +24,13 @@ use crate::ingest::parse::resources::CsvColumns;
 use crate::ingest::parse::{
     FileCtx, IdKind, NetCounter, Parsed, Reject, RejectReason, SkipReason, SourceKind, parse_line,
 };
-use crate::ingest::source::{Block, BlockReader, InputFile, Tail};
+use crate::ingest::source::{Block, BlockReader, InputFile, InputRoot, Tail};
 use crate::lake::Lake;
 use crate::lake::tables::{
     ActivityRow, ApiRequestRow, ApiUsageRow, Id, RejectRow, ResourceRow, Str, Table, TableRow,
 };
 use crate::model::ctx::Ctx;
-use crate::model::error::{Error, IoContext, Result};
+use crate::model::error::{Error, Result};
 use crate::model::ids::{self, EventId};
 use crate::model::redact::redact_and_cut;
 use crate::model::registry::Registry;
@@ -71,17 +71,15 @@ impl DateRange {
 /// Runs the stage. Per-line and per-file problems are in the report; an
 /// `Err` means nothing was committed.
 pub fn run(ctx: &Ctx, opts: &IngestOptions) -> Result<IngestReport> {
-    check_options(opts)?;
+    let root = check_options(opts)?;
     let lake = Lake::open_shared(&opts.lake, &ctx.run_id)?;
-    run_on(ctx, &lake, opts)
+    ingest_from(ctx, &lake, opts, &root)
 }
 
-fn check_options(opts: &IngestOptions) -> Result<()> {
-    if !opts.input.is_dir() {
-        return Err(Error::NoInput {
-            path: opts.input.clone(),
-        });
-    }
+/// Checks the options and opens the input (a folder that must exist, or a
+/// store URL).
+fn check_options(opts: &IngestOptions) -> Result<InputRoot> {
+    let root = InputRoot::open(&opts.input)?;
     if let (Some(s), Some(u)) = (opts.since, opts.until)
         && s > u
     {
@@ -98,16 +96,27 @@ fn check_options(opts: &IngestOptions) -> Result<()> {
             opts.max_reject_rate
         )));
     }
-    Ok(())
+    Ok(root)
 }
 
 /// [`run`] on a lake the caller holds (a job that runs several stages under
 /// one lock).
 pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &IngestOptions) -> Result<IngestReport> {
+    let root = check_options(opts)?;
+    ingest_from(ctx, lake, opts, &root)
+}
+
+fn ingest_from(
+    ctx: &Ctx,
+    lake: &Lake,
+    opts: &IngestOptions,
+    root: &InputRoot,
+) -> Result<IngestReport> {
     let started_at = ctx.clock.now();
-    check_options(opts)?;
-    let registry = Arc::new(crate::load::registry(&opts.input)?);
-    let discovery = source::discover(&opts.input)?;
+    // The listing first: a remote input that cannot be listed says so
+    // before its customers.csv is looked for.
+    let discovery = root.discover()?;
+    let registry = Arc::new(root.registry()?);
     let range = DateRange {
         since: opts.since,
         until: opts.until,
@@ -153,6 +162,7 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &IngestOptions) -> Result<IngestRepo
         ctx.progress
             .start("ingest: files", discovery.files.len() as u64);
         let produced = produce(
+            root,
             &discovery.files,
             &mut ctxs,
             &mut files,
@@ -280,8 +290,10 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &IngestOptions) -> Result<IngestRepo
         ));
     }
     // The registry that attributed these events: billing's default.
-    let customers = opts.input.join("customers.csv");
-    let text = std::fs::read(&customers).read_ctx(&customers)?;
+    let text = root.read("customers.csv")?.ok_or_else(|| Error::Read {
+        path: root.location("customers.csv"),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or object"),
+    })?;
     lake.save_registry(&text)?;
     report.finished_at = ctx.clock.now().to_rfc3339();
     let json = serde_json::to_string_pretty(&report).expect("the report serializes");
@@ -305,7 +317,9 @@ fn file_ctx(f: &InputFile, registry: &Arc<Registry>) -> FileCtx {
 
 /// Reads every file, parses blocks in parallel and sends finalized rows to
 /// the writer in file order.
+#[allow(clippy::too_many_arguments)]
 fn produce(
+    root: &InputRoot,
     inputs: &[InputFile],
     ctxs: &mut [FileCtx],
     files: &mut [FileReport],
@@ -327,7 +341,7 @@ fn produce(
                 }
                 let idx = next_file;
                 next_file += 1;
-                match BlockReader::open(idx, &inputs[idx]) {
+                match BlockReader::open(idx, root, &inputs[idx]) {
                     Ok(r) => current = Some(r),
                     Err(e) => {
                         files[idx].error = Some(format!("cannot open: {e}"));
@@ -741,6 +755,7 @@ mod tests {
             kind: SourceKind::Cliproxy,
             gz: false,
             modified: None,
+            size: 0,
         }
     }
 

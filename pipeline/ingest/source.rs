@@ -1,5 +1,8 @@
 //! The raw input tree: which files exist, and reading them as blocks of whole
-//! lines. Only this module and `lake` touch the file system.
+//! lines. Only this module and `lake` touch the file system; the input is a
+//! local folder or an object-store prefix (`s3://bucket/raw`, `gs://`,
+//! `az://`, see [`crate::lake::store`]) with the same layout, read through
+//! one [`InputRoot`].
 //!
 //! ```text
 //! <input>/customers.csv, users.csv
@@ -13,12 +16,15 @@
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::ingest::parse::SourceKind;
+use crate::lake::store::{self, RANGE_SIZE, Store};
 use crate::lake::tables::Table;
-use crate::model::error::{IoContext, Result};
+use crate::model::error::{Error, IoContext, Result};
 use crate::model::ids::valid_id;
+use crate::model::registry::Registry;
 
 /// Bytes per block handed to a parser thread.
 pub const BLOCK_SIZE: usize = 4 << 20;
@@ -27,6 +33,8 @@ pub const MAX_LINE: usize = 8 << 20;
 
 #[derive(Debug, Clone)]
 pub struct InputFile {
+    /// The local path, or the object's URL (`s3://bucket/raw/vm-1/...`):
+    /// what messages name.
     pub path: PathBuf,
     /// `/`-separated path relative to the input directory.
     pub rel: String,
@@ -34,6 +42,8 @@ pub struct InputFile {
     pub kind: SourceKind,
     pub gz: bool,
     pub modified: Option<SystemTime>,
+    /// Bytes, as listed.
+    pub size: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -49,6 +59,146 @@ pub struct Ignored {
 pub struct Discovery {
     pub files: Vec<InputFile>,
     pub ignored: Vec<Ignored>,
+}
+
+/// Where the raw input is: a local folder, or a prefix in an object store.
+/// Everything that reads the input goes through it.
+#[derive(Debug)]
+pub struct InputRoot {
+    root: Root,
+    /// Bytes per ranged GET of a remote object.
+    range_size: u64,
+}
+
+#[derive(Debug)]
+enum Root {
+    Local(PathBuf),
+    Remote(Arc<Store>),
+}
+
+impl InputRoot {
+    /// The input `input` names: a local folder (a path or a `file://` URL),
+    /// which must exist, or an object-store URL (`s3://bucket/prefix`,
+    /// `gs://`, `az://`), configured from the environment as
+    /// [`Store::open`] is. Nothing remote is contacted yet.
+    pub fn open(input: &Path) -> Result<InputRoot> {
+        let local = match input.to_str() {
+            Some(url) if url.contains("://") => store::local_path(url)?,
+            _ => Some(input.to_path_buf()),
+        };
+        match local {
+            Some(dir) if dir.is_dir() => Ok(InputRoot::local(dir)),
+            Some(_) => Err(Error::NoInput {
+                path: input.to_path_buf(),
+            }),
+            None => {
+                let url = input.to_str().expect("a URL is text");
+                Ok(InputRoot::remote(Store::open(url).map_err(input_error)?))
+            }
+        }
+    }
+
+    /// A local folder.
+    pub fn local(dir: impl Into<PathBuf>) -> InputRoot {
+        InputRoot {
+            root: Root::Local(dir.into()),
+            range_size: RANGE_SIZE,
+        }
+    }
+
+    /// A store's prefix (e.g. one opened with explicit options).
+    pub fn remote(store: Store) -> InputRoot {
+        InputRoot {
+            root: Root::Remote(Arc::new(store)),
+            range_size: RANGE_SIZE,
+        }
+    }
+
+    /// Remote objects are read in ranges of this many bytes (tests).
+    pub fn with_range_size(mut self, range_size: u64) -> InputRoot {
+        self.range_size = range_size.max(1);
+        self
+    }
+
+    /// What messages name: the path of a file, or the URL of an object.
+    pub fn location(&self, rel: &str) -> PathBuf {
+        match &self.root {
+            Root::Local(dir) => dir.join(rel),
+            Root::Remote(store) => PathBuf::from(store.object_url(rel)),
+        }
+    }
+
+    /// Reads a small file whole (`customers.csv`); `None` when it does not
+    /// exist.
+    pub fn read(&self, rel: &str) -> Result<Option<Vec<u8>>> {
+        match &self.root {
+            Root::Local(dir) => {
+                let path = dir.join(rel);
+                match std::fs::read(&path) {
+                    Ok(bytes) => Ok(Some(bytes)),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(Error::Read { path, source: e }),
+                }
+            }
+            Root::Remote(store) => store.get(rel).map_err(input_error),
+        }
+    }
+
+    /// `customers.csv` (required) and `users.csv` (optional), strictly:
+    /// [`crate::load::registry`], from the folder or the store.
+    pub fn registry(&self) -> Result<Registry> {
+        match &self.root {
+            Root::Local(dir) => crate::load::registry(dir),
+            Root::Remote(_) => crate::load::registry_from(|name| {
+                let location = self.location(name);
+                let text = match self.read(name)? {
+                    Some(bytes) => Some(String::from_utf8(bytes).map_err(|e| Error::Read {
+                        path: location.clone(),
+                        source: io::Error::new(io::ErrorKind::InvalidData, e),
+                    })?),
+                    None => None,
+                };
+                Ok((text, location))
+            }),
+        }
+    }
+
+    /// Lists the input files in a stable order (by relative path), and what
+    /// was ignored and why. A folder and a bucket prefix holding the same
+    /// files give the same discovery.
+    pub fn discover(&self) -> Result<Discovery> {
+        let mut d = Discovery::default();
+        match &self.root {
+            Root::Local(dir) => walk(dir, &mut Vec::new(), &mut d)?,
+            Root::Remote(store) => list_remote(store, &mut d)?,
+        }
+        d.files.sort_by(|a, b| a.rel.cmp(&b.rel));
+        // Folder by folder, each sorted by name: the order of a walk.
+        d.ignored
+            .sort_by(|a, b| a.path.split('/').cmp(b.path.split('/')));
+        Ok(d)
+    }
+
+    /// The raw bytes of `f` (before gunzip): a local file, or a remote
+    /// object read in ranged GETs.
+    pub fn open_file(&self, f: &InputFile) -> io::Result<Box<dyn Read + Send>> {
+        Ok(match &self.root {
+            Root::Local(_) => Box::new(File::open(&f.path)?),
+            Root::Remote(store) => Box::new(
+                store
+                    .reader(&f.rel, f.size)
+                    .with_range_size(self.range_size),
+            ),
+        })
+    }
+}
+
+/// A store error about the input says so, with what to check.
+fn input_error(e: Error) -> Error {
+    match e {
+        Error::Store { url, source } => Error::InputStore { url, source },
+        e => e,
+    }
 }
 
 /// A file name without `.gz` and a rotation suffix (`.1`, `-20261005`).
@@ -94,6 +244,126 @@ fn accepted(kind: SourceKind, name: &str) -> bool {
     }
 }
 
+// ---- The layout's rules, one set for a folder and a bucket ---------------
+
+/// The source folder a VM folder's entry `name` is.
+fn kind_of(name: &str) -> Option<SourceKind> {
+    match name {
+        "cliproxy" => Some(SourceKind::Cliproxy),
+        "resources" => Some(SourceKind::Resources),
+        "commands" => Some(SourceKind::Commands),
+        _ => None,
+    }
+}
+
+fn ignored(segs: &[&str], reason: impl Into<String>, attention: bool) -> Ignored {
+    Ignored {
+        path: segs.join("/"),
+        reason: reason.into(),
+        attention,
+    }
+}
+
+/// Why the folder at `segs` (its path below the input) is not entered, or
+/// `None` to go in.
+fn folder_rule(segs: &[&str]) -> Option<Ignored> {
+    let name = segs.last()?;
+    if name.starts_with('.') {
+        return Some(ignored(segs, "hidden", false));
+    }
+    match segs.len() {
+        1 if !valid_id(name) => Some(ignored(
+            segs,
+            "directory name is not a valid VM id (1-64 of A-Z a-z 0-9 . _ -)",
+            true,
+        )),
+        2 if kind_of(name).is_none() => Some(ignored(
+            segs,
+            "not cliproxy/, resources/ or commands/",
+            false,
+        )),
+        // <vm>/<kind>/ is walked at depth 0.
+        n if n > 2 + 16 => Some(ignored(segs, "nested deeper than 16 levels", true)),
+        _ => None,
+    }
+}
+
+/// What the layout makes of a file.
+enum FileRule {
+    /// `customers.csv` or `users.csv`, read on their own.
+    Registry,
+    Input {
+        vm_id: String,
+        kind: SourceKind,
+    },
+    Ignored(Ignored),
+}
+
+/// The file at `segs`, in folders [`folder_rule`] let in.
+fn file_rule(segs: &[&str]) -> FileRule {
+    let name = segs.last().copied().unwrap_or_default();
+    if name.starts_with('.') {
+        return FileRule::Ignored(ignored(segs, "hidden", false));
+    }
+    match segs {
+        [] => FileRule::Ignored(ignored(segs, "empty name", true)),
+        ["customers.csv" | "users.csv"] => FileRule::Registry,
+        [_] => FileRule::Ignored(ignored(segs, "not part of the input layout", false)),
+        [_, sub] if kind_of(sub).is_some() => {
+            FileRule::Ignored(ignored(segs, "a file, not a folder", true))
+        }
+        [_, _] => FileRule::Ignored(ignored(
+            segs,
+            "not cliproxy/, resources/ or commands/",
+            false,
+        )),
+        [vm, sub, ..] => {
+            let kind = kind_of(sub).expect("folder_rule lets in source folders only");
+            if accepted(kind, name) {
+                FileRule::Input {
+                    vm_id: vm.to_string(),
+                    kind,
+                }
+            } else {
+                let wanted = match kind {
+                    SourceKind::Cliproxy => "*.log or *.jsonl",
+                    SourceKind::Resources => "*.csv, *.jsonl or *.influx",
+                    SourceKind::Commands => "*.jsonl",
+                };
+                FileRule::Ignored(ignored(segs, format!("not a {wanted} file"), false))
+            }
+        }
+    }
+}
+
+/// Adds the file at `segs` to the discovery as the rules say.
+fn add_file(
+    d: &mut Discovery,
+    segs: &[&str],
+    path: PathBuf,
+    modified: Option<SystemTime>,
+    size: u64,
+) {
+    match file_rule(segs) {
+        FileRule::Registry => {}
+        FileRule::Ignored(i) => d.ignored.push(i),
+        FileRule::Input { vm_id, kind } => {
+            let name = segs.last().copied().unwrap_or_default();
+            d.files.push(InputFile {
+                path,
+                rel: segs.join("/"),
+                vm_id,
+                kind,
+                gz: name.ends_with(".gz"),
+                modified,
+                size,
+            });
+        }
+    }
+}
+
+// ---- A local folder --------------------------------------------------------
+
 /// The entries of a directory, sorted by name.
 fn sorted_entries(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
     let mut entries = std::fs::read_dir(dir)
@@ -104,141 +374,67 @@ fn sorted_entries(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
     Ok(entries)
 }
 
-/// Lists the input files in a stable order (by relative path).
-pub fn discover(input: &Path) -> Result<Discovery> {
-    let mut d = Discovery::default();
-    let entries = sorted_entries(input)?;
-    for entry in entries {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            d.ignored.push(Ignored {
-                path: name,
-                reason: "hidden".into(),
-                attention: false,
-            });
-            continue;
-        }
+/// Walks the folder `dir` (at `segs` below the input), entering only the
+/// folders the rules let in.
+fn walk(dir: &Path, segs: &mut Vec<String>, d: &mut Discovery) -> Result<()> {
+    for entry in sorted_entries(dir)? {
+        segs.push(entry.file_name().to_string_lossy().into_owned());
+        let names: Vec<&str> = segs.iter().map(String::as_str).collect();
         let path = entry.path();
-        if !path.is_dir() {
-            if !matches!(name.as_str(), "customers.csv" | "users.csv") {
-                d.ignored.push(Ignored {
-                    path: name,
-                    reason: "not part of the input layout".into(),
-                    attention: false,
-                });
-            }
-            continue;
+        match std::fs::metadata(&path) {
+            Err(e) => d
+                .ignored
+                .push(ignored(&names, format!("cannot stat: {e}"), true)),
+            Ok(meta) if meta.is_dir() => match folder_rule(&names) {
+                Some(i) => d.ignored.push(i),
+                None => walk(&path, segs, d)?,
+            },
+            Ok(meta) => add_file(d, &names, path, meta.modified().ok(), meta.len()),
         }
-        if !valid_id(&name) {
-            d.ignored.push(Ignored {
-                path: name,
-                reason: "directory name is not a valid VM id (1-64 of A-Z a-z 0-9 . _ -)".into(),
-                attention: true,
-            });
-            continue;
-        }
-        let subs = sorted_entries(&path)?;
-        for sub in subs {
-            let sub_name = sub.file_name().to_string_lossy().into_owned();
-            if sub_name.starts_with('.') {
-                d.ignored.push(Ignored {
-                    path: format!("{name}/{sub_name}"),
-                    reason: "hidden".into(),
-                    attention: false,
-                });
-                continue;
-            }
-            let kind = match sub_name.as_str() {
-                "cliproxy" => SourceKind::Cliproxy,
-                "resources" => SourceKind::Resources,
-                "commands" => SourceKind::Commands,
-                _ => {
-                    d.ignored.push(Ignored {
-                        path: format!("{name}/{sub_name}"),
-                        reason: "not cliproxy/, resources/ or commands/".into(),
-                        attention: false,
-                    });
-                    continue;
-                }
-            };
-            walk(
-                &sub.path(),
-                &format!("{name}/{sub_name}"),
-                &name,
-                kind,
-                0,
-                &mut d,
-            )?;
-        }
+        segs.pop();
     }
-    d.files.sort_by(|a, b| a.rel.cmp(&b.rel));
-    Ok(d)
+    Ok(())
 }
 
-fn walk(
-    dir: &Path,
-    rel: &str,
-    vm: &str,
-    kind: SourceKind,
-    depth: usize,
-    d: &mut Discovery,
-) -> Result<()> {
-    if depth > 16 {
-        d.ignored.push(Ignored {
-            path: rel.into(),
-            reason: "nested deeper than 16 levels".into(),
-            attention: true,
+// ---- A bucket prefix -------------------------------------------------------
+
+/// One recursive listing of the store's prefix, through the same rules:
+/// an object's folders are the `/`-separated segments of its key.
+fn list_remote(store: &Store, d: &mut Discovery) -> Result<()> {
+    let mut objects = store.list_objects("").map_err(input_error)?;
+    if objects.is_empty() {
+        return Err(Error::NoInputObjects {
+            url: store.url().to_string(),
         });
-        return Ok(());
     }
-    let entries = sorted_entries(dir)?;
-    for entry in entries {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let child = format!("{rel}/{name}");
-        if name.starts_with('.') {
-            d.ignored.push(Ignored {
-                path: child,
-                reason: "hidden".into(),
-                attention: false,
-            });
+    objects.sort_by(|a, b| a.key.split('/').cmp(b.key.split('/')));
+    // Folder markers (empty objects named like a folder some tools create)
+    // are the folder itself, which the keys below it already describe.
+    let is_marker = |i: usize| {
+        objects
+            .get(i + 1)
+            .is_some_and(|next| next.key.starts_with(&format!("{}/", objects[i].key)))
+    };
+    for (i, object) in objects.iter().enumerate() {
+        if is_marker(i) {
             continue;
         }
-        let path = entry.path();
-        let meta = match std::fs::metadata(&path) {
-            Ok(m) => m,
-            Err(e) => {
-                d.ignored.push(Ignored {
-                    path: child,
-                    reason: format!("cannot stat: {e}"),
-                    attention: true,
-                });
-                continue;
+        let segs: Vec<&str> = object.key.split('/').collect();
+        // The first folder on the way down that the rules refuse, once.
+        let refused = (1..segs.len()).find_map(|n| folder_rule(&segs[..n]));
+        match refused {
+            Some(i) => {
+                if d.ignored.last() != Some(&i) {
+                    d.ignored.push(i);
+                }
             }
-        };
-        if meta.is_dir() {
-            walk(&path, &child, vm, kind, depth + 1, d)?;
-        } else if accepted(kind, &name) {
-            d.files.push(InputFile {
-                gz: name.ends_with(".gz"),
-                path,
-                rel: child,
-                vm_id: vm.to_string(),
-                kind,
-                modified: meta.modified().ok(),
-            });
-        } else {
-            d.ignored.push(Ignored {
-                path: child,
-                reason: format!(
-                    "not a {} file",
-                    match kind {
-                        SourceKind::Cliproxy => "*.log or *.jsonl",
-                        SourceKind::Resources => "*.csv, *.jsonl or *.influx",
-                        SourceKind::Commands => "*.jsonl",
-                    }
-                ),
-                attention: false,
-            });
+            None => add_file(
+                d,
+                &segs,
+                PathBuf::from(store.object_url(&object.key)),
+                Some(SystemTime::from(object.last_modified)),
+                object.size,
+            ),
         }
     }
     Ok(())
@@ -286,8 +482,9 @@ pub struct BlockReader {
 }
 
 impl BlockReader {
-    pub fn open(file: usize, f: &InputFile) -> io::Result<BlockReader> {
-        let handle = File::open(&f.path)?;
+    /// Opens `f` of `root`, gunzipping a `.gz` file as it streams.
+    pub fn open(file: usize, root: &InputRoot, f: &InputFile) -> io::Result<BlockReader> {
+        let handle = root.open_file(f)?;
         let inner: Box<dyn Read + Send> = if f.gz {
             Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
                 1 << 20,
@@ -451,6 +648,208 @@ mod tests {
             out.push(b);
         }
         (out, r.lines_read)
+    }
+
+    /// The tree of `files` in a folder and in a store.
+    fn both_roots(files: &[(&str, &[u8])]) -> (tempfile::TempDir, InputRoot, InputRoot) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::in_memory().unwrap();
+        for (rel, bytes) in files {
+            let path = dir.path().join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+            store.put(rel, bytes.to_vec()).unwrap();
+        }
+        let local = InputRoot::local(dir.path());
+        (dir, local, InputRoot::remote(store))
+    }
+
+    /// What a discovery says, but where the bytes are and when written.
+    fn summary(d: &Discovery) -> (Vec<String>, Vec<Ignored>) {
+        let files = d
+            .files
+            .iter()
+            .map(|f| format!("{} {} {:?} gz={} {}", f.rel, f.vm_id, f.kind, f.gz, f.size))
+            .collect();
+        (files, d.ignored.clone())
+    }
+
+    #[test]
+    fn a_folder_and_a_bucket_with_the_same_files_discover_the_same() {
+        let deep = format!("vm-1/commands/{}h.jsonl", "d/".repeat(17));
+        let files: Vec<(&str, &[u8])> = vec![
+            ("customers.csv", b"c"),
+            ("users.csv", b"u"),
+            ("README.md", b"r"),
+            (".hidden/x.log", b"h"),
+            ("bad vm/cliproxy/a.log", b"b"),
+            ("vm-1/cliproxy/main.log", b"12"),
+            ("vm-1/cliproxy/usage.jsonl.2.gz", b"123"),
+            ("vm-1/cliproxy/.tmp.log", b"t"),
+            ("vm-1/cliproxy/notes.txt", b"n"),
+            ("vm-1/cliproxy/reshipped/usage.jsonl.4.gz", b"1234"),
+            ("vm-1/cliproxy/.git/objects/ab", b"g"),
+            ("vm-1/cliproxy/.git/HEAD", b"g"),
+            ("vm-1/resources/metrics.csv", b"m"),
+            ("vm-1/resources-old/metrics.csv", b"m"),
+            ("vm-1/other/x.log", b"o"),
+            ("vm-1/notes.txt", b"n"),
+            ("vm-1/commands/history.jsonl", b"h"),
+            ("vm-1/commands/a-b.jsonl", b"h"),
+            ("vm-1/commands/a/b.jsonl", b"h"),
+            (&deep, b"deep"),
+            ("vm-2/resources/telegraf.influx.gz", b"i"),
+        ];
+        let (_dir, local, remote) = both_roots(&files);
+        let (l, r) = (local.discover().unwrap(), remote.discover().unwrap());
+        assert_eq!(summary(&l), summary(&r));
+        let (found, ignored) = summary(&l);
+        assert_eq!(
+            found,
+            [
+                "vm-1/cliproxy/main.log vm-1 Cliproxy gz=false 2",
+                "vm-1/cliproxy/reshipped/usage.jsonl.4.gz vm-1 Cliproxy gz=true 4",
+                "vm-1/cliproxy/usage.jsonl.2.gz vm-1 Cliproxy gz=true 3",
+                "vm-1/commands/a-b.jsonl vm-1 Commands gz=false 1",
+                "vm-1/commands/a/b.jsonl vm-1 Commands gz=false 1",
+                "vm-1/commands/history.jsonl vm-1 Commands gz=false 1",
+                "vm-1/resources/metrics.csv vm-1 Resources gz=false 1",
+                "vm-2/resources/telegraf.influx.gz vm-2 Resources gz=true 1",
+            ]
+        );
+        let ignored: Vec<(&str, &str)> = ignored
+            .iter()
+            .map(|i| (i.path.as_str(), i.reason.as_str()))
+            .collect();
+        let deep_dir = format!("vm-1/commands/{}", ["d"; 17].join("/"));
+        assert_eq!(
+            ignored,
+            [
+                (".hidden", "hidden"),
+                ("README.md", "not part of the input layout"),
+                (
+                    "bad vm",
+                    "directory name is not a valid VM id (1-64 of A-Z a-z 0-9 . _ -)"
+                ),
+                ("vm-1/cliproxy/.git", "hidden"),
+                ("vm-1/cliproxy/.tmp.log", "hidden"),
+                ("vm-1/cliproxy/notes.txt", "not a *.log or *.jsonl file"),
+                (deep_dir.as_str(), "nested deeper than 16 levels"),
+                ("vm-1/notes.txt", "not cliproxy/, resources/ or commands/"),
+                ("vm-1/other", "not cliproxy/, resources/ or commands/"),
+                (
+                    "vm-1/resources-old",
+                    "not cliproxy/, resources/ or commands/"
+                ),
+            ]
+        );
+        // Remote files are named by their URL, for messages.
+        assert_eq!(
+            r.files[0].path.to_str(),
+            Some("memory://vm-1/cliproxy/main.log")
+        );
+    }
+
+    #[test]
+    fn an_input_is_a_folder_a_file_url_or_a_store_url() {
+        let (dir, local, _) = both_roots(&[("vm-1/commands/h.jsonl", b"{}\n")]);
+        let file_url = format!("file://{}", dir.path().display());
+        for input in [dir.path().display().to_string(), file_url] {
+            let root = InputRoot::open(Path::new(&input)).unwrap();
+            assert!(
+                matches!(&root.root, Root::Local(p) if p == dir.path()),
+                "{input}"
+            );
+            assert_eq!(
+                summary(&root.discover().unwrap()),
+                summary(&local.discover().unwrap())
+            );
+        }
+        for missing in ["/nonexistent/input", "file:///nonexistent/input"] {
+            let err = InputRoot::open(Path::new(missing)).unwrap_err();
+            assert!(
+                matches!(&err, Error::NoInput { path } if path == Path::new(missing)),
+                "{err}"
+            );
+        }
+        // Opening a store contacts nothing.
+        let root = InputRoot::open(Path::new("s3://bucket/raw/")).unwrap();
+        assert_eq!(
+            root.location("vm-1/cliproxy/usage.jsonl").to_str(),
+            Some("s3://bucket/raw/vm-1/cliproxy/usage.jsonl")
+        );
+        let err = InputRoot::open(Path::new("ftp://host/raw")).unwrap_err();
+        assert!(matches!(err, Error::Usage(_)), "{err}");
+    }
+
+    #[test]
+    fn an_empty_prefix_is_an_error_naming_it() {
+        let root = InputRoot::remote(Store::in_memory().unwrap());
+        let err = root.discover().unwrap_err();
+        assert!(
+            matches!(&err, Error::NoInputObjects { url } if url == "memory://"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn folder_markers_are_not_files() {
+        let (_dir, _, remote) = both_roots(&[("vm-1/cliproxy/main.log", b"x\n")]);
+        let Root::Remote(store) = &remote.root else {
+            unreachable!()
+        };
+        // What some tools leave for an empty folder: an object named like it.
+        store.put("vm-1/cliproxy/", Vec::new()).unwrap();
+        store.put("vm-1", Vec::new()).unwrap();
+        let d = remote.discover().unwrap();
+        assert_eq!(d.files.len(), 1);
+        assert_eq!(d.ignored, []);
+    }
+
+    #[test]
+    fn a_remote_object_reads_back_in_ranges_through_gunzip() {
+        use std::io::Write;
+        let text: String = (0..5000)
+            .map(|i| format!("{{\"n\":{i},\"pad\":\"{:x}\"}}\n", i * 7919))
+            .collect();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(text.as_bytes()).unwrap();
+        let gz = gz.finish().unwrap();
+        let (_dir, _, remote) = both_roots(&[
+            ("vm-1/commands/h.jsonl.1.gz", &gz),
+            ("vm-1/commands/h.jsonl", text.as_bytes()),
+        ]);
+        // Ranges far smaller than the object, and not a divisor of it.
+        let remote = remote.with_range_size(1000 + 7);
+        let d = remote.discover().unwrap();
+        assert!(d.files.iter().all(|f| f.size > 3 * 1007), "{:?}", d.files);
+        for (i, f) in d.files.iter().enumerate() {
+            let mut reader = BlockReader::open(i, &remote, f)
+                .unwrap()
+                .with_block_size(4096);
+            let mut read = Vec::new();
+            while let Some(block) = reader.next_block() {
+                read.extend(block.data);
+            }
+            assert_eq!(reader.error, None, "{}", f.rel);
+            assert_eq!(reader.lines_read, 5000, "{}", f.rel);
+            assert!(read == text.as_bytes(), "{}", f.rel);
+        }
+    }
+
+    #[test]
+    fn a_vanished_object_is_a_read_error_naming_its_url() {
+        let (_dir, _, remote) = both_roots(&[("vm-1/commands/h.jsonl", b"{}\n{}\n")]);
+        let d = remote.discover().unwrap();
+        let Root::Remote(store) = &remote.root else {
+            unreachable!()
+        };
+        // Replaced by a shorter object after the listing.
+        store.put("vm-1/commands/h.jsonl", b"{".to_vec()).unwrap();
+        let mut reader = BlockReader::open(0, &remote, &d.files[0]).unwrap();
+        while reader.next_block().is_some() {}
+        let error = reader.error.unwrap_or_default();
+        assert!(error.contains("memory://vm-1/commands/h.jsonl"), "{error}");
     }
 
     #[test]

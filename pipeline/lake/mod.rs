@@ -554,13 +554,18 @@ impl Lake {
                 }
                 out
             }
-            Backend::Remote(r) => r
-                .store
-                .list(&self.key(dir)?)?
-                .into_iter()
-                .filter(|(key, _)| !key.contains('/'))
-                .map(|(key, size)| (dir.join(key), size))
-                .collect(),
+            Backend::Remote(r) => {
+                let dir_key = self.key(dir)?;
+                let prefix = format!("{dir_key}/");
+                r.store
+                    .list(&dir_key)?
+                    .into_iter()
+                    .filter_map(|(key, size)| {
+                        let name = key.strip_prefix(&prefix)?;
+                        (!name.contains('/')).then(|| (dir.join(name), size))
+                    })
+                    .collect()
+            }
         };
         out.sort();
         Ok(out)

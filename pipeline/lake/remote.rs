@@ -25,7 +25,6 @@
 //! writer (every step of 3 can be done twice). Readers refuse a lake with a
 //! commit between 2 and 4, as they refuse a local lake with a journal.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc;
@@ -36,7 +35,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::lake::lease::{self, Lease, Mode};
-use crate::lake::store::{Conditional, Store};
+use crate::lake::store::{Conditional, RangeReader, Store};
 use crate::model::ctx::SystemClock;
 use crate::model::error::{Error, IoContext, Result};
 
@@ -253,7 +252,6 @@ impl Remote {
         }
         let pending = lease::pending_commits(&self.store)?;
         for (key, _) in self.store.list(COMMITS)? {
-            let key = format!("{COMMITS}/{key}");
             if pending.contains(&key) {
                 continue;
             }
@@ -263,11 +261,12 @@ impl Remote {
             }
         }
         for (key, _) in self.store.list(STAGING)? {
-            let run = key.split('/').next().unwrap_or_default();
+            // `_staging/<run_id>/<key>`
+            let run = key.split('/').nth(1).unwrap_or_default();
             let keep = live.iter().any(|id| id == run)
                 || pending.iter().any(|p| own_run(p).as_deref() == Some(run));
             if !keep {
-                self.store.delete(&format!("{STAGING}/{key}"))?;
+                self.store.delete(&key)?;
             }
         }
         Ok(())
@@ -352,41 +351,10 @@ impl parquet::file::reader::ChunkReader for RemoteObject {
     type T = RangeReader;
 
     fn get_read(&self, start: u64) -> parquet::errors::Result<RangeReader> {
-        Ok(RangeReader {
-            object: RemoteObject {
-                store: self.store.clone(),
-                key: self.key.clone(),
-                len: self.len,
-            },
-            pos: start,
-            buf: Bytes::new(),
-        })
+        Ok(self.store.reader(&self.key, self.len).starting_at(start))
     }
 
     fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
         self.range(start, length as u64)
-    }
-}
-
-/// Reads an object from an offset on, 1 MiB per request.
-pub struct RangeReader {
-    object: RemoteObject,
-    pos: u64,
-    buf: Bytes,
-}
-
-impl Read for RangeReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if self.buf.is_empty() {
-            self.buf = self
-                .object
-                .range(self.pos, 1 << 20)
-                .map_err(std::io::Error::other)?;
-            self.pos += self.buf.len() as u64;
-        }
-        let n = out.len().min(self.buf.len());
-        out[..n].copy_from_slice(&self.buf[..n]);
-        let _ = self.buf.split_to(n);
-        Ok(n)
     }
 }

@@ -19,6 +19,7 @@
 //! Every call blocks on a small current-thread tokio runtime owned by the
 //! store, so a `Store` must not be used from inside an async context.
 
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -53,6 +54,98 @@ pub struct Store {
 pub struct Version {
     pub e_tag: Option<String>,
     pub version: Option<String>,
+}
+
+/// One object of a listing ([`Store::list_objects`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Relative to the store's prefix, `/`-separated.
+    pub key: String,
+    pub size: u64,
+    pub last_modified: chrono::DateTime<chrono::Utc>,
+}
+
+/// Bytes per ranged GET of a [`RangeReader`].
+pub const RANGE_SIZE: u64 = 8 << 20;
+
+/// An object read front to back in ranged GETs ([`Store::reader`]). An
+/// error (the object vanished or shrank, the store failed) is an
+/// `io::Error` whose message names the object's URL.
+#[derive(Debug)]
+pub struct RangeReader {
+    store: Arc<Store>,
+    key: String,
+    size: u64,
+    /// Where the next range starts.
+    pos: u64,
+    range_size: u64,
+    /// The range fetched last, and how much of it was handed out.
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl RangeReader {
+    /// The same reader, starting at byte `pos` of the object.
+    pub fn starting_at(mut self, pos: u64) -> RangeReader {
+        self.pos = pos;
+        self
+    }
+
+    /// Smaller (or larger) ranges than [`RANGE_SIZE`] (tests).
+    pub fn with_range_size(mut self, range_size: u64) -> RangeReader {
+        self.range_size = range_size.max(1);
+        self
+    }
+}
+
+impl std::io::Read for RangeReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.at == self.chunk.len() {
+            if self.pos >= self.size || buf.is_empty() {
+                return Ok(0);
+            }
+            let end = self.size.min(self.pos + self.range_size);
+            let chunk = self
+                .store
+                .get_range(&self.key, self.pos..end)
+                .map(Vec::from)
+                .map_err(|e| std::io::Error::other(chain(&e)))?;
+            if chunk.is_empty() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "{}: the object ended at byte {} of the {} listed",
+                        self.store.object_url(&self.key),
+                        self.pos,
+                        self.size
+                    ),
+                ));
+            }
+            self.pos += chunk.len() as u64;
+            self.chunk = chunk;
+            self.at = 0;
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// An error and its causes on one line: `object store s3://b/k: ...: ...`
+/// (a cause that its error's message already quotes is not repeated).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
 }
 
 /// The outcome of a conditional put.
@@ -291,13 +384,22 @@ impl Store {
     /// sorted by key. The prefix matches whole path segments: `invoices/2026-1`
     /// does not match `invoices/2026-10/...`.
     pub fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        Ok(self
+            .list_objects(prefix)?
+            .into_iter()
+            .map(|o| (o.key, o.size))
+            .collect())
+    }
+
+    /// [`Store::list`] with each object's time of last modification.
+    pub fn list_objects(&self, prefix: &str) -> Result<Vec<Listed>> {
         let location = self.location(prefix)?;
         let location = (!location.is_root()).then_some(location);
         let metas: Vec<object_store::ObjectMeta> = self
             .runtime
             .block_on(self.inner.list(location.as_ref()).try_collect())
             .map_err(|source| self.error(prefix, source))?;
-        let mut out: Vec<(String, u64)> = metas
+        let mut out: Vec<Listed> = metas
             .into_iter()
             .filter_map(|meta| {
                 let key = meta
@@ -306,10 +408,14 @@ impl Store {
                     .map(|part| part.as_ref().to_string())
                     .collect::<Vec<_>>()
                     .join("/");
-                Some((key, meta.size))
+                Some(Listed {
+                    key,
+                    size: meta.size,
+                    last_modified: meta.last_modified,
+                })
             })
             .collect();
-        out.sort();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
 
@@ -352,7 +458,7 @@ impl Store {
     }
 
     /// Reads the bytes `range` of `key` (one ranged GET).
-    pub fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<bytes::Bytes> {
+    pub fn get_range(&self, key: &str, range: Range<u64>) -> Result<bytes::Bytes> {
         let location = self.location(key)?;
         self.runtime
             .block_on(self.inner.get_range(&location, range))
@@ -426,6 +532,21 @@ impl Store {
         Ok(())
     }
 
+    /// Reads the `size` bytes of `key` as a stream, one ranged GET of
+    /// [`RANGE_SIZE`] bytes at a time: memory stays at one range whatever
+    /// the object's size.
+    pub fn reader(self: &Arc<Self>, key: &str, size: u64) -> RangeReader {
+        RangeReader {
+            store: self.clone(),
+            key: key.to_string(),
+            size,
+            pos: 0,
+            range_size: RANGE_SIZE,
+            chunk: Vec::new(),
+            at: 0,
+        }
+    }
+
     /// The store path of `key`: the store's prefix, then the key's segments.
     fn location(&self, key: &str) -> Result<ObjectPath> {
         let key_path = ObjectPath::parse(key).map_err(|e| self.error(key, e.into()))?;
@@ -438,6 +559,15 @@ impl Store {
             source,
         }
     }
+}
+
+/// The folder `url` names when it is a local path or a `file://` URL;
+/// `None` for a cloud store. Nothing is created or contacted.
+pub fn local_path(url: &str) -> Result<Option<PathBuf>> {
+    Ok(match parse(url)? {
+        Target::Local(dir) => Some(dir),
+        Target::Cloud { .. } => None,
+    })
 }
 
 /// The URL without trailing slashes (a lone root stays as it is).
@@ -455,9 +585,9 @@ fn normalize(url: &str) -> String {
 fn parse(url: &str) -> Result<Target> {
     let url = url.trim();
     if url.is_empty() {
-        return Err(Error::Usage("the output location is empty".to_string()));
+        return Err(Error::Usage("the location is empty".to_string()));
     }
-    let usage = |why: &str| Error::Usage(format!("output location `{url}`: {why}"));
+    let usage = |why: &str| Error::Usage(format!("location `{url}`: {why}"));
 
     let Some((scheme, rest)) = url.split_once("://") else {
         // Not a URL: a local path. Refuse `s3:bucket`-like typos rather than

@@ -1,7 +1,7 @@
 //! `meter.toml`: the optional config file that keeps crontab lines short.
 //!
 //! ```toml
-//! input = "/srv/cliproxy/logs"      # raw input tree
+//! input = "/srv/cliproxy/logs"      # raw input tree, or s3://bucket/raw
 //! lake = "/srv/meter/lake"
 //! out = "s3://acme-billing/meter"   # or a folder
 //! customers = "/srv/meter/customers.csv"
@@ -89,7 +89,7 @@ impl Config {
 const EXPECTED: &[(&str, &str)] = &[
     (
         "input",
-        "a path as a quoted string, e.g. input = \"/srv/cliproxy/logs\"",
+        "a folder or an s3://, gs://, az:// URL as a quoted string, e.g. input = \"/srv/cliproxy/logs\"",
     ),
     (
         "lake",
@@ -143,6 +143,16 @@ mod tests {
     }
 
     #[test]
+    fn an_input_url_is_kept_as_it_is() {
+        let c = Config::parse(
+            Path::new("/etc/meter/meter.toml"),
+            "input = \"s3://bucket/raw\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.input, Some(PathBuf::from("s3://bucket/raw")));
+    }
+
+    #[test]
     fn a_local_out_folder_is_resolved_too() {
         let c = Config::parse(Path::new("/srv/meter.toml"), "out = \"invoices\"\n").unwrap();
         assert_eq!(c.out.as_deref(), Some("/srv/invoices"));
@@ -175,7 +185,7 @@ mod tests {
         );
         assert!(text.contains("input is not a valid value"), "{text}");
         assert!(
-            text.contains("expected a path as a quoted string"),
+            text.contains("expected a folder or an s3://, gs://, az:// URL as a quoted string"),
             "{text}"
         );
         assert!(!text.contains("float"), "{text}");

@@ -10,6 +10,19 @@ pub enum Error {
     #[error("input directory {path} does not exist or is not a directory")]
     NoInput { path: PathBuf },
 
+    /// An object-store input (`--input s3://...`) that lists nothing.
+    #[error("input {url} holds no objects")]
+    NoInputObjects { url: String },
+
+    /// An object-store input that cannot be listed or read: no such
+    /// bucket, wrong credentials, an unreachable endpoint.
+    #[error("cannot read the input {url}")]
+    InputStore {
+        url: String,
+        #[source]
+        source: object_store::Error,
+    },
+
     #[error("cannot read {path}")]
     Read {
         path: PathBuf,
@@ -129,6 +142,12 @@ impl Error {
             Error::NoInput { .. } => {
                 Some("pass --input the directory that holds customers.csv and one folder per VM")
             }
+            Error::NoInputObjects { .. } => Some(
+                "check the bucket and prefix of --input: they must hold customers.csv and one folder per VM",
+            ),
+            Error::InputStore { .. } => Some(
+                "check the --input URL (bucket and prefix) and the store's endpoint and credentials (AWS_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ALLOW_HTTP; GOOGLE_*; AZURE_*); nothing was ingested",
+            ),
             Error::Read { .. } => Some("check that the file exists and is readable by this user"),
             Error::Write { .. } => {
                 Some("check that the lake directory is writable and the disk has space")
