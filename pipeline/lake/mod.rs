@@ -11,6 +11,7 @@
 //! ```
 
 pub mod compact;
+pub mod duck;
 pub mod erase;
 pub mod fault;
 pub mod lease;
@@ -183,6 +184,12 @@ impl Lake {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Whether DuckDB can read the lake's files by path ([`duck`]); a lake
+    /// in object storage cannot.
+    pub fn is_local(&self) -> bool {
+        true
     }
 
     fn check_layout(&self) -> Result<()> {
