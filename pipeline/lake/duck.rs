@@ -125,6 +125,29 @@ pub fn unregister(conn: &Connection, name: &str, registered: Registered) -> Resu
     }
 }
 
+/// The names of a column list such as [`Read::empty`]'s
+/// (`customer_id VARCHAR, cost DECIMAL(38, 18)` gives `customer_id`,
+/// `cost`): a caller that has one names the columns it reads with it.
+pub fn column_names(columns: &str) -> Vec<&str> {
+    let mut names = Vec::new();
+    let mut depth = 0usize;
+    let mut start = 0;
+    for (at, c) in columns.char_indices().chain([(columns.len(), ',')]) {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                if let Some(name) = columns[start..at].split_whitespace().next() {
+                    names.push(name);
+                }
+                start = at + 1;
+            }
+            _ => {}
+        }
+    }
+    names
+}
+
 /// Whether `METER_DUCKDB_ARROW=1`: the test and diagnostic switch that
 /// makes [`register`] load record batches on a local lake too.
 fn arrow_forced() -> bool {
@@ -835,6 +858,16 @@ mod tests {
         let (parquet, arrow, _, _) = both(dir.path(), &paths, &read);
         assert_eq!(parquet, arrow);
         assert_eq!(parquet.2[0].as_deref(), Some("0.000000000000000005"));
+    }
+
+    #[test]
+    fn column_names_of_a_column_list() {
+        assert_eq!(
+            column_names("date DATE, cost DECIMAL(38, 18), n BIGINT"),
+            ["date", "cost", "n"]
+        );
+        assert_eq!(column_names("customer_id VARCHAR"), ["customer_id"]);
+        assert_eq!(column_names(""), Vec::<&str>::new());
     }
 
     #[test]
