@@ -1,7 +1,6 @@
 //! The billing SQL files (`schemas/billing/*.sql`), embedded in the binary,
 //! and running them in DuckDB.
 
-
 use duckdb::Connection;
 use rust_decimal::Decimal;
 
