@@ -2,6 +2,11 @@
 //! in-memory DuckDB, with the views of `schemas/views.sql` under plain names,
 //! and the result rendered as an aligned table, CSV or JSON.
 //!
+//! The lake's tables are registered through `lake::duck` (as
+//! `meter_lake.<name>`, which the views read), so DuckDB reads no lake
+//! Parquet file by itself; the `runs` view still reads `_runs/*.json` by
+//! path.
+//!
 //! Read-only: no lake lock is taken, so an analyst never blocks a scheduled
 //! run (a query that runs during a commit may see that commit's files or not,
 //! never half of a file: lake files are renamed into place).
