@@ -37,9 +37,17 @@ SET VARIABLE meter_tables = (
 -- The query text for a lake table: its files when it has any, else nothing;
 -- either way with the columns and types of meter_empty.<name> first.
 -- `rel` is the table's directory below the lake, `partition` its Hive key
--- (`date` or `month`).
+-- (`date` or `month`). `meter query` reads the files itself (pipeline/lake/
+-- duck.rs: the same read_parquet on a local lake, record batches it reads
+-- on one in object storage) into meter_lake.<name>, and lists those tables
+-- in the variable meter_loaded; without it (the DuckDB CLI), the files are
+-- read here.
 CREATE OR REPLACE MACRO meter_lake_table(rel, name, partition) AS
-    CASE WHEN list_contains(getvariable('meter_tables'), meter_lake() || '/' || rel)
+    CASE WHEN getvariable('meter_loaded') IS NOT NULL
+         THEN 'FROM meter_empty.' || name
+              || CASE WHEN list_contains(getvariable('meter_loaded'), name)
+                      THEN ' UNION ALL BY NAME FROM meter_lake.' || name ELSE '' END
+         WHEN list_contains(getvariable('meter_tables'), meter_lake() || '/' || rel)
          THEN 'FROM meter_empty.' || name || ' UNION ALL BY NAME FROM read_parquet('
               || meter_literal(meter_lake() || '/' || rel || '/*/*.parquet')
               || ', hive_partitioning = true, hive_types = {''' || partition || ''': '

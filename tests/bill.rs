@@ -726,3 +726,53 @@ fn a_monthly_rollup_without_the_unpriced_split_is_refused() {
     assert!(err.contains("meter rollup --lake"), "{err}");
     assert!(!env.out.exists(), "nothing is written");
 }
+
+/// DuckDB fed the lake's record batches through Arrow (the route for a
+/// lake in object storage, forced on a local one by `METER_DUCKDB_ARROW=1`,
+/// lake/duck.rs) bills the sample month byte for byte as `read_parquet`
+/// does: invoices, summary, Stripe files and manifest.
+#[test]
+fn the_arrow_route_bills_byte_identical_invoices() {
+    let pricing = repo().join("pricing.toml");
+    let outs: Vec<Vec<(String, Vec<u8>)>> = ["0", "1"]
+        .into_iter()
+        .map(|arrow| {
+            let dir = tempfile::tempdir().unwrap();
+            copy_dir(rolled_up_lake(), &dir.path().join("lake"));
+            let args = [
+                "bill",
+                "--month",
+                "2026-10",
+                "--lake",
+                "lake",
+                "--out",
+                "out",
+                "--pricing",
+                pricing.to_str().unwrap(),
+            ];
+            let run = crate::common::meter(
+                dir.path(),
+                "2026-11-02T03:00:00Z",
+                &args,
+                &[("METER_DUCKDB_ARROW", arrow)],
+            );
+            assert_eq!(run.code, 1, "needs attention, as always: {}", run.stderr);
+            snapshot_of_tree(&dir.path().join("out"))
+        })
+        .collect();
+    let (parquet, arrow) = (&outs[0], &outs[1]);
+    assert!(
+        parquet
+            .iter()
+            .any(|(f, _)| f.ends_with("rev-1/cust_0001.csv")),
+        "{:?}",
+        parquet.iter().map(|(f, _)| f).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        parquet.iter().map(|(f, _)| f).collect::<Vec<_>>(),
+        arrow.iter().map(|(f, _)| f).collect::<Vec<_>>()
+    );
+    for ((file, a), (_, b)) in parquet.iter().zip(arrow) {
+        assert!(a == b, "{file} differs between the two routes");
+    }
+}

@@ -12,6 +12,7 @@ use duckdb::{Connection, params};
 use rust_decimal::{Decimal, RoundingStrategy};
 
 use crate::lake::Lake;
+use crate::lake::duck::{self, Hive, HiveType};
 use crate::model::error::{Error, Result};
 use crate::model::pricing::Pricing;
 use crate::model::registry::{Customer, Registry};
@@ -175,6 +176,46 @@ pub fn check_current(lake: &Lake, month: NaiveDate) -> Result<()> {
     }
     Ok(())
 }
+
+/// The relation billing reads each set of lake files through.
+const LAKE_INPUT: &str = "lake_input";
+
+/// The columns billing reads of the api_usage aggregates (`user_id`: the
+/// daily rows' key).
+const USAGE_COLUMNS: [&str; 14] = [
+    "customer_id",
+    "vm_id",
+    "user_id",
+    "provider",
+    "model",
+    "requests",
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cost",
+    "unpriced_requests",
+    "unpriced_tokens",
+];
+
+/// The columns of the unpriced split billing reads.
+const SPLIT_COLUMNS: [&str; 10] = [
+    "customer_id",
+    "vm_id",
+    "provider",
+    "model",
+    "unpriced_requests",
+    UNPRICED_SPLIT[0],
+    UNPRICED_SPLIT[1],
+    UNPRICED_SPLIT[2],
+    UNPRICED_SPLIT[3],
+    UNPRICED_SPLIT[4],
+];
+
+const COMPUTE_COLUMNS: [&str; 3] = ["customer_id", "vm_id", "compute_seconds"];
+
+const ACTIVITY_COLUMNS: [&str; 3] = ["customer_id", "activity_type", "count"];
 
 /// The api_usage aggregate columns that split each token kind by price
 /// (rollup.md): written since invoice lines carry only their own tokens.
@@ -342,27 +383,34 @@ fn load_from(
         .map_err(db_err("meters"))?;
     }
 
-    // The lake's aggregates for the month.
-    let read =
-        |spec: Spec, period: &str, dirs: Vec<PathBuf>, insert: &str| -> Result<Vec<PathBuf>> {
-            let mut files = Vec::new();
-            for dir in dirs {
-                files.extend(lake.parquet_files(&dir)?);
-            }
-            if files.is_empty() {
-                return Ok(files);
-            }
-            let sql = insert.replace(
-            "{files}",
-            &format!(
-                "read_parquet({}, hive_partitioning = true, hive_types = {{'{period}': VARCHAR}})",
-                sql::file_list(&files)
-            ),
-        );
-            conn.execute_batch(&sql)
-                .map_err(db_err(&format!("reading {period} {}", spec.table.name())))?;
-            Ok(files)
+    // The lake's aggregates for the month: each read registers the files
+    // as `lake_input` (lake::duck), with only the columns the statement
+    // uses, runs it and drops the relation.
+    let read = |spec: Spec,
+                period: &str,
+                dirs: Vec<PathBuf>,
+                columns: &[&str],
+                insert: &str|
+     -> Result<Vec<PathBuf>> {
+        let mut files = Vec::new();
+        for dir in dirs {
+            files.extend(lake.parquet_files(&dir)?);
+        }
+        if files.is_empty() {
+            return Ok(files);
+        }
+        let what = format!("reading {period} {}", spec.table.name());
+        let read = duck::Read {
+            hive: Hive::Typed(period, HiveType::Varchar),
+            columns: Some(columns),
+            ..duck::Read::default()
         };
+        let registered = duck::register(conn, lake, LAKE_INPUT, &files, &read)?;
+        conn.execute_batch(&insert.replace("{files}", LAKE_INPUT))
+            .map_err(db_err(&what))?;
+        duck::unregister(conn, LAKE_INPUT, registered)?;
+        Ok(files)
+    };
     // The unpriced share of each token kind. Aggregates written by an older
     // meter do not have it: `meter bill` refuses them (`check_current`);
     // for the figures of a month so far (the nightly's meter events and
@@ -378,7 +426,7 @@ fn load_from(
                 return Ok(());
             }
         }
-        read(API_USAGE, period, dirs, insert).map(drop)
+        read(API_USAGE, period, dirs, &SPLIT_COLUMNS, insert).map(drop)
     };
     let monthly = |spec: Spec| vec![spec.monthly_dir(lake, start)];
     let daily = |spec: Spec| {
@@ -395,6 +443,7 @@ fn load_from(
                 API_USAGE,
                 "month",
                 monthly(API_USAGE),
+                &USAGE_COLUMNS,
                 "INSERT INTO usage_monthly SELECT customer_id, vm_id, provider, model, requests, \
                  input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, \
                  reasoning_tokens, cost, unpriced_requests, unpriced_tokens FROM {files}",
@@ -411,6 +460,7 @@ fn load_from(
                 RESOURCE_USAGE,
                 "month",
                 monthly(RESOURCE_USAGE),
+                &COMPUTE_COLUMNS,
                 "INSERT INTO compute_monthly SELECT customer_id, vm_id, compute_seconds FROM {files}",
             )?);
         }
@@ -419,6 +469,7 @@ fn load_from(
                 API_USAGE,
                 "date",
                 daily(API_USAGE),
+                &USAGE_COLUMNS,
                 "INSERT INTO usage_monthly SELECT customer_id, vm_id, provider, model, \
                  sum(requests), sum(input_tokens), sum(cache_read_tokens), \
                  sum(cache_write_tokens), sum(output_tokens), sum(reasoning_tokens), sum(cost), \
@@ -438,6 +489,7 @@ fn load_from(
                 RESOURCE_USAGE,
                 "date",
                 daily(RESOURCE_USAGE),
+                &COMPUTE_COLUMNS,
                 "INSERT INTO compute_monthly SELECT customer_id, vm_id, sum(compute_seconds) \
                  FROM {files} GROUP BY customer_id, vm_id",
             )?);
@@ -447,6 +499,7 @@ fn load_from(
         API_USAGE,
         "date",
         daily(API_USAGE),
+        &USAGE_COLUMNS,
         "INSERT INTO usage_daily SELECT CAST(date AS DATE), customer_id, requests, input_tokens, \
          cache_read_tokens, cache_write_tokens, output_tokens, cost FROM {files}",
     )?);
@@ -454,12 +507,14 @@ fn load_from(
         RESOURCE_USAGE,
         "date",
         daily(RESOURCE_USAGE),
+        &COMPUTE_COLUMNS,
         "INSERT INTO compute_daily SELECT CAST(date AS DATE), customer_id, compute_seconds FROM {files}",
     )?);
     files.extend(read(
         ACTIVITY,
         "date",
         daily(ACTIVITY),
+        &ACTIVITY_COLUMNS,
         "INSERT INTO activity_daily SELECT CAST(date AS DATE), customer_id, activity_type, count FROM {files}",
     )?);
     let mut used = BTreeSet::new();

@@ -1,8 +1,6 @@
 //! The billing SQL files (`schemas/billing/*.sql`), embedded in the binary,
 //! and running them in DuckDB.
 
-use std::path::PathBuf;
-
 use duckdb::Connection;
 use rust_decimal::Decimal;
 
@@ -44,15 +42,6 @@ pub fn db_err(context: &str) -> impl FnOnce(duckdb::Error) -> Error + '_ {
         context: context.to_string(),
         source,
     }
-}
-
-/// A DuckDB list literal of file paths, for `read_parquet([...])`.
-pub fn file_list(files: &[PathBuf]) -> String {
-    let quoted: Vec<String> = files
-        .iter()
-        .map(|f| format!("'{}'", f.display().to_string().replace('\'', "''")))
-        .collect();
-    format!("[{}]", quoted.join(", "))
 }
 
 /// A DuckDB DECIMAL as a `rust_decimal` value, exactly; one that needs more

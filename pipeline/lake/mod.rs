@@ -19,6 +19,7 @@
 //! ```
 
 pub mod compact;
+pub mod duck;
 pub mod erase;
 pub mod fault;
 pub mod lease;
@@ -222,8 +223,8 @@ impl Lake {
         Ok(lake)
     }
 
-    /// Whether the lake is a local folder (DuckDB may then read its files
-    /// by path).
+    /// Whether the lake is a local folder: DuckDB may then read its files
+    /// by path ([`duck`]); a lake in object storage it cannot.
     pub fn is_local(&self) -> bool {
         matches!(self.backend, Backend::Local { .. })
     }
@@ -740,6 +741,33 @@ impl Lake {
         columns: Option<&[&str]>,
         mut f: impl FnMut(RecordBatch) -> Result<()>,
     ) -> Result<arrow::datatypes::SchemaRef> {
+        let reader = self.parquet_reader(path, columns)?;
+        let schema = arrow::record_batch::RecordBatchReader::schema(&reader);
+        for batch in reader {
+            f(batch.map_err(|e| Error::Parquet {
+                path: path.to_path_buf(),
+                source: e.into(),
+            })?)?;
+        }
+        Ok(schema)
+    }
+
+    /// The columns [`Lake::read_columns`] would give (all when `None`),
+    /// from the file's footer: what a file without rows has.
+    pub fn read_schema(
+        &self,
+        path: &Path,
+        columns: Option<&[&str]>,
+    ) -> Result<arrow::datatypes::SchemaRef> {
+        let reader = self.parquet_reader(path, columns)?;
+        Ok(arrow::record_batch::RecordBatchReader::schema(&reader))
+    }
+
+    fn parquet_reader(
+        &self,
+        path: &Path,
+        columns: Option<&[&str]>,
+    ) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader> {
         let perr = |source| Error::Parquet {
             path: path.to_path_buf(),
             source,
@@ -748,22 +776,12 @@ impl Lake {
             Backend::Local { .. } => {
                 let file = File::open(path).read_ctx(path)?;
                 let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?;
-                let reader = project(builder, columns).build().map_err(perr)?;
-                let schema = arrow::record_batch::RecordBatchReader::schema(&reader);
-                for batch in reader {
-                    f(batch.map_err(|e| perr(e.into()))?)?;
-                }
-                Ok(schema)
+                project(builder, columns).build().map_err(perr)
             }
             Backend::Remote(r) => {
                 let object = RemoteObject::open(&r.store, &self.key(path)?)?;
                 let builder = ParquetRecordBatchReaderBuilder::try_new(object).map_err(perr)?;
-                let reader = project(builder, columns).build().map_err(perr)?;
-                let schema = arrow::record_batch::RecordBatchReader::schema(&reader);
-                for batch in reader {
-                    f(batch.map_err(|e| perr(e.into()))?)?;
-                }
-                Ok(schema)
+                project(builder, columns).build().map_err(perr)
             }
         }
     }

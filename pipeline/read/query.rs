@@ -2,6 +2,11 @@
 //! in-memory DuckDB, with the views of `schemas/views.sql` under plain names,
 //! and the result rendered as an aligned table, CSV or JSON.
 //!
+//! The lake's tables are registered through `lake::duck` (as
+//! `meter_lake.<name>`, which the views read), so DuckDB reads no lake
+//! Parquet file by itself; the `runs` view still reads `_runs/*.json` by
+//! path.
+//!
 //! Read-only: no lake lock is taken, so an analyst never blocks a scheduled
 //! run (a query that runs during a commit may see that commit's files or not,
 //! never half of a file: lake files are renamed into place).
@@ -11,7 +16,8 @@
 //! zone in RFC 3339 UTC with six fractional digits (`2026-10-03T12:00:00.000000Z`),
 //! a date as `YYYY-MM-DD`.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, ArrayRef, RecordBatch};
 use arrow::datatypes::{DataType, SchemaRef};
@@ -21,7 +27,10 @@ use duckdb::Connection;
 use crate::bill::layout::{self, RevisionFile};
 use crate::bill::publish::{parse_latest, revision_prefix};
 use crate::bill::sql::db_err;
+use crate::lake::Lake;
+use crate::lake::duck::{self, Hive, HiveType};
 use crate::lake::store::Store;
+use crate::lake::tables::Table;
 use crate::model::error::{Error, IoContext, Result};
 
 /// The view definitions, the one source for `meter query` and the DuckDB CLI.
@@ -132,6 +141,7 @@ pub fn open(opts: &QueryOptions) -> Result<Connection> {
         literal(&out.display().to_string())
     ))
     .map_err(db_err("setting the lake and out variables"))?;
+    register_lake(&conn, &lake)?;
     conn.execute_batch(VIEWS_SQL)
         .map_err(db_err("schemas/views.sql"))?;
     if scratch.is_some() {
@@ -147,6 +157,56 @@ pub fn open(opts: &QueryOptions) -> Result<Connection> {
         .map_err(db_err("loading the invoices"))?;
     }
     Ok(conn)
+}
+
+/// Registers every lake table that has files as `meter_lake.<name>`
+/// (`lake::duck`, with the Hive types and options of `views.sql`: `date`
+/// DATE, `month` VARCHAR, rejects by name) and lists them in the variable
+/// `meter_loaded`, so that `views.sql` reads them instead of the files. A
+/// folder that is not a lake (no `_lake.json`) has no table.
+fn register_lake(conn: &Connection, root: &Path) -> Result<()> {
+    conn.execute_batch("CREATE SCHEMA meter_lake")
+        .map_err(db_err("meter_lake"))?;
+    let mut loaded = Vec::new();
+    if Lake::require(root).is_ok() {
+        let lake = Lake::open_read(root)?;
+        // table directory -> (monthly, files), in the lake's order
+        let mut tables: BTreeMap<String, (bool, Vec<PathBuf>)> = BTreeMap::new();
+        for part in lake.partition_dirs()? {
+            let (monthly, files) = tables
+                .entry(part.table.clone())
+                .or_insert_with(|| (part.monthly, Vec::new()));
+            if *monthly == part.monthly {
+                files.extend(lake.parquet_files(&part.dir)?);
+            }
+        }
+        for (rel, (monthly, files)) in tables {
+            let name = rel.replace('/', "_");
+            let plain = name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if files.is_empty() || !plain {
+                continue;
+            }
+            let read = duck::Read {
+                hive: if monthly {
+                    Hive::Typed("month", HiveType::Varchar)
+                } else {
+                    Hive::Typed("date", HiveType::Date)
+                },
+                // old rejects files lack `detail` (views.sql)
+                union_by_name: rel == Table::Rejects.name(),
+                ..duck::Read::default()
+            };
+            duck::register(conn, &lake, &format!("meter_lake.{name}"), &files, &read)?;
+            loaded.push(literal(&name));
+        }
+    }
+    conn.execute_batch(&format!(
+        "SET VARIABLE meter_loaded = CAST([{}] AS VARCHAR[]);",
+        loaded.join(", ")
+    ))
+    .map_err(db_err("meter_loaded"))
 }
 
 /// Copies `latest.json` and the CSVs of the revision it names, for every

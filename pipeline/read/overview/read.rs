@@ -12,9 +12,10 @@ use rust_decimal::Decimal;
 use super::figures::Period;
 use crate::bill::layout::RevisionFile;
 use crate::bill::publish::current_revision;
-use crate::bill::sql::{self, db_err, decimal, file_list};
+use crate::bill::sql::{self, db_err, decimal};
 use crate::bill::{inputs, read_billing};
 use crate::lake::Lake;
+use crate::lake::duck::{self, Hive, HiveType};
 use crate::lake::store::Store;
 use crate::model::error::{Error, Result};
 use crate::model::pricing::Pricing;
@@ -71,6 +72,24 @@ const PRICED_COLUMNS: &str = "date DATE, provider VARCHAR, model VARCHAR, priced
     unpriced_reason VARCHAR, input_tokens BIGINT, cache_read_tokens BIGINT, \
     cache_write_tokens BIGINT, output_tokens BIGINT";
 
+/// The daily api_usage columns the preview sums.
+const PREVIEW_USAGE: [&str; 13] = [
+    "customer_id",
+    "vm_id",
+    "provider",
+    "model",
+    "requests",
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cost",
+    "unpriced_requests",
+    "unpriced_tokens",
+];
+const PREVIEW_COMPUTE: [&str; 3] = ["customer_id", "vm_id", "compute_seconds"];
+
 /// The Parquet files of `dirs`, in order.
 fn files_of(lake: &Lake, dirs: impl IntoIterator<Item = PathBuf>) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
@@ -81,18 +100,31 @@ fn files_of(lake: &Lake, dirs: impl IntoIterator<Item = PathBuf>) -> Result<Vec<
 }
 
 /// A view `name` over date-partitioned files with a `date` DATE column, or
-/// an empty table with `columns` when there are none.
-fn dated_view(conn: &Connection, name: &str, files: &[PathBuf], columns: &str) -> Result<()> {
-    let sql = if files.is_empty() {
-        format!("CREATE TABLE {name} ({columns})")
-    } else {
-        format!(
-            "CREATE VIEW {name} AS SELECT * REPLACE (CAST(date AS DATE) AS date) FROM \
-             read_parquet({}, hive_partitioning = true, hive_types = {{'date': VARCHAR}})",
-            file_list(files)
-        )
+/// an empty table with `columns` when there are none. The files are
+/// registered as `<name>_files` (lake::duck), with only those columns.
+fn dated_view(
+    conn: &Connection,
+    lake: &Lake,
+    name: &str,
+    files: &[PathBuf],
+    columns: &str,
+) -> Result<()> {
+    if files.is_empty() {
+        return conn
+            .execute_batch(&format!("CREATE TABLE {name} ({columns})"))
+            .map_err(db_err(name));
+    }
+    let names = duck::column_names(columns);
+    let read = duck::Read {
+        hive: Hive::Typed("date", HiveType::Varchar),
+        columns: Some(&names),
+        ..duck::Read::default()
     };
-    conn.execute_batch(&sql).map_err(db_err(name))
+    duck::register(conn, lake, &format!("{name}_files"), files, &read)?;
+    conn.execute_batch(&format!(
+        "CREATE VIEW {name} AS SELECT * REPLACE (CAST(date AS DATE) AS date) FROM {name}_files"
+    ))
+    .map_err(db_err(name))
 }
 
 /// Reads the period's figures from the lake.
@@ -117,9 +149,9 @@ pub fn lake_figures(lake: &Lake, period: &Period) -> Result<LakeFigures> {
         period.days().map(|d| lake.dated_dir(PRICED_API_USAGE, d)),
     )?;
     figures.previous_rolled_up = !previous.is_empty();
-    dated_view(&conn, "cur_usage", &current, USAGE_COLUMNS)?;
-    dated_view(&conn, "prev_usage", &previous, USAGE_COLUMNS)?;
-    dated_view(&conn, "cur_priced", &priced, PRICED_COLUMNS)?;
+    dated_view(&conn, lake, "cur_usage", &current, USAGE_COLUMNS)?;
+    dated_view(&conn, lake, "prev_usage", &previous, USAGE_COLUMNS)?;
+    dated_view(&conn, lake, "cur_priced", &priced, PRICED_COLUMNS)?;
     conn.execute_batch(SQL)
         .map_err(db_err("schemas/report.sql"))?;
 
@@ -301,28 +333,38 @@ pub fn preview(
     let loaded = inputs::load(&conn, lake, period.start, registry, pricing)?;
     conn.execute_batch("DELETE FROM usage_monthly; DELETE FROM compute_monthly;")
         .map_err(db_err("preview inputs"))?;
-    let usage = files_of(lake, period.days().map(|d| API_USAGE.daily_dir(lake, d)))?;
-    if !usage.is_empty() {
-        conn.execute_batch(&format!(
+    // The period's daily aggregates, summed over its days.
+    let sums = [
+        (
+            files_of(lake, period.days().map(|d| API_USAGE.daily_dir(lake, d)))?,
+            &PREVIEW_USAGE[..],
             "INSERT INTO usage_monthly SELECT customer_id, vm_id, provider, model, sum(requests), \
              sum(input_tokens), sum(cache_read_tokens), sum(cache_write_tokens), sum(output_tokens), \
              sum(reasoning_tokens), sum(cost), sum(unpriced_requests), sum(unpriced_tokens) \
-             FROM read_parquet({}) GROUP BY customer_id, vm_id, provider, model",
-            file_list(&usage)
-        ))
-        .map_err(db_err("preview: daily api_usage"))?;
-    }
-    let compute = files_of(
-        lake,
-        period.days().map(|d| RESOURCE_USAGE.daily_dir(lake, d)),
-    )?;
-    if !compute.is_empty() {
-        conn.execute_batch(&format!(
+             FROM daily GROUP BY customer_id, vm_id, provider, model",
+            "preview: daily api_usage",
+        ),
+        (
+            files_of(
+                lake,
+                period.days().map(|d| RESOURCE_USAGE.daily_dir(lake, d)),
+            )?,
+            &PREVIEW_COMPUTE[..],
             "INSERT INTO compute_monthly SELECT customer_id, vm_id, sum(compute_seconds) \
-             FROM read_parquet({}) GROUP BY customer_id, vm_id",
-            file_list(&compute)
-        ))
-        .map_err(db_err("preview: daily resource_usage"))?;
+             FROM daily GROUP BY customer_id, vm_id",
+            "preview: daily resource_usage",
+        ),
+    ];
+    for (files, columns, insert, what) in sums {
+        let read = duck::Read {
+            columns: Some(columns),
+            ..duck::Read::default()
+        };
+        let registered = duck::register(&conn, lake, "daily", &files, &read)?;
+        if registered != duck::Registered::Nothing {
+            conn.execute_batch(insert).map_err(db_err(what))?;
+            duck::unregister(&conn, "daily", registered)?;
+        }
     }
     sql::run_billing(&conn)?;
     let billing = read_billing(&conn, &period.month())?;

@@ -12,8 +12,9 @@ use serde::Serialize;
 
 use crate::bill::inputs::month_bounds;
 use crate::bill::publish::current_revision;
-use crate::bill::sql::{db_err, decimal, file_list};
+use crate::bill::sql::{db_err, decimal};
 use crate::lake::Lake;
+use crate::lake::duck;
 use crate::lake::store::Store;
 use crate::lake::tables::Table;
 use crate::model::ctx::Ctx;
@@ -269,15 +270,14 @@ pub fn run(ctx: &Ctx, opts: &ReconcileOptions) -> Result<ReconcileReport> {
         for dir in dirs {
             files.extend(lake.parquet_files(&dir)?);
         }
-        let sql = if files.is_empty() {
-            format!("CREATE TABLE {name} ({empty})")
-        } else {
-            format!(
-                "CREATE VIEW {name} AS SELECT * FROM read_parquet({})",
-                file_list(&files)
-            )
+        // Only the columns of the empty table, which are all the SQL uses.
+        let columns = duck::column_names(empty);
+        let read = duck::Read {
+            columns: Some(&columns),
+            empty: Some(empty),
+            ..duck::Read::default()
         };
-        conn.execute_batch(&sql).map_err(db_err(name))?;
+        duck::register(&conn, &lake, name, &files, &read)?;
     }
 
     let mut report = ReconcileReport {
