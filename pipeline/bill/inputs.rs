@@ -234,7 +234,9 @@ fn has_unpriced_split(lake: &Lake, path: &Path) -> bool {
     let Ok(columns) = lake.column_names(path) else {
         return false;
     };
-    UNPRICED_SPLIT.iter().all(|c| columns.iter().any(|d| d == c))
+    UNPRICED_SPLIT
+        .iter()
+        .all(|c| columns.iter().any(|d| d == c))
 }
 
 fn newest(lake: &Lake, dir: &Path) -> Result<Option<SystemTime>> {

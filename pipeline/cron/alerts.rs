@@ -430,12 +430,10 @@ mod tests {
         let mut book = AlertBook::load(&lake, "2026-10").unwrap();
         let night1 = date("2026-10-05");
         let first = book
-            .raise(&lake, crossings(
-                &[row(48_000, Some("600"), 0, 0)],
-                "2026-10",
-                night1,
-                "r1",
-            ))
+            .raise(
+                &lake,
+                crossings(&[row(48_000, Some("600"), 0, 0)], "2026-10", night1, "r1"),
+            )
             .unwrap();
         assert_eq!(kinds(&first), [(AlertKind::MonthlyLimit, 80)]);
 
@@ -443,24 +441,20 @@ mod tests {
         let night2 = date("2026-10-06");
         let mut book = AlertBook::load(&lake, "2026-10").unwrap();
         let second = book
-            .raise(&lake, crossings(
-                &[row(61_000, Some("600"), 0, 0)],
-                "2026-10",
-                night2,
-                "r2",
-            ))
+            .raise(
+                &lake,
+                crossings(&[row(61_000, Some("600"), 0, 0)], "2026-10", night2, "r2"),
+            )
             .unwrap();
         assert_eq!(kinds(&second), [(AlertKind::MonthlyLimit, 100)]);
 
         // A rerun of night 2 raises nothing new, and its day file is the same.
         let mut book = AlertBook::load(&lake, "2026-10").unwrap();
         let again = book
-            .raise(&lake, crossings(
-                &[row(61_000, Some("600"), 0, 0)],
-                "2026-10",
-                night2,
-                "r3",
-            ))
+            .raise(
+                &lake,
+                crossings(&[row(61_000, Some("600"), 0, 0)], "2026-10", night2, "r3"),
+            )
             .unwrap();
         assert!(again.is_empty());
         assert_eq!(book.raised_on(night2), second);

@@ -335,7 +335,10 @@ fn raise_alerts(
 ) -> Result<()> {
     let month = date.format("%Y-%m").to_string();
     let mut book = AlertBook::load(lake, &month)?;
-    book.raise(&lake, alerts::crossings(month_to_date, &month, date, &ctx.run_id))?;
+    book.raise(
+        &lake,
+        alerts::crossings(month_to_date, &month, date, &ctx.run_id),
+    )?;
     let raised = book.raised_on(date);
     // Both thresholds crossed the same night: the file has both, people
     // read the higher one.

@@ -366,7 +366,12 @@ impl Lake {
     /// bytes (a torn last line) or, with `end_line`, ends an unterminated
     /// last line. In object storage, which cannot append, every append
     /// writes the whole object again.
-    pub fn append_file(&self, path: &Path, keep: Option<u64>, end_line: bool) -> Result<AppendFile> {
+    pub fn append_file(
+        &self,
+        path: &Path,
+        keep: Option<u64>,
+        end_line: bool,
+    ) -> Result<AppendFile> {
         match &self.backend {
             Backend::Local { .. } => {
                 let dir = path.parent().expect("a lake file is in a folder");
@@ -499,7 +504,11 @@ impl Lake {
                 reader.metadata().file_metadata().schema_descr_ptr()
             }
         };
-        Ok(schema.columns().iter().map(|c| c.name().to_string()).collect())
+        Ok(schema
+            .columns()
+            .iter()
+            .map(|c| c.name().to_string())
+            .collect())
     }
 
     /// SHA-256 (hex) and size of a file: a lake file through the lake's
@@ -527,7 +536,11 @@ impl Lake {
 
     /// The files directly in `dir` (not in its subfolders), sorted.
     pub fn files_in(&self, dir: &Path) -> Result<Vec<PathBuf>> {
-        Ok(self.sized_files_in(dir)?.into_iter().map(|(p, _)| p).collect())
+        Ok(self
+            .sized_files_in(dir)?
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect())
     }
 
     /// The files directly in `dir` with their sizes in bytes, sorted.
@@ -691,7 +704,10 @@ impl Lake {
     /// Saves the registry copy (unchanged bytes leave the file untouched).
     pub fn save_registry(&self, customers_csv: &[u8]) -> Result<()> {
         let path = Lake::registry_path(&self.root);
-        if self.read_file(&path)?.is_some_and(|old| old == customers_csv) {
+        if self
+            .read_file(&path)?
+            .is_some_and(|old| old == customers_csv)
+        {
             return Ok(());
         }
         self.write_file(&path, customers_csv)
@@ -811,12 +827,14 @@ impl Lake {
             for name in names {
                 cols.push(match batch.column_by_name(name) {
                     None => None,
-                    Some(col) => Some(col.as_any().downcast_ref::<StringArray>().ok_or_else(
-                        || Error::Lake {
-                            path: path.to_path_buf(),
-                            message: format!("{name} is not text"),
-                        },
-                    )?),
+                    Some(col) => {
+                        Some(col.as_any().downcast_ref::<StringArray>().ok_or_else(|| {
+                            Error::Lake {
+                                path: path.to_path_buf(),
+                                message: format!("{name} is not text"),
+                            }
+                        })?)
+                    }
                 });
             }
             f(&cols)
@@ -1008,8 +1026,6 @@ impl Lake {
         self.write_file(&path, json.as_bytes())?;
         Ok(path)
     }
-
-
 }
 
 /// A lake file lines are added to: [`Lake::append_file`].

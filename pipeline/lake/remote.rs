@@ -70,8 +70,8 @@ pub fn local_root(root: &Path) -> PathBuf {
 /// The object-store side of an open lake.
 pub struct Remote {
     pub store: Arc<Store>,
-    /// The run that holds the lease (empty for a reader): staged files and
-    /// commit records carry it.
+    /// The instance of the run that holds the lease (`<run_id>.<pid><salt>`;
+    /// empty for a reader): staged files and commit records carry it.
     run_id: String,
     held: Option<Held>,
     /// Where part files are written before they are uploaded.
@@ -103,6 +103,12 @@ impl Remote {
     pub fn open(url: &str, run_id: &str, mode: Mode) -> Result<Remote> {
         let store = Arc::new(Store::open(url)?);
         let job = run_id.split('-').nth(1).unwrap_or("meter");
+        // Run ids repeat (a pinned clock, a rerun): what holds the lease,
+        // stages and records commits is this process's instance of the run.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let run_id = &format!("{run_id}.{:x}{:05x}", std::process::id(), nanos & 0xfffff);
         let lease = Lease::acquire(&store, run_id, job, mode, TTL, &SystemClock)?;
         let lease = Arc::new(Mutex::new(Some(lease)));
         let lost = Arc::new(AtomicBool::new(false));
@@ -110,8 +116,7 @@ impl Remote {
         let renewer = {
             let (lease, lost) = (lease.clone(), lost.clone());
             std::thread::spawn(move || {
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(RENEW_EVERY)
-                {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(RENEW_EVERY) {
                     let mut guard = lease.lock().unwrap_or_else(|e| e.into_inner());
                     if let Some(held) = guard.as_mut()
                         && held.renew(&SystemClock).is_err()
@@ -121,10 +126,8 @@ impl Remote {
                 }
             })
         };
-        let spool = std::env::temp_dir().join(format!(
-            "meter-spool-{run_id}-{}",
-            std::process::id()
-        ));
+        let spool =
+            std::env::temp_dir().join(format!("meter-spool-{run_id}-{}", std::process::id()));
         std::fs::create_dir_all(&spool).write_ctx(&spool)?;
         let remote = Remote {
             store,
@@ -196,7 +199,8 @@ impl Remote {
         if self.store.put_if_absent(&key, bytes)? == Conditional::Conflict {
             return Err(Error::Lake {
                 path: PathBuf::from(self.store.object_url(&key)),
-                message: "a commit record of this run id is already there: run ids must be unique".into(),
+                message: "a commit record of this run id is already there: run ids must be unique"
+                    .into(),
             });
         }
         if let Err(e) = lease.commit(&SystemClock, MARGIN, &key) {
@@ -321,7 +325,9 @@ impl RemoteObject {
     pub fn open(store: &Arc<Store>, key: &str) -> Result<RemoteObject> {
         let len = store.size(key)?.ok_or_else(|| Error::Lake {
             path: PathBuf::from(store.object_url(key)),
-            message: "no such object: it was removed while it was read, or the lake changed; run again".into(),
+            message:
+                "no such object: it was removed while it was read, or the lake changed; run again"
+                    .into(),
         })?;
         Ok(RemoteObject {
             store: store.clone(),

@@ -27,10 +27,10 @@ use duckdb::Connection;
 use crate::bill::layout::{self, RevisionFile};
 use crate::bill::publish::{parse_latest, revision_prefix};
 use crate::bill::sql::db_err;
-use crate::lake::Lake;
 use crate::lake::duck::{self, Hive, HiveType};
 use crate::lake::store::Store;
 use crate::lake::tables::Table;
+use crate::lake::{Lake, remote};
 use crate::model::error::{Error, IoContext, Result};
 
 /// The view definitions, the one source for `meter query` and the DuckDB CLI.
@@ -109,6 +109,27 @@ pub fn local_folder(out: &str) -> Result<Option<PathBuf>> {
 /// A temporary folder removed when dropped.
 struct Scratch(PathBuf);
 
+impl Scratch {
+    /// A new empty folder under the system's temporary folder.
+    fn new(tag: &str) -> Result<Scratch> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let dir = std::env::temp_dir().join(format!("meter-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).write_ctx(&dir)?;
+        Ok(Scratch(dir))
+    }
+
+    /// Writes `bytes` at `key` below the folder.
+    fn save(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.0.join(key);
+        let dir = path.parent().expect("a key has a folder");
+        std::fs::create_dir_all(dir).write_ctx(dir)?;
+        std::fs::write(&path, bytes).write_ctx(&path)
+    }
+}
+
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -120,13 +141,24 @@ impl Drop for Scratch {
 /// revisions' invoice CSVs are fetched through [`Store`] and loaded into the
 /// tables `invoices` and `invoice_summary` (same columns as the views).
 pub fn open(opts: &QueryOptions) -> Result<Connection> {
-    if !opts.lake.is_dir() {
-        return Err(Error::Lake {
-            path: opts.lake.clone(),
-            message: "is not a directory: pass --lake the lake `meter ingest` writes".into(),
-        });
-    }
-    let lake = std::path::absolute(&opts.lake).read_ctx(&opts.lake)?;
+    // A lake in object storage: its tables are loaded below (`lake::duck`);
+    // what views.sql reads by path (the run reports) is copied into a
+    // scratch folder that stands in for the lake.
+    let mut lake_scratch = None;
+    let lake = if remote::is_remote(&opts.lake) {
+        let scratch = fetch_runs(&opts.lake)?;
+        let dir = scratch.0.clone();
+        lake_scratch = Some(scratch);
+        dir
+    } else {
+        if !opts.lake.is_dir() {
+            return Err(Error::Lake {
+                path: opts.lake.clone(),
+                message: "is not a directory: pass --lake the lake `meter ingest` writes".into(),
+            });
+        }
+        std::path::absolute(&opts.lake).read_ctx(&opts.lake)?
+    };
     let conn = Connection::open_in_memory().map_err(db_err("opening DuckDB"))?;
     let (out, scratch) = match local_folder(&opts.out)? {
         Some(dir) => (std::path::absolute(&dir).read_ctx(&dir)?, None),
@@ -141,9 +173,22 @@ pub fn open(opts: &QueryOptions) -> Result<Connection> {
         literal(&out.display().to_string())
     ))
     .map_err(db_err("setting the lake and out variables"))?;
-    register_lake(&conn, &lake)?;
+    match lake_scratch {
+        Some(_) => register_lake(&conn, &opts.lake)?,
+        None => register_lake(&conn, &lake)?,
+    }
     conn.execute_batch(VIEWS_SQL)
         .map_err(db_err("schemas/views.sql"))?;
+    if lake_scratch.is_some() {
+        // The copied reports go away with the scratch folder: keep their rows.
+        conn.execute_batch(
+            "CREATE TABLE meter_empty.runs_loaded AS FROM runs;
+             DROP VIEW runs;
+             CREATE TABLE runs AS FROM meter_empty.runs_loaded;
+             DROP TABLE meter_empty.runs_loaded;",
+        )
+        .map_err(db_err("loading the run reports"))?;
+    }
     if scratch.is_some() {
         // The fetched files go away with `scratch`: keep their rows.
         conn.execute_batch(
@@ -213,19 +258,8 @@ fn register_lake(conn: &Connection, root: &Path) -> Result<()> {
 /// month, from the store into a scratch folder laid out like `out`.
 fn fetch_invoices(opts: &QueryOptions) -> Result<Scratch> {
     let store = Store::open_configured(&opts.out, &opts.store_options)?;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let scratch =
-        Scratch(std::env::temp_dir().join(format!("meter-query-{}-{nanos}", std::process::id())));
-    let save = |key: &str, bytes: &[u8]| -> Result<()> {
-        let path = scratch.0.join(key);
-        let dir = path.parent().expect("a key has a folder");
-        std::fs::create_dir_all(dir).write_ctx(dir)?;
-        std::fs::write(&path, bytes).write_ctx(&path)
-    };
-    std::fs::create_dir_all(&scratch.0).write_ctx(&scratch.0)?;
+    let scratch = Scratch::new("query")?;
+    let save = |key: &str, bytes: &[u8]| scratch.save(key, bytes);
     for (key, _) in store.list("invoices")? {
         let Some(month) = key
             .strip_prefix("invoices/")
@@ -244,6 +278,22 @@ fn fetch_invoices(opts: &QueryOptions) -> Result<Scratch> {
             {
                 save(&file, &bytes)?;
             }
+        }
+    }
+    Ok(scratch)
+}
+
+/// Copies the run reports (`_runs/*.json`) of a lake in object storage
+/// into a scratch folder laid out like the lake.
+fn fetch_runs(root: &Path) -> Result<Scratch> {
+    let lake = Lake::open_read(root)?;
+    let scratch = Scratch::new("query-lake")?;
+    for path in lake.files_in(&lake.root().join("_runs"))? {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        if let Some(name) = name.filter(|n| n.ends_with(".json"))
+            && let Some(bytes) = lake.read_file(&path)?
+        {
+            scratch.save(&format!("_runs/{name}"), &bytes)?;
         }
     }
     Ok(scratch)

@@ -13,8 +13,8 @@ use arrow::array::Array;
 use chrono::{Days, NaiveDate};
 use serde::Serialize;
 
-use crate::lake::tables::Table;
 use crate::lake::Lake;
+use crate::lake::tables::Table;
 use crate::model::error::{Error, Result};
 
 /// Days before the date that count as "the week before".
