@@ -336,7 +336,7 @@ fn raise_alerts(
     let month = date.format("%Y-%m").to_string();
     let mut book = AlertBook::load(lake, &month)?;
     book.raise(
-        &lake,
+        lake,
         alerts::crossings(month_to_date, &month, date, &ctx.run_id),
     )?;
     let raised = book.raised_on(date);

@@ -143,7 +143,7 @@ fn ingest_from(
 
     let vm_of_file: Vec<Str> = ctxs.iter().map(|c| c.vm_id.clone()).collect();
     // Per file: lines dated before this belong to an erased customer.
-    let erasures = crate::lake::erase::Erasures::load(&lake)?;
+    let erasures = crate::lake::erase::Erasures::load(lake)?;
     let erased: Vec<Option<Ts>> = ctxs
         .iter()
         .map(|c| erasures.cutoff(c.customer_id.as_deref(), &c.vm_id))
