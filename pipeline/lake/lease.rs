@@ -463,6 +463,30 @@ mod tests {
     }
 
     #[test]
+    fn a_commit_point_is_refused_to_a_holder_taken_over_and_recorded_for_one_that_holds() {
+        let store = Arc::new(Store::in_memory().unwrap());
+        let clock = clock();
+        let stalled = take(&store, "compact", Mode::Exclusive, &clock).unwrap();
+        assert_eq!(stalled.commit(&clock, MARGIN, "_commits/a.json").unwrap(), 1);
+        assert_eq!(pending_commits(&store).unwrap(), ["_commits/a.json"]);
+        settle(&store, "_commits/a.json").unwrap();
+        assert!(pending_commits(&store).unwrap().is_empty());
+        // Too close to its expiry: refused, nothing recorded.
+        wait(&clock, 55);
+        assert!(stalled.commit(&clock, MARGIN, "_commits/b.json").is_err());
+        // Taken over after expiry: its late commit is refused.
+        wait(&clock, 10);
+        let erase = take(&store, "erase", Mode::Exclusive, &clock).unwrap();
+        let err = stalled
+            .commit(&clock, MARGIN, "_commits/c.json")
+            .unwrap_err();
+        assert!(err.to_string().contains("was lost"), "{err}");
+        assert!(pending_commits(&store).unwrap().is_empty());
+        assert_eq!(erase.commit(&clock, MARGIN, "_commits/d.json").unwrap(), 2);
+        assert_eq!(pending_commits(&store).unwrap(), ["_commits/d.json"]);
+    }
+
+    #[test]
     fn renewing_keeps_the_lease_and_the_fence_wants_a_margin() {
         let store = Arc::new(Store::in_memory().unwrap());
         let clock = clock();
