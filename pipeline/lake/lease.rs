@@ -467,7 +467,10 @@ mod tests {
         let store = Arc::new(Store::in_memory().unwrap());
         let clock = clock();
         let stalled = take(&store, "compact", Mode::Exclusive, &clock).unwrap();
-        assert_eq!(stalled.commit(&clock, MARGIN, "_commits/a.json").unwrap(), 1);
+        assert_eq!(
+            stalled.commit(&clock, MARGIN, "_commits/a.json").unwrap(),
+            1
+        );
         assert_eq!(pending_commits(&store).unwrap(), ["_commits/a.json"]);
         settle(&store, "_commits/a.json").unwrap();
         assert!(pending_commits(&store).unwrap().is_empty());
