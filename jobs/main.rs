@@ -100,7 +100,15 @@ pub fn fail(err: &meter::Error) -> Outcome {
     let mut causes = Vec::new();
     let mut source = std::error::Error::source(err);
     while let Some(cause) = source {
-        causes.push(cause.to_string());
+        let text = cause.to_string();
+        // Some errors (object_store's, reqwest's) repeat their source in
+        // their own message: print each text once.
+        if !causes
+            .last()
+            .is_some_and(|last: &String| last.contains(&text))
+        {
+            causes.push(text);
+        }
         source = cause.source();
     }
     let outcome = match err {

@@ -5,14 +5,13 @@
 use std::io::Write as _;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, SystemTime};
 
 use meter::ingest::source::{BlockReader, InputRoot};
 use meter::lake::Lake;
 use meter::lake::store::{RANGE_SIZE, Store};
 use meter::lake::tables::Table;
 
-use crate::common::{Run, copy_dir, list_files, sample_data};
+use crate::common::{Run, copy_dir, sample_data, touch_all};
 use crate::compact::{except_all, rows_of};
 use crate::s3_server::{S3Server, start_s3_server};
 
@@ -53,19 +52,6 @@ fn ingest(dir: &Path, input: &str, lake: &Path, env: &[(String, String)]) -> Run
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// Every file under `dir` last modified at the same whole second, as the
-/// listing of a bucket tells it (S3 times have no sub-second part).
-fn touch_all(dir: &Path) {
-    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_791_000_000);
-    for rel in list_files(dir) {
-        let file = std::fs::File::options()
-            .write(true)
-            .open(dir.join(rel))
-            .unwrap();
-        file.set_modified(at).unwrap();
     }
 }
 

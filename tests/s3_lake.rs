@@ -74,10 +74,11 @@ fn sample_input(dir: &Path, customers: usize, days: u32, events_per_day: u32) {
     .unwrap();
 }
 
-/// `meter pipeline` for October in `dir` (with `input/` and
-/// `pricing.toml`), lake and out where told.
+/// `meter pipeline` for October in `dir` (with `pricing.toml`), input,
+/// lake and out where told.
 fn pipeline(
     dir: &Path,
+    input: &str,
     lake: &str,
     out: &str,
     server: &S3Server,
@@ -85,7 +86,7 @@ fn pipeline(
 ) -> ExitStatus {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_meter"));
     cmd.current_dir(dir)
-        .args(["pipeline", "--month", "2026-10", "--input", "input"])
+        .args(["pipeline", "--month", "2026-10", "--input", input])
         .args(["--lake", lake, "--out", out, "--pricing", "pricing.toml"])
         .env("METER_FIXED_TIME", "2026-11-02T03:00:00Z")
         .env_remove("METER_CONFIG")
@@ -103,27 +104,33 @@ fn pipeline(
 
 fn setup(dir: &Path, input: &Path) {
     std::fs::create_dir_all(dir).unwrap();
-    std::os::unix::fs::symlink(input, dir.join("input")).unwrap();
+    if input.exists() {
+        std::os::unix::fs::symlink(input, dir.join("input")).unwrap();
+    }
     std::fs::copy(repo().join("pricing.toml"), dir.join("pricing.toml")).unwrap();
 }
 
 #[test]
 fn the_pipeline_on_an_s3_lake_matches_the_local_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let input = tmp.path().join("input");
-    sample_input(&input, 3, 2, 200);
     let server = start_s3_server(&tmp.path().join("s3"));
+    // The raw input lives in the bucket; the local run reads the very same
+    // files from the folder behind it (same bytes, same whole-second times).
+    let input = server.bucket_dir().join("input");
+    sample_input(&input, 3, 2, 200);
+    crate::common::touch_all(&input);
 
     let local = tmp.path().join("local");
     setup(&local, &input);
-    let status = pipeline(&local, "lake", "out", &server, None);
+    let status = pipeline(&local, "input", "lake", "out", &server, None);
     let code = status.code().expect("exits");
     assert!(code <= 1, "{status:?}");
 
     let remote = tmp.path().join("remote");
-    setup(&remote, &input);
+    setup(&remote, Path::new("/nonexistent"));
     let status = pipeline(
         &remote,
+        &server.url("input"),
         &server.url("lake"),
         &server.url("out"),
         &server,
@@ -252,6 +259,7 @@ fn killed_at_objects_across_the_run_a_rerun_on_s3_ends_byte_identical() {
     setup(&dir, &input);
     let status = pipeline(
         &dir,
+        "input",
         &server.url("reference/lake"),
         &server.url("reference/out"),
         &server,
@@ -283,14 +291,14 @@ fn killed_at_objects_across_the_run_a_rerun_on_s3_ends_byte_identical() {
                         server.url(&format!("{prefix}/lake")),
                         server.url(&format!("{prefix}/out")),
                     );
-                    let status = pipeline(dir, &lake, &out, server, Some(k));
+                    let status = pipeline(dir, "input", &lake, &out, server, Some(k));
                     if status.signal() != Some(9) {
                         assert_eq!(status.code(), Some(expected_code), "k={k}");
                         last.fetch_min(k, Ordering::SeqCst);
                         break;
                     }
                     kills.fetch_add(1, Ordering::SeqCst);
-                    let status = pipeline(dir, &lake, &out, server, None);
+                    let status = pipeline(dir, "input", &lake, &out, server, None);
                     assert_eq!(status.code(), Some(expected_code), "rerun after kill {k}");
                     let got_lake = lake_files(&bucket.join(&prefix).join("lake"));
                     let got_out = out_files(&bucket.join(&prefix).join("out"));
@@ -320,4 +328,150 @@ fn killed_at_objects_across_the_run_a_rerun_on_s3_ends_byte_identical() {
     });
     let kills = kills.load(Ordering::SeqCst);
     assert!(kills > 15, "only {kills} kill points");
+}
+
+const NOW: &str = "2026-11-02T03:00:00Z";
+
+/// `meter <args>` in `dir` with the server's variables and `more`.
+fn meter_on(
+    dir: &Path,
+    server: &S3Server,
+    more: &[(&str, &str)],
+    args: &[&str],
+) -> crate::common::Run {
+    let env: Vec<(String, String)> = server.env();
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.retain(|(k, _)| !more.iter().any(|(m, _)| m == k));
+    env.extend_from_slice(more);
+    crate::common::meter(dir, NOW, args, &env)
+}
+
+/// Lake objects under a table's prefix (not staging, commit records,
+/// the lease or the registry copy).
+fn table_objects(lake: &Path) -> Vec<String> {
+    lake_files(lake)
+        .into_keys()
+        .filter(|k| k.ends_with(".parquet") && !k.starts_with('_'))
+        .collect()
+}
+
+#[test]
+fn a_lake_in_a_missing_bucket_or_behind_wrong_credentials_fails_naming_the_url() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = start_s3_server(&tmp.path().join("s3"));
+    sample_input(&tmp.path().join("input"), 1, 1, 5);
+    std::fs::copy(repo().join("pricing.toml"), tmp.path().join("pricing.toml")).unwrap();
+
+    for args in [
+        &[
+            "ingest",
+            "--input",
+            "input",
+            "--lake",
+            "s3://no-such-bucket/lake",
+        ][..],
+        &[
+            "rollup",
+            "--month",
+            "2026-10",
+            "--lake",
+            "s3://no-such-bucket/lake",
+        ],
+        &["query", "--lake", "s3://no-such-bucket/lake", "SELECT 1"],
+    ] {
+        let run = meter_on(tmp.path(), &server, &[], args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("s3://no-such-bucket/lake"),
+            "{args:?}: {}",
+            run.stderr
+        );
+        // The store's answer, not a guess: the bucket is not there.
+        assert!(
+            run.stderr.contains("NoSuchBucket"),
+            "{args:?}: {}",
+            run.stderr
+        );
+        assert!(run.stderr.contains("what to do"), "{}", run.stderr);
+    }
+
+    let url = server.url("lake");
+    let run = meter_on(
+        tmp.path(),
+        &server,
+        &[("AWS_SECRET_ACCESS_KEY", "not-the-secret")],
+        &["ingest", "--input", "input", "--lake", &url],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains(&url), "{}", run.stderr);
+    assert!(run.stderr.contains("credentials"), "{}", run.stderr);
+    assert!(
+        lake_files(&server.bucket_dir().join("lake")).is_empty(),
+        "nothing is written"
+    );
+}
+
+#[test]
+fn a_throttled_commit_is_retried_and_an_outage_commits_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = start_s3_server(&tmp.path().join("s3"));
+    let bucket = server.bucket_dir();
+    sample_input(&tmp.path().join("input"), 1, 1, 20);
+    let ingest = |prefix: &str, more: &[(&str, &str)]| {
+        let url = server.url(&format!("{prefix}/lake"));
+        meter_on(
+            tmp.path(),
+            &server,
+            more,
+            &["ingest", "--input", "input", "--lake", &url],
+        )
+    };
+    let reference = ingest("ref", &[]);
+    assert!(reference.code <= 1, "{}", reference.stderr);
+    let expected = lake_files(&bucket.join("ref/lake"));
+    assert!(!table_objects(&bucket.join("ref/lake")).is_empty());
+
+    // Two 503s on the commit record: retried, and the run is as if none.
+    server.slow_down(2, Some("PUT"), "a/lake/_commits/");
+    let run = ingest("a", &[]);
+    assert_eq!(run.code, reference.code, "{}", run.stderr);
+    assert_eq!(server.faults.lock().unwrap().pending(), 0, "both were hit");
+    assert_eq!(lake_files(&bucket.join("a/lake")), expected);
+
+    // An outage longer than the retries: the job fails naming the object
+    // and what to do, and nothing reaches a table's prefix.
+    server.slow_down(usize::MAX, Some("PUT"), "b/lake/_commits/");
+    let run = ingest("b", &[("METER_STORE_MAX_RETRIES", "1")]);
+    server.faults.lock().unwrap().clear();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&server.url("b/lake/_commits/")),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("what to do"), "{}", run.stderr);
+    assert_eq!(table_objects(&bucket.join("b/lake")), Vec::<String>::new());
+    // The next run clears what the failed one staged and ends as the
+    // reference.
+    let run = ingest("b", &[]);
+    assert_eq!(run.code, reference.code, "{}", run.stderr);
+    assert_eq!(lake_files(&bucket.join("b/lake")), expected);
+
+    // A lake object that is corrupt: the reader names it.
+    let victim = table_objects(&bucket.join("b/lake")).remove(0);
+    std::fs::write(bucket.join("b/lake").join(&victim), b"not parquet").unwrap();
+    std::fs::copy(repo().join("pricing.toml"), tmp.path().join("pricing.toml")).unwrap();
+    let url = server.url("b/lake");
+    let run = meter_on(
+        tmp.path(),
+        &server,
+        &[],
+        &["rollup", "--month", "2026-10", "--lake", &url],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("{url}/{victim}")),
+        "{}",
+        run.stderr
+    );
 }

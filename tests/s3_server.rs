@@ -173,6 +173,11 @@ impl Faults {
         });
     }
 
+    /// Drops every rule: the outage is over.
+    pub fn clear(&mut self) {
+        self.slow_downs.clear();
+    }
+
     /// How many injected 503s are still to come.
     pub fn pending(&self) -> usize {
         self.slow_downs.iter().map(|s| s.times).sum()

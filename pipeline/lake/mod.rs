@@ -235,16 +235,20 @@ impl Lake {
     pub fn require(root: &Path) -> Result<()> {
         let exists = if remote::is_remote(root) {
             let store = crate::lake::store::Store::open(&root.to_string_lossy())?;
-            store.size("_lake.json")?.is_some()
+            // A missing bucket answers a HEAD with a bare 404, as a missing
+            // object does; a listing says which it is.
+            store.size("_lake.json")?.is_some() || {
+                store.list_dirs("")?;
+                false
+            }
         } else {
             remote::local_root(root).join("_lake.json").is_file()
         };
         if exists {
             return Ok(());
         }
-        Err(Error::Lake {
+        Err(Error::NotALake {
             path: root.to_path_buf(),
-            message: "not a lake (no _lake.json): check the path, or run `meter ingest` into it first (`meter nightly` does too)".into(),
         })
     }
 

@@ -353,6 +353,7 @@ impl Store {
 
     fn put_mode(&self, key: &str, bytes: Vec<u8>, mode: PutMode) -> Result<Conditional> {
         let location = self.location(key)?;
+        let create = matches!(mode, PutMode::Create);
         let opts = PutOptions {
             mode,
             ..PutOptions::default()
@@ -372,9 +373,11 @@ impl Store {
             }
             Err(
                 object_store::Error::AlreadyExists { .. }
-                | object_store::Error::Precondition { .. }
-                | object_store::Error::NotFound { .. },
+                | object_store::Error::Precondition { .. },
             ) => Ok(Conditional::Conflict),
+            // `If-Match` on a key deleted since it was read: S3 answers 404
+            // NoSuchKey. A create-only put that is not found has no bucket.
+            Err(object_store::Error::NotFound { .. }) if !create => Ok(Conditional::Conflict),
             Err(source) => Err(self.error(key, source)),
         }
     }
@@ -707,7 +710,7 @@ fn build_cloud(
     Ok(match cloud {
         Cloud::S3 => {
             let mut b = if from_env {
-                let mut b = AmazonS3Builder::from_env();
+                let mut b = AmazonS3Builder::from_env().with_retry(retry_from_env()?);
                 // from_env reads AWS_ENDPOINT and AWS_ENDPOINT_URL in no set
                 // order; the SDKs' AWS_ENDPOINT_URL wins when both are set.
                 if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
@@ -737,7 +740,7 @@ fn build_cloud(
         }
         Cloud::Gcs => {
             let mut b = if from_env {
-                GoogleCloudStorageBuilder::from_env()
+                GoogleCloudStorageBuilder::from_env().with_retry(retry_from_env()?)
             } else {
                 GoogleCloudStorageBuilder::new()
             };
@@ -748,7 +751,7 @@ fn build_cloud(
         }
         Cloud::Azure => {
             let mut b = if from_env {
-                MicrosoftAzureBuilder::from_env()
+                MicrosoftAzureBuilder::from_env().with_retry(retry_from_env()?)
             } else {
                 MicrosoftAzureBuilder::new()
             };
@@ -758,6 +761,24 @@ fn build_cloud(
             Arc::new(b.with_url(url).build()?)
         }
     })
+}
+
+/// How often a request that failed in a way worth retrying (a throttling
+/// 503, a 5xx, a dropped connection) is tried again, with exponential
+/// backoff, before the job fails: object_store's 10 within 3 minutes, or
+/// `METER_STORE_MAX_RETRIES` (0 fails at the first error).
+pub const MAX_RETRIES_VAR: &str = "METER_STORE_MAX_RETRIES";
+
+fn retry_from_env() -> Result<object_store::RetryConfig, BuildError> {
+    let mut retry = object_store::RetryConfig::default();
+    if let Ok(value) = std::env::var(MAX_RETRIES_VAR) {
+        retry.max_retries = value.trim().parse().map_err(|_| {
+            BuildError::Usage(format!(
+                "{MAX_RETRIES_VAR}={value:?}: expected a whole number of retries, such as 10"
+            ))
+        })?;
+    }
+    Ok(retry)
 }
 
 #[cfg(test)]

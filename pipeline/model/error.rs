@@ -57,6 +57,11 @@ pub enum Error {
     #[error("lake {path}: {message}")]
     Lake { path: PathBuf, message: String },
 
+    /// A job that reads a lake was pointed at a folder or prefix without
+    /// `_lake.json`.
+    #[error("{path} is not a lake (no _lake.json)")]
+    NotALake { path: PathBuf },
+
     /// A rewrite of lake files (compaction, erasure) read back something
     /// other than what it meant to write; nothing was committed.
     #[error("{partition}: the rewritten files do not verify: {message}")]
@@ -161,6 +166,9 @@ impl Error {
             Error::Locked { .. } => Some(
                 "wait for the other run to finish; if none is running, the lock is released automatically when its process exits",
             ),
+            Error::NotALake { .. } => Some(
+                "check --lake (or METER_LAKE, or lake in meter.toml): the path, or the bucket and prefix; or run `meter ingest` into it first (`meter nightly` does too)",
+            ),
             Error::Lake { .. } | Error::Parquet { .. } => Some(
                 "the lake needs attention: inspect the named file, or rebuild the affected dates with --rebuild",
             ),
@@ -168,7 +176,7 @@ impl Error {
                 "nothing was changed in the named partition (its rewrite was checked before the commit and refused): keep the run report and report this as a bug in meter",
             ),
             Error::Store { .. } => Some(
-                "check the --out URL and the store's credentials (AWS_*, GOOGLE_*, AZURE_* variables); nothing was published",
+                "check the URL above (bucket and prefix) and the store's endpoint and credentials (AWS_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ALLOW_HTTP; GOOGLE_*; AZURE_*), then run the job again: nothing half-written was published, and the next run on a lake finishes or discards an interrupted commit",
             ),
             Error::DuckDb { .. } => Some(
                 "check the named SQL or input file; if the inputs are sound, this is a bug in meter: please report it",
