@@ -158,6 +158,8 @@ pub struct Served {
     /// The object key (percent-decoded, without the bucket); empty for
     /// bucket-level requests such as a listing.
     pub key: String,
+    /// The query string (a listing's `prefix=...&delimiter=...`).
+    pub query: String,
     pub status: u16,
 }
 
@@ -260,6 +262,7 @@ pub fn start_s3_server(root: &Path) -> S3Server {
                 async move {
                     let method = req.method().to_string();
                     let key = object_key(req.uri().path());
+                    let query = req.uri().query().unwrap_or_default().to_string();
                     let refused = faults.lock().unwrap().take(&method, &key);
                     let response = if refused {
                         S3Error::with_message(
@@ -275,6 +278,7 @@ pub fn start_s3_server(root: &Path) -> S3Server {
                     faults.lock().unwrap().log.push(Served {
                         method,
                         key,
+                        query,
                         status,
                     });
                     Ok::<_, s3s::HttpError>(response)

@@ -394,10 +394,7 @@ fn load_from(
                 columns: &[&str],
                 insert: &str|
      -> Result<Vec<PathBuf>> {
-        let mut files = Vec::new();
-        for dir in dirs {
-            files.extend(lake.parquet_files(&dir)?);
-        }
+        let files = lake.parquet_files_of(&dirs)?;
         if files.is_empty() {
             return Ok(files);
         }
@@ -431,12 +428,15 @@ fn load_from(
         read(API_USAGE, period, dirs, &SPLIT_COLUMNS, insert).map(drop)
     };
     let monthly = |spec: Spec| vec![spec.monthly_dir(lake, start)];
-    let daily = |spec: Spec| {
-        start
-            .iter_days()
-            .take_while(|d| *d < end)
+    // The days of the period that have a daily partition: one listing of
+    // the table instead of one per day (each a request on object storage).
+    let daily = |spec: Spec| -> Result<Vec<PathBuf>> {
+        let present = lake.dates_under(&format!("daily/{}", spec.table.name()))?;
+        Ok(present
+            .into_iter()
+            .filter(|d| (start..end).contains(d))
             .map(|d| spec.daily_dir(lake, d))
-            .collect::<Vec<_>>()
+            .collect())
     };
     let mut files = Vec::new();
     match from {
@@ -470,7 +470,7 @@ fn load_from(
             files.extend(read(
                 API_USAGE,
                 "date",
-                daily(API_USAGE),
+                daily(API_USAGE)?,
                 &USAGE_COLUMNS,
                 "INSERT INTO usage_monthly SELECT customer_id, vm_id, provider, model, \
                  sum(requests), sum(input_tokens), sum(cache_read_tokens), \
@@ -480,7 +480,7 @@ fn load_from(
             )?);
             read_split(
                 "date",
-                daily(API_USAGE),
+                daily(API_USAGE)?,
                 "INSERT INTO usage_unpriced_monthly SELECT customer_id, vm_id, provider, model, \
                  sum(unpriced_input_tokens), sum(unpriced_cache_read_tokens), \
                  sum(unpriced_cache_write_tokens), sum(unpriced_output_tokens), \
@@ -490,7 +490,7 @@ fn load_from(
             files.extend(read(
                 RESOURCE_USAGE,
                 "date",
-                daily(RESOURCE_USAGE),
+                daily(RESOURCE_USAGE)?,
                 &COMPUTE_COLUMNS,
                 "INSERT INTO compute_monthly SELECT customer_id, vm_id, sum(compute_seconds) \
                  FROM {files} GROUP BY customer_id, vm_id",
@@ -500,7 +500,7 @@ fn load_from(
     files.extend(read(
         API_USAGE,
         "date",
-        daily(API_USAGE),
+        daily(API_USAGE)?,
         &USAGE_COLUMNS,
         "INSERT INTO usage_daily SELECT CAST(date AS DATE), customer_id, requests, input_tokens, \
          cache_read_tokens, cache_write_tokens, output_tokens, cost FROM {files}",
@@ -508,14 +508,14 @@ fn load_from(
     files.extend(read(
         RESOURCE_USAGE,
         "date",
-        daily(RESOURCE_USAGE),
+        daily(RESOURCE_USAGE)?,
         &COMPUTE_COLUMNS,
         "INSERT INTO compute_daily SELECT CAST(date AS DATE), customer_id, compute_seconds FROM {files}",
     )?);
     files.extend(read(
         ACTIVITY,
         "date",
-        daily(ACTIVITY),
+        daily(ACTIVITY)?,
         &ACTIVITY_COLUMNS,
         "INSERT INTO activity_daily SELECT CAST(date AS DATE), customer_id, activity_type, count FROM {files}",
     )?);

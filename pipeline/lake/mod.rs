@@ -732,6 +732,31 @@ impl Lake {
             .collect())
     }
 
+    /// The committed Parquet files of each of `dirs`, in order. In object
+    /// storage every listing is a request: the folders holding `dirs` are
+    /// listed once each, and only the `dirs` that exist are listed (a month
+    /// of daily folders, most of them absent, costs a few requests, not 31).
+    pub fn parquet_files_of(&self, dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+        let mut present: std::collections::HashMap<PathBuf, std::collections::BTreeSet<String>> =
+            std::collections::HashMap::new();
+        let mut out = Vec::new();
+        for dir in dirs {
+            if let (Backend::Remote(_), Some(parent), Some(name)) =
+                (&self.backend, dir.parent(), dir.file_name())
+            {
+                if !present.contains_key(parent) {
+                    let names = self.dirs_in(parent)?.into_iter().collect();
+                    present.insert(parent.to_path_buf(), names);
+                }
+                if !present[parent].contains(&*name.to_string_lossy()) {
+                    continue;
+                }
+            }
+            out.extend(self.parquet_files(dir)?);
+        }
+        Ok(out)
+    }
+
     /// Reads a Parquet file as record batches of up to 64k rows.
     pub fn read_batches(&self, path: &Path) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::new();

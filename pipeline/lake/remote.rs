@@ -319,7 +319,17 @@ pub struct RemoteObject {
     store: Arc<Store>,
     key: String,
     len: u64,
+    /// The last block fetched, and where it starts: the Parquet reader asks
+    /// for many small ranges (the footer's length, then the footer, then
+    /// each column chunk), most of them next to the one before.
+    block: Mutex<Option<(u64, Bytes)>>,
 }
+
+/// The least a ranged GET of a [`RemoteObject`] fetches: an object up to
+/// this size is read in one request, a larger one in blocks of it around
+/// what the reader asks for. Bounds what one open object holds in memory
+/// (besides what the reader asked for at once).
+pub const READ_BLOCK: u64 = 1 << 20;
 
 impl RemoteObject {
     pub fn open(store: &Arc<Store>, key: &str) -> Result<RemoteObject> {
@@ -333,6 +343,7 @@ impl RemoteObject {
             store: store.clone(),
             key: key.to_string(),
             len,
+            block: Mutex::new(None),
         })
     }
 
@@ -341,9 +352,39 @@ impl RemoteObject {
         if start >= end {
             return Ok(Bytes::new());
         }
-        self.store
-            .get_range(&self.key, start..end)
-            .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
+        let mut block = self.block.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, bytes)) = block.as_ref()
+            && *at <= start
+            && end <= at + bytes.len() as u64
+        {
+            return Ok(bytes.slice((start - at) as usize..(end - at) as usize));
+        }
+        // A block around the request: a read near the end (the footer)
+        // takes the block before it, any other the block from it on.
+        let (from, to) = if end - start >= READ_BLOCK {
+            (start, end)
+        } else if end == self.len {
+            (self.len.saturating_sub(READ_BLOCK).min(start), end)
+        } else {
+            (start, (start + READ_BLOCK).min(self.len))
+        };
+        let bytes = self
+            .store
+            .get_range(&self.key, from..to)
+            .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
+        if bytes.len() as u64 != to - from {
+            return Err(parquet::errors::ParquetError::External(
+                format!(
+                    "{}: asked for bytes {from}..{to}, got {}: the object changed while it was read; run again",
+                    self.store.object_url(&self.key),
+                    bytes.len()
+                )
+                .into(),
+            ));
+        }
+        let slice = bytes.slice((start - from) as usize..(end - from) as usize);
+        *block = Some((from, bytes));
+        Ok(slice)
     }
 }
 
@@ -354,10 +395,19 @@ impl parquet::file::reader::Length for RemoteObject {
 }
 
 impl parquet::file::reader::ChunkReader for RemoteObject {
-    type T = RangeReader;
+    type T = std::io::Chain<bytes::buf::Reader<Bytes>, RangeReader>;
 
-    fn get_read(&self, start: u64) -> parquet::errors::Result<RangeReader> {
-        Ok(self.store.reader(&self.key, self.len).starting_at(start))
+    /// What the reader reads page headers through: the block around
+    /// `start`, then (rarely) ranged GETs past it.
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        use bytes::Buf as _;
+        use std::io::Read as _;
+        let head = self.range(start, (self.len.saturating_sub(start)).min(READ_BLOCK))?;
+        let rest = self
+            .store
+            .reader(&self.key, self.len)
+            .starting_at(start + head.len() as u64);
+        Ok(head.reader().chain(rest))
     }
 
     fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {

@@ -504,7 +504,8 @@ mod tests {
             },
         )
         .unwrap_err();
-        assert!(matches!(err, Error::Lake { .. }), "{err}");
+        assert!(matches!(err, Error::NotALake { .. }), "{err}");
+        assert!(err.to_string().contains("typo"), "{err}");
         assert!(!tmp.path().join("typo").exists());
     }
 }

@@ -258,17 +258,15 @@ fn polars_error(path: &Path, e: PolarsError) -> Error {
 
 fn read_frames(lake: &Lake, dirs: &[PathBuf]) -> Result<Option<DataFrame>> {
     let mut frames = Vec::new();
-    for dir in dirs {
-        for path in lake.parquet_files(dir)? {
-            let reader: Box<dyn polars::io::mmap::MmapBytesReader> = match lake.open_whole(&path)? {
-                WholeFile::Local(file) => Box::new(file),
-                WholeFile::Bytes(bytes) => Box::new(std::io::Cursor::new(bytes)),
-            };
-            let df = ParquetReader::new(reader)
-                .finish()
-                .map_err(|e| polars_error(&path, e))?;
-            frames.push(df.lazy());
-        }
+    for path in lake.parquet_files_of(dirs)? {
+        let reader: Box<dyn polars::io::mmap::MmapBytesReader> = match lake.open_whole(&path)? {
+            WholeFile::Local(file) => Box::new(file),
+            WholeFile::Bytes(bytes) => Box::new(std::io::Cursor::new(bytes)),
+        };
+        let df = ParquetReader::new(reader)
+            .finish()
+            .map_err(|e| polars_error(&path, e))?;
+        frames.push(df.lazy());
     }
     let Some(first) = dirs.first() else {
         return Ok(None);

@@ -92,11 +92,7 @@ const PREVIEW_COMPUTE: [&str; 3] = ["customer_id", "vm_id", "compute_seconds"];
 
 /// The Parquet files of `dirs`, in order.
 fn files_of(lake: &Lake, dirs: impl IntoIterator<Item = PathBuf>) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for dir in dirs {
-        files.extend(lake.parquet_files(&dir)?);
-    }
-    Ok(files)
+    lake.parquet_files_of(&dirs.into_iter().collect::<Vec<_>>())
 }
 
 /// A view `name` over date-partitioned files with a `date` DATE column, or
@@ -131,10 +127,12 @@ fn dated_view(
 pub fn lake_figures(lake: &Lake, period: &Period) -> Result<LakeFigures> {
     let conn = Connection::open_in_memory().map_err(db_err("opening DuckDB"))?;
     let mut figures = LakeFigures::default();
+    let with_daily = lake.dates_under(&format!("daily/{}", API_USAGE.table.name()))?;
     for day in period.days() {
-        if lake
-            .parquet_files(&API_USAGE.daily_dir(lake, day))?
-            .is_empty()
+        if !with_daily.contains(&day)
+            || lake
+                .parquet_files(&API_USAGE.daily_dir(lake, day))?
+                .is_empty()
         {
             figures.days_not_rolled_up.push(day);
         }

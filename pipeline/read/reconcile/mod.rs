@@ -266,10 +266,7 @@ pub fn run(ctx: &Ctx, opts: &ReconcileOptions) -> Result<ReconcileReport> {
         ),
     ];
     for (name, dirs, empty) in views {
-        let mut files = Vec::new();
-        for dir in dirs {
-            files.extend(lake.parquet_files(&dir)?);
-        }
+        let files = lake.parquet_files_of(&dirs)?;
         // Only the columns of the empty table, which are all the SQL uses.
         let columns = duck::column_names(empty);
         let read = duck::Read {
