@@ -22,6 +22,7 @@ demo:
 # Arguments go to bench/bench.py: `just bench --runs 5`, `just bench --smoke`.
 bench *ARGS:
     cargo build --release --locked
+    cargo build --release --locked --example s3-server
     python3 bench/bench.py {{ARGS}}
 
 # Regenerate the committed sample data (deterministic for the seed).

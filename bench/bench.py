@@ -19,7 +19,10 @@
    - `meter ingest` of the access logs and of the whole tree;
    - `meter rollup` of the month against the same pricing and aggregation
      in DuckDB SQL over the same lake;
-   - `meter bill` of the month for `--bill-customers` customers.
+   - `meter bill` of the month for `--bill-customers` customers;
+   - `meter ingest` of the whole 1x tree and `meter rollup` with `--input`
+     and `--lake` on an S3-protocol server on 127.0.0.1 (the tests' server,
+     `--s3-server`, sharing the machine), against the same runs on disk.
 3. Every run's output is checked against what `meter sample` reported
    writing: rows and token sums for ingest, meter's own report (events
    priced and unpriced, exact cost) for the DuckDB rollup, one invoice per
@@ -66,6 +69,8 @@ def main() -> int:
     ap.add_argument("--customers", type=int, default=100)
     ap.add_argument("--bill-customers", type=int, default=10_000)
     ap.add_argument("--meter", type=Path, help="meter binary [default: the release build]")
+    ap.add_argument("--s3-server", type=Path,
+                    help="the tests' S3 server binary [default: the release build of examples/s3-server.rs]")
     ap.add_argument("--work", type=Path, default=CACHE / "work", help="inputs and outputs")
     ap.add_argument("--out", type=Path, help="results [default: BENCHMARKS.md, or the work folder with --smoke]")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, one run: checks the script works")
@@ -77,10 +82,13 @@ def main() -> int:
         args.customers, args.bill_customers = 10, 200
     target = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache" / "meter-target"))
     args.meter = (args.meter or target / "release" / "meter").resolve()
+    args.s3_server = (args.s3_server or target / "release" / "examples" / "s3-server").resolve()
     if args.out is None:
         args.out = args.work / "BENCHMARKS.smoke.md" if args.smoke else REPO / "BENCHMARKS.md"
     if not args.meter.is_file():
         sys.exit(f"bench: no meter binary at {args.meter}: run `cargo build --release` (or pass --meter)")
+    if not args.s3_server.is_file():
+        sys.exit(f"bench: no S3 server at {args.s3_server}: run `cargo build --release --example s3-server`")
     if not Path(TIME).is_file():
         sys.exit(f"bench: GNU time is not at {TIME}: install Debian's `time` package")
     py = venv()
@@ -110,9 +118,10 @@ class Failed(Exception):
     pass
 
 
-def timed(cmd: list, ok_codes=(0,)) -> dict:
+def timed(cmd: list, ok_codes=(0,), env: dict | None = None) -> dict:
     """Runs `cmd` under GNU time -v; wall and CPU seconds, peak RSS in KiB."""
-    proc = subprocess.run([TIME, "-v", *map(str, cmd)], capture_output=True, text=True)
+    proc = subprocess.run([TIME, "-v", *map(str, cmd)], capture_output=True, text=True,
+                          env=None if env is None else {**os.environ, **env})
     if proc.returncode not in ok_codes:
         raise Failed(f"{' '.join(map(str, cmd))} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     m = {}
@@ -166,7 +175,7 @@ class Bench:
         self.a = args
         self.py = py
         self.work = args.work
-        self.results: dict = {"inputs": {}, "ingest": {}, "rollup": {}, "bill": {}}
+        self.results: dict = {"inputs": {}, "ingest": {}, "rollup": {}, "bill": {}, "s3": {}}
         self.commands: list[str] = []
 
     def meter(self, *args) -> list:
@@ -328,6 +337,63 @@ class Bench:
             **{t: strip(v) for t, v in runs.items()},
         }
 
+    def object_storage(self, name: str, inp: dict) -> None:
+        """The whole-tree ingest and the rollup with the input and the lake on S3.
+
+        The server serves a folder: the input is hard-linked into its bucket,
+        so what differs from the disk runs is the S3 protocol (listing, ranged
+        GETs in 1 MiB blocks, multipart uploads, the commit records and the
+        lease), not the bytes.
+        """
+        root = self.work / "s3"
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        server = subprocess.Popen([self.a.s3_server, root], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            env = {}
+            for line in server.stdout:
+                line = line.strip()
+                if not line:
+                    break
+                k, _, v = line.partition("=")
+                env[k] = v
+            bucket = env.pop("bucket")
+            data = root / bucket
+            src = inp["root"] / "full"
+            for f in sorted(src.rglob("*")):
+                if f.is_file():
+                    (data / "input" / f.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
+                    os.link(f, data / "input" / f.relative_to(src))
+            url = f"s3://{bucket}"
+            ingest = self.meter("ingest", "--input", f"{url}/input", "--lake", f"{url}/lake")
+            rollup = self.meter("rollup", "--lake", f"{url}/lake", "--month", MONTH, "--pricing", REPO / "pricing.toml")
+            want = self.results["rollup"][name]
+            runs: dict = {"ingest": [], "rollup": []}
+            for i in range(self.a.runs):
+                shutil.rmtree(data / "lake", ignore_errors=True)
+                self.note(ingest)
+                r = timed(ingest, env=env)
+                report = json.loads(sorted((data / "lake" / "_runs").glob("*.json"))[-1].read_text())
+                for table, t in inp["totals"]["tables"].items():
+                    got = report["tables"].get(table, {"rows": 0})["rows"]
+                    if got != t["rows"]:
+                        raise Failed(f"meter ingest on S3: {table} rows {got}, sample wrote {t['rows']}")
+                runs["ingest"].append(r)
+                self.note(rollup)
+                r = timed(rollup, ok_codes=(0, 1), env=env)
+                reports = [json.loads(p.read_text()) for p in (data / "lake" / "_runs").glob("*.json")]
+                mine = max((x for x in reports if x.get("job") == "rollup"), key=lambda x: x["started_at"])
+                if Decimal(str(mine["cost"])) != Decimal(want["cost"]) or \
+                        mine["events_priced"] + mine["events_unpriced"] != want["events"]:
+                    raise Failed(f"rollup on S3: cost {mine['cost']}, local {want['cost']}")
+                runs["rollup"].append(r)
+                log(f"S3 {name} run {i + 1}: ingest {runs['ingest'][-1]['wall']:.2f} s, rollup {r['wall']:.2f} s")
+            self.results["s3"][name] = {k: strip(v) for k, v in runs.items()}
+        finally:
+            server.stdin.close()
+            server.wait(timeout=30)
+            shutil.rmtree(root, ignore_errors=True)
+
     def bill(self) -> None:
         n = self.a.bill_customers
         # One day of usage for every VM: the month's invoices need every
@@ -382,6 +448,8 @@ class Bench:
             self.ingest(name, inp)
             self.save()
             self.rollup(name, inp)
+            if name == "1x":
+                self.object_storage(name, inp)
             # The lake is only the rollup's input: free the disk for the next size.
             shutil.rmtree(inp["root"] / "lake", ignore_errors=True)
             self.save()
@@ -497,6 +565,20 @@ def write_report(a, py: Path, res: dict, commands: list[str]) -> None:
     w(f"| {b['customers']:,} | {b['invoices']:,} | {median(b['meter'], 'wall'):.2f} | "
       f"{median(b['meter'], 'cpu'):.2f} | {median(b['meter'], 'rss_kib') / 1024:,.0f} |")
     w("")
+    if res.get("s3"):
+        w("## Object storage\n")
+        w("`--input` and `--lake` on S3: the tests' S3-protocol server (s3s over a folder, `examples/s3-server.rs`) "
+          "on 127.0.0.1, on the same 2 cores, serving the same files. Same checks as on disk: every table's rows, "
+          "and the rollup's events and exact cost.\n")
+        w("| input | job | disk wall s | S3 wall s | S3 CPU s | disk peak RSS MiB | S3 peak RSS MiB | S3 vs disk |")
+        w("|---|---|---:|---:|---:|---:|---:|---:|")
+        for name, r in res["s3"].items():
+            disk = {"ingest": res["ingest"][name]["meter/full"], "rollup": res["rollup"][name]["meter"]}
+            for job in ("ingest", "rollup"):
+                dw, sw = median(disk[job], "wall"), median(r[job], "wall")
+                w(f"| {name} | {job} | {dw:.2f} | {sw:.2f} | {median(r[job], 'cpu'):.2f} | "
+                  f"{median(disk[job], 'rss_kib') / 1024:,.0f} | {median(r[job], 'rss_kib') / 1024:,.0f} | {sw / dw:.2f}x |")
+        w("")
     w("## Against the targets\n")
     names = list(res["ingest"])
     base, big = names[0], names[-1]
