@@ -81,8 +81,9 @@ pub struct PartWriter {
 
 /// A lake file being written by another writer (polars): write to `file`,
 /// then [`NewFile::finish`] gives the rename that makes it visible at commit.
+/// `file` is buffered: polars' Parquet writer writes a byte at a time.
 pub struct NewFile {
-    pub file: File,
+    pub file: std::io::BufWriter<File>,
     /// The local file written, for messages.
     pub path: PathBuf,
     target: Target,
@@ -90,7 +91,12 @@ pub struct NewFile {
 
 impl NewFile {
     pub fn finish(self) -> Result<(PathBuf, PathBuf)> {
-        drop(self.file);
+        let file = self
+            .file
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .write_ctx(&self.path)?;
+        drop(file);
         self.target.finish()
     }
 }
@@ -739,10 +745,18 @@ impl Lake {
     pub fn parquet_files_of(&self, dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
         let mut present: std::collections::HashMap<PathBuf, std::collections::BTreeSet<String>> =
             std::collections::HashMap::new();
+        // A folder asked for alone is listed directly: listing its parent
+        // first would cost a request more.
+        let mut siblings: std::collections::HashMap<&Path, usize> =
+            std::collections::HashMap::new();
+        for dir in dirs {
+            *siblings.entry(dir.parent().unwrap_or(dir)).or_default() += 1;
+        }
         let mut out = Vec::new();
         for dir in dirs {
             if let (Backend::Remote(_), Some(parent), Some(name)) =
                 (&self.backend, dir.parent(), dir.file_name())
+                && siblings[parent] > 2
             {
                 if !present.contains_key(parent) {
                     let names = self.dirs_in(parent)?.into_iter().collect();
@@ -878,8 +892,7 @@ impl Lake {
         name: &str,
         schema: arrow::datatypes::SchemaRef,
     ) -> Result<PartWriter> {
-        let NewFile { file, path, target } = self.new_file(dir, name)?;
-        let tmp = path;
+        let (file, tmp, target) = self.new_target(dir, name)?;
         let writer =
             ArrowWriter::try_new(file, schema, Some(writer_props())).map_err(|source| {
                 Error::Parquet {
@@ -898,6 +911,17 @@ impl Lake {
     /// Starts a new file `<dir>/<name>.parquet` for another writer,
     /// written aside until the run commits.
     pub fn new_file(&self, dir: &Path, name: &str) -> Result<NewFile> {
+        let (file, path, target) = self.new_target(dir, name)?;
+        Ok(NewFile {
+            file: std::io::BufWriter::with_capacity(1 << 20, file),
+            path,
+            target,
+        })
+    }
+
+    /// The file a new lake file `<dir>/<name>.parquet` is written to, its
+    /// path, and where it goes at commit.
+    fn new_target(&self, dir: &Path, name: &str) -> Result<(File, PathBuf, Target)> {
         let final_path = dir.join(format!("{name}.parquet"));
         let (local, upload) = match &self.backend {
             Backend::Local { .. } => {
@@ -915,15 +939,12 @@ impl Lake {
             }
         };
         let file = File::create(&local).write_ctx(&local)?;
-        Ok(NewFile {
-            file,
-            path: local.clone(),
-            target: Target {
-                local,
-                final_path,
-                upload,
-            },
-        })
+        let target = Target {
+            local: local.clone(),
+            final_path,
+            upload,
+        };
+        Ok((file, local, target))
     }
 
     /// A lake file's bytes, whole, for a reader that wants them at once

@@ -6,7 +6,7 @@
 pub mod aggregate;
 pub mod priced;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use chrono::{Datelike, NaiveDate};
@@ -157,15 +157,36 @@ pub fn run_on(
     // A day whose raw events are all gone (removed by `meter retention`)
     // keeps its aggregates: rolling it up again would replace them with
     // nothing.
+    // The partition folders are listed once per table, not once per day
+    // (in object storage every listing is a request). A folder in object
+    // storage exists only while an object is in it; a local one may be
+    // empty, so only there are its files looked at.
+    let has_files = |rel: &str, dates: &BTreeSet<NaiveDate>, date: NaiveDate| -> Result<bool> {
+        Ok(dates.contains(&date)
+            && (!lake.is_local() || !lake.parquet_files(&lake.dated_dir(rel, date))?.is_empty()))
+    };
+    let mut raw_dates = Vec::new();
+    for table in Table::EVENTS {
+        raw_dates.push((
+            table.name(),
+            lake.dates_under(table.name())?.into_iter().collect(),
+        ));
+    }
+    let mut daily_dates = Vec::new();
+    for spec in SPECS {
+        let rel = format!("daily/{}", spec.table.name());
+        let dates = lake.dates_under(&rel)?.into_iter().collect();
+        daily_dates.push((rel, dates));
+    }
     let mut kept = Vec::new();
     for &date in &days {
         let mut raw = false;
-        for table in Table::EVENTS {
-            raw |= !lake.partition_files(table, date)?.is_empty();
+        for (rel, dates) in &raw_dates {
+            raw |= has_files(rel, dates, date)?;
         }
         let mut aggregated = false;
-        for spec in SPECS {
-            aggregated |= !lake.parquet_files(&spec.daily_dir(lake, date))?.is_empty();
+        for (rel, dates) in &daily_dates {
+            aggregated |= has_files(rel, dates, date)?;
         }
         if !raw && aggregated {
             kept.push(date);
