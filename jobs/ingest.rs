@@ -2,6 +2,7 @@
 
 use chrono::NaiveDate;
 use meter::ingest::{self, IngestOptions};
+use meter::model::shard::Shard;
 use std::path::PathBuf;
 
 use crate::settings::{self, settings};
@@ -36,6 +37,13 @@ pub struct IngestArgs {
     /// someone looks at the rejects table.
     #[arg(long, value_name = "R", default_value_t = 0.01)]
     pub max_reject_rate: f64,
+    /// Ingest only shard I of N (I from 0): the VMs whose id hashes to I
+    /// (xxh3_64 of the id, mod N). N processes, one per shard, on one
+    /// machine or many, together ingest exactly what one process would;
+    /// they run side by side, each committing on its own. In a Kubernetes
+    /// Indexed Job: --shard $(JOB_COMPLETION_INDEX)/N.
+    #[arg(long, value_name = "I/N", env = "METER_SHARD")]
+    pub shard: Option<Shard>,
     /// Print the full run report (JSON) on stdout.
     #[arg(long)]
     pub json: bool,
@@ -52,6 +60,7 @@ pub fn run(args: IngestArgs) -> Outcome {
         until: args.until,
         rebuild: args.rebuild,
         max_reject_rate: args.max_reject_rate,
+        shard: args.shard.unwrap_or(Shard::ALL),
     };
     conclude(ingest::run(&ctx, &opts), &opts.lake, args.json)
 }

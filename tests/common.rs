@@ -48,6 +48,7 @@ pub fn options(input: &Path, lake: &Path) -> IngestOptions {
         until: None,
         rebuild: false,
         max_reject_rate: 0.01,
+        shard: meter::model::shard::Shard::ALL,
     }
 }
 

@@ -20,5 +20,6 @@ mod s3;
 mod s3_input;
 mod s3_lake;
 mod s3_server;
+mod shard;
 mod stripe;
 mod stripe_server;

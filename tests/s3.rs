@@ -8,6 +8,7 @@
 
 use meter::Error;
 use meter::lake::store::Store;
+use meter::model::shard::Shard;
 
 use crate::s3_server::{S3Server, start_s3_server};
 
@@ -181,7 +182,15 @@ fn a_lease_on_an_s3_lake_excludes_takes_over_and_fences() {
     let ttl = Duration::from_secs(60);
     let margin = Duration::from_secs(10);
 
-    let stalled = Lease::acquire(&store, "run-a", "compact", Mode::Exclusive, ttl, &clock).unwrap();
+    let stalled = Lease::acquire(
+        &store,
+        "run-a",
+        "compact",
+        (Mode::Exclusive, Shard::ALL),
+        ttl,
+        &clock,
+    )
+    .unwrap();
     assert_eq!(stalled.fence(&clock, margin).unwrap(), 1);
     assert!(
         tmp.path()
@@ -191,7 +200,8 @@ fn a_lease_on_an_s3_lake_excludes_takes_over_and_fences() {
             .is_file()
     );
     for mode in [Mode::Exclusive, Mode::Shared] {
-        let err = Lease::acquire(&store, "run-b", "erase", mode, ttl, &clock).unwrap_err();
+        let err =
+            Lease::acquire(&store, "run-b", "erase", (mode, Shard::ALL), ttl, &clock).unwrap_err();
         assert!(
             matches!(&err, Error::Locked { holder, .. } if holder.contains("run-a")),
             "{err}"
@@ -200,7 +210,15 @@ fn a_lease_on_an_s3_lake_excludes_takes_over_and_fences() {
 
     // The holder stalls past its expiry; another job takes the lake over.
     clock.advance(chrono::Duration::seconds(61));
-    let erase = Lease::acquire(&store, "run-b", "erase", Mode::Exclusive, ttl, &clock).unwrap();
+    let erase = Lease::acquire(
+        &store,
+        "run-b",
+        "erase",
+        (Mode::Exclusive, Shard::ALL),
+        ttl,
+        &clock,
+    )
+    .unwrap();
     assert_eq!(erase.holder().generation, 2);
     let err = stalled.fence(&clock, margin).unwrap_err();
     assert!(err.to_string().contains("was lost"), "{err}");
@@ -222,7 +240,14 @@ fn a_lease_on_an_s3_lake_excludes_takes_over_and_fences() {
                 s.spawn(move || {
                     barrier.wait();
                     let id = format!("run-{i}");
-                    match Lease::acquire(store, &id, "erase", Mode::Exclusive, ttl, clock) {
+                    match Lease::acquire(
+                        store,
+                        &id,
+                        "erase",
+                        (Mode::Exclusive, Shard::ALL),
+                        ttl,
+                        clock,
+                    ) {
                         Ok(lease) => {
                             std::mem::forget(lease);
                             true

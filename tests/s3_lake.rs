@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::{Command, ExitStatus};
 
 use chrono::NaiveDate;
+use meter::model::shard::Shard;
 use meter::sample::SampleOptions;
 
 use crate::common::repo;
@@ -227,7 +228,7 @@ fn exclusive_jobs_on_one_s3_lake_exclude_each_other() {
         &store,
         "20261102T030000Z-compact-0001",
         "compact",
-        Mode::Exclusive,
+        (Mode::Exclusive, Shard::ALL),
         std::time::Duration::from_secs(120),
         &clock,
     )

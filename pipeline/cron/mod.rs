@@ -31,6 +31,7 @@ use crate::model::ctx::Ctx;
 use crate::model::error::{Error, Result};
 use crate::model::pricing::Pricing;
 use crate::model::report::StageReport;
+use crate::model::shard::Shard;
 use crate::read::silent;
 use crate::rollup::{self, Period, RollupOptions};
 
@@ -404,6 +405,7 @@ pub fn rerun(ctx: &Ctx, paths: &Paths, month: NaiveDate) -> Result<JobReport> {
         until: Some(last),
         rebuild: true,
         max_reject_rate: MAX_REJECT_RATE,
+        shard: Shard::ALL,
     };
     let ingested = ingest::run_on(&ctx.stage("ingest"), &lake, &ingest_opts)?;
     if ingested.totals.rows + ingested.totals.duplicates == 0 {
@@ -434,6 +436,7 @@ fn ingest_new(
         until: None,
         rebuild: false,
         max_reject_rate,
+        shard: Shard::ALL,
     };
     let ingested = ingest::run_on(&ctx.stage("ingest"), lake, &opts)?;
     report.stages.push(StageRun::of("ingest", &ingested));

@@ -34,6 +34,7 @@ use crate::model::error::{Error, Result};
 use crate::model::ids::{self, EventId};
 use crate::model::redact::redact_and_cut;
 use crate::model::registry::Registry;
+use crate::model::shard::Shard;
 use crate::model::time::Ts;
 use report::{Counts, FileReport, IngestReport};
 use sink::{Rows, Sink};
@@ -53,6 +54,8 @@ pub struct IngestOptions {
     pub rebuild: bool,
     /// Rejects over lines read above which the run needs attention.
     pub max_reject_rate: f64,
+    /// The part of the input this process ingests ([`Shard::ALL`]: all).
+    pub shard: Shard,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -72,8 +75,21 @@ impl DateRange {
 /// `Err` means nothing was committed.
 pub fn run(ctx: &Ctx, opts: &IngestOptions) -> Result<IngestReport> {
     let root = check_options(opts)?;
-    let lake = Lake::open_shared(&opts.lake, &ctx.run_id)?;
+    // Each shard is a run of its own: its files, commit and report.
+    let ctx = &shard_ctx(ctx, opts.shard);
+    let lake = Lake::open_shared(&opts.lake, &ctx.run_id, opts.shard)?;
     ingest_from(ctx, &lake, opts, &root)
+}
+
+/// The context of shard `shard`'s run: the run id ends in `-s<I>of<N>`,
+/// so the shards of one split started in the same second (or under one
+/// pinned clock) never share a file name or a report.
+fn shard_ctx(ctx: &Ctx, shard: Shard) -> Ctx {
+    if shard.is_all() {
+        ctx.clone()
+    } else {
+        ctx.stage(&format!("s{}of{}", shard.index, shard.count))
+    }
 }
 
 /// Checks the options and opens the input (a folder that must exist, or a
@@ -84,6 +100,12 @@ fn check_options(opts: &IngestOptions) -> Result<InputRoot> {
         && s > u
     {
         return Err(Error::Usage(format!("--since {s} is after --until {u}")));
+    }
+    if opts.rebuild && !opts.shard.is_all() {
+        return Err(Error::Usage(format!(
+            "--rebuild replaces whole dates for every VM: it cannot run as shard {} (run it once, without --shard)",
+            opts.shard
+        )));
     }
     if opts.rebuild && (opts.since.is_none() || opts.until.is_none()) {
         return Err(Error::Usage(
@@ -115,7 +137,9 @@ fn ingest_from(
     let started_at = ctx.clock.now();
     // The listing first: a remote input that cannot be listed says so
     // before its customers.csv is looked for.
-    let discovery = root.discover()?;
+    let mut discovery = root.discover()?;
+    discovery.files.retain(|f| opts.shard.owns_vm(&f.vm_id));
+    discovery.ignored.retain(|i| opts.shard.owns_path(&i.path));
     let registry = Arc::new(root.registry()?);
     let range = DateRange {
         since: opts.since,
@@ -270,6 +294,7 @@ fn ingest_from(
         until: opts.until.map(|d| d.to_string()),
         rebuild: opts.rebuild,
         max_reject_rate: opts.max_reject_rate,
+        shard: (!opts.shard.is_all()).then(|| opts.shard.to_string()),
         lines_read,
         totals,
         tables,
@@ -294,7 +319,11 @@ fn ingest_from(
         path: root.location("customers.csv"),
         source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or object"),
     })?;
-    lake.save_registry(&text)?;
+    // Shard 0 keeps it (the shards of a split read the same input): two
+    // processes never write it at once.
+    if opts.shard.owns_path("customers.csv") {
+        lake.save_registry(&text)?;
+    }
     report.finished_at = ctx.clock.now().to_rfc3339();
     let json = serde_json::to_string_pretty(&report).expect("the report serializes");
     lake.write_report(&ctx.run_id, &json)?;

@@ -81,6 +81,9 @@ pub struct IngestReport {
     pub until: Option<String>,
     pub rebuild: bool,
     pub max_reject_rate: f64,
+    /// `I/N` for one shard of a split run (`--shard`); absent for a whole run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
     pub lines_read: u64,
     pub totals: Counts,
     pub tables: BTreeMap<Table, Counts>,

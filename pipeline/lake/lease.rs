@@ -15,7 +15,11 @@
 //!
 //! - **Who excludes whom.** Shared holders (ingests, which may run side by
 //!   side, one per shard) exclude exclusive ones; an exclusive holder
-//!   (erasure, retention, compaction, a rebuild) excludes everyone. A job
+//!   (erasure, retention, compaction, a rebuild) excludes everyone. Shared
+//!   holders of different jobs exclude each other, and two of one job do
+//!   when their shards overlap
+//!   ([`Shard::overlaps`]: the same shard, a split of another size, or the
+//!   whole input), since both would store the rows they share. A job
 //!   refused is [`Error::Locked`], exit 3, naming the holder.
 //! - **Expiry.** Every entry expires `ttl` after it was taken or last
 //!   renewed. A holder renews well before that; an entry past its expiry
@@ -46,6 +50,7 @@ use serde::{Deserialize, Serialize};
 use crate::lake::store::{Conditional, Store, Version};
 use crate::model::ctx::Clock;
 use crate::model::error::{Error, Result};
+use crate::model::shard::Shard;
 
 /// The lease's key in the lake.
 pub const LEASE_KEY: &str = "_lease.json";
@@ -82,6 +87,9 @@ pub struct Holder {
     pub host: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// The part of the input a shared holder works on; none: all of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
 }
 
 impl Holder {
@@ -125,10 +133,14 @@ impl State {
         self.holders.iter().filter(move |h| h.holds(now))
     }
 
-    /// A live holder that keeps `mode` out, if any.
-    fn blocker(&self, mode: Mode, now: DateTime<Utc>) -> Option<&Holder> {
-        self.live(now)
-            .find(|h| mode == Mode::Exclusive || h.mode == Mode::Exclusive)
+    /// A live holder that keeps `job` in `mode` on `shard` out, if any.
+    fn blocker(&self, job: &str, mode: Mode, shard: Shard, now: DateTime<Utc>) -> Option<&Holder> {
+        self.live(now).find(|h| {
+            mode == Mode::Exclusive
+                || h.mode == Mode::Exclusive
+                || h.job != job
+                || h.shard.unwrap_or(Shard::ALL).overlaps(&shard)
+        })
     }
 
     /// `holder`'s live entry under its generation, if it still holds.
@@ -147,13 +159,14 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// Takes the lease of the lake in `store` for `mode`, for `ttl`, or is
-    /// refused with [`Error::Locked`] naming a live holder that keeps it out.
+    /// Takes the lease of the lake in `store` for `mode` (a shared one on
+    /// `shard`), for `ttl`, or is refused with [`Error::Locked`] naming a
+    /// live holder that keeps it out.
     pub fn acquire(
         store: &Arc<Store>,
         id: &str,
         job: &str,
-        mode: Mode,
+        (mode, shard): (Mode, Shard),
         ttl: Duration,
         clock: &dyn Clock,
     ) -> Result<Lease> {
@@ -161,7 +174,7 @@ impl Lease {
         let mut granted = None;
         change(store, |state| {
             let now = clock.now();
-            if let Some(blocker) = state.blocker(mode, now) {
+            if let Some(blocker) = state.blocker(job, mode, shard, now) {
                 return Err(locked(store, blocker));
             }
             state.holders.retain(|h| h.holds(now));
@@ -174,6 +187,7 @@ impl Lease {
                 expires_at: now + ttl_chrono,
                 host: Some(this_host()),
                 pid: Some(std::process::id()),
+                shard: (!shard.is_all()).then_some(shard),
             };
             state.holders.push(holder.clone());
             granted = Some(holder);
@@ -356,10 +370,16 @@ fn locked(store: &Store, holder: &Holder) -> Error {
     };
     Error::Locked {
         path: PathBuf::from(store.url()),
-        holder: format!(
-            "{} {} ({mode}, until {})",
-            holder.job, holder.id, holder.expires_at
-        ),
+        holder: match holder.shard {
+            Some(shard) => format!(
+                "{} {} ({mode}, shard {shard}, until {})",
+                holder.job, holder.id, holder.expires_at
+            ),
+            None => format!(
+                "{} {} ({mode}, until {})",
+                holder.job, holder.id, holder.expires_at
+            ),
+        },
     }
 }
 
@@ -398,7 +418,7 @@ mod tests {
     const MARGIN: Duration = Duration::from_secs(10);
 
     fn take(store: &Arc<Store>, id: &str, mode: Mode, clock: &ManualClock) -> Result<Lease> {
-        Lease::acquire(store, id, id, mode, TTL, clock)
+        Lease::acquire(store, id, id, (mode, Shard::ALL), TTL, clock)
     }
 
     fn state(store: &Store) -> State {
@@ -429,8 +449,12 @@ mod tests {
     fn shared_holders_run_side_by_side_and_keep_exclusive_jobs_out() {
         let store = Arc::new(Store::in_memory().unwrap());
         let clock = clock();
-        let a = take(&store, "ingest-0", Mode::Shared, &clock).unwrap();
-        let b = take(&store, "ingest-1", Mode::Shared, &clock).unwrap();
+        let shared = |id: &str, index| {
+            let shard = Shard { index, count: 2 };
+            Lease::acquire(&store, id, "ingest", (Mode::Shared, shard), TTL, &clock)
+        };
+        let a = shared("ingest-0", 0).unwrap();
+        let b = shared("ingest-1", 1).unwrap();
         assert_eq!((a.holder().generation, b.holder().generation), (1, 2));
         let err = take(&store, "erase", Mode::Exclusive, &clock).unwrap_err();
         assert!(matches!(err, Error::Locked { .. }), "{err}");
@@ -440,6 +464,39 @@ mod tests {
         b.release().unwrap();
         assert!(state(&store).holders.is_empty());
         take(&store, "erase", Mode::Exclusive, &clock).unwrap();
+    }
+
+    #[test]
+    fn shards_of_one_split_run_side_by_side_and_overlapping_ones_are_refused() {
+        let store = Arc::new(Store::in_memory().unwrap());
+        let clock = clock();
+        let shard = |i, n| Shard { index: i, count: n };
+        let ingest = |id: &str, s: Shard| {
+            Lease::acquire(&store, id, "ingest", (Mode::Shared, s), TTL, &clock)
+        };
+        let a = ingest("a", shard(0, 2)).unwrap();
+        let b = ingest("b", shard(1, 2)).unwrap();
+        for (id, s) in [("c", shard(1, 2)), ("d", shard(0, 4)), ("e", Shard::ALL)] {
+            let err = ingest(id, s).unwrap_err();
+            assert!(matches!(err, Error::Locked { .. }), "{id}: {err}");
+            assert!(err.to_string().contains("ingest"), "{err}");
+        }
+        // Another job's shared holder is another kind of work: refused too.
+        let other = Lease::acquire(
+            &store,
+            "r",
+            "rollup",
+            (Mode::Shared, shard(1, 2)),
+            TTL,
+            &clock,
+        );
+        assert!(other.is_err());
+        b.release().unwrap();
+        let c = ingest("c", shard(1, 2)).unwrap();
+        assert_eq!(state(&store).holders[1].shard, Some(shard(1, 2)));
+        a.release().unwrap();
+        c.release().unwrap();
+        ingest("e", Shard::ALL).unwrap();
     }
 
     #[test]
@@ -519,7 +576,14 @@ mod tests {
                     s.spawn(move || {
                         let id = format!("job-{i}");
                         start.wait();
-                        match Lease::acquire(store, &id, "erase", Mode::Exclusive, TTL, clock) {
+                        match Lease::acquire(
+                            store,
+                            &id,
+                            "erase",
+                            (Mode::Exclusive, Shard::ALL),
+                            TTL,
+                            clock,
+                        ) {
                             Ok(lease) => {
                                 // Hold it, so that nobody after us wins.
                                 std::mem::forget(lease);
@@ -549,7 +613,8 @@ mod tests {
                 // write below.
                 std::mem::forget(take(&store, "other", Mode::Exclusive, &clock).unwrap());
             }
-            if let Some(blocker) = state.blocker(Mode::Exclusive, clock.now()) {
+            if let Some(blocker) = state.blocker("erase", Mode::Exclusive, Shard::ALL, clock.now())
+            {
                 return Err(locked(&store, blocker));
             }
             state.generation += 1;

@@ -48,6 +48,7 @@ use crate::lake::remote::{Remote, RemoteObject};
 use crate::lake::tables::Table;
 use crate::model::error::{Error, IoContext, Result};
 use crate::model::ids::{IdSet, parse_id_hex};
+use crate::model::shard::Shard;
 
 pub const LAYOUT_VERSION: u32 = 1;
 
@@ -66,7 +67,11 @@ pub struct Lake {
 }
 
 enum Backend {
-    Local { _lock: Option<File> },
+    /// `_lock`, and for a shared holder its shard's lock file.
+    Local {
+        _lock: Option<File>,
+        _scope: Option<File>,
+    },
     Remote(Remote),
 }
 
@@ -165,20 +170,22 @@ impl Lake {
     /// Opens (creating if needed) the lake at `root` and takes it for this
     /// job alone: its file lock, or in object storage its lease, exclusive.
     pub fn open(root: &Path, run_id: &str) -> Result<Lake> {
-        Lake::open_as(root, run_id, Mode::Exclusive)
+        Lake::open_as(root, run_id, (Mode::Exclusive, Shard::ALL))
     }
 
-    /// Opens the lake for a job that may run beside others of its kind (an
-    /// ingest): in object storage a shared lease, which exclusive jobs
-    /// (erasure, retention, compaction, rebuilds) respect. A local folder
-    /// has one lock, for every job.
-    pub fn open_shared(root: &Path, run_id: &str) -> Result<Lake> {
-        Lake::open_as(root, run_id, Mode::Shared)
+    /// Opens the lake for an ingest of `shard` of the input, beside the
+    /// ingests of the other shards of its split: in object storage a shared
+    /// lease, in a local folder a shared lock on `_lock` and an exclusive one
+    /// on `_locks/ingest-<I>-of-<N>.lock`. Exclusive jobs (erasure,
+    /// retention, compaction, rebuilds) respect both; an ingest whose shard
+    /// overlaps a running one's ([`Shard::overlaps`]) is refused.
+    pub fn open_shared(root: &Path, run_id: &str, shard: Shard) -> Result<Lake> {
+        Lake::open_as(root, run_id, (Mode::Shared, shard))
     }
 
-    fn open_as(root: &Path, run_id: &str, mode: Mode) -> Result<Lake> {
+    fn open_as(root: &Path, run_id: &str, claim: (Mode, Shard)) -> Result<Lake> {
         if remote::is_remote(root) {
-            let remote = Remote::open(&root.to_string_lossy(), run_id, mode)?;
+            let remote = Remote::open(&root.to_string_lossy(), run_id, claim)?;
             let lake = Lake {
                 root: root.to_path_buf(),
                 backend: Backend::Remote(remote),
@@ -196,17 +203,16 @@ impl Lake {
             .write(true)
             .open(&lock_path)
             .write_ctx(&lock_path)?;
-        match lock.try_lock() {
+        let taken = match claim.0 {
+            Mode::Exclusive => lock.try_lock(),
+            Mode::Shared => lock.try_lock_shared(),
+        };
+        match taken {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
-                let holder = fs::read_to_string(&lock_path).unwrap_or_default();
                 return Err(Error::Locked {
                     path: root.to_path_buf(),
-                    holder: if holder.trim().is_empty() {
-                        "unknown".into()
-                    } else {
-                        holder.trim().to_string()
-                    },
+                    holder: local_holder(root, &lock_path),
                 });
             }
             Err(fs::TryLockError::Error(e)) => {
@@ -216,16 +222,27 @@ impl Lake {
                 });
             }
         }
-        lock.set_len(0).write_ctx(&lock_path)?;
-        (&lock)
-            .write_all(format!("run {run_id}, pid {}", std::process::id()).as_bytes())
-            .write_ctx(&lock_path)?;
+        let me = format!("run {run_id}, pid {}", std::process::id());
+        let (scope, live) = match claim.0 {
+            Mode::Exclusive => {
+                lock.set_len(0).write_ctx(&lock_path)?;
+                (&lock).write_all(me.as_bytes()).write_ctx(&lock_path)?;
+                (None, Vec::new())
+            }
+            Mode::Shared => {
+                let (file, live) = local_shard_lock(root, claim.1, &me)?;
+                (Some(file), live)
+            }
+        };
         let lake = Lake {
             root: root.to_path_buf(),
-            backend: Backend::Local { _lock: Some(lock) },
+            backend: Backend::Local {
+                _lock: Some(lock),
+                _scope: scope,
+            },
         };
         lake.check_layout()?;
-        lake.recover()?;
+        lake.recover(&live)?;
         Ok(lake)
     }
 
@@ -276,7 +293,10 @@ impl Lake {
         let root = &remote::local_root(root);
         let lake = Lake {
             root: root.to_path_buf(),
-            backend: Backend::Local { _lock: None },
+            backend: Backend::Local {
+                _lock: None,
+                _scope: None,
+            },
         };
         lake.check_layout()?;
         if let Ok(entries) = fs::read_dir(root.join("_runs"))
@@ -626,23 +646,30 @@ impl Lake {
     /// Finishes commits that a previous run started, and removes temporary
     /// files that a crashed run left behind (a local folder; see remote.rs
     /// for object storage).
-    fn recover(&self) -> Result<()> {
+    fn recover(&self, live: &[String]) -> Result<()> {
+        let of_live = |name: &str| live.iter().any(|id| name.contains(&format!("part-{id}-")));
         let runs = self.root.join("_runs");
         if let Ok(entries) = fs::read_dir(&runs) {
             for entry in entries.flatten() {
                 let path = entry.path();
-                if path.to_string_lossy().ends_with(".commit.json") {
-                    let text = fs::read_to_string(&path).read_ctx(&path)?;
-                    let commit: Commit = serde_json::from_str(&text).map_err(|e| Error::Lake {
-                        path: path.clone(),
-                        message: format!("unreadable commit journal: {e}"),
-                    })?;
-                    apply(&commit)?;
-                    fs::remove_file(&path).write_ctx(&path)?;
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                let Some(run) = name.strip_suffix(".commit.json") else {
+                    continue;
+                };
+                // Another shard's commit, under way.
+                if live.iter().any(|id| id == run) {
+                    continue;
                 }
+                let text = fs::read_to_string(&path).read_ctx(&path)?;
+                let commit: Commit = serde_json::from_str(&text).map_err(|e| Error::Lake {
+                    path: path.clone(),
+                    message: format!("unreadable commit journal: {e}"),
+                })?;
+                apply(&commit)?;
+                fs::remove_file(&path).write_ctx(&path)?;
             }
         }
-        remove_tmp_files(&self.root)?;
+        remove_tmp_files(&self.root, &of_live)?;
         // An erasure record written before its commit, which never came.
         let records = self.root.join("_erasures");
         if let Ok(entries) = fs::read_dir(&records) {
@@ -1224,19 +1251,120 @@ fn project<T: parquet::file::reader::ChunkReader + 'static>(
 }
 
 /// Removes `*.parquet.tmp` files left below `dir` by a run that crashed.
-fn remove_tmp_files(dir: &Path) -> Result<()> {
+fn remove_tmp_files(dir: &Path, keep: &dyn Fn(&str) -> bool) -> Result<()> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Ok(());
     };
     for entry in entries.flatten() {
         let path = entry.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
         if path.is_dir() {
-            remove_tmp_files(&path)?;
-        } else if path.to_string_lossy().ends_with(".parquet.tmp") {
+            remove_tmp_files(&path, keep)?;
+        } else if name.ends_with(".parquet.tmp") && !keep(&name) {
             fs::remove_file(&path).write_ctx(&path)?;
         }
     }
     Ok(())
+}
+
+/// The folder of a local lake's shard locks.
+const LOCKS_DIR: &str = "_locks";
+
+/// Who holds the lock of the local lake at `root`: the exclusive holder
+/// `_lock` names, else the ingests that hold shard locks.
+fn local_holder(root: &Path, lock_path: &Path) -> String {
+    let mut shards = Vec::new();
+    if let Ok(entries) = fs::read_dir(root.join(LOCKS_DIR)) {
+        for path in entries.flatten().map(|e| e.path()) {
+            if let Some(shard) = shard_of_lock(&path)
+                && let Ok(file) = File::open(&path)
+                && matches!(file.try_lock_shared(), Err(fs::TryLockError::WouldBlock))
+            {
+                let text = fs::read_to_string(&path).unwrap_or_default();
+                shards.push(format!("ingest shard {shard} ({})", text.trim()));
+            }
+        }
+    }
+    if !shards.is_empty() {
+        shards.sort();
+        return shards.join("; ");
+    }
+    match fs::read_to_string(lock_path) {
+        Ok(text) if !text.trim().is_empty() => text.trim().to_string(),
+        _ => "unknown".into(),
+    }
+}
+
+/// The shard a lock file `_locks/ingest-<I>-of-<N>.lock` is for.
+fn shard_of_lock(path: &Path) -> Option<Shard> {
+    let name = path.file_name()?.to_str()?;
+    let (i, n) = name
+        .strip_prefix("ingest-")?
+        .strip_suffix(".lock")?
+        .split_once("-of-")?;
+    format!("{i}/{n}").parse().ok()
+}
+
+/// Takes `_locks/ingest-<I>-of-<N>.lock` for `shard` in the local lake at
+/// `root`, or is refused when a live ingest holds an overlapping shard.
+/// Gives the held file and the run ids of the other live ingests, whose
+/// files and commit journals recovery must leave alone. Every ingest looks
+/// and takes under `_locks/gate`, so a lock file nobody holds was left by
+/// a run that died, and goes.
+fn local_shard_lock(root: &Path, shard: Shard, me: &str) -> Result<(File, Vec<String>)> {
+    let dir = root.join(LOCKS_DIR);
+    fs::create_dir_all(&dir).write_ctx(&dir)?;
+    let gate_path = dir.join("gate");
+    let gate = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&gate_path)
+        .write_ctx(&gate_path)?;
+    gate.lock().write_ctx(&gate_path)?;
+    let mut live = Vec::new();
+    for path in fs::read_dir(&dir)
+        .read_ctx(&dir)?
+        .flatten()
+        .map(|e| e.path())
+    {
+        let Some(other) = shard_of_lock(&path) else {
+            continue;
+        };
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        match file.try_lock() {
+            Ok(()) => {
+                drop(file);
+                fs::remove_file(&path).write_ctx(&path)?;
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                let text = fs::read_to_string(&path).unwrap_or_default();
+                if other.overlaps(&shard) {
+                    return Err(Error::Locked {
+                        path: root.to_path_buf(),
+                        holder: format!("ingest shard {other} ({})", text.trim()),
+                    });
+                }
+                if let Some(run) = text.strip_prefix("run ").and_then(|t| t.split(',').next()) {
+                    live.push(run.to_string());
+                }
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(Error::Write { path, source: e });
+            }
+        }
+    }
+    let path = dir.join(format!("ingest-{}-of-{}.lock", shard.index, shard.count));
+    let mut file = File::create(&path).write_ctx(&path)?;
+    file.try_lock().map_err(|e| Error::Write {
+        path: path.clone(),
+        source: e.into(),
+    })?;
+    file.write_all(me.as_bytes()).write_ctx(&path)?;
+    drop(gate);
+    Ok((file, live))
 }
 
 fn apply(commit: &Commit) -> Result<()> {

@@ -38,6 +38,7 @@ use crate::lake::lease::{self, Lease, Mode};
 use crate::lake::store::{Conditional, RangeReader, Store};
 use crate::model::ctx::SystemClock;
 use crate::model::error::{Error, IoContext, Result};
+use crate::model::shard::Shard;
 
 /// A lease entry lives this long past its last renewal.
 const TTL: Duration = Duration::from_secs(120);
@@ -100,7 +101,7 @@ struct Record {
 impl Remote {
     /// Opens the store at `url` for a job that changes the lake: takes the
     /// lease (`mode`), then finishes or removes what killed runs left.
-    pub fn open(url: &str, run_id: &str, mode: Mode) -> Result<Remote> {
+    pub fn open(url: &str, run_id: &str, claim: (Mode, Shard)) -> Result<Remote> {
         let store = Arc::new(Store::open(url)?);
         let job = run_id.split('-').nth(1).unwrap_or("meter");
         // Run ids repeat (a pinned clock, a rerun): what holds the lease,
@@ -109,7 +110,7 @@ impl Remote {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         let run_id = &format!("{run_id}.{:x}{:05x}", std::process::id(), nanos & 0xfffff);
-        let lease = Lease::acquire(&store, run_id, job, mode, TTL, &SystemClock)?;
+        let lease = Lease::acquire(&store, run_id, job, claim, TTL, &SystemClock)?;
         let lease = Arc::new(Mutex::new(Some(lease)));
         let lost = Arc::new(AtomicBool::new(false));
         let (stop, stopped) = mpsc::channel::<()>();
@@ -319,17 +320,23 @@ pub struct RemoteObject {
     store: Arc<Store>,
     key: String,
     len: u64,
-    /// The last block fetched, and where it starts: the Parquet reader asks
-    /// for many small ranges (the footer's length, then the footer, then
-    /// each column chunk), most of them next to the one before.
-    block: Mutex<Option<(u64, Bytes)>>,
+    /// The blocks fetched last, by index (block `i` is the bytes
+    /// `i * READ_BLOCK ..`), most recent last. The Parquet reader reads the
+    /// pages of all the columns it decodes in turn, so the page of each
+    /// column is in another block: one block would be fetched again for
+    /// every page.
+    blocks: Mutex<std::collections::VecDeque<(u64, Bytes)>>,
 }
 
-/// The least a ranged GET of a [`RemoteObject`] fetches: an object up to
-/// this size is read in one request, a larger one in blocks of it around
-/// what the reader asks for. Bounds what one open object holds in memory
-/// (besides what the reader asked for at once).
+/// The size of the aligned blocks a [`RemoteObject`] is fetched in: an
+/// object up to this size is read in one request.
 pub const READ_BLOCK: u64 = 1 << 20;
+
+/// The most blocks an open [`RemoteObject`] keeps: an object up to this
+/// many blocks is fetched at most once, and memory stays bounded for any
+/// size (a reader decoding more columns than this, of a larger object,
+/// fetches some blocks again).
+pub const CACHED_BLOCKS: usize = 24;
 
 impl RemoteObject {
     pub fn open(store: &Arc<Store>, key: &str) -> Result<RemoteObject> {
@@ -343,31 +350,11 @@ impl RemoteObject {
             store: store.clone(),
             key: key.to_string(),
             len,
-            block: Mutex::new(None),
+            blocks: Mutex::new(std::collections::VecDeque::new()),
         })
     }
 
-    fn range(&self, start: u64, len: u64) -> parquet::errors::Result<Bytes> {
-        let end = (start + len).min(self.len);
-        if start >= end {
-            return Ok(Bytes::new());
-        }
-        let mut block = self.block.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, bytes)) = block.as_ref()
-            && *at <= start
-            && end <= at + bytes.len() as u64
-        {
-            return Ok(bytes.slice((start - at) as usize..(end - at) as usize));
-        }
-        // A block around the request: a read near the end (the footer)
-        // takes the block before it, any other the block from it on.
-        let (from, to) = if end - start >= READ_BLOCK {
-            (start, end)
-        } else if end == self.len {
-            (self.len.saturating_sub(READ_BLOCK).min(start), end)
-        } else {
-            (start, (start + READ_BLOCK).min(self.len))
-        };
+    fn fetch(&self, from: u64, to: u64) -> parquet::errors::Result<Bytes> {
         let bytes = self
             .store
             .get_range(&self.key, from..to)
@@ -382,9 +369,71 @@ impl RemoteObject {
                 .into(),
             ));
         }
-        let slice = bytes.slice((start - from) as usize..(end - from) as usize);
-        *block = Some((from, bytes));
-        Ok(slice)
+        Ok(bytes)
+    }
+
+    /// Blocks `first..=last`, fetching the missing ones (in one request).
+    fn blocks(&self, first: u64, last: u64) -> parquet::errors::Result<Vec<Bytes>> {
+        let mut cache = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
+        let cached = |cache: &std::collections::VecDeque<(u64, Bytes)>, i: u64| {
+            cache
+                .iter()
+                .find(|(at, _)| *at == i)
+                .map(|(_, b)| b.clone())
+        };
+        let missing: Vec<u64> = (first..=last)
+            .filter(|&i| cached(&cache, i).is_none())
+            .collect();
+        if let (Some(&lo), Some(&hi)) = (missing.first(), missing.last()) {
+            let from = lo * READ_BLOCK;
+            let to = ((hi + 1) * READ_BLOCK).min(self.len);
+            let bytes = self.fetch(from, to)?;
+            for i in lo..=hi {
+                if cached(&cache, i).is_some() {
+                    continue;
+                }
+                let a = ((i - lo) * READ_BLOCK) as usize;
+                let b = (((i - lo + 1) * READ_BLOCK) as usize).min(bytes.len());
+                cache.push_back((i, bytes.slice(a..b)));
+            }
+        }
+        let out = (first..=last)
+            .map(|i| cached(&cache, i).expect("fetched above"))
+            .collect();
+        // The blocks just used go last; the oldest beyond the bound go.
+        for i in first..=last {
+            if let Some(pos) = cache.iter().position(|(at, _)| *at == i) {
+                let entry = cache.remove(pos).expect("found");
+                cache.push_back(entry);
+            }
+        }
+        while cache.len() > CACHED_BLOCKS.max((last - first + 1) as usize) {
+            cache.pop_front();
+        }
+        Ok(out)
+    }
+
+    /// Bytes `start..start + len` (fewer at the end of the object).
+    fn range(&self, start: u64, len: u64) -> parquet::errors::Result<Bytes> {
+        let end = (start + len).min(self.len);
+        if start >= end {
+            return Ok(Bytes::new());
+        }
+        // A large read (a whole column chunk) goes straight through.
+        if end - start > 2 * READ_BLOCK {
+            return self.fetch(start, end);
+        }
+        let (first, last) = (start / READ_BLOCK, (end - 1) / READ_BLOCK);
+        let blocks = self.blocks(first, last)?;
+        let base = first * READ_BLOCK;
+        if blocks.len() == 1 {
+            return Ok(blocks[0].slice((start - base) as usize..(end - base) as usize));
+        }
+        let mut joined = Vec::with_capacity((end - start) as usize);
+        for b in &blocks {
+            joined.extend_from_slice(b);
+        }
+        Ok(Bytes::from(joined).slice((start - base) as usize..(end - base) as usize))
     }
 }
 
@@ -399,18 +448,98 @@ impl parquet::file::reader::ChunkReader for RemoteObject {
 
     /// What the reader reads page headers through: the block around
     /// `start`, then (rarely) ranged GETs past it.
+    /// The reader asks for a reader at every page header and reads a few
+    /// hundred bytes from it: the rest of the block `start` is in serves it
+    /// (the next block too when few bytes are left), and a header that runs
+    /// further goes on in block-sized ranged GETs.
     fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
         use bytes::Buf as _;
         use std::io::Read as _;
-        let head = self.range(start, (self.len.saturating_sub(start)).min(READ_BLOCK))?;
+        const AT_LEAST: u64 = 64 << 10;
+        let block_end = (start / READ_BLOCK + 1) * READ_BLOCK;
+        let want = if block_end - start < AT_LEAST {
+            block_end + READ_BLOCK - start
+        } else {
+            block_end - start
+        };
+        let head = self.range(start, want)?;
         let rest = self
             .store
             .reader(&self.key, self.len)
+            .with_range_size(READ_BLOCK)
             .starting_at(start + head.len() as u64);
         Ok(head.reader().chain(rest))
     }
 
     fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
         self.range(start, length as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::record_batch::RecordBatch;
+    use parquet::arrow::ArrowWriter;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::file::properties::WriterProperties;
+
+    use super::*;
+
+    /// A Parquet file of many small pages in several columns and row
+    /// groups, as the lake's part files have.
+    fn small_pages() -> (Vec<u8>, usize) {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, false),
+            Field::new("b", DataType::Utf8, false),
+            Field::new("c", DataType::Int64, false),
+        ]));
+        let rows = 200_000;
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..rows as i64)),
+                Arc::new(StringArray::from_iter_values(
+                    (0..rows).map(|i| format!("value-{}", i * 7919 % 100_003)),
+                )),
+                Arc::new(Int64Array::from_iter_values(
+                    (0..rows as i64).map(|i| i * i),
+                )),
+            ],
+        )
+        .unwrap();
+        let props = WriterProperties::builder()
+            .set_data_page_size_limit(8 << 10)
+            .set_max_row_group_row_count(Some(50_000))
+            .build();
+        let mut bytes = Vec::new();
+        let mut w = ArrowWriter::try_new(&mut bytes, schema, Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        (bytes, rows)
+    }
+
+    #[test]
+    fn reading_a_file_of_small_pages_fetches_it_about_once() {
+        let (bytes, rows) = small_pages();
+        assert!(bytes.len() as u64 > 3 * READ_BLOCK, "{}", bytes.len());
+        let store = Arc::new(Store::in_memory().unwrap());
+        store.put("t/part.parquet", bytes.clone()).unwrap();
+        let object = RemoteObject::open(&store, "t/part.parquet").unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(object)
+            .unwrap()
+            .build()
+            .unwrap();
+        let read: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+        assert_eq!(read, rows);
+        let fetched = store.ranged_bytes();
+        assert!(
+            fetched < bytes.len() as u64 * 3 / 2,
+            "fetched {fetched} bytes for a file of {}",
+            bytes.len()
+        );
     }
 }

@@ -46,6 +46,8 @@ pub struct Store {
     /// The URL as given, without a trailing slash.
     url: String,
     runtime: Runtime,
+    /// Bytes fetched by ranged GETs so far.
+    ranged_bytes: std::sync::atomic::AtomicU64,
 }
 
 /// The version of an object that a conditional put names: what
@@ -277,6 +279,7 @@ impl Store {
             prefix,
             url,
             runtime,
+            ranged_bytes: Default::default(),
         })
     }
 
@@ -465,7 +468,16 @@ impl Store {
         let location = self.location(key)?;
         self.runtime
             .block_on(self.inner.get_range(&location, range))
+            .inspect(|bytes| {
+                self.ranged_bytes
+                    .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            })
             .map_err(|source| self.error(key, source))
+    }
+
+    /// The bytes fetched by ranged GETs ([`Store::get_range`]) so far.
+    pub fn ranged_bytes(&self) -> u64 {
+        self.ranged_bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Copies `from` to `to` inside the store (server-side: the bytes do

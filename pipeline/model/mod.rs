@@ -11,4 +11,5 @@ pub mod pricing;
 pub mod redact;
 pub mod registry;
 pub mod report;
+pub mod shard;
 pub mod time;

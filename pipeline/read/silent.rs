@@ -220,6 +220,7 @@ mod tests {
                 until: None,
                 rebuild: false,
                 max_reject_rate: 0.01,
+                shard: crate::model::shard::Shard::ALL,
             },
         )
         .unwrap();
