@@ -801,9 +801,9 @@ fn list_folder(
                     continue;
                 }
                 stack.push((entry.path(), folder));
-            } else if key.starts_with(prefix) {
+            } else if let Some(rest) = key.strip_prefix(prefix) {
                 if let Some(d) = delimiter
-                    && let Some(i) = key[prefix.len()..].find(d)
+                    && let Some(i) = rest.find(d)
                 {
                     out.insert(key[..prefix.len() + i + d.len()].to_string(), None);
                     continue;

@@ -309,7 +309,7 @@ fn this_host() -> String {
 }
 
 /// Whether a process with this id runs on this machine.
-fn process_alive(pid: u32) -> bool {
+pub(crate) fn process_alive(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return false;
     };

@@ -70,9 +70,23 @@ enum Backend {
     /// `_lock`, and for a shared holder its shard's lock file.
     Local {
         _lock: Option<File>,
-        _scope: Option<File>,
+        _scope: Option<ShardLock>,
     },
     Remote(Remote),
+}
+
+/// A held `_locks/ingest-<I>-of-<N>.lock`: removed when the run ends (a
+/// file left by a killed run is removed by the next ingest that looks).
+struct ShardLock {
+    file: Option<File>,
+    path: PathBuf,
+}
+
+impl Drop for ShardLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+        drop(self.file.take());
+    }
 }
 
 /// A Parquet file being written; [`PartWriter::finish`] gives the rename
@@ -230,8 +244,8 @@ impl Lake {
                 (None, Vec::new())
             }
             Mode::Shared => {
-                let (file, live) = local_shard_lock(root, claim.1, &me)?;
-                (Some(file), live)
+                let (lock, live) = local_shard_lock(root, claim.1, &me)?;
+                (Some(lock), live)
             }
         };
         let lake = Lake {
@@ -1260,11 +1274,27 @@ fn remove_tmp_files(dir: &Path, keep: &dyn Fn(&str) -> bool) -> Result<()> {
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         if path.is_dir() {
             remove_tmp_files(&path, keep)?;
-        } else if name.ends_with(".parquet.tmp") && !keep(&name) {
+        } else if (name.ends_with(".tmp-write") && !written_by_a_live_process(&name))
+            || (name.ends_with(".parquet.tmp") && !keep(&name))
+        {
             fs::remove_file(&path).write_ctx(&path)?;
         }
     }
     Ok(())
+}
+
+/// Whether `<file>.<pid>-<seq>.tmp-write` (see [`write_atomic`]) is being
+/// written by a process that still runs.
+fn written_by_a_live_process(name: &str) -> bool {
+    let Some(pid) = name
+        .strip_suffix(".tmp-write")
+        .and_then(|n| n.rsplit('.').next())
+        .and_then(|n| n.split('-').next())
+        .and_then(|n| n.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    pid == std::process::id() || crate::lake::lease::process_alive(pid)
 }
 
 /// The folder of a local lake's shard locks.
@@ -1311,7 +1341,7 @@ fn shard_of_lock(path: &Path) -> Option<Shard> {
 /// files and commit journals recovery must leave alone. Every ingest looks
 /// and takes under `_locks/gate`, so a lock file nobody holds was left by
 /// a run that died, and goes.
-fn local_shard_lock(root: &Path, shard: Shard, me: &str) -> Result<(File, Vec<String>)> {
+fn local_shard_lock(root: &Path, shard: Shard, me: &str) -> Result<(ShardLock, Vec<String>)> {
     let dir = root.join(LOCKS_DIR);
     fs::create_dir_all(&dir).write_ctx(&dir)?;
     let gate_path = dir.join("gate");
@@ -1364,7 +1394,11 @@ fn local_shard_lock(root: &Path, shard: Shard, me: &str) -> Result<(File, Vec<St
     })?;
     file.write_all(me.as_bytes()).write_ctx(&path)?;
     drop(gate);
-    Ok((file, live))
+    let lock = ShardLock {
+        file: Some(file),
+        path,
+    };
+    Ok((lock, live))
 }
 
 fn apply(commit: &Commit) -> Result<()> {
@@ -1410,7 +1444,13 @@ pub fn writer_props() -> WriterProperties {
 
 /// Writes a file through a temporary name and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp-write");
+    // Named for this process: the shards of one ingest may write the same
+    // file (a new lake's `_lake.json`) at the same moment.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}-{seq}.tmp-write", std::process::id()));
+    let tmp = path.with_file_name(name);
     let mut f = File::create(&tmp).write_ctx(&tmp)?;
     f.write_all(bytes).write_ctx(&tmp)?;
     f.sync_all().write_ctx(&tmp)?;
