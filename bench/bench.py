@@ -625,7 +625,7 @@ def write_report(a, py: Path, res: dict, commands: list[str]) -> None:
     w("```")
     L.extend(commands)
     w("```\n")
-    w("Reproduce: `just bench` (or `cargo build --release && python3 bench/bench.py`).\n")
+    w("Reproduce: `just bench` (or `cargo build --release && cargo build --release --example s3-server && python3 bench/bench.py`).\n")
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text("\n".join(L))
 
