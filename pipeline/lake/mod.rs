@@ -78,14 +78,14 @@ enum Backend {
 /// A held `_locks/ingest-<I>-of-<N>.lock`: removed when the run ends (a
 /// file left by a killed run is removed by the next ingest that looks).
 struct ShardLock {
-    file: Option<File>,
+    /// Held until the lock is dropped, after its file is removed.
+    _file: File,
     path: PathBuf,
 }
 
 impl Drop for ShardLock {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.path);
-        drop(self.file.take());
     }
 }
 
@@ -1021,6 +1021,26 @@ impl Lake {
         Ok(out)
     }
 
+    /// The dates of `range` whose `<lake>/<rel>/date=YYYY-MM-DD` holds a
+    /// Parquet file, sorted: one listing of `rel` in object storage, where a
+    /// folder exists only while an object is in it; a local folder may be
+    /// empty, so there each dated folder of the range is looked into.
+    pub fn dates_with_files(
+        &self,
+        rel: &str,
+        range: std::ops::RangeInclusive<NaiveDate>,
+    ) -> Result<Vec<NaiveDate>> {
+        let mut out = Vec::new();
+        for date in self.dates_under(rel)? {
+            if range.contains(&date)
+                && (!self.is_local() || !self.parquet_files(&self.dated_dir(rel, date))?.is_empty())
+            {
+                out.push(date);
+            }
+        }
+        Ok(out)
+    }
+
     /// The dates that have a partition directory for `table`.
     pub fn partition_dates(&self, table: Table) -> Result<Vec<NaiveDate>> {
         self.dates_under(table.name())
@@ -1394,10 +1414,7 @@ fn local_shard_lock(root: &Path, shard: Shard, me: &str) -> Result<(ShardLock, V
     })?;
     file.write_all(me.as_bytes()).write_ctx(&path)?;
     drop(gate);
-    let lock = ShardLock {
-        file: Some(file),
-        path,
-    };
+    let lock = ShardLock { _file: file, path };
     Ok((lock, live))
 }
 

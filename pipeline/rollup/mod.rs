@@ -157,40 +157,27 @@ pub fn run_on(
     // A day whose raw events are all gone (removed by `meter retention`)
     // keeps its aggregates: rolling it up again would replace them with
     // nothing.
-    // The partition folders are listed once per table, not once per day
-    // (in object storage every listing is a request). A folder in object
-    // storage exists only while an object is in it; a local one may be
-    // empty, so only there are its files looked at.
-    let has_files = |rel: &str, dates: &BTreeSet<NaiveDate>, date: NaiveDate| -> Result<bool> {
-        Ok(dates.contains(&date)
-            && (!lake.is_local() || !lake.parquet_files(&lake.dated_dir(rel, date))?.is_empty()))
-    };
-    let mut raw_dates = Vec::new();
-    for table in Table::EVENTS {
-        raw_dates.push((
-            table.name(),
-            lake.dates_under(table.name())?.into_iter().collect(),
-        ));
-    }
-    let mut daily_dates = Vec::new();
-    for spec in SPECS {
-        let rel = format!("daily/{}", spec.table.name());
-        let dates = lake.dates_under(&rel)?.into_iter().collect();
-        daily_dates.push((rel, dates));
-    }
+    // Each table's partition folders are listed once, not once per day (in
+    // object storage every listing is a request).
     let mut kept = Vec::new();
-    for &date in &days {
-        let mut raw = false;
-        for (rel, dates) in &raw_dates {
-            raw |= has_files(rel, dates, date)?;
-        }
-        let mut aggregated = false;
-        for (rel, dates) in &daily_dates {
-            aggregated |= has_files(rel, dates, date)?;
-        }
-        if !raw && aggregated {
-            kept.push(date);
-        }
+    if let (Some(&first), Some(&last)) = (days.first(), days.last()) {
+        let with_files = |rels: Vec<String>| -> Result<BTreeSet<NaiveDate>> {
+            let mut dates = BTreeSet::new();
+            for rel in rels {
+                dates.extend(lake.dates_with_files(&rel, first..=last)?);
+            }
+            Ok(dates)
+        };
+        let raw = with_files(Table::EVENTS.iter().map(|t| t.name().to_string()).collect())?;
+        let aggregated = with_files(
+            SPECS
+                .iter()
+                .map(|spec| format!("daily/{}", spec.table.name()))
+                .collect(),
+        )?;
+        kept = (days.iter().copied())
+            .filter(|d| !raw.contains(d) && aggregated.contains(d))
+            .collect();
     }
     days.retain(|d| !kept.contains(d));
     if !kept.is_empty() {

@@ -127,15 +127,10 @@ fn dated_view(
 pub fn lake_figures(lake: &Lake, period: &Period) -> Result<LakeFigures> {
     let conn = Connection::open_in_memory().map_err(db_err("opening DuckDB"))?;
     let mut figures = LakeFigures::default();
-    let with_daily = lake.dates_under(&format!("daily/{}", API_USAGE.table.name()))?;
-    for day in period.days() {
-        if !with_daily.contains(&day)
-            || lake
-                .parquet_files(&API_USAGE.daily_dir(lake, day))?
-                .is_empty()
-        {
-            figures.days_not_rolled_up.push(day);
-        }
+    if let (Some(first), Some(last)) = (period.days().next(), period.days().last()) {
+        let rel = format!("daily/{}", API_USAGE.table.name());
+        let rolled_up = lake.dates_with_files(&rel, first..=last)?;
+        figures.days_not_rolled_up = period.days().filter(|d| !rolled_up.contains(d)).collect();
     }
     let current = files_of(lake, period.days().map(|d| API_USAGE.daily_dir(lake, d)))?;
     let previous = files_of(
