@@ -6,6 +6,8 @@ mod approve;
 mod bill;
 mod compact;
 mod cron;
+#[cfg(test)]
+mod deploy;
 mod erase;
 mod explain;
 mod ingest;

@@ -16,6 +16,7 @@ mod reconcile;
 mod report;
 mod retention;
 mod rollup;
+mod rollup_dates;
 mod s3;
 mod s3_input;
 mod s3_lake;

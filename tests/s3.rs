@@ -171,7 +171,7 @@ fn an_http_endpoint_is_allowed_without_allow_http() {
 #[test]
 fn a_lease_on_an_s3_lake_excludes_takes_over_and_fences() {
     use chrono::TimeZone;
-    use meter::lake::lease::{LEASE_KEY, Lease, Mode};
+    use meter::lake::lease::{Claim, LEASE_KEY, Lease};
     use std::time::Duration;
 
     let (tmp, server) = server();
@@ -186,7 +186,7 @@ fn a_lease_on_an_s3_lake_excludes_takes_over_and_fences() {
         &store,
         "run-a",
         "compact",
-        (Mode::Exclusive, Shard::ALL),
+        Claim::EXCLUSIVE,
         ttl,
         &clock,
     )
@@ -199,9 +199,9 @@ fn a_lease_on_an_s3_lake_excludes_takes_over_and_fences() {
             .join(LEASE_KEY)
             .is_file()
     );
-    for mode in [Mode::Exclusive, Mode::Shared] {
+    for claim in [Claim::EXCLUSIVE, Claim::shard(Shard::ALL)] {
         let err =
-            Lease::acquire(&store, "run-b", "erase", (mode, Shard::ALL), ttl, &clock).unwrap_err();
+            Lease::acquire(&store, "run-b", "erase", claim, ttl, &clock).unwrap_err();
         assert!(
             matches!(&err, Error::Locked { holder, .. } if holder.contains("run-a")),
             "{err}"
@@ -214,7 +214,7 @@ fn a_lease_on_an_s3_lake_excludes_takes_over_and_fences() {
         &store,
         "run-b",
         "erase",
-        (Mode::Exclusive, Shard::ALL),
+        Claim::EXCLUSIVE,
         ttl,
         &clock,
     )
@@ -244,7 +244,7 @@ fn a_lease_on_an_s3_lake_excludes_takes_over_and_fences() {
                         store,
                         &id,
                         "erase",
-                        (Mode::Exclusive, Shard::ALL),
+                        Claim::EXCLUSIVE,
                         ttl,
                         clock,
                     ) {

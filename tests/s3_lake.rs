@@ -10,7 +10,6 @@ use std::path::Path;
 use std::process::{Command, ExitStatus};
 
 use chrono::NaiveDate;
-use meter::model::shard::Shard;
 use meter::sample::SampleOptions;
 
 use crate::common::repo;
@@ -197,7 +196,7 @@ fn the_pipeline_on_an_s3_lake_matches_the_local_run() {
 
 #[test]
 fn exclusive_jobs_on_one_s3_lake_exclude_each_other() {
-    use meter::lake::lease::{Lease, Mode};
+    use meter::lake::lease::{Claim, Lease};
     use meter::lake::store::Store;
     let tmp = tempfile::tempdir().unwrap();
     let server = start_s3_server(&tmp.path().join("s3"));
@@ -228,7 +227,7 @@ fn exclusive_jobs_on_one_s3_lake_exclude_each_other() {
         &store,
         "20261102T030000Z-compact-0001",
         "compact",
-        (Mode::Exclusive, Shard::ALL),
+        Claim::EXCLUSIVE,
         std::time::Duration::from_secs(120),
         &clock,
     )

@@ -43,7 +43,7 @@ fn setup(dir: &Path, customers: usize) {
     std::fs::copy(repo().join("pricing.toml"), dir.join("pricing.toml")).unwrap();
 }
 
-fn command(dir: &Path, args: &[&str], env: &[(String, String)]) -> Command {
+pub(crate) fn command(dir: &Path, args: &[&str], env: &[(String, String)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_meter"));
     cmd.current_dir(dir)
         .args(args)
@@ -66,7 +66,7 @@ fn spawn_ingest(dir: &Path, lake: &str, shard: Option<&str>, env: &[(String, Str
 }
 
 /// Waits for `child`: its exit code and its JSON report.
-fn finish(child: Child) -> (i32, serde_json::Value) {
+pub(crate) fn finish(child: Child) -> (i32, serde_json::Value) {
     let out = child.wait_with_output().unwrap();
     let code = out.status.code().unwrap_or(-1);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -84,7 +84,7 @@ fn sharded(dir: &Path, lake: &str, n: u32, env: &[(String, String)]) -> Vec<serd
     children.into_iter().map(|c| finish(c).1).collect()
 }
 
-fn run(dir: &Path, args: &[&str], env: &[(String, String)]) -> (i32, String, String) {
+pub(crate) fn run(dir: &Path, args: &[&str], env: &[(String, String)]) -> (i32, String, String) {
     let out = command(dir, args, env).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
@@ -94,8 +94,18 @@ fn run(dir: &Path, args: &[&str], env: &[(String, String)]) -> (i32, String, Str
 }
 
 /// Every row of every table, as CSV sorted on every column.
-fn rows(dir: &Path, lake: &str, env: &[(String, String)]) -> BTreeMap<&'static str, String> {
-    TABLES
+pub(crate) fn rows(dir: &Path, lake: &str, env: &[(String, String)]) -> BTreeMap<&'static str, String> {
+    rows_of(dir, lake, &TABLES, env)
+}
+
+/// Every row of each of `tables`, as CSV sorted on every column.
+pub(crate) fn rows_of(
+    dir: &Path,
+    lake: &str,
+    tables: &[&'static str],
+    env: &[(String, String)],
+) -> BTreeMap<&'static str, String> {
+    tables
         .iter()
         .map(|t| {
             let sql = format!("SELECT * FROM {t} ORDER BY ALL");
@@ -117,17 +127,31 @@ fn invoices(
     out: &str,
     env: &[(String, String)],
 ) -> BTreeMap<String, String> {
-    let pricing = ["--pricing", "pricing.toml"];
     let (code, _, err) = run(
         dir,
         &[
-            &["rollup", "--lake", lake, "--month", "2026-10"][..],
-            &pricing,
-        ]
-        .concat(),
+            "rollup",
+            "--lake",
+            lake,
+            "--month",
+            "2026-10",
+            "--pricing",
+            "pricing.toml",
+        ],
         env,
     );
     assert!(code <= 1, "{err}");
+    bill(dir, lake, out, env)
+}
+
+/// Billing of October, rolled up: the invoices and meter events.
+pub(crate) fn bill(
+    dir: &Path,
+    lake: &str,
+    out: &str,
+    env: &[(String, String)],
+) -> BTreeMap<String, String> {
+    let pricing = ["--pricing", "pricing.toml"];
     let (code, _, err) = run(
         dir,
         &[
@@ -384,7 +408,7 @@ fn a_running_shard_on_a_local_lake_keeps_overlapping_shards_and_erasure_out() {
 
 #[test]
 fn a_running_shard_on_s3_keeps_overlapping_shards_and_erasure_out() {
-    use meter::lake::lease::{Lease, Mode};
+    use meter::lake::lease::{Claim, Lease};
     use meter::lake::store::Store;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("work");
@@ -398,7 +422,7 @@ fn a_running_shard_on_s3_keeps_overlapping_shards_and_erasure_out() {
             &store,
             "20261102T030000Z-ingest-s1of4.1",
             "ingest",
-            (Mode::Shared, Shard { index: 1, count: 4 }),
+            Claim::shard(Shard { index: 1, count: 4 }),
             std::time::Duration::from_secs(120),
             &meter::model::ctx::SystemClock,
         )

@@ -16,6 +16,7 @@ use crate::lake::duck::{self, Hive, HiveType};
 use crate::model::error::{Error, Result};
 use crate::model::pricing::Pricing;
 use crate::model::registry::{Customer, Registry};
+use crate::rollup;
 use crate::rollup::aggregate::{ACTIVITY, API_USAGE, RESOURCE_USAGE, SPECS, Spec};
 
 use super::sql::{self, db_err};
@@ -158,15 +159,14 @@ pub fn check_current(lake: &Lake, month: NaiveDate) -> Result<()> {
     };
     for date in dates {
         for spec in SPECS {
-            let daily = newest(lake, &spec.daily_dir(lake, date))?;
+            let (daily, behind) = rollup::daily_state(lake, &spec, date)?;
             if daily.is_some_and(|d| d > monthly_oldest) {
                 return Err(refuse(format!(
                     "the monthly rollup is older than the daily {} of {date}",
                     spec.table.name()
                 )));
             }
-            let raw = newest(lake, &lake.partition_dir(spec.table, date))?;
-            if raw.is_some() && daily.is_none_or(|d| raw > Some(d)) {
+            if behind {
                 return Err(refuse(format!(
                     "the {} events of {date} are newer than their daily rollup",
                     spec.table.name()
@@ -237,15 +237,6 @@ fn has_unpriced_split(lake: &Lake, path: &Path) -> bool {
     UNPRICED_SPLIT
         .iter()
         .all(|c| columns.iter().any(|d| d == c))
-}
-
-fn newest(lake: &Lake, dir: &Path) -> Result<Option<SystemTime>> {
-    let mut newest = None;
-    for f in lake.parquet_files(dir)? {
-        let t = lake.modified(&f)?;
-        newest = Some(newest.map_or(t, |n: SystemTime| n.max(t)));
-    }
-    Ok(newest)
 }
 
 /// Creates the input tables and fills them. Customers whose plan, currency

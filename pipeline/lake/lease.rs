@@ -13,13 +13,13 @@
 //!    "generation": 7, "expires_at": "2026-12-05T02:05:00Z"}]}
 //! ```
 //!
-//! - **Who excludes whom.** Shared holders (ingests, which may run side by
-//!   side, one per shard) exclude exclusive ones; an exclusive holder
-//!   (erasure, retention, compaction, a rebuild) excludes everyone. Shared
-//!   holders of different jobs exclude each other, and two of one job do
-//!   when their shards overlap
-//!   ([`Shard::overlaps`]: the same shard, a split of another size, or the
-//!   whole input), since both would store the rows they share. A job
+//! - **Who excludes whom.** Shared holders (ingests, one per shard, and
+//!   rollups, one per date, which may run side by side) exclude exclusive
+//!   ones; an exclusive holder (erasure, retention, compaction, a rebuild,
+//!   a month's rollup, billing's jobs) excludes everyone. Shared holders of
+//!   different jobs exclude each other, and two of one job do when their
+//!   claims overlap ([`Claim::overlaps`]: shards that can hold the same VM,
+//!   or the same date), since both would write the rows they share. A job
 //!   refused is [`Error::Locked`], exit 3, naming the holder.
 //! - **Expiry.** Every entry expires `ttl` after it was taken or last
 //!   renewed. A holder renews well before that; an entry past its expiry
@@ -44,7 +44,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::lake::store::{Conditional, Store, Version};
@@ -70,6 +70,65 @@ pub enum Mode {
     Exclusive,
 }
 
+/// What a job takes of a lake: all of it alone, or a part of the work
+/// beside the jobs that do the other parts (a shard of an ingest's input, a
+/// date of a rollup).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    pub mode: Mode,
+    /// The part of the input an ingest reads; [`Shard::ALL`]: all of it.
+    pub shard: Shard,
+    /// The one day a rollup writes; none: any.
+    pub date: Option<NaiveDate>,
+}
+
+impl Claim {
+    /// The lake alone.
+    pub const EXCLUSIVE: Claim = Claim {
+        mode: Mode::Exclusive,
+        shard: Shard::ALL,
+        date: None,
+    };
+
+    /// An ingest of `shard`, beside the other shards' ingests.
+    pub fn shard(shard: Shard) -> Claim {
+        Claim {
+            mode: Mode::Shared,
+            shard,
+            date: None,
+        }
+    }
+
+    /// A rollup of `date` alone, beside the rollups of other dates.
+    pub fn date(date: NaiveDate) -> Claim {
+        Claim {
+            mode: Mode::Shared,
+            shard: Shard::ALL,
+            date: Some(date),
+        }
+    }
+
+    /// Whether two shared claims of one job can touch the same rows: their
+    /// shards overlap ([`Shard::overlaps`]) and so do their dates (the
+    /// same day, or either has none).
+    pub fn overlaps(&self, other: &Claim) -> bool {
+        self.shard.overlaps(&other.shard)
+            && match (self.date, other.date) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    }
+
+    /// Whether a job `job` claiming `self` must wait for `holder`, a live
+    /// job `holder_job` claiming `other`.
+    pub fn blocked_by(&self, job: &str, other: &Claim, holder_job: &str) -> bool {
+        self.mode == Mode::Exclusive
+            || other.mode == Mode::Exclusive
+            || job != holder_job
+            || self.overlaps(other)
+    }
+}
+
 /// One holder's entry in the lease object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holder {
@@ -90,11 +149,23 @@ pub struct Holder {
     /// The part of the input a shared holder works on; none: all of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<Shard>,
+    /// The one date a shared holder writes; none: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date: Option<NaiveDate>,
 }
 
 impl Holder {
     /// Whether the entry still holds at `now`: not expired, and not left
     /// by a process of this machine that no longer runs.
+    /// What the holder claimed.
+    pub fn claim(&self) -> Claim {
+        Claim {
+            mode: self.mode,
+            shard: self.shard.unwrap_or(Shard::ALL),
+            date: self.date,
+        }
+    }
+
     fn holds(&self, now: DateTime<Utc>) -> bool {
         self.expires_at > now && !self.died_here()
     }
@@ -133,14 +204,10 @@ impl State {
         self.holders.iter().filter(move |h| h.holds(now))
     }
 
-    /// A live holder that keeps `job` in `mode` on `shard` out, if any.
-    fn blocker(&self, job: &str, mode: Mode, shard: Shard, now: DateTime<Utc>) -> Option<&Holder> {
-        self.live(now).find(|h| {
-            mode == Mode::Exclusive
-                || h.mode == Mode::Exclusive
-                || h.job != job
-                || h.shard.unwrap_or(Shard::ALL).overlaps(&shard)
-        })
+    /// A live holder that keeps `job` claiming `claim` out, if any.
+    fn blocker(&self, job: &str, claim: Claim, now: DateTime<Utc>) -> Option<&Holder> {
+        self.live(now)
+            .find(|h| claim.blocked_by(job, &h.claim(), &h.job))
     }
 
     /// `holder`'s live entry under its generation, if it still holds.
@@ -159,14 +226,14 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// Takes the lease of the lake in `store` for `mode` (a shared one on
-    /// `shard`), for `ttl`, or is refused with [`Error::Locked`] naming a
-    /// live holder that keeps it out.
+    /// Takes the lease of the lake in `store` for `claim`, for `ttl`, or is
+    /// refused with [`Error::Locked`] naming a live holder that keeps it
+    /// out.
     pub fn acquire(
         store: &Arc<Store>,
         id: &str,
         job: &str,
-        (mode, shard): (Mode, Shard),
+        claim: Claim,
         ttl: Duration,
         clock: &dyn Clock,
     ) -> Result<Lease> {
@@ -174,7 +241,7 @@ impl Lease {
         let mut granted = None;
         change(store, |state| {
             let now = clock.now();
-            if let Some(blocker) = state.blocker(job, mode, shard, now) {
+            if let Some(blocker) = state.blocker(job, claim, now) {
                 return Err(locked(store, blocker));
             }
             state.holders.retain(|h| h.holds(now));
@@ -182,12 +249,13 @@ impl Lease {
             let holder = Holder {
                 id: id.to_string(),
                 job: job.to_string(),
-                mode,
+                mode: claim.mode,
                 generation: state.generation,
                 expires_at: now + ttl_chrono,
                 host: Some(this_host()),
                 pid: Some(std::process::id()),
-                shard: (!shard.is_all()).then_some(shard),
+                shard: (!claim.shard.is_all()).then_some(claim.shard),
+                date: claim.date,
             };
             state.holders.push(holder.clone());
             granted = Some(holder);
@@ -370,16 +438,14 @@ fn locked(store: &Store, holder: &Holder) -> Error {
     };
     Error::Locked {
         path: PathBuf::from(store.url()),
-        holder: match holder.shard {
-            Some(shard) => format!(
-                "{} {} ({mode}, shard {shard}, until {})",
-                holder.job, holder.id, holder.expires_at
-            ),
-            None => format!(
-                "{} {} ({mode}, until {})",
-                holder.job, holder.id, holder.expires_at
-            ),
-        },
+        holder: format!(
+            "{} {} ({mode}{}{}, until {})",
+            holder.job,
+            holder.id,
+            holder.shard.map(|s| format!(", shard {s}")).unwrap_or_default(),
+            holder.date.map(|d| format!(", date {d}")).unwrap_or_default(),
+            holder.expires_at
+        ),
     }
 }
 
@@ -418,7 +484,11 @@ mod tests {
     const MARGIN: Duration = Duration::from_secs(10);
 
     fn take(store: &Arc<Store>, id: &str, mode: Mode, clock: &ManualClock) -> Result<Lease> {
-        Lease::acquire(store, id, id, (mode, Shard::ALL), TTL, clock)
+        let claim = match mode {
+            Mode::Exclusive => Claim::EXCLUSIVE,
+            Mode::Shared => Claim::shard(Shard::ALL),
+        };
+        Lease::acquire(store, id, id, claim, TTL, clock)
     }
 
     fn state(store: &Store) -> State {
@@ -451,7 +521,7 @@ mod tests {
         let clock = clock();
         let shared = |id: &str, index| {
             let shard = Shard { index, count: 2 };
-            Lease::acquire(&store, id, "ingest", (Mode::Shared, shard), TTL, &clock)
+            Lease::acquire(&store, id, "ingest", Claim::shard(shard), TTL, &clock)
         };
         let a = shared("ingest-0", 0).unwrap();
         let b = shared("ingest-1", 1).unwrap();
@@ -467,12 +537,63 @@ mod tests {
     }
 
     #[test]
+    fn rollups_of_different_dates_run_side_by_side_and_one_of_the_same_date_is_refused() {
+        let store = Arc::new(Store::in_memory().unwrap());
+        let clock = clock();
+        let day = |d: u32| NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
+        let rollup = |id: &str, d| {
+            Lease::acquire(&store, id, "rollup", Claim::date(day(d)), TTL, &clock)
+        };
+        let a = rollup("a", 3).unwrap();
+        let b = rollup("b", 4).unwrap();
+        assert_eq!(state(&store).holders[0].date, Some(day(3)));
+        let err = rollup("c", 4).unwrap_err();
+        assert!(matches!(err, Error::Locked { .. }), "{err}");
+        assert!(err.to_string().contains("date 2026-11-04"), "{err}");
+        // A month's rollup, an ingest and an erasure wait for both.
+        for (job, claim) in [
+            ("rollup", Claim::EXCLUSIVE),
+            ("ingest", Claim::shard(Shard::ALL)),
+            ("erase", Claim::EXCLUSIVE),
+        ] {
+            let err = Lease::acquire(&store, "x", job, claim, TTL, &clock).unwrap_err();
+            assert!(matches!(err, Error::Locked { .. }), "{job}: {err}");
+        }
+        b.release().unwrap();
+        rollup("c", 4).unwrap();
+        a.release().unwrap();
+    }
+
+    #[test]
+    fn claims_overlap_when_both_their_shards_and_their_dates_do() {
+        let day = |d: u32| Some(NaiveDate::from_ymd_opt(2026, 11, d).unwrap());
+        let claim = |index, count, date| Claim {
+            mode: Mode::Shared,
+            shard: Shard { index, count },
+            date,
+        };
+        assert!(claim(0, 2, day(3)).overlaps(&claim(0, 2, day(3))));
+        assert!(claim(0, 2, None).overlaps(&claim(0, 2, day(3))));
+        assert!(claim(0, 1, day(3)).overlaps(&claim(1, 2, None)));
+        assert!(!claim(0, 2, day(3)).overlaps(&claim(1, 2, day(3))));
+        assert!(!claim(0, 1, day(3)).overlaps(&claim(0, 1, day(4))));
+        for a in [claim(0, 2, day(3)), claim(1, 2, None), claim(0, 1, day(4))] {
+            for b in [claim(0, 2, day(3)), claim(1, 2, None), claim(0, 1, day(4))] {
+                assert_eq!(a.overlaps(&b), b.overlaps(&a), "{a:?} {b:?}");
+                assert!(Claim::EXCLUSIVE.blocked_by("x", &a, "x"));
+                assert!(a.blocked_by("ingest", &b, "rollup"));
+                assert_eq!(a.blocked_by("x", &b, "x"), a.overlaps(&b));
+            }
+        }
+    }
+
+    #[test]
     fn shards_of_one_split_run_side_by_side_and_overlapping_ones_are_refused() {
         let store = Arc::new(Store::in_memory().unwrap());
         let clock = clock();
         let shard = |i, n| Shard { index: i, count: n };
         let ingest = |id: &str, s: Shard| {
-            Lease::acquire(&store, id, "ingest", (Mode::Shared, s), TTL, &clock)
+            Lease::acquire(&store, id, "ingest", Claim::shard(s), TTL, &clock)
         };
         let a = ingest("a", shard(0, 2)).unwrap();
         let b = ingest("b", shard(1, 2)).unwrap();
@@ -486,7 +607,7 @@ mod tests {
             &store,
             "r",
             "rollup",
-            (Mode::Shared, shard(1, 2)),
+            Claim::shard(shard(1, 2)),
             TTL,
             &clock,
         );
@@ -580,7 +701,7 @@ mod tests {
                             store,
                             &id,
                             "erase",
-                            (Mode::Exclusive, Shard::ALL),
+                            Claim::EXCLUSIVE,
                             TTL,
                             clock,
                         ) {
@@ -613,7 +734,7 @@ mod tests {
                 // write below.
                 std::mem::forget(take(&store, "other", Mode::Exclusive, &clock).unwrap());
             }
-            if let Some(blocker) = state.blocker("erase", Mode::Exclusive, Shard::ALL, clock.now())
+            if let Some(blocker) = state.blocker("erase", Claim::EXCLUSIVE, clock.now())
             {
                 return Err(locked(&store, blocker));
             }

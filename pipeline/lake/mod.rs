@@ -43,7 +43,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde::{Deserialize, Serialize};
 
-use crate::lake::lease::Mode;
+use crate::lake::lease::{Claim, Mode};
 use crate::lake::remote::{Remote, RemoteObject};
 use crate::lake::tables::Table;
 use crate::model::error::{Error, IoContext, Result};
@@ -67,23 +67,24 @@ pub struct Lake {
 }
 
 enum Backend {
-    /// `_lock`, and for a shared holder its shard's lock file.
+    /// `_lock`, and for a shared holder the lock file of its claim.
     Local {
         _lock: Option<File>,
-        _scope: Option<ShardLock>,
+        _scope: Option<ScopeLock>,
     },
     Remote(Remote),
 }
 
-/// A held `_locks/ingest-<I>-of-<N>.lock`: removed when the run ends (a
-/// file left by a killed run is removed by the next ingest that looks).
-struct ShardLock {
+/// A held `_locks/<job>-<scope>.lock` ([`scope_lock_name`]): removed when
+/// the run ends (a file left by a killed run is removed by the next shared
+/// job that looks).
+struct ScopeLock {
     /// Held until the lock is dropped, after its file is removed.
     _file: File,
     path: PathBuf,
 }
 
-impl Drop for ShardLock {
+impl Drop for ScopeLock {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.path);
     }
@@ -184,7 +185,7 @@ impl Lake {
     /// Opens (creating if needed) the lake at `root` and takes it for this
     /// job alone: its file lock, or in object storage its lease, exclusive.
     pub fn open(root: &Path, run_id: &str) -> Result<Lake> {
-        Lake::open_as(root, run_id, (Mode::Exclusive, Shard::ALL))
+        Lake::open_as(root, run_id, Claim::EXCLUSIVE)
     }
 
     /// Opens the lake for an ingest of `shard` of the input, beside the
@@ -194,10 +195,18 @@ impl Lake {
     /// retention, compaction, rebuilds) respect both; an ingest whose shard
     /// overlaps a running one's ([`Shard::overlaps`]) is refused.
     pub fn open_shared(root: &Path, run_id: &str, shard: Shard) -> Result<Lake> {
-        Lake::open_as(root, run_id, (Mode::Shared, shard))
+        Lake::open_as(root, run_id, Claim::shard(shard))
     }
 
-    fn open_as(root: &Path, run_id: &str, claim: (Mode, Shard)) -> Result<Lake> {
+    /// Opens the lake for a rollup of `date` alone, beside the rollups of
+    /// other dates (as [`Lake::open_shared`] for ingest shards, with the
+    /// lock file `_locks/rollup-date-<date>.lock`): a rollup of the same
+    /// date, any other job and any exclusive one are refused while it runs.
+    pub fn open_for_date(root: &Path, run_id: &str, date: NaiveDate) -> Result<Lake> {
+        Lake::open_as(root, run_id, Claim::date(date))
+    }
+
+    fn open_as(root: &Path, run_id: &str, claim: Claim) -> Result<Lake> {
         if remote::is_remote(root) {
             let remote = Remote::open(&root.to_string_lossy(), run_id, claim)?;
             let lake = Lake {
@@ -217,7 +226,7 @@ impl Lake {
             .write(true)
             .open(&lock_path)
             .write_ctx(&lock_path)?;
-        let taken = match claim.0 {
+        let taken = match claim.mode {
             Mode::Exclusive => lock.try_lock(),
             Mode::Shared => lock.try_lock_shared(),
         };
@@ -237,14 +246,14 @@ impl Lake {
             }
         }
         let me = format!("run {run_id}, pid {}", std::process::id());
-        let (scope, live) = match claim.0 {
+        let (scope, live) = match claim.mode {
             Mode::Exclusive => {
                 lock.set_len(0).write_ctx(&lock_path)?;
                 (&lock).write_all(me.as_bytes()).write_ctx(&lock_path)?;
                 (None, Vec::new())
             }
             Mode::Shared => {
-                let (lock, live) = local_shard_lock(root, claim.1, &me)?;
+                let (lock, live) = local_scope_lock(root, job_of(run_id), claim, &me)?;
                 (Some(lock), live)
             }
         };
@@ -661,7 +670,12 @@ impl Lake {
     /// files that a crashed run left behind (a local folder; see remote.rs
     /// for object storage).
     fn recover(&self, live: &[String]) -> Result<()> {
-        let of_live = |name: &str| live.iter().any(|id| name.contains(&format!("part-{id}-")));
+        // Ingest's parts are `part-<run>-NNNN`, the rollup's `part-<run>`.
+        let of_live = |name: &str| {
+            live.iter().any(|id| {
+                name.contains(&format!("part-{id}-")) || name.contains(&format!("part-{id}."))
+            })
+        };
         let runs = self.root.join("_runs");
         if let Ok(entries) = fs::read_dir(&runs) {
             for entry in entries.flatten() {
@@ -1321,23 +1335,23 @@ fn written_by_a_live_process(name: &str) -> bool {
 const LOCKS_DIR: &str = "_locks";
 
 /// Who holds the lock of the local lake at `root`: the exclusive holder
-/// `_lock` names, else the ingests that hold shard locks.
+/// `_lock` names, else the shared jobs that hold scope locks.
 fn local_holder(root: &Path, lock_path: &Path) -> String {
-    let mut shards = Vec::new();
+    let mut holders = Vec::new();
     if let Ok(entries) = fs::read_dir(root.join(LOCKS_DIR)) {
         for path in entries.flatten().map(|e| e.path()) {
-            if let Some(shard) = shard_of_lock(&path)
+            if let Some((job, claim)) = claim_of_lock(&path)
                 && let Ok(file) = File::open(&path)
                 && matches!(file.try_lock_shared(), Err(fs::TryLockError::WouldBlock))
             {
                 let text = fs::read_to_string(&path).unwrap_or_default();
-                shards.push(format!("ingest shard {shard} ({})", text.trim()));
+                holders.push(describe(&job, &claim, text.trim()));
             }
         }
     }
-    if !shards.is_empty() {
-        shards.sort();
-        return shards.join("; ");
+    if !holders.is_empty() {
+        holders.sort();
+        return holders.join("; ");
     }
     match fs::read_to_string(lock_path) {
         Ok(text) if !text.trim().is_empty() => text.trim().to_string(),
@@ -1345,23 +1359,69 @@ fn local_holder(root: &Path, lock_path: &Path) -> String {
     }
 }
 
-/// The shard a lock file `_locks/ingest-<I>-of-<N>.lock` is for.
-fn shard_of_lock(path: &Path) -> Option<Shard> {
-    let name = path.file_name()?.to_str()?;
-    let (i, n) = name
-        .strip_prefix("ingest-")?
-        .strip_suffix(".lock")?
-        .split_once("-of-")?;
-    format!("{i}/{n}").parse().ok()
+/// The job of a run id `<time>-<job>-...` ([`crate::model::ctx::Ctx::new`]).
+fn job_of(run_id: &str) -> &str {
+    run_id.split('-').nth(1).unwrap_or("meter")
 }
 
-/// Takes `_locks/ingest-<I>-of-<N>.lock` for `shard` in the local lake at
-/// `root`, or is refused when a live ingest holds an overlapping shard.
-/// Gives the held file and the run ids of the other live ingests, whose
-/// files and commit journals recovery must leave alone. Every ingest looks
-/// and takes under `_locks/gate`, so a lock file nobody holds was left by
-/// a run that died, and goes.
-fn local_shard_lock(root: &Path, shard: Shard, me: &str) -> Result<(ShardLock, Vec<String>)> {
+/// `ingest shard 1/4 (run ...)`, `rollup of 2026-11-03 (run ...)`.
+fn describe(job: &str, claim: &Claim, who: &str) -> String {
+    let mut s = job.to_string();
+    if !claim.shard.is_all() {
+        s += &format!(" shard {}", claim.shard);
+    }
+    if let Some(date) = claim.date {
+        s += &format!(" of {date}");
+    }
+    format!("{s} ({who})")
+}
+
+/// The lock file of a shared `job`'s `claim`:
+/// `<job>[-<I>-of-<N>][-date-<YYYY-MM-DD>].lock`, as
+/// `ingest-1-of-4.lock` or `rollup-date-2026-11-03.lock`.
+fn scope_lock_name(job: &str, claim: &Claim) -> String {
+    let mut name = job.to_string();
+    if !claim.shard.is_all() {
+        name += &format!("-{}-of-{}", claim.shard.index, claim.shard.count);
+    }
+    if let Some(date) = claim.date {
+        name += &format!("-date-{date}");
+    }
+    name + ".lock"
+}
+
+/// The job and claim a lock file is for ([`scope_lock_name`] read back).
+fn claim_of_lock(path: &Path) -> Option<(String, Claim)> {
+    let name = path.file_name()?.to_str()?.strip_suffix(".lock")?;
+    let (job, rest) = name.split_once('-').unwrap_or((name, ""));
+    let (shard, date) = match rest.split_once("date-") {
+        Some((head, date)) => (head.trim_end_matches('-'), Some(date)),
+        None => (rest, None),
+    };
+    let mut claim = Claim::shard(Shard::ALL);
+    if let Some(date) = date {
+        claim.date = Some(NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?);
+    }
+    if !shard.is_empty() {
+        let (i, n) = shard.split_once("-of-")?;
+        claim.shard = format!("{i}/{n}").parse().ok()?;
+    }
+    (!job.is_empty()).then(|| (job.to_string(), claim))
+}
+
+/// Takes `_locks/<job>-<scope>.lock` for a shared `job`'s `claim` in the
+/// local lake at `root`, or is refused when a live shared job keeps it out
+/// ([`Claim::blocked_by`]: another job, or one of the same job whose claim
+/// overlaps). Gives the held file and the run ids of the other live shared
+/// jobs, whose files and commit journals recovery must leave alone. Every
+/// shared job looks and takes under `_locks/gate`, so a lock file nobody
+/// holds was left by a run that died, and goes.
+fn local_scope_lock(
+    root: &Path,
+    job: &str,
+    claim: Claim,
+    me: &str,
+) -> Result<(ScopeLock, Vec<String>)> {
     let dir = root.join(LOCKS_DIR);
     fs::create_dir_all(&dir).write_ctx(&dir)?;
     let gate_path = dir.join("gate");
@@ -1378,7 +1438,7 @@ fn local_shard_lock(root: &Path, shard: Shard, me: &str) -> Result<(ShardLock, V
         .flatten()
         .map(|e| e.path())
     {
-        let Some(other) = shard_of_lock(&path) else {
+        let Some((other_job, other)) = claim_of_lock(&path) else {
             continue;
         };
         let Ok(file) = File::open(&path) else {
@@ -1391,10 +1451,10 @@ fn local_shard_lock(root: &Path, shard: Shard, me: &str) -> Result<(ShardLock, V
             }
             Err(fs::TryLockError::WouldBlock) => {
                 let text = fs::read_to_string(&path).unwrap_or_default();
-                if other.overlaps(&shard) {
+                if claim.blocked_by(job, &other, &other_job) {
                     return Err(Error::Locked {
                         path: root.to_path_buf(),
-                        holder: format!("ingest shard {other} ({})", text.trim()),
+                        holder: describe(&other_job, &other, text.trim()),
                     });
                 }
                 if let Some(run) = text.strip_prefix("run ").and_then(|t| t.split(',').next()) {
@@ -1406,7 +1466,7 @@ fn local_shard_lock(root: &Path, shard: Shard, me: &str) -> Result<(ShardLock, V
             }
         }
     }
-    let path = dir.join(format!("ingest-{}-of-{}.lock", shard.index, shard.count));
+    let path = dir.join(scope_lock_name(job, &claim));
     let mut file = File::create(&path).write_ctx(&path)?;
     file.try_lock().map_err(|e| Error::Write {
         path: path.clone(),
@@ -1414,7 +1474,7 @@ fn local_shard_lock(root: &Path, shard: Shard, me: &str) -> Result<(ShardLock, V
     })?;
     file.write_all(me.as_bytes()).write_ctx(&path)?;
     drop(gate);
-    let lock = ShardLock { _file: file, path };
+    let lock = ScopeLock { _file: file, path };
     Ok((lock, live))
 }
 
@@ -1519,6 +1579,39 @@ pub const LEGACY_REASON: &str = "unclassified";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scope_lock_name_reads_back_as_its_job_and_claim() {
+        let day = NaiveDate::from_ymd_opt(2026, 11, 3).unwrap();
+        let claims = [
+            ("ingest", Claim::shard(Shard { index: 1, count: 4 })),
+            ("ingest", Claim::shard(Shard::ALL)),
+            ("rollup", Claim::date(day)),
+            (
+                "rollup",
+                Claim {
+                    shard: Shard { index: 0, count: 2 },
+                    ..Claim::date(day)
+                },
+            ),
+        ];
+        for (job, claim) in claims {
+            let name = scope_lock_name(job, &claim);
+            let back = claim_of_lock(Path::new(&name));
+            assert_eq!(back, Some((job.to_string(), claim)), "{name}");
+        }
+        assert_eq!(
+            scope_lock_name("ingest", &claims[0].1),
+            "ingest-1-of-4.lock"
+        );
+        assert_eq!(
+            scope_lock_name("rollup", &claims[2].1),
+            "rollup-date-2026-11-03.lock"
+        );
+        for junk in ["gate", "ingest-x-of-4.lock", "rollup-date-2026-13-01.lock", "-.lock"] {
+            assert_eq!(claim_of_lock(Path::new(junk)), None, "{junk}");
+        }
+    }
 
     /// A rejects file written before reason codes (no `detail`) reads as
     /// the current columns, so compaction and readers see one schema.

@@ -34,11 +34,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::lake::lease::{self, Lease, Mode};
+use crate::lake::lease::{self, Claim, Lease};
 use crate::lake::store::{Conditional, RangeReader, Store};
 use crate::model::ctx::SystemClock;
 use crate::model::error::{Error, IoContext, Result};
-use crate::model::shard::Shard;
 
 /// A lease entry lives this long past its last renewal.
 const TTL: Duration = Duration::from_secs(120);
@@ -101,7 +100,7 @@ struct Record {
 impl Remote {
     /// Opens the store at `url` for a job that changes the lake: takes the
     /// lease (`mode`), then finishes or removes what killed runs left.
-    pub fn open(url: &str, run_id: &str, claim: (Mode, Shard)) -> Result<Remote> {
+    pub fn open(url: &str, run_id: &str, claim: Claim) -> Result<Remote> {
         let store = Arc::new(Store::open(url)?);
         let job = run_id.split('-').nth(1).unwrap_or("meter");
         // Run ids repeat (a pinned clock, a rerun): what holds the lease,

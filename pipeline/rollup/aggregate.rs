@@ -138,7 +138,7 @@ impl Spec {
         let count = |name: &str| len().cast(DataType::Int64).alias(name);
         let stats = |column: &str, unit: &str| {
             vec![
-                col(column).sum().alias(format!("{unit}_sum")),
+                float_sum(col(column)).alias(format!("{unit}_sum")),
                 col(column)
                     .count()
                     .cast(DataType::Int64)
@@ -201,8 +201,8 @@ impl Spec {
                 aggs.extend(stats("cpu_percent", "cpu_percent"));
                 aggs.extend(stats("memory_percent", "memory_percent"));
                 aggs.push(col("disk_gb").max().alias("disk_gb_max"));
-                aggs.push(col("network_in_mb").sum().alias("network_in_mb"));
-                aggs.push(col("network_out_mb").sum().alias("network_out_mb"));
+                aggs.push(float_sum(col("network_in_mb")).alias("network_in_mb"));
+                aggs.push(float_sum(col("network_out_mb")).alias("network_out_mb"));
                 aggs
             }
             Table::Activity => {
@@ -339,6 +339,24 @@ fn replace_dir(
     Ok(old.len() as u64)
 }
 
+/// The sum of a float measure (CPU and memory percent, megabytes, seconds)
+/// in a group, the same to the last bit however polars splits the rows
+/// between threads: each value rounded to [`FLOAT_SUM_SCALE`] decimal
+/// places, summed exactly as a decimal, and the total rounded to a float
+/// once. Summed as floats, the total depended on the order of the
+/// additions, which polars' parallel group-by does not fix (two runs of one
+/// month's rollup wrote different last digits). Values must stay below
+/// 10^14 in magnitude (the decimal's 26 digits less its scale): far above
+/// any percent, megabyte or second count.
+fn float_sum(e: Expr) -> Expr {
+    e.cast(DataType::Decimal(26, FLOAT_SUM_SCALE))
+        .sum()
+        .cast(DataType::Float64)
+}
+
+/// The decimal places a float measure is summed at ([`float_sum`]).
+const FLOAT_SUM_SCALE: usize = 12;
+
 fn sum_i64(name: &str) -> Expr {
     col(name).cast(DataType::Int64).sum().alias(name)
 }
@@ -412,7 +430,13 @@ pub fn aggregate_events(spec: Spec, events: &DataFrame) -> PolarsResult<DataFram
 /// Combines aggregate rows of shorter periods (days) into one period
 /// (a month): sums and maxima by key, sorted by the keys. Pure: no IO.
 pub fn combine(spec: Spec, rows: DataFrame) -> PolarsResult<DataFrame> {
-    let mut aggs: Vec<Expr> = spec.sums.iter().map(|m| col(*m).sum().alias(*m)).collect();
+    let schema = rows.schema();
+    let mut aggs: Vec<Expr> = (spec.sums.iter())
+        .map(|m| match schema.get(m) {
+            Some(dtype) if dtype.is_float() => float_sum(col(*m)).alias(*m),
+            _ => col(*m).sum().alias(*m),
+        })
+        .collect();
     aggs.extend(spec.maxes.iter().map(|m| col(*m).max().alias(*m)));
     let keys: Vec<Expr> = spec.keys.iter().map(|k| col(*k)).collect();
     let columns: Vec<Expr> = spec

@@ -9,16 +9,19 @@ pub mod priced;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+use std::time::SystemTime;
+
 use chrono::{Datelike, NaiveDate};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::lake::Lake;
+use crate::lake::lease::Claim;
 use crate::lake::tables::Table;
 use crate::model::ctx::Ctx;
-use crate::model::error::Result;
+use crate::model::error::{Error, Result};
 use crate::model::pricing::Pricing;
-use aggregate::{AggregateReport, SPECS};
+use aggregate::{AggregateReport, SPECS, Spec};
 use priced::{PricedDay, UnpricedModel};
 
 /// What to roll up.
@@ -28,6 +31,22 @@ pub enum Period {
     Day(NaiveDate),
     /// A month (any day in it): every day of it, then the month from its days.
     Month(NaiveDate),
+    /// A month's monthly aggregates from its daily ones as they are, no day
+    /// priced again: the step after rollups of its days side by side
+    /// (`meter rollup --date` each). Refused while a day's events are newer
+    /// than its daily rollup ([`daily_state`]).
+    MonthFromDays(NaiveDate),
+}
+
+impl Period {
+    /// What the lake is claimed for: one date beside the rollups of other
+    /// dates, or a whole month alone.
+    fn claim(&self) -> Claim {
+        match *self {
+            Period::Day(d) => Claim::date(d),
+            Period::Month(_) | Period::MonthFromDays(_) => Claim::EXCLUSIVE,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -66,15 +85,22 @@ impl RollupReport {
     }
 
     pub fn summary(&self) -> String {
-        let mut s = format!(
-            "rollup {} {}: {} events priced, {} unpriced, cost {} {}\n",
-            self.run_id,
-            self.period,
-            self.events_priced,
-            self.events_unpriced,
-            self.cost.normalize(),
-            self.currency
-        );
+        let mut s = if self.period.ends_with(FROM_DAYS) {
+            format!(
+                "rollup {} {}: the monthly aggregates, no day priced again\n",
+                self.run_id, self.period
+            )
+        } else {
+            format!(
+                "rollup {} {}: {} events priced, {} unpriced, cost {} {}\n",
+                self.run_id,
+                self.period,
+                self.events_priced,
+                self.events_unpriced,
+                self.cost.normalize(),
+                self.currency
+            )
+        };
         let mut rows: BTreeMap<(Table, &str), u64> = BTreeMap::new();
         for a in &self.aggregates {
             *rows.entry((a.table, a.period)).or_default() += a.rows_out;
@@ -95,12 +121,15 @@ impl RollupReport {
     }
 }
 
+/// How the report names a month built from its daily rollups.
+const FROM_DAYS: &str = " from its days";
+
 /// The days a rollup of `period` covers: for a month, every day of it that
 /// has events or earlier aggregates.
 fn days_of(lake: &Lake, period: Period) -> Result<Vec<NaiveDate>> {
     match period {
         Period::Day(d) => Ok(vec![d]),
-        Period::Month(m) => {
+        Period::Month(m) | Period::MonthFromDays(m) => {
             let first = m.with_day(1).expect("day 1 exists");
             let in_month = |d: &NaiveDate| d.year() == first.year() && d.month() == first.month();
             let mut days = std::collections::BTreeSet::new();
@@ -121,8 +150,34 @@ fn days_of(lake: &Lake, period: Period) -> Result<Vec<NaiveDate>> {
 pub fn run(ctx: &Ctx, opts: &RollupOptions) -> Result<RollupReport> {
     Lake::require(&opts.lake)?;
     let pricing = crate::load::pricing(&opts.pricing)?;
-    let lake = Lake::open(&opts.lake, &ctx.run_id)?;
+    let lake = match opts.period.claim() {
+        Claim {
+            date: Some(date), ..
+        } => Lake::open_for_date(&opts.lake, &ctx.run_id, date)?,
+        _ => Lake::open(&opts.lake, &ctx.run_id)?,
+    };
     run_on(ctx, &lake, &pricing, opts)
+}
+
+/// The newest file of `dir`, if it has any.
+fn newest(lake: &Lake, dir: &std::path::Path) -> Result<Option<SystemTime>> {
+    let mut newest = None;
+    for f in lake.parquet_files(dir)? {
+        let t = lake.modified(&f)?;
+        newest = Some(newest.map_or(t, |n: SystemTime| n.max(t)));
+    }
+    Ok(newest)
+}
+
+/// The daily rollup of `spec`'s table on `date`: when its newest file was
+/// written (none: it has none), and whether it is behind the day's events
+/// (some were stored after it was written, or it has none while they
+/// exist). The one rule of a current day, for billing and
+/// [`Period::MonthFromDays`].
+pub fn daily_state(lake: &Lake, spec: &Spec, date: NaiveDate) -> Result<(Option<SystemTime>, bool)> {
+    let daily = newest(lake, &spec.daily_dir(lake, date))?;
+    let raw = newest(lake, &lake.partition_dir(spec.table, date))?;
+    Ok((daily, raw.is_some() && daily.is_none_or(|d| raw > Some(d))))
 }
 
 /// [`run`] on a lake the caller holds, with `opts.pricing` already loaded.
@@ -143,6 +198,7 @@ pub fn run_on(
         period: match opts.period {
             Period::Day(d) => format!("date={d}"),
             Period::Month(m) => format!("month={}", m.format("%Y-%m")),
+            Period::MonthFromDays(m) => format!("month={}{FROM_DAYS}", m.format("%Y-%m")),
         },
         events_priced: 0,
         events_unpriced: 0,
@@ -154,6 +210,10 @@ pub fn run_on(
         attention: Vec::new(),
     };
     let mut days = days_of(lake, opts.period)?;
+    if let Period::MonthFromDays(m) = opts.period {
+        check_days_current(lake, m, &days)?;
+        days.clear();
+    }
     // A day whose raw events are all gone (removed by `meter retention`)
     // keeps its aggregates: rolling it up again would replace them with
     // nothing.
@@ -209,7 +269,7 @@ pub fn run_on(
         }
     }
     ctx.progress.finish();
-    if let Period::Month(m) = opts.period {
+    if let Period::Month(m) | Period::MonthFromDays(m) = opts.period {
         for spec in SPECS {
             report
                 .aggregates
@@ -229,4 +289,34 @@ pub fn run_on(
         &serde_json::to_string_pretty(&report).expect("the report serializes"),
     )?;
     Ok(report)
+}
+
+/// Refuses to build month `m` from its `days` while one of them is behind
+/// its events ([`daily_state`]): the monthly aggregates would miss them.
+fn check_days_current(lake: &Lake, m: NaiveDate, days: &[NaiveDate]) -> Result<()> {
+    let mut behind = Vec::new();
+    for &date in days {
+        for spec in &SPECS {
+            if daily_state(lake, spec, date)?.1 {
+                behind.push((date, spec.table.name()));
+            }
+        }
+    }
+    let Some(&(first, _)) = behind.first() else {
+        return Ok(());
+    };
+    let mut dates: Vec<NaiveDate> = behind.iter().map(|(d, _)| *d).collect();
+    dates.dedup();
+    let lake_arg = lake.root().display();
+    Err(Error::Usage(format!(
+        "the daily rollups of {} day(s) of {} are behind their events ({}): roll them up first, `meter rollup --lake {lake_arg} --date {first}` and so on for each, or the whole month with `meter rollup --lake {lake_arg} --month {}`",
+        dates.len(),
+        m.format("%Y-%m"),
+        behind
+            .iter()
+            .map(|(d, t)| format!("{t} of {d}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        m.format("%Y-%m"),
+    )))
 }
