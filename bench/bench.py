@@ -46,6 +46,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -139,6 +140,27 @@ def timed(cmd: list, ok_codes=(0,), env: dict | None = None) -> dict:
     }
 
 
+def timed_all(cmds: list[list], env: dict | None = None) -> dict:
+    """Runs `cmds` at once, each under GNU time -v: the wall time until the
+    last ends, the sum of their CPU seconds and the largest peak RSS."""
+    start = time.monotonic()
+    procs = [subprocess.Popen([TIME, "-v", *map(str, c)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=None if env is None else {**os.environ, **env}) for c in cmds]
+    outs = [p.communicate() for p in procs]
+    wall = time.monotonic() - start
+    cpu, rss = 0.0, 0
+    for cmd, p, (_, err) in zip(cmds, procs, outs):
+        if p.returncode != 0:
+            raise Failed(f"{' '.join(map(str, cmd))} exited {p.returncode}:\n{err[-3000:]}")
+        m = {}
+        for line in err.splitlines():
+            key, _, value = line.strip().rpartition(": ")
+            m[key] = value
+        cpu += float(m["User time (seconds)"]) + float(m["System time (seconds)"])
+        rss = max(rss, int(m["Maximum resident set size (kbytes)"]))
+    return {"wall": wall, "cpu": cpu, "rss_kib": rss, "code": 0, "stdout": ""}
+
+
 def run_json(cmd: list) -> dict:
     out = subprocess.run(list(map(str, cmd)), capture_output=True, text=True)
     if out.returncode != 0:
@@ -175,7 +197,7 @@ class Bench:
         self.a = args
         self.py = py
         self.work = args.work
-        self.results: dict = {"inputs": {}, "ingest": {}, "rollup": {}, "bill": {}, "s3": {}}
+        self.results: dict = {"inputs": {}, "ingest": {}, "rollup": {}, "bill": {}, "s3": {}, "shards": {}}
         self.commands: list[str] = []
 
     def meter(self, *args) -> list:
@@ -403,6 +425,55 @@ class Bench:
             server.wait(timeout=30)
             shutil.rmtree(root, ignore_errors=True)
 
+    def shards(self, name: str, inp: dict) -> None:
+        """The whole tree ingested into a lake on S3 by 1, 2 and 4 shard
+        processes started at once (`meter ingest --shard I/N`): the wall time
+        until the last shard ends and the CPU seconds of all of them. On 2
+        cores the shards share the machine, so the curve shows the cost of
+        splitting (listing, leases, more and smaller files), not the gain of
+        N machines; each shard's work is 1/N of the input.
+        """
+        root = self.work / "s3-shards"
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        server = subprocess.Popen([self.a.s3_server, root, inp["root"] / "full", "input"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        env = {}
+        for line in server.stdout:
+            line = line.strip()
+            if not line:
+                break
+            k, _, v = line.partition("=")
+            env[k] = v
+        try:
+            bucket = env.pop("bucket")
+            data = root / bucket
+            url = f"s3://{bucket}"
+            results = {}
+            for n in (1, 2, 4):
+                cmds = [self.meter("ingest", "--input", f"{url}/input", "--lake", f"{url}/lake", "--shard", f"{i}/{n}")
+                        for i in range(n)]
+                runs = []
+                for i in range(self.a.runs):
+                    shutil.rmtree(data / "lake", ignore_errors=True)
+                    self.note(self.meter("ingest", "--input", f"{url}/input", "--lake", f"{url}/lake", "--shard", f"I/{n}"))
+                    r = timed_all(cmds, env=env)
+                    reports = [json.loads(p.read_text()) for p in (data / "lake" / "_runs").glob("*.json")]
+                    if len(reports) != n:
+                        raise Failed(f"{n} shards wrote {len(reports)} run reports")
+                    for table, t in inp["totals"]["tables"].items():
+                        got = sum(x["tables"].get(table, {"rows": 0})["rows"] for x in reports)
+                        if got != t["rows"]:
+                            raise Failed(f"meter ingest in {n} shards on S3: {table} rows {got}, sample wrote {t['rows']}")
+                    runs.append(r)
+                    log(f"S3 {name} ingest in {n} shard(s), run {i + 1}: {r['wall']:.2f} s wall, {r['cpu']:.2f} s CPU")
+                results[str(n)] = strip(runs)
+            self.results["shards"] = {"input": name, "runs": results}
+        finally:
+            server.stdin.close()
+            server.wait(timeout=30)
+            shutil.rmtree(root, ignore_errors=True)
+
     def bill(self) -> None:
         n = self.a.bill_customers
         # One day of usage for every VM: the month's invoices need every
@@ -459,6 +530,8 @@ class Bench:
             self.rollup(name, inp)
             if name == "1x":
                 self.object_storage(name, inp)
+            elif not self.results.get("shards"):
+                self.shards(name, inp)
             # The lake is only the rollup's input: free the disk for the next size.
             shutil.rmtree(inp["root"] / "lake", ignore_errors=True)
             self.save()
@@ -587,6 +660,20 @@ def write_report(a, py: Path, res: dict, commands: list[str]) -> None:
                 dw, sw = median(disk[job], "wall"), median(r[job], "wall")
                 w(f"| {name} | {job} | {dw:.2f} | {sw:.2f} | {median(r[job], 'cpu'):.2f} | {median(r[job], 'requests'):,.0f} | "
                   f"{median(disk[job], 'rss_kib') / 1024:,.0f} | {median(r[job], 'rss_kib') / 1024:,.0f} | {sw / dw:.2f}x |")
+        w("")
+    if res.get("shards"):
+        sh = res["shards"]
+        i = res["inputs"][sh["input"]]
+        w("## One ingest split into shards\n")
+        w(f"The {sh['input']} input's whole tree ({mb(i['full_bytes'])} MB) ingested into a lake on the S3 test server by N "
+          "`meter ingest --shard I/N` processes started at once (I = 0..N-1), on the same 2 cores. Wall: until the last shard "
+          "ends; CPU: the sum over the shards. Checked: the shards' reports add up to every table's rows.\n")
+        w("| shards | wall s | CPU s (sum) | largest peak RSS MiB | wall vs 1 |")
+        w("|---:|---:|---:|---:|---:|")
+        one = median(sh["runs"]["1"], "wall")
+        for n, runs in sh["runs"].items():
+            w(f"| {n} | {median(runs, 'wall'):.2f} | {median(runs, 'cpu'):.2f} | {median(runs, 'rss_kib') / 1024:,.0f} | "
+              f"{median(runs, 'wall') / one:.2f}x |")
         w("")
     w("## Against the targets\n")
     names = list(res["ingest"])

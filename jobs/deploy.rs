@@ -74,7 +74,11 @@ fn containers(file: &str, text: &str) -> Result<Vec<Container>, String> {
                     let value = match (&e["value"], &e["valueFrom"]["fieldRef"]["fieldPath"]) {
                         (Yaml::String(v), _) => Some(v.clone()),
                         (_, Yaml::String(field)) if field == INDEX_FIELD => None,
-                        _ => return Err(format!("{file}: {kind} {name}: variable {var} has neither a value nor the pod index")),
+                        _ => {
+                            return Err(format!(
+                                "{file}: {kind} {name}: variable {var} has neither a value nor the pod index"
+                            ));
+                        }
                     };
                     env.push((var, value));
                 }
@@ -123,7 +127,11 @@ fn flag_vars(sub: &str) -> Vec<(String, String)> {
     let cli = Cli::command();
     let mut vars = Vec::new();
     let commands = [Some(&cli), cli.find_subcommand(sub)];
-    for arg in commands.into_iter().flatten().flat_map(|c| c.get_arguments()) {
+    for arg in commands
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c.get_arguments())
+    {
         if let (Some(env), Some(long)) = (arg.get_env(), arg.get_long()) {
             vars.push((env.to_string_lossy().into_owned(), long.to_string()));
         }
@@ -147,7 +155,9 @@ fn check(c: &Container) -> Vec<String> {
     let referenced = |name: &str| {
         let r = format!("$({name})");
         c.args.iter().any(|a| a.contains(&r))
-            || c.env.iter().any(|(_, v)| v.as_deref().is_some_and(|v| v.contains(&r)))
+            || c.env
+                .iter()
+                .any(|(_, v)| v.as_deref().is_some_and(|v| v.contains(&r)))
     };
     for (name, _) in &c.env {
         if !(flags.iter().any(|(env, _)| env == name) || read_by_meter(name) || referenced(name)) {
@@ -167,7 +177,9 @@ fn check(c: &Container) -> Vec<String> {
             let value = match (value, index) {
                 (Some(v), _) => expand(v, &vars),
                 (None, Some(i)) => Ok(i.to_string()),
-                (None, None) => Err(format!("{name}: the pod index, in a Job that is not Indexed")),
+                (None, None) => Err(format!(
+                    "{name}: the pod index, in a Job that is not Indexed"
+                )),
             };
             match value {
                 Ok(v) => vars.push((name.clone(), v)),
@@ -201,13 +213,13 @@ fn check(c: &Container) -> Vec<String> {
                     "index {i} of {n} ingests shard {other:?}: an Indexed Job of N completions must run --shard $(JOB_COMPLETION_INDEX)/N"
                 )),
             },
-            (Job::Rollup(args), Some(_), Some(i)) => {
-                if !args.date.is_some_and(|d| dates.insert(d)) {
-                    say(format!(
-                        "index {i} rolls up {:?}, not a date of its own",
-                        args.date
-                    ));
-                }
+            (Job::Rollup(args), Some(_), Some(i))
+                if !args.date.is_some_and(|d| dates.insert(d)) =>
+            {
+                say(format!(
+                    "index {i} rolls up {:?}, not a date of its own",
+                    args.date
+                ));
             }
             _ => {}
         }
@@ -296,28 +308,56 @@ spec:
     assert_eq!(problems(good), Vec::<String>::new());
     let cases = [
         // A flag the CLI does not have.
-        (job(4, "[ingest, \"--shards=$(JOB_COMPLETION_INDEX)/4\"]", ""), "--shards"),
+        (
+            job(4, "[ingest, \"--shards=$(JOB_COMPLETION_INDEX)/4\"]", ""),
+            "--shards",
+        ),
         // More pods than shards: index 4 of --shard 4/4 is refused.
-        (job(5, "[ingest, \"--shard=$(JOB_COMPLETION_INDEX)/4\"]", ""), "index 4"),
+        (
+            job(5, "[ingest, \"--shard=$(JOB_COMPLETION_INDEX)/4\"]", ""),
+            "index 4",
+        ),
         // Fewer pods than shards: shard 3/4 would never run.
-        (job(3, "[ingest, \"--shard=$(JOB_COMPLETION_INDEX)/4\"]", ""), "must run --shard"),
+        (
+            job(3, "[ingest, \"--shard=$(JOB_COMPLETION_INDEX)/4\"]", ""),
+            "must run --shard",
+        ),
         // A variable no flag reads (a typo).
         (
-            job(4, "[ingest, \"--shard=$(JOB_COMPLETION_INDEX)/4\"]", "            - {name: METER_LAKES, value: s3://b/lake}\n"),
+            job(
+                4,
+                "[ingest, \"--shard=$(JOB_COMPLETION_INDEX)/4\"]",
+                "            - {name: METER_LAKES, value: s3://b/lake}\n",
+            ),
             "METER_LAKES",
         ),
         // A variable of another subcommand's flag.
         (
-            job(4, "[ingest, \"--shard=$(JOB_COMPLETION_INDEX)/4\"]", "            - {name: METER_OUT, value: s3://b/out}\n"),
+            job(
+                4,
+                "[ingest, \"--shard=$(JOB_COMPLETION_INDEX)/4\"]",
+                "            - {name: METER_OUT, value: s3://b/out}\n",
+            ),
             "METER_OUT",
         ),
         // A variable's value the flag refuses (index 3 of 3 shards).
         (
-            job(4, "[ingest]", "            - {name: METER_SHARD, value: \"$(JOB_COMPLETION_INDEX)/3\"}\n"),
+            job(
+                4,
+                "[ingest]",
+                "            - {name: METER_SHARD, value: \"$(JOB_COMPLETION_INDEX)/3\"}\n",
+            ),
             "is not a shard",
         ),
         // A reference to nothing.
-        (job(4, "[rollup, \"--date=$(MONTH_START)+$(JOB_COMPLETION_INDEX)\"]", ""), "$(MONTH_START)"),
+        (
+            job(
+                4,
+                "[rollup, \"--date=$(MONTH_START)+$(JOB_COMPLETION_INDEX)\"]",
+                "",
+            ),
+            "$(MONTH_START)",
+        ),
         // Every pod rolling up the same date.
         (
             job(2, "[rollup, --date=2026-11-01]", ""),

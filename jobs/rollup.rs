@@ -85,7 +85,14 @@ mod tests {
         assert_eq!(parse_date("2026-11-01+0"), Ok(d("2026-11-01")));
         assert_eq!(parse_date("2026-11-01+29"), Ok(d("2026-11-30")));
         assert_eq!(parse_date("2026-12-31+1"), Ok(d("2027-01-01")));
-        for bad in ["2026-11-01+", "2026-11-01+-1", "2026-11-01+x", "2026-11", "+3", ""] {
+        for bad in [
+            "2026-11-01+",
+            "2026-11-01+-1",
+            "2026-11-01+x",
+            "2026-11",
+            "+3",
+            "",
+        ] {
             let err = parse_date(bad).unwrap_err();
             assert!(err.contains("YYYY-MM-DD+N"), "{bad}: {err}");
         }

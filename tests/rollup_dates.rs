@@ -52,7 +52,14 @@ fn ingest(dir: &Path, lake: &str, env: &[(String, String)]) {
 
 fn rollup(dir: &Path, lake: &str, period: &[&str], env: &[(String, String)]) -> Child {
     let args = [
-        &["rollup", "--lake", lake, "--pricing", "pricing.toml", "--json"][..],
+        &[
+            "rollup",
+            "--lake",
+            lake,
+            "--pricing",
+            "pricing.toml",
+            "--json",
+        ][..],
         period,
     ]
     .concat();
@@ -72,7 +79,14 @@ fn rollups_of_dates_give_the_month(
     // Nothing rolled up yet: the month cannot be built from its days.
     let (code, _, err) = run(
         dir,
-        &["rollup", "--lake", &split, "--month", "2026-10", "--from-days"],
+        &[
+            "rollup",
+            "--lake",
+            &split,
+            "--month",
+            "2026-10",
+            "--from-days",
+        ],
         env,
     );
     assert_eq!(code, 2, "{err}");
@@ -121,11 +135,21 @@ fn rollups_of_dates_give_the_month(
     assert_eq!(report["tables"]["api_usage"]["rows"], 1, "{report}");
     let (code, _, err) = run(
         dir,
-        &["rollup", "--lake", &split, "--month", "2026-10", "--from-days"],
+        &[
+            "rollup",
+            "--lake",
+            &split,
+            "--month",
+            "2026-10",
+            "--from-days",
+        ],
         env,
     );
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("1 day(s)") && err.contains("of 2026-10-29"), "{err}");
+    assert!(
+        err.contains("1 day(s)") && err.contains("of 2026-10-29"),
+        "{err}"
+    );
     finish(rollup(dir, &split, &["--date", "2026-10-29"], env));
     finish(rollup(
         dir,

@@ -182,15 +182,8 @@ fn a_lease_on_an_s3_lake_excludes_takes_over_and_fences() {
     let ttl = Duration::from_secs(60);
     let margin = Duration::from_secs(10);
 
-    let stalled = Lease::acquire(
-        &store,
-        "run-a",
-        "compact",
-        Claim::EXCLUSIVE,
-        ttl,
-        &clock,
-    )
-    .unwrap();
+    let stalled =
+        Lease::acquire(&store, "run-a", "compact", Claim::EXCLUSIVE, ttl, &clock).unwrap();
     assert_eq!(stalled.fence(&clock, margin).unwrap(), 1);
     assert!(
         tmp.path()
@@ -200,8 +193,7 @@ fn a_lease_on_an_s3_lake_excludes_takes_over_and_fences() {
             .is_file()
     );
     for claim in [Claim::EXCLUSIVE, Claim::shard(Shard::ALL)] {
-        let err =
-            Lease::acquire(&store, "run-b", "erase", claim, ttl, &clock).unwrap_err();
+        let err = Lease::acquire(&store, "run-b", "erase", claim, ttl, &clock).unwrap_err();
         assert!(
             matches!(&err, Error::Locked { holder, .. } if holder.contains("run-a")),
             "{err}"
@@ -210,15 +202,7 @@ fn a_lease_on_an_s3_lake_excludes_takes_over_and_fences() {
 
     // The holder stalls past its expiry; another job takes the lake over.
     clock.advance(chrono::Duration::seconds(61));
-    let erase = Lease::acquire(
-        &store,
-        "run-b",
-        "erase",
-        Claim::EXCLUSIVE,
-        ttl,
-        &clock,
-    )
-    .unwrap();
+    let erase = Lease::acquire(&store, "run-b", "erase", Claim::EXCLUSIVE, ttl, &clock).unwrap();
     assert_eq!(erase.holder().generation, 2);
     let err = stalled.fence(&clock, margin).unwrap_err();
     assert!(err.to_string().contains("was lost"), "{err}");
@@ -240,14 +224,7 @@ fn a_lease_on_an_s3_lake_excludes_takes_over_and_fences() {
                 s.spawn(move || {
                     barrier.wait();
                     let id = format!("run-{i}");
-                    match Lease::acquire(
-                        store,
-                        &id,
-                        "erase",
-                        Claim::EXCLUSIVE,
-                        ttl,
-                        clock,
-                    ) {
+                    match Lease::acquire(store, &id, "erase", Claim::EXCLUSIVE, ttl, clock) {
                         Ok(lease) => {
                             std::mem::forget(lease);
                             true

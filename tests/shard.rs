@@ -94,7 +94,11 @@ pub(crate) fn run(dir: &Path, args: &[&str], env: &[(String, String)]) -> (i32, 
 }
 
 /// Every row of every table, as CSV sorted on every column.
-pub(crate) fn rows(dir: &Path, lake: &str, env: &[(String, String)]) -> BTreeMap<&'static str, String> {
+pub(crate) fn rows(
+    dir: &Path,
+    lake: &str,
+    env: &[(String, String)],
+) -> BTreeMap<&'static str, String> {
     rows_of(dir, lake, &TABLES, env)
 }
 

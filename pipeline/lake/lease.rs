@@ -442,8 +442,14 @@ fn locked(store: &Store, holder: &Holder) -> Error {
             "{} {} ({mode}{}{}, until {})",
             holder.job,
             holder.id,
-            holder.shard.map(|s| format!(", shard {s}")).unwrap_or_default(),
-            holder.date.map(|d| format!(", date {d}")).unwrap_or_default(),
+            holder
+                .shard
+                .map(|s| format!(", shard {s}"))
+                .unwrap_or_default(),
+            holder
+                .date
+                .map(|d| format!(", date {d}"))
+                .unwrap_or_default(),
             holder.expires_at
         ),
     }
@@ -541,9 +547,8 @@ mod tests {
         let store = Arc::new(Store::in_memory().unwrap());
         let clock = clock();
         let day = |d: u32| NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
-        let rollup = |id: &str, d| {
-            Lease::acquire(&store, id, "rollup", Claim::date(day(d)), TTL, &clock)
-        };
+        let rollup =
+            |id: &str, d| Lease::acquire(&store, id, "rollup", Claim::date(day(d)), TTL, &clock);
         let a = rollup("a", 3).unwrap();
         let b = rollup("b", 4).unwrap();
         assert_eq!(state(&store).holders[0].date, Some(day(3)));
@@ -592,9 +597,8 @@ mod tests {
         let store = Arc::new(Store::in_memory().unwrap());
         let clock = clock();
         let shard = |i, n| Shard { index: i, count: n };
-        let ingest = |id: &str, s: Shard| {
-            Lease::acquire(&store, id, "ingest", Claim::shard(s), TTL, &clock)
-        };
+        let ingest =
+            |id: &str, s: Shard| Lease::acquire(&store, id, "ingest", Claim::shard(s), TTL, &clock);
         let a = ingest("a", shard(0, 2)).unwrap();
         let b = ingest("b", shard(1, 2)).unwrap();
         for (id, s) in [("c", shard(1, 2)), ("d", shard(0, 4)), ("e", Shard::ALL)] {
@@ -697,14 +701,7 @@ mod tests {
                     s.spawn(move || {
                         let id = format!("job-{i}");
                         start.wait();
-                        match Lease::acquire(
-                            store,
-                            &id,
-                            "erase",
-                            Claim::EXCLUSIVE,
-                            TTL,
-                            clock,
-                        ) {
+                        match Lease::acquire(store, &id, "erase", Claim::EXCLUSIVE, TTL, clock) {
                             Ok(lease) => {
                                 // Hold it, so that nobody after us wins.
                                 std::mem::forget(lease);
@@ -734,8 +731,7 @@ mod tests {
                 // write below.
                 std::mem::forget(take(&store, "other", Mode::Exclusive, &clock).unwrap());
             }
-            if let Some(blocker) = state.blocker("erase", Claim::EXCLUSIVE, clock.now())
-            {
+            if let Some(blocker) = state.blocker("erase", Claim::EXCLUSIVE, clock.now()) {
                 return Err(locked(&store, blocker));
             }
             state.generation += 1;

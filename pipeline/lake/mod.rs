@@ -1608,7 +1608,12 @@ mod tests {
             scope_lock_name("rollup", &claims[2].1),
             "rollup-date-2026-11-03.lock"
         );
-        for junk in ["gate", "ingest-x-of-4.lock", "rollup-date-2026-13-01.lock", "-.lock"] {
+        for junk in [
+            "gate",
+            "ingest-x-of-4.lock",
+            "rollup-date-2026-13-01.lock",
+            "-.lock",
+        ] {
             assert_eq!(claim_of_lock(Path::new(junk)), None, "{junk}");
         }
     }

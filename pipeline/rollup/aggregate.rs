@@ -136,9 +136,15 @@ impl Spec {
     /// The daily measures, from events.
     fn daily_aggs(&self) -> Vec<Expr> {
         let count = |name: &str| len().cast(DataType::Int64).alias(name);
+        // Integer measures (latencies) sum exactly as they are; float ones
+        // through [`float_sum`].
         let stats = |column: &str, unit: &str| {
+            let sum = match column {
+                "latency_ms" | "latency_us" => col(column).sum(),
+                _ => float_sum(col(column)),
+            };
             vec![
-                float_sum(col(column)).alias(format!("{unit}_sum")),
+                sum.alias(format!("{unit}_sum")),
                 col(column)
                     .count()
                     .cast(DataType::Int64)

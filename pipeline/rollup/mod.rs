@@ -174,7 +174,11 @@ fn newest(lake: &Lake, dir: &std::path::Path) -> Result<Option<SystemTime>> {
 /// (some were stored after it was written, or it has none while they
 /// exist). The one rule of a current day, for billing and
 /// [`Period::MonthFromDays`].
-pub fn daily_state(lake: &Lake, spec: &Spec, date: NaiveDate) -> Result<(Option<SystemTime>, bool)> {
+pub fn daily_state(
+    lake: &Lake,
+    spec: &Spec,
+    date: NaiveDate,
+) -> Result<(Option<SystemTime>, bool)> {
     let daily = newest(lake, &spec.daily_dir(lake, date))?;
     let raw = newest(lake, &lake.partition_dir(spec.table, date))?;
     Ok((daily, raw.is_some() && daily.is_none_or(|d| raw > Some(d))))
