@@ -192,6 +192,39 @@ def median(runs: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
+class S3Server:
+    """The tests' S3-protocol server (`examples/s3-server.rs`) over the folder
+    `root`, with the tree `src` uploaded under `input/` through the S3 API (so
+    that the server knows every object's ETag, as a real store does)."""
+
+    def __init__(self, exe: Path, root: Path, src: Path):
+        self.proc = subprocess.Popen([exe, root, src, "input"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        # `NAME=value` lines, then a blank one: the environment to reach it.
+        self.env = self.lines()
+        self.bucket = self.env.pop("bucket")
+
+    def lines(self) -> dict:
+        out = {}
+        for line in self.proc.stdout:
+            line = line.strip()
+            if not line:
+                break
+            k, _, v = line.partition("=")
+            out[k] = v
+        return out
+
+    def requests(self) -> int:
+        """The requests served since the last call."""
+        self.proc.stdin.write("stats\n")
+        self.proc.stdin.flush()
+        return sum(int(v) for v in self.lines().values())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
 class Bench:
     def __init__(self, args, py: Path):
         self.a = args
@@ -369,31 +402,10 @@ class Bench:
         root = self.work / "s3"
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
-        # The input is uploaded through the S3 API (the server then knows
-        # every object's ETag, as a real store does).
-        server = subprocess.Popen([self.a.s3_server, root, inp["root"] / "full", "input"],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-
-        def lines() -> dict:
-            out = {}
-            for line in server.stdout:
-                line = line.strip()
-                if not line:
-                    break
-                k, _, v = line.partition("=")
-                out[k] = v
-            return out
-
-        def requests() -> int:
-            server.stdin.write("stats\n")
-            server.stdin.flush()
-            return sum(int(v) for v in lines().values())
-
+        server = S3Server(self.a.s3_server, root, inp["root"] / "full")
+        requests = server.requests
         try:
-            env = lines()
-            bucket = env.pop("bucket")
-            data = root / bucket
-            url = f"s3://{bucket}"
+            env, data, url = server.env, root / server.bucket, f"s3://{server.bucket}"
             ingest = self.meter("ingest", "--input", f"{url}/input", "--lake", f"{url}/lake")
             rollup = self.meter("rollup", "--lake", f"{url}/lake", "--month", MONTH, "--pricing", REPO / "pricing.toml")
             want = self.results["rollup"][name]
@@ -421,8 +433,7 @@ class Bench:
                 log(f"S3 {name} run {i + 1}: ingest {runs['ingest'][-1]['wall']:.2f} s, rollup {r['wall']:.2f} s")
             self.results["s3"][name] = {k: strip(v) for k, v in runs.items()}
         finally:
-            server.stdin.close()
-            server.wait(timeout=30)
+            server.close()
             shutil.rmtree(root, ignore_errors=True)
 
     def shards(self, name: str, inp: dict) -> None:
@@ -436,19 +447,9 @@ class Bench:
         root = self.work / "s3-shards"
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
-        server = subprocess.Popen([self.a.s3_server, root, inp["root"] / "full", "input"],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        env = {}
-        for line in server.stdout:
-            line = line.strip()
-            if not line:
-                break
-            k, _, v = line.partition("=")
-            env[k] = v
+        server = S3Server(self.a.s3_server, root, inp["root"] / "full")
         try:
-            bucket = env.pop("bucket")
-            data = root / bucket
-            url = f"s3://{bucket}"
+            env, data, url = server.env, root / server.bucket, f"s3://{server.bucket}"
             results = {}
             for n in (1, 2, 4):
                 cmds = [self.meter("ingest", "--input", f"{url}/input", "--lake", f"{url}/lake", "--shard", f"{i}/{n}")
@@ -470,8 +471,7 @@ class Bench:
                 results[str(n)] = strip(runs)
             self.results["shards"] = {"input": name, "runs": results}
         finally:
-            server.stdin.close()
-            server.wait(timeout=30)
+            server.close()
             shutil.rmtree(root, ignore_errors=True)
 
     def bill(self) -> None:

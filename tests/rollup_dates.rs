@@ -17,16 +17,12 @@ use crate::shard::{bill, command, finish, rows_of, run};
 
 const DATES: [&str; 4] = ["2026-10-28", "2026-10-29", "2026-10-30", "2026-10-31"];
 
-const AGGREGATES: [&str; 8] = [
-    "daily_api_usage",
-    "daily_api_requests",
-    "daily_resource_usage",
-    "daily_activity",
-    "monthly_api_usage",
-    "monthly_api_requests",
-    "monthly_resource_usage",
-    "monthly_activity",
-];
+/// The daily and monthly aggregate views (`meter query`'s).
+fn aggregates() -> Vec<&'static str> {
+    (meter::read::query::VIEWS.iter().copied())
+        .filter(|v| v.starts_with("daily_") || v.starts_with("monthly_"))
+        .collect()
+}
 
 /// A work folder with four days of input and `pricing.toml`.
 fn setup(dir: &Path) {
@@ -66,6 +62,18 @@ fn rollup(dir: &Path, lake: &str, period: &[&str], env: &[(String, String)]) -> 
     command(dir, &args, env).spawn().unwrap()
 }
 
+/// `meter rollup` of October from its days.
+fn from_days(lake: &str) -> [&str; 6] {
+    [
+        "rollup",
+        "--lake",
+        lake,
+        "--month",
+        "2026-10",
+        "--from-days",
+    ]
+}
+
 fn rollups_of_dates_give_the_month(
     dir: &Path,
     lake: impl Fn(&str) -> String,
@@ -77,18 +85,7 @@ fn rollups_of_dates_give_the_month(
     finish(rollup(dir, &one, &["--month", "2026-10"], env));
 
     // Nothing rolled up yet: the month cannot be built from its days.
-    let (code, _, err) = run(
-        dir,
-        &[
-            "rollup",
-            "--lake",
-            &split,
-            "--month",
-            "2026-10",
-            "--from-days",
-        ],
-        env,
-    );
+    let (code, _, err) = run(dir, &from_days(&split), env);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("4 day(s) of 2026-10"), "{err}");
     assert!(err.contains("--date 2026-10-28"), "{err}");
@@ -113,9 +110,10 @@ fn rollups_of_dates_give_the_month(
     assert_eq!(month["days"].as_array().unwrap().len(), 0, "{month}");
     assert_eq!(month["aggregates"].as_array().unwrap().len(), 4, "{month}");
 
+    assert_eq!(aggregates().len(), 8);
     assert_eq!(
-        rows_of(dir, &split, &AGGREGATES, env),
-        rows_of(dir, &one, &AGGREGATES, env)
+        rows_of(dir, &split, &aggregates(), env),
+        rows_of(dir, &one, &aggregates(), env)
     );
     assert_eq!(
         bill(dir, &split, "out-split", env),
@@ -133,18 +131,7 @@ fn rollups_of_dates_give_the_month(
     assert!(code <= 1, "{err}");
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["tables"]["api_usage"]["rows"], 1, "{report}");
-    let (code, _, err) = run(
-        dir,
-        &[
-            "rollup",
-            "--lake",
-            &split,
-            "--month",
-            "2026-10",
-            "--from-days",
-        ],
-        env,
-    );
+    let (code, _, err) = run(dir, &from_days(&split), env);
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("1 day(s)") && err.contains("of 2026-10-29"),
