@@ -1360,7 +1360,7 @@ fn local_holder(root: &Path, lock_path: &Path) -> String {
 }
 
 /// The job of a run id `<time>-<job>-...` ([`crate::model::ctx::Ctx::new`]).
-fn job_of(run_id: &str) -> &str {
+pub(crate) fn job_of(run_id: &str) -> &str {
     run_id.split('-').nth(1).unwrap_or("meter")
 }
 

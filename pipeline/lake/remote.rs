@@ -102,7 +102,7 @@ impl Remote {
     /// lease (`mode`), then finishes or removes what killed runs left.
     pub fn open(url: &str, run_id: &str, claim: Claim) -> Result<Remote> {
         let store = Arc::new(Store::open(url)?);
-        let job = run_id.split('-').nth(1).unwrap_or("meter");
+        let job = crate::lake::job_of(run_id);
         // Run ids repeat (a pinned clock, a rerun): what holds the lease,
         // stages and records commits is this process's instance of the run.
         let nanos = std::time::SystemTime::now()
