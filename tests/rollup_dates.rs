@@ -262,7 +262,7 @@ fn a_running_rollup_of_a_date_on_s3_keeps_the_same_date_and_other_jobs_out() {
     let server = start_s3_server(&tmp.path().join("s3"));
     let url = server.url("lake");
     let store = std::sync::Arc::new(Store::open_with(&url, server.options()).unwrap());
-    // Another machine's `rollup --date 2026-10-30`, as `Lake::open_for_date`
+    // Another machine's `rollup --date 2026-10-30`, as `Lake::open_as`
     // takes it.
     let hold = || -> Box<dyn FnOnce()> {
         let lease = Lease::acquire(

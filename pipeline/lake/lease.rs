@@ -129,6 +129,21 @@ impl Claim {
     }
 }
 
+/// The part a claim names, for messages: `shard 1/4`, `date 2026-11-03`,
+/// both joined by a comma, or nothing for the whole lake.
+impl std::fmt::Display for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if !self.shard.is_all() {
+            parts.push(format!("shard {}", self.shard));
+        }
+        if let Some(date) = self.date {
+            parts.push(format!("date {date}"));
+        }
+        f.write_str(&parts.join(", "))
+    }
+}
+
 /// One holder's entry in the lease object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holder {
@@ -155,8 +170,6 @@ pub struct Holder {
 }
 
 impl Holder {
-    /// Whether the entry still holds at `now`: not expired, and not left
-    /// by a process of this machine that no longer runs.
     /// What the holder claimed.
     pub fn claim(&self) -> Claim {
         Claim {
@@ -166,6 +179,8 @@ impl Holder {
         }
     }
 
+    /// Whether the entry still holds at `now`: not expired, and not left
+    /// by a process of this machine that no longer runs.
     fn holds(&self, now: DateTime<Utc>) -> bool {
         self.expires_at > now && !self.died_here()
     }
@@ -438,20 +453,16 @@ fn locked(store: &Store, holder: &Holder) -> Error {
     };
     Error::Locked {
         path: PathBuf::from(store.url()),
-        holder: format!(
-            "{} {} ({mode}{}{}, until {})",
-            holder.job,
-            holder.id,
-            holder
-                .shard
-                .map(|s| format!(", shard {s}"))
-                .unwrap_or_default(),
-            holder
-                .date
-                .map(|d| format!(", date {d}"))
-                .unwrap_or_default(),
-            holder.expires_at
-        ),
+        holder: match holder.claim().to_string() {
+            part if part.is_empty() => format!(
+                "{} {} ({mode}, until {})",
+                holder.job, holder.id, holder.expires_at
+            ),
+            part => format!(
+                "{} {} ({mode}, {part}, until {})",
+                holder.job, holder.id, holder.expires_at
+            ),
+        },
     }
 }
 

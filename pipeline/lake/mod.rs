@@ -198,15 +198,13 @@ impl Lake {
         Lake::open_as(root, run_id, Claim::shard(shard))
     }
 
-    /// Opens the lake for a rollup of `date` alone, beside the rollups of
-    /// other dates (as [`Lake::open_shared`] for ingest shards, with the
-    /// lock file `_locks/rollup-date-<date>.lock`): a rollup of the same
-    /// date, any other job and any exclusive one are refused while it runs.
-    pub fn open_for_date(root: &Path, run_id: &str, date: NaiveDate) -> Result<Lake> {
-        Lake::open_as(root, run_id, Claim::date(date))
-    }
-
-    fn open_as(root: &Path, run_id: &str, claim: Claim) -> Result<Lake> {
+    /// Opens the lake for `claim`: alone ([`Claim::EXCLUSIVE`], as
+    /// [`Lake::open`]), or for a part of the work beside the jobs doing the
+    /// other parts (an ingest's shard, as [`Lake::open_shared`]; a rollup's
+    /// date, with the lock file `_locks/rollup-date-<date>.lock` on a local
+    /// lake). Whoever the claim cannot run beside ([`Claim::blocked_by`]) is
+    /// refused with [`Error::Locked`].
+    pub fn open_as(root: &Path, run_id: &str, claim: Claim) -> Result<Lake> {
         if remote::is_remote(root) {
             let remote = Remote::open(&root.to_string_lossy(), run_id, claim)?;
             let lake = Lake {
@@ -1364,16 +1362,9 @@ pub(crate) fn job_of(run_id: &str) -> &str {
     run_id.split('-').nth(1).unwrap_or("meter")
 }
 
-/// `ingest shard 1/4 (run ...)`, `rollup of 2026-11-03 (run ...)`.
+/// `ingest shard 1/4 (run ...)`, `rollup date 2026-11-03 (run ...)`.
 fn describe(job: &str, claim: &Claim, who: &str) -> String {
-    let mut s = job.to_string();
-    if !claim.shard.is_all() {
-        s += &format!(" shard {}", claim.shard);
-    }
-    if let Some(date) = claim.date {
-        s += &format!(" of {date}");
-    }
-    format!("{s} ({who})")
+    format!("{job} {claim} ({who})")
 }
 
 /// The lock file of a shared `job`'s `claim`:

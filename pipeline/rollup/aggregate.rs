@@ -134,17 +134,11 @@ impl Spec {
     }
 
     /// The daily measures, from events.
-    fn daily_aggs(&self) -> Vec<Expr> {
+    fn daily_aggs(&self, schema: &Schema) -> Vec<Expr> {
         let count = |name: &str| len().cast(DataType::Int64).alias(name);
-        // Integer measures (latencies) sum exactly as they are; float ones
-        // through [`float_sum`].
         let stats = |column: &str, unit: &str| {
-            let sum = match column {
-                "latency_ms" | "latency_us" => col(column).sum(),
-                _ => float_sum(col(column)),
-            };
             vec![
-                sum.alias(format!("{unit}_sum")),
+                measure_sum(schema, column).alias(format!("{unit}_sum")),
                 col(column)
                     .count()
                     .cast(DataType::Int64)
@@ -207,8 +201,8 @@ impl Spec {
                 aggs.extend(stats("cpu_percent", "cpu_percent"));
                 aggs.extend(stats("memory_percent", "memory_percent"));
                 aggs.push(col("disk_gb").max().alias("disk_gb_max"));
-                aggs.push(float_sum(col("network_in_mb")).alias("network_in_mb"));
-                aggs.push(float_sum(col("network_out_mb")).alias("network_out_mb"));
+                aggs.push(measure_sum(schema, "network_in_mb").alias("network_in_mb"));
+                aggs.push(measure_sum(schema, "network_out_mb").alias("network_out_mb"));
                 aggs
             }
             Table::Activity => {
@@ -363,6 +357,15 @@ fn float_sum(e: Expr) -> Expr {
 /// The decimal places a float measure is summed at ([`float_sum`]).
 const FLOAT_SUM_SCALE: usize = 12;
 
+/// The sum of the measure `column` of a frame with `schema` in a group:
+/// integers and decimals exactly as they are, floats through [`float_sum`].
+fn measure_sum(schema: &Schema, column: &str) -> Expr {
+    match schema.get(column) {
+        Some(dtype) if dtype.is_float() => float_sum(col(column)),
+        _ => col(column).sum(),
+    }
+}
+
 fn sum_i64(name: &str) -> Expr {
     col(name).cast(DataType::Int64).sum().alias(name)
 }
@@ -408,7 +411,7 @@ pub fn aggregate_events(spec: Spec, events: &DataFrame) -> PolarsResult<DataFram
     if spec.table == Table::ApiRequests {
         lf = lf.with_column((col("status").floor_div(lit(100)) * lit(100)).alias("status_class"));
     }
-    let mut out = lf.group_by(keys).agg(spec.daily_aggs());
+    let mut out = lf.group_by(keys).agg(spec.daily_aggs(events.schema()));
     if spec.table == Table::ResourceUsage {
         let compute = compute_time(events)?;
         out = out
@@ -438,10 +441,7 @@ pub fn aggregate_events(spec: Spec, events: &DataFrame) -> PolarsResult<DataFram
 pub fn combine(spec: Spec, rows: DataFrame) -> PolarsResult<DataFrame> {
     let schema = rows.schema();
     let mut aggs: Vec<Expr> = (spec.sums.iter())
-        .map(|m| match schema.get(m) {
-            Some(dtype) if dtype.is_float() => float_sum(col(*m)).alias(*m),
-            _ => col(*m).sum().alias(*m),
-        })
+        .map(|m| measure_sum(schema, m).alias(*m))
         .collect();
     aggs.extend(spec.maxes.iter().map(|m| col(*m).max().alias(*m)));
     let keys: Vec<Expr> = spec.keys.iter().map(|k| col(*k)).collect();

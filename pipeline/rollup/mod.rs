@@ -8,7 +8,6 @@ pub mod priced;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-
 use std::time::SystemTime;
 
 use chrono::{Datelike, NaiveDate};
@@ -150,12 +149,7 @@ fn days_of(lake: &Lake, period: Period) -> Result<Vec<NaiveDate>> {
 pub fn run(ctx: &Ctx, opts: &RollupOptions) -> Result<RollupReport> {
     Lake::require(&opts.lake)?;
     let pricing = crate::load::pricing(&opts.pricing)?;
-    let lake = match opts.period.claim() {
-        Claim {
-            date: Some(date), ..
-        } => Lake::open_for_date(&opts.lake, &ctx.run_id, date)?,
-        _ => Lake::open(&opts.lake, &ctx.run_id)?,
-    };
+    let lake = Lake::open_as(&opts.lake, &ctx.run_id, opts.period.claim())?;
     run_on(ctx, &lake, &pricing, opts)
 }
 
