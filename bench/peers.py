@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Peer implementations of meter's jobs, for the benchmark.
 
-Run with the bench venv (stdlib + duckdb + polars only):
+Run with the bench venv (stdlib + duckdb + polars + chdb only):
 
     python bench/peers.py duckdb-ingest --files GLOB --out DIR [--threads N]
     python bench/peers.py polars-ingest --files GLOB --out DIR [--threads N]
+    python bench/peers.py chdb-ingest --files GLOB --out DIR [--threads N]
     python bench/peers.py sums --glob GLOB
     python bench/peers.py duckdb-rollup --lake DIR --pricing FILE --month YYYY-MM \
         --out DIR [--threads N]
@@ -13,7 +14,7 @@ Each subcommand prints exactly one JSON object on stdout and exits 0, or
 prints `peers.py <subcommand>: error: ...` on stderr and exits 1. The timed
 subcommands do the work only: no verification passes inside them.
 
-* `duckdb-ingest` / `polars-ingest` read JSON usage lines (formats.md 1a) with
+* `duckdb-ingest` / `polars-ingest` / `chdb-ingest` read JSON usage lines (formats.md 1a) with
   an explicit schema and write Parquet (zstd) partitioned hive-style by the
   UTC date of `timestamp` (`DIR/date=YYYY-MM-DD/*.parquet`). Columns keep the
   raw field names (`cache_creation_tokens`, `user`, ...); `timestamp` is a
@@ -165,6 +166,35 @@ def cmd_polars_ingest(args) -> dict:
     if not written:
         return {}
     return {"rows": sum(p.num_rows for a in written for p in a.paths)}
+
+
+def cmd_chdb_ingest(args) -> dict:
+    """ClickHouse in-process (chDB): `file(..., 'JSONEachRow', schema)` into
+    Parquet partitioned by date, as the ClickHouse documentation writes it.
+    A `.gz` file is decompressed by chDB itself (compression from the name)."""
+    need_files(args.files)
+    import chdb
+
+    types = {"ts": "Nullable(DateTime64(6, 'UTC'))", "str": "Nullable(String)", "int": "Nullable(Int64)"}
+    schema = ", ".join(f"{n} {types[t]}" for n, t in USAGE_FIELDS)
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    settings = [
+        "date_time_input_format = 'best_effort'",
+        "output_format_parquet_compression_method = 'zstd'",
+        "engine_file_truncate_on_insert = 1",
+    ]
+    if args.threads:
+        settings.append(f"max_threads = {int(args.threads)}")
+    select = ", ".join(f"`{n}`" for n, _ in USAGE_FIELDS)
+    sql = (
+        f"INSERT INTO TABLE FUNCTION file({sql_str(out + '/date={_partition_id}/data.parquet')}, 'Parquet') "
+        f"PARTITION BY toDate(`timestamp`) "
+        f"SELECT {select} FROM file({sql_str(os.path.abspath(args.files))}, 'JSONEachRow', {sql_str(schema)}) "
+        f"SETTINGS {', '.join(settings)}"
+    )
+    chdb.query(sql)
+    return {}
 
 
 # -------------------------------------------------------------------- sums
@@ -702,6 +732,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="output directory (date=YYYY-MM-DD/)")
     p.add_argument("--threads", type=int, help="POLARS_MAX_THREADS")
     p.set_defaults(run=cmd_polars_ingest)
+
+    p = sub.add_parser("chdb-ingest", help="JSON usage lines -> Parquet by date, with chDB (ClickHouse)")
+    p.add_argument("--files", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int)
+    p.set_defaults(run=cmd_chdb_ingest)
 
     p = sub.add_parser("sums", help="row count and token sums of Parquet files")
     p.add_argument("--glob", required=True, help="glob of Parquet files")
