@@ -27,7 +27,8 @@ use crate::ingest::parse::{
 use crate::ingest::source::{Block, BlockReader, InputFile, InputRoot, Tail};
 use crate::lake::Lake;
 use crate::lake::tables::{
-    ActivityRow, ApiRequestRow, ApiUsageRow, Id, RejectRow, ResourceRow, Str, Table, TableRow,
+    ActivityCols, ApiRequestCols, ApiUsageCols, Id, RejectCols, RejectRow, ResourceCols, Str,
+    Table, TableCols, TableRow,
 };
 use crate::model::ctx::Ctx;
 use crate::model::error::{Error, Result};
@@ -37,7 +38,7 @@ use crate::model::registry::Registry;
 use crate::model::shard::Shard;
 use crate::model::time::Ts;
 use report::{Counts, FileReport, IngestReport};
-use sink::{Rows, Sink};
+use sink::{Part, Rows, Sink};
 
 /// Raw lines kept in the rejects table are cut to this many bytes.
 pub const REJECT_RAW_MAX: usize = 4096;
@@ -166,6 +167,7 @@ fn ingest_from(
         .collect();
 
     let vm_of_file: Vec<Str> = ctxs.iter().map(|c| c.vm_id.clone()).collect();
+    let attributed: Vec<bool> = ctxs.iter().map(|c| c.customer_id.is_some()).collect();
     // Per file: lines dated before this belong to an erased customer.
     let erasures = crate::lake::erase::Erasures::load(lake)?;
     let erased: Vec<Option<Ts>> = ctxs
@@ -176,11 +178,18 @@ fn ingest_from(
     let (produced, stored) = std::thread::scope(|scope| {
         let sink = scope.spawn(|| {
             std::thread::scope(|encoders| {
-                let mut sink = Sink::new(encoders, lake, &ctx.run_id, rebuild, &vm_of_file);
+                let mut sink = Sink::new(
+                    encoders,
+                    lake,
+                    &ctx.run_id,
+                    rebuild,
+                    &vm_of_file,
+                    &attributed,
+                );
                 for rows in rx {
                     sink.push(rows)?;
                 }
-                sink.finish()
+                sink.finish(&ctx.run_id)
             })
         });
         ctx.progress
@@ -455,34 +464,48 @@ struct PendingReject {
     next_ts: Option<Ts>,
 }
 
-#[derive(Default)]
+/// One block's parse: each table's rows as columns, in line order.
 struct BlockOut {
     file: usize,
-    usage: Vec<(ApiUsageRow, IdKind)>,
-    requests: Vec<(ApiRequestRow, IdKind)>,
-    resources: Vec<(ResourceRow, Option<NetCounter>)>,
-    activity: Vec<ActivityRow>,
+    usage: ApiUsageCols,
+    /// Per usage row: whether its id is a content id (it gets an occurrence
+    /// number when finalized).
+    usage_content: Vec<bool>,
+    requests: ApiRequestCols,
+    requests_content: Vec<bool>,
+    resources: ResourceCols,
+    /// Resource rows with network counters (row, counters), in line order.
+    counters: Vec<(usize, NetCounter)>,
+    activity: ActivityCols,
     rejects: Vec<PendingReject>,
     skipped: BTreeMap<(Table, SkipReason), u64>,
     last_ts: Option<Ts>,
 }
 
-fn parse_block(ctx: &FileCtx, block: &Block, range: DateRange) -> BlockOut {
-    let mut out = BlockOut {
-        file: block.file,
-        ..Default::default()
-    };
-    let data = &block.data;
-    // Room for a block of typical lines, so rows are not moved as it fills.
-    let expected = data.len() / 192;
-    match ctx.kind {
-        SourceKind::Cliproxy => {
-            out.usage.reserve(expected);
-            out.requests.reserve(expected);
+impl BlockOut {
+    /// Room for a block of `rows` typical lines of `kind`, so that columns
+    /// are not moved as they fill.
+    fn new(file: usize, kind: SourceKind, rows: usize) -> BlockOut {
+        let of = |k: SourceKind| if k == kind { rows } else { 0 };
+        BlockOut {
+            file,
+            usage: ApiUsageCols::with_capacity(of(SourceKind::Cliproxy)),
+            usage_content: Vec::with_capacity(of(SourceKind::Cliproxy)),
+            requests: ApiRequestCols::with_capacity(of(SourceKind::Cliproxy)),
+            requests_content: Vec::with_capacity(of(SourceKind::Cliproxy)),
+            resources: ResourceCols::with_capacity(of(SourceKind::Resources)),
+            counters: Vec::new(),
+            activity: ActivityCols::with_capacity(of(SourceKind::Commands)),
+            rejects: Vec::new(),
+            skipped: BTreeMap::new(),
+            last_ts: None,
         }
-        SourceKind::Resources => out.resources.reserve(expected),
-        SourceKind::Commands => out.activity.reserve(expected),
     }
+}
+
+fn parse_block(ctx: &FileCtx, block: &Block, range: DateRange) -> BlockOut {
+    let data = &block.data;
+    let mut out = BlockOut::new(block.file, ctx.kind, data.len() / 192);
     let mut start = 0;
     let mut line_no = block.first_line;
     let mut waiting_for_ts: Vec<usize> = Vec::new();
@@ -532,15 +555,20 @@ fn parse_block(ctx: &FileCtx, block: &Block, range: DateRange) -> BlockOut {
         match parsed {
             Parsed::Usage(mut r, k) => {
                 r.source_line = this_line as i64;
-                out.usage.push((r, k));
+                out.usage.push(r);
+                out.usage_content.push(k == IdKind::Content);
             }
             Parsed::Request(mut r, k) => {
                 r.source_line = this_line as i64;
-                out.requests.push((r, k));
+                out.requests.push(r);
+                out.requests_content.push(k == IdKind::Content);
             }
             Parsed::Resource(mut r, c) => {
                 r.source_line = this_line as i64;
-                out.resources.push((r, c));
+                if let Some(c) = c {
+                    out.counters.push((out.resources.len(), c));
+                }
+                out.resources.push(r);
             }
             Parsed::Activity(mut r) => {
                 r.source_line = this_line as i64;
@@ -598,19 +626,31 @@ impl FileState {
     }
 }
 
-/// Drops the rows dated before `cutoff` (an erased customer's), counting
-/// them as skipped.
-fn drop_erased<R: TableRow>(rows: &mut Vec<R>, cutoff: Ts, report: &mut FileReport) {
-    let before = rows.len();
-    rows.retain(|r| r.ts().is_some_and(|t| t >= cutoff));
-    let n = (before - rows.len()) as u64;
-    if n > 0 {
-        report.tables.entry(R::TABLE).or_default().skipped += n;
-        *report
-            .skipped_reasons
-            .entry(crate::lake::erase::ERASED_REASON.into())
-            .or_default() += n;
+/// Gives the content ids among `cols` (all of them without `content`)
+/// their occurrence numbers, in line order.
+fn number_occurrences<C: TableCols>(state: &mut FileState, cols: &mut C, content: Option<&[bool]>) {
+    let (ids, ts) = cols.ids_mut_and_ts();
+    for (i, (id, ts)) in ids.iter_mut().zip(ts).enumerate() {
+        if content.is_none_or(|c| c[i]) {
+            *id = state.occurrence_id(*id, Ts(*ts));
+        }
     }
+}
+
+/// The rows of `cols` dated before `cutoff` (an erased customer's) as a
+/// mask of rows to skip, counted as skipped.
+fn erased_rows<C: TableCols>(cols: &C, cutoff: Ts, report: &mut FileReport) -> Option<Vec<bool>> {
+    let skip: Vec<bool> = cols.ts().iter().map(|t| *t < cutoff.0).collect();
+    let n = skip.iter().filter(|s| **s).count() as u64;
+    if n == 0 {
+        return None;
+    }
+    report.tables.entry(C::Row::TABLE).or_default().skipped += n;
+    *report
+        .skipped_reasons
+        .entry(crate::lake::erase::ERASED_REASON.into())
+        .or_default() += n;
+    Some(skip)
 }
 
 /// `erased`: lines of this file dated before it belong to an erased
@@ -625,57 +665,47 @@ fn finalize(
     range: DateRange,
     erased: Option<Ts>,
 ) -> Rows {
-    let mut rows = Rows {
-        file: out.file,
-        usage: Vec::with_capacity(out.usage.len()),
-        requests: Vec::with_capacity(out.requests.len()),
-        resources: Vec::with_capacity(out.resources.len()),
-        activity: Vec::with_capacity(out.activity.len()),
-        rejects: Vec::with_capacity(out.rejects.len()),
-    };
-    for (mut r, kind) in out.usage {
-        if kind == IdKind::Content {
-            r.event_id = Id(state.occurrence_id(r.event_id.0, r.ts));
-        }
-        rows.usage.push(r);
+    let BlockOut {
+        file,
+        mut usage,
+        usage_content,
+        mut requests,
+        requests_content,
+        mut resources,
+        counters,
+        mut activity,
+        rejects,
+        skipped,
+        last_ts,
+    } = out;
+    number_occurrences(state, &mut usage, Some(&usage_content));
+    number_occurrences(state, &mut requests, Some(&requests_content));
+    number_occurrences(state, &mut resources, None);
+    for (row, c) in counters {
+        let prev = state
+            .net
+            .insert(c.interface.clone(), (c.bytes_recv, c.bytes_sent));
+        let (prev_recv, prev_sent) = prev.unwrap_or((None, None));
+        let mut reset = false;
+        let mut delta = |cur: Option<u64>, prev: Option<u64>| -> Option<f64> {
+            let (cur, prev) = (cur?, prev?);
+            if cur >= prev {
+                Some((cur - prev) as f64 / 1e6)
+            } else {
+                reset = true;
+                Some(cur as f64 / 1e6)
+            }
+        };
+        let net_in = delta(c.bytes_recv, prev_recv);
+        let net_out = delta(c.bytes_sent, prev_sent);
+        resources.set_network(row, net_in, net_out, reset);
     }
-    for (mut r, kind) in out.requests {
-        if kind == IdKind::Content {
-            r.event_id = Id(state.occurrence_id(r.event_id.0, r.ts));
-        }
-        rows.requests.push(r);
-    }
-    for (mut r, counter) in out.resources {
-        r.event_id = Id(state.occurrence_id(r.event_id.0, r.ts));
-        if let Some(c) = counter {
-            let prev = state
-                .net
-                .insert(c.interface.clone(), (c.bytes_recv, c.bytes_sent));
-            let (prev_recv, prev_sent) = prev.unwrap_or((None, None));
-            let mut delta = |cur: Option<u64>, prev: Option<u64>| -> Option<f64> {
-                let (cur, prev) = (cur?, prev?);
-                if cur >= prev {
-                    Some((cur - prev) as f64 / 1e6)
-                } else {
-                    r.counter_reset = true;
-                    Some(cur as f64 / 1e6)
-                }
-            };
-            let net_in = delta(c.bytes_recv, prev_recv);
-            let net_out = delta(c.bytes_sent, prev_sent);
-            r.network_in_mb = net_in;
-            r.network_out_mb = net_out;
-        }
-        rows.resources.push(r);
-    }
-    for mut r in out.activity {
-        r.event_id = Id(state.occurrence_id(r.event_id.0, r.ts));
-        rows.activity.push(r);
-    }
+    number_occurrences(state, &mut activity, None);
     let modified = input
         .modified
         .map(|m| Ts(chrono::DateTime::<chrono::Utc>::from(m).timestamp_micros()));
-    for p in out.rejects {
+    let mut reject_cols = RejectCols::with_capacity(rejects.len());
+    for p in rejects {
         let (ts, inferred) = match p.reject.ts {
             Some(ts) => (ts, false),
             None => {
@@ -710,7 +740,7 @@ fn finalize(
             .entry(p.reject.field.unwrap_or("-").to_string())
             .or_default() += 1;
         *report.rejected_reasons.entry(p.reject.reason).or_default() += 1;
-        rows.rejects.push(RejectRow {
+        reject_cols.push(RejectRow {
             event_id: Id(p.id),
             ts,
             ts_inferred: inferred,
@@ -726,21 +756,44 @@ fn finalize(
             source_line: p.line as i64,
         });
     }
-    for ((table, reason), n) in out.skipped {
+    for ((table, reason), n) in skipped {
         report.tables.entry(table).or_default().skipped += n;
         *report
             .skipped_reasons
             .entry(reason.as_str().into())
             .or_default() += n;
     }
-    if out.last_ts.is_some() {
-        state.last_ts = out.last_ts;
+    if last_ts.is_some() {
+        state.last_ts = last_ts;
     }
+    let mut rows = Rows {
+        file,
+        usage: Part {
+            cols: usage,
+            skip: None,
+        },
+        requests: Part {
+            cols: requests,
+            skip: None,
+        },
+        resources: Part {
+            cols: resources,
+            skip: None,
+        },
+        activity: Part {
+            cols: activity,
+            skip: None,
+        },
+        rejects: Part {
+            cols: reject_cols,
+            skip: None,
+        },
+    };
     if let Some(cutoff) = erased {
-        drop_erased(&mut rows.usage, cutoff, report);
-        drop_erased(&mut rows.requests, cutoff, report);
-        drop_erased(&mut rows.resources, cutoff, report);
-        drop_erased(&mut rows.activity, cutoff, report);
+        rows.usage.skip = erased_rows(&rows.usage.cols, cutoff, report);
+        rows.requests.skip = erased_rows(&rows.requests.cols, cutoff, report);
+        rows.resources.skip = erased_rows(&rows.resources.cols, cutoff, report);
+        rows.activity.skip = erased_rows(&rows.activity.cols, cutoff, report);
     }
     rows
 }
@@ -748,7 +801,20 @@ fn finalize(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Float64Type, Int64Type, TimestampMicrosecondType};
     use proptest::prelude::*;
+
+    /// (source line, event id) of every row of `cols`, read back from the
+    /// batch the columns finish into.
+    fn lines_and_ids<C: TableCols>(cols: &mut C) -> Vec<(i64, EventId)> {
+        let batch = cols.finish();
+        let lines = batch["source_line"].as_primitive::<Int64Type>();
+        let ids = batch["event_id"].as_string::<i32>();
+        (0..batch.num_rows())
+            .map(|i| (lines.value(i), ids::parse_id_hex(ids.value(i)).unwrap()))
+            .collect()
+    }
 
     const LINES: &[&str] = &[
         r#"{"timestamp":"2026-10-01T10:00:00Z","model":"gpt-4o","provider":"openai","input_tokens":100,"cache_read_tokens":20,"output_tokens":5}"#,
@@ -804,7 +870,7 @@ mod tests {
         let mut report = FileReport::default();
         let mut ids = Vec::new();
         while let Some(block) = reader.next_block() {
-            let rows = finalize(
+            let mut rows = finalize(
                 &mut state,
                 parse_block(&ctx, &block, range),
                 &input,
@@ -813,23 +879,17 @@ mod tests {
                 range,
                 None,
             );
-            ids.extend(
-                rows.usage
-                    .iter()
-                    .map(|r| (Table::ApiUsage, r.source_line, r.event_id.0)),
-            );
-            ids.extend(
-                rows.requests
-                    .iter()
-                    .map(|r| (Table::ApiRequests, r.source_line, r.event_id.0)),
-            );
-            ids.extend(
-                rows.rejects
-                    .iter()
-                    .map(|r| (Table::Rejects, r.source_line, r.event_id.0)),
-            );
-            report.tables.entry(Table::ApiUsage).or_default().rows += rows.usage.len() as u64;
-            report.tables.entry(Table::ApiRequests).or_default().rows += rows.requests.len() as u64;
+            let usage = rows.usage.cols.len() as u64;
+            let requests = rows.requests.cols.len() as u64;
+            for (table, found) in [
+                (Table::ApiUsage, lines_and_ids(&mut rows.usage.cols)),
+                (Table::ApiRequests, lines_and_ids(&mut rows.requests.cols)),
+                (Table::Rejects, lines_and_ids(&mut rows.rejects.cols)),
+            ] {
+                ids.extend(found.into_iter().map(|(line, id)| (table, line, id)));
+            }
+            report.tables.entry(Table::ApiUsage).or_default().rows += usage;
+            report.tables.entry(Table::ApiRequests).or_default().rows += requests;
         }
         (ids, report, reader.lines_read)
     }
@@ -923,7 +983,7 @@ mod tests {
             .next_block()
             .unwrap();
             let mut report = FileReport::default();
-            let rows = finalize(
+            let mut rows = finalize(
                 &mut FileState::default(),
                 parse_block(&ctx(), &block, range),
                 &input(),
@@ -932,11 +992,16 @@ mod tests {
                 range,
                 erased,
             );
-            let stored = rows.usage.len() + rows.requests.len();
+            let kept = [
+                kept(&mut rows.usage),
+                kept(&mut rows.requests),
+                kept(&mut rows.rejects),
+            ];
+            let stored = kept[0].num_rows() + kept[1].num_rows();
             let accounted: u64 =
                 report.tables.values().map(|c| c.total()).sum::<u64>() + stored as u64;
             assert_eq!(accounted, LINES.len() as u64);
-            (rows, report)
+            (kept, report)
         };
         let (all, plain) = run(None);
         assert!(
@@ -946,22 +1011,33 @@ mod tests {
         );
         // Erased after every line: every row and reject goes.
         let (none, report) = run(Some(Ts(i64::MAX)));
-        assert_eq!(
-            none.usage.len() + none.requests.len() + none.rejects.len(),
-            0
-        );
+        assert_eq!(none.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
         let erased = report.skipped_reasons[crate::lake::erase::ERASED_REASON];
         assert_eq!(
             erased as usize,
-            all.usage.len() + all.requests.len() + all.rejects.len()
+            all.iter().map(|b| b.num_rows()).sum::<usize>()
         );
         // Erased at 10:00:01: the line before it goes, the others stay with
         // the ids they had.
-        let cutoff = all.usage[1].ts;
+        let cutoff = Ts(all[0]["ts"]
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(1));
         let (some, report) = run(Some(cutoff));
-        assert_eq!(some.usage, all.usage[1..].to_vec());
-        assert_eq!(some.requests, all.requests);
+        assert_eq!(some[0], all[0].slice(1, all[0].num_rows() - 1));
+        assert_eq!(some[1], all[1]);
         assert_eq!(report.skipped_reasons[crate::lake::erase::ERASED_REASON], 1);
+    }
+
+    /// The rows of a part that are not skipped.
+    fn kept<C: TableCols>(part: &mut Part<C>) -> arrow::record_batch::RecordBatch {
+        let batch = part.cols.finish();
+        match &part.skip {
+            None => batch,
+            Some(skip) => {
+                let keep: arrow::array::BooleanArray = skip.iter().map(|s| Some(!s)).collect();
+                arrow::compute::filter_record_batch(&batch, &keep).unwrap()
+            }
+        }
     }
 
     #[test]
@@ -972,10 +1048,15 @@ mod tests {
 ",
             LINES[5], LINES[8]
         );
-        let rows = one_block(&ctx(), &data);
-        assert_eq!(rows.rejects.len(), 1);
-        assert!(rows.rejects[0].ts_inferred);
-        assert_eq!(rows.rejects[0].ts, rows.requests[0].ts);
+        let mut rows = one_block(&ctx(), &data);
+        let rejects = rows.rejects.cols.finish();
+        let requests = rows.requests.cols.finish();
+        assert_eq!(rejects.num_rows(), 1);
+        assert!(rejects["ts_inferred"].as_boolean().value(0));
+        assert_eq!(
+            rejects["ts"].as_primitive::<TimestampMicrosecondType>().value(0),
+            requests["ts"].as_primitive::<TimestampMicrosecondType>().value(0)
+        );
     }
 
     #[test]
@@ -985,12 +1066,52 @@ mod tests {
         let data = "net,interface=eth0 bytes_recv=1000000i,bytes_sent=500i 1700000000000000000\n\
                     net,interface=eth0 bytes_recv=3000000i,bytes_sent=1500i 1700000300000000000\n\
                     net,interface=eth0 bytes_recv=2000000i,bytes_sent=2500i 1700000600000000000\n";
-        let rows = one_block(&ctx, data);
-        let deltas: Vec<(Option<f64>, Option<f64>, bool)> = rows
-            .resources
-            .iter()
-            .map(|r| (r.network_in_mb, r.network_out_mb, r.counter_reset))
-            .collect();
+        let mut state = FileState::default();
+        let mut deltas: Vec<(Option<f64>, Option<f64>, bool)> = Vec::new();
+        // One line per block too: the previous counters come from the file's state.
+        for block_size in [1 << 20, 1] {
+            let mut reader = BlockReader::from_reader(
+                0,
+                Box::new(std::io::Cursor::new(data.as_bytes().to_vec())),
+                false,
+            )
+            .with_block_size(block_size);
+            let range = DateRange {
+                since: None,
+                until: None,
+            };
+            let mut these = Vec::new();
+            while let Some(block) = reader.next_block() {
+                let mut rows = finalize(
+                    &mut state,
+                    parse_block(&ctx, &block, range),
+                    &input(),
+                    &ctx,
+                    &mut FileReport::default(),
+                    range,
+                    None,
+                );
+                let batch = rows.resources.cols.finish();
+                let opt = |name: &str, i: usize| {
+                    let col = batch[name].as_primitive::<Float64Type>();
+                    col.is_valid(i).then(|| col.value(i))
+                };
+                for i in 0..batch.num_rows() {
+                    these.push((
+                        opt("network_in_mb", i),
+                        opt("network_out_mb", i),
+                        batch["counter_reset"].as_boolean().value(i),
+                    ));
+                }
+            }
+            state = FileState::default();
+            deltas = if deltas.is_empty() {
+                these
+            } else {
+                assert_eq!(deltas, these, "one block or a block per line");
+                these
+            };
+        }
         assert_eq!(
             deltas,
             vec![

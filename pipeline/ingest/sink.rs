@@ -1,11 +1,13 @@
 //! The writer side of an ingest run: drops events already stored (in the
-//! lake or earlier in this run), buffers new rows per partition and hands
-//! them to encoder threads that stream them into one Parquet file per
+//! lake or earlier in this run) and hands each block's new rows, as Arrow
+//! columns, to encoder threads that stream them into one Parquet file per
 //! partition, visible at commit.
 //!
-//! Memory is bounded whatever the input size:
-//! - rows wait in per-partition buffers up to [`BUFFER_ROWS`] in all; then
-//!   the largest buffers become row groups of their partition's file;
+//! Nothing here holds rows: a block's columns are finished into one record
+//! batch, and each partition it touches gets that batch with a mask of its
+//! new rows. Memory is bounded whatever the input size:
+//! - an encoder keeps its partitions' row groups open (encoded, compressed
+//!   pages) up to [`ENCODER_BYTES`] in all; past it, the largest are ended;
 //! - the ids an event is checked against are those of its own VM (every
 //!   event id hashes the VM in, so events of two VMs are never duplicates
 //!   of each other) and are dropped after the VM's last file, plus the ids
@@ -18,57 +20,61 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::{Scope, ScopedJoinHandle};
 
+use arrow::array::BooleanArray;
+use arrow::buffer::BooleanBuffer;
+use arrow::record_batch::RecordBatch;
 use chrono::{Datelike, NaiveDate};
 
 use super::report::PartitionReport;
 use crate::lake::tables::{
-    ActivityRow, ApiRequestRow, ApiUsageRow, RejectRow, ResourceRow, Str, Table, TableRow,
+    ActivityCols, ApiRequestCols, ApiUsageCols, RejectCols, ResourceCols, Str, Table, TableCols,
+    TableRow,
 };
 use crate::lake::{Commit, Lake, PartWriter};
 use crate::model::error::Result;
 use crate::model::ids::IdSet;
+use crate::model::time::Ts;
 
-/// Rows buffered across all partitions before the largest become row groups.
-pub const BUFFER_ROWS: usize = 1 << 17;
-/// A partition's buffer becomes a row group at this many rows.
-const ROW_GROUP_ROWS: usize = 128 * 1024;
-/// A partition's file is closed and a new one started after this many row
-/// groups: a writer keeps every row group's metadata until it closes, so this
-/// bounds that memory however large the input.
-const FILE_ROW_GROUPS: usize = 32;
+/// Encoded bytes an encoder keeps in open row groups before it ends the
+/// largest of them.
+pub const ENCODER_BYTES: usize = 48 << 20;
+/// A partition's file is closed and a new one started after this many rows:
+/// a writer keeps every row group's metadata until it closes, so this bounds
+/// that memory however large the input.
+const FILE_ROWS: usize = 32 * 128 * 1024;
 /// Encoder threads.
 const ENCODERS: usize = 2;
 
-/// One block's rows, in file order, ready to store.
-#[derive(Default)]
-pub struct Rows {
-    pub file: usize,
-    pub usage: Vec<ApiUsageRow>,
-    pub requests: Vec<ApiRequestRow>,
-    pub resources: Vec<ResourceRow>,
-    pub activity: Vec<ActivityRow>,
-    pub rejects: Vec<RejectRow>,
+/// One table's rows of a block, in file order.
+pub struct Part<C> {
+    pub cols: C,
+    /// Rows to leave out (an erased customer's), counted by the caller.
+    pub skip: Option<Vec<bool>>,
 }
 
-struct Partition<R> {
-    /// Ids already in the lake's partition.
-    stored: IdSet,
-    buffer: Vec<R>,
-    /// Name of the file being written, and its row groups so far.
-    file: Option<(String, usize)>,
-    report: PartitionReport,
-}
-
-struct Parts<R> {
-    map: HashMap<NaiveDate, Partition<R>>,
-}
-
-impl<R> Default for Parts<R> {
-    fn default() -> Self {
-        Parts {
-            map: HashMap::new(),
+impl<C: TableCols> Part<C> {
+    pub fn new(rows: usize) -> Part<C> {
+        Part {
+            cols: C::with_capacity(rows),
+            skip: None,
         }
     }
+}
+
+/// One block's rows, in file order, ready to store.
+pub struct Rows {
+    pub file: usize,
+    pub usage: Part<ApiUsageCols>,
+    pub requests: Part<ApiRequestCols>,
+    pub resources: Part<ResourceCols>,
+    pub activity: Part<ActivityCols>,
+    pub rejects: Part<RejectCols>,
+}
+
+struct Partition {
+    /// Ids already in the lake's partition.
+    stored: IdSet,
+    report: PartitionReport,
 }
 
 /// Per file and table: rows stored and duplicates dropped.
@@ -87,18 +93,12 @@ type VmSeen = HashMap<(Table, NaiveDate), IdSet>;
 
 pub struct Sink<'a> {
     lake: &'a Lake,
-    run_id: String,
     /// Dates being rebuilt: start empty instead of from the stored ids.
     rebuild: Option<(NaiveDate, NaiveDate)>,
-    usage: Parts<ApiUsageRow>,
-    requests: Parts<ApiRequestRow>,
-    resources: Parts<ResourceRow>,
-    activity: Parts<ActivityRow>,
-    rejects: Parts<RejectRow>,
-    buffered: usize,
-    seq: u32,
-    /// VM of each input file.
+    parts: HashMap<(Table, NaiveDate), Partition>,
+    /// VM of each input file, and whether the file's VM has a customer.
     vm_of_file: &'a [Str],
+    attributed: &'a [bool],
     /// Last input file of each VM -> the VMs whose seen ids can go after it.
     closes: BTreeMap<usize, Vec<Str>>,
     seen: HashMap<Str, VmSeen>,
@@ -107,15 +107,25 @@ pub struct Sink<'a> {
     pub unattributed: BTreeMap<String, BTreeMap<Table, u64>>,
 }
 
+/// Microseconds in a day.
+const DAY_US: i64 = 86_400_000_000;
+
+/// The UTC date of a time in microseconds.
+fn date_of(ts: i64) -> NaiveDate {
+    Ts(ts).date()
+}
+
 impl<'a> Sink<'a> {
     /// A sink whose encoder threads live in `scope`. `vm_of_file` gives the
-    /// VM of every input file, in the order their rows arrive.
+    /// VM of every input file, in the order their rows arrive, and
+    /// `attributed` whether its rows have a customer.
     pub fn new(
         scope: &'a Scope<'a, '_>,
         lake: &'a Lake,
         run_id: &str,
         rebuild: Option<(NaiveDate, NaiveDate)>,
         vm_of_file: &'a [Str],
+        attributed: &'a [bool],
     ) -> Sink<'a> {
         let mut last: HashMap<&Str, usize> = HashMap::new();
         for (i, vm) in vm_of_file.iter().enumerate() {
@@ -127,19 +137,13 @@ impl<'a> Sink<'a> {
         }
         Sink {
             lake,
-            run_id: run_id.to_string(),
             rebuild,
-            usage: Parts::default(),
-            requests: Parts::default(),
-            resources: Parts::default(),
-            activity: Parts::default(),
-            rejects: Parts::default(),
-            buffered: 0,
-            seq: 0,
+            parts: HashMap::new(),
             vm_of_file,
+            attributed,
             closes,
             seen: HashMap::new(),
-            encoders: Encoders::start(scope, lake),
+            encoders: Encoders::start(scope, lake, run_id),
             counts: HashMap::new(),
             unattributed: BTreeMap::new(),
         }
@@ -157,185 +161,157 @@ impl<'a> Sink<'a> {
                 self.seen.remove(&vm);
             }
         }
-        self.store(file, rows.usage, |s| &mut s.usage)?;
-        self.store(file, rows.requests, |s| &mut s.requests)?;
-        self.store(file, rows.resources, |s| &mut s.resources)?;
-        self.store(file, rows.activity, |s| &mut s.activity)?;
-        self.store(file, rows.rejects, |s| &mut s.rejects)?;
-        if self.buffered > BUFFER_ROWS {
-            self.flush_largest()?;
-        }
+        self.store(file, rows.usage)?;
+        self.store(file, rows.requests)?;
+        self.store(file, rows.resources)?;
+        self.store(file, rows.activity)?;
+        self.store(file, rows.rejects)?;
         Ok(())
     }
 
-    fn store<R: TableRow>(
-        &mut self,
-        file: usize,
-        rows: Vec<R>,
-        parts: fn(&mut Self) -> &mut Parts<R>,
-    ) -> Result<()> {
-        if rows.is_empty() {
+    /// The partition of `table` on `date`, with the ids the lake holds.
+    fn partition(&mut self, table: Table, date: NaiveDate) -> Result<&mut Partition> {
+        if !self.parts.contains_key(&(table, date)) {
+            let stored = match self.rebuild {
+                Some((from, to)) if date >= from && date <= to => IdSet::default(),
+                _ => self.lake.stored_ids(table, date)?,
+            };
+            let report = PartitionReport::new(table, date);
+            self.parts
+                .insert((table, date), Partition { stored, report });
+        }
+        Ok(self.parts.get_mut(&(table, date)).expect("inserted above"))
+    }
+
+    fn store<C: TableCols>(&mut self, file: usize, part: Part<C>) -> Result<()> {
+        let Part { mut cols, skip } = part;
+        let n = cols.len();
+        if n == 0 {
             return Ok(());
         }
-        let table = R::TABLE;
-        let vm = self.vm_of_file[file].clone();
-        let mut seen = self.seen.remove(&vm).unwrap_or_default();
-        let (mut stored, mut dups) = (0u64, 0u64);
-        let mut current: Option<(NaiveDate, &mut IdSet)> = None;
-        for row in rows {
-            let date = row
-                .ts()
-                .map(|t| t.date())
-                .expect("rows reach the sink with a partition date");
-            if !parts(self).map.contains_key(&date) {
-                let ids = match self.rebuild {
-                    Some((from, to)) if date >= from && date <= to => IdSet::default(),
-                    _ => self.lake.stored_ids(table, date)?,
-                };
-                let report = PartitionReport::new(table, date);
-                parts(self).map.insert(
-                    date,
-                    Partition {
-                        stored: ids,
-                        buffer: Vec::new(),
-                        file: None,
-                        report,
-                    },
-                );
-            }
-            let ids = match current.take() {
-                Some((d, ids)) if d == date => ids,
-                _ => seen.entry((table, date)).or_default(),
-            };
-            let part = parts(self).map.get_mut(&date).expect("inserted above");
-            let id = row.event_id();
-            let new = !part.stored.contains(&id) && ids.insert(id);
-            current = Some((date, ids));
-            if !new {
-                dups += 1;
+        let table = C::Row::TABLE;
+        // Per row: the index of its date in `dates`, or NONE when it is not
+        // stored. A block's rows span a date or two.
+        const NONE: u32 = u32::MAX;
+        let mut slot: Vec<u32> = Vec::with_capacity(n);
+        let mut dates: Vec<(i64, NaiveDate)> = Vec::new();
+        let mut last: Option<(i64, u32)> = None;
+        for (i, ts) in cols.ts().iter().enumerate() {
+            if skip.as_ref().is_some_and(|s| s[i]) {
+                slot.push(NONE);
                 continue;
             }
-            let unattributed = table != Table::Rejects && row.customer_id().is_none();
-            part.buffer.push(row);
-            part.report.rows_added += 1;
-            stored += 1;
-            let full = part.buffer.len() >= ROW_GROUP_ROWS;
-            self.buffered += 1;
-            if unattributed {
-                *self
-                    .unattributed
-                    .entry(vm.to_string())
-                    .or_default()
-                    .entry(table)
-                    .or_default() += 1;
-            }
-            if full {
-                self.flush(date, parts)?;
+            let day = ts.div_euclid(DAY_US);
+            let d = match last {
+                Some((l, d)) if l == day => d,
+                _ => {
+                    let d = match dates.iter().position(|(x, _)| *x == day) {
+                        Some(d) => d,
+                        None => {
+                            dates.push((day, date_of(*ts)));
+                            dates.len() - 1
+                        }
+                    } as u32;
+                    last = Some((day, d));
+                    d
+                }
+            };
+            slot.push(d);
+        }
+        for (_, date) in &dates {
+            self.partition(table, *date)?;
+        }
+        let vm = self.vm_of_file[file].clone();
+        let mut seen = self.seen.remove(&vm).unwrap_or_default();
+        let mut run_ids: Vec<IdSet> = dates
+            .iter()
+            .map(|(_, date)| seen.remove(&(table, *date)).unwrap_or_default())
+            .collect();
+        let mut added = vec![0u64; dates.len()];
+        let mut dups = 0u64;
+        {
+            let in_lake: Vec<&IdSet> = dates
+                .iter()
+                .map(|(_, date)| &self.parts[&(table, *date)].stored)
+                .collect();
+            for (s, id) in slot.iter_mut().zip(cols.ids()) {
+                if *s == NONE {
+                    continue;
+                }
+                let d = *s as usize;
+                if !in_lake[d].contains(id) && run_ids[d].insert(*id) {
+                    added[d] += 1;
+                } else {
+                    dups += 1;
+                    *s = NONE;
+                }
             }
         }
-        self.seen.insert(vm, seen);
+        for ((_, date), ids) in dates.iter().zip(run_ids) {
+            seen.insert((table, *date), ids);
+        }
+        self.seen.insert(vm.clone(), seen);
+        let stored: u64 = added.iter().sum();
+        for ((_, date), n) in dates.iter().zip(&added) {
+            self.parts
+                .get_mut(&(table, *date))
+                .expect("made above")
+                .report
+                .rows_added += n;
+        }
         let entry = self.counts.entry((file, table)).or_default();
         entry.0 += stored;
         entry.1 += dups;
-        Ok(())
-    }
-
-    /// Sends a partition's buffer to its encoder as the next row group of
-    /// the partition's file.
-    fn flush<R: TableRow>(
-        &mut self,
-        date: NaiveDate,
-        parts: fn(&mut Self) -> &mut Parts<R>,
-    ) -> Result<()> {
-        let next_name = format!("part-{}-{:04}", self.run_id, self.seq + 1);
-        let part = parts(self).map.get_mut(&date).expect("partition exists");
-        if part.buffer.is_empty() {
+        if stored == 0 {
             return Ok(());
         }
-        let rows = std::mem::take(&mut part.buffer);
-        let n = rows.len();
-        let (name, new_file) = match &mut part.file {
-            Some((name, groups)) if *groups < FILE_ROW_GROUPS => {
-                *groups += 1;
-                (name.clone(), false)
-            }
-            file => {
-                *file = Some((next_name.clone(), 1));
-                part.report.files_written += 1;
-                (next_name, true)
-            }
-        };
-        if new_file {
-            self.seq += 1;
+        if table != Table::Rejects && !self.attributed[file] {
+            *self
+                .unattributed
+                .entry(vm.to_string())
+                .or_default()
+                .entry(table)
+                .or_default() += stored;
         }
-        self.buffered -= n;
-        self.encoders.send(Job {
-            table: R::TABLE,
-            date,
-            name,
-            batch: Box::new(move || R::batch(&rows)),
-        })
-    }
-
-    fn flush_all<R: TableRow>(&mut self, parts: fn(&mut Self) -> &mut Parts<R>) -> Result<()> {
-        let mut dates: Vec<NaiveDate> = parts(self).map.keys().copied().collect();
-        dates.sort();
-        for date in dates {
-            self.flush(date, parts)?;
+        let batch = cols.finish();
+        for (d, (_, date)) in dates.iter().enumerate() {
+            if added[d] == 0 {
+                continue;
+            }
+            let mask = BooleanArray::new(
+                BooleanBuffer::collect_bool(n, |i| slot[i] == d as u32),
+                None,
+            );
+            self.encoders.send(Job {
+                table,
+                date: *date,
+                batch: batch.clone(),
+                mask,
+            })?;
         }
         Ok(())
     }
 
-    /// Flushes the partitions holding the most rows until half the budget is free.
-    fn flush_largest(&mut self) -> Result<()> {
-        let mut sizes: Vec<(usize, Table, NaiveDate)> = Vec::new();
-        fn collect<R>(p: &Parts<R>, table: Table, out: &mut Vec<(usize, Table, NaiveDate)>) {
-            out.extend(p.map.iter().map(|(d, part)| (part.buffer.len(), table, *d)));
+    /// Closes every file and commits the run's files; with a rebuild, the
+    /// rebuilt dates' older files are removed in the same commit.
+    pub fn finish(mut self, run_id: &str) -> Result<Stored> {
+        let written = self.encoders.finish()?;
+        let mut reports: BTreeMap<(Table, String), PartitionReport> = BTreeMap::new();
+        for (_, part) in self.parts.drain() {
+            reports.insert((part.report.table, part.report.date.clone()), part.report);
         }
-        collect(&self.usage, Table::ApiUsage, &mut sizes);
-        collect(&self.requests, Table::ApiRequests, &mut sizes);
-        collect(&self.resources, Table::ResourceUsage, &mut sizes);
-        collect(&self.activity, Table::Activity, &mut sizes);
-        collect(&self.rejects, Table::Rejects, &mut sizes);
-        sizes.sort_by(|a, b| b.cmp(a));
-        for (_, table, date) in sizes {
-            if self.buffered <= BUFFER_ROWS / 2 {
-                break;
-            }
-            match table {
-                Table::ApiUsage => self.flush(date, |s| &mut s.usage)?,
-                Table::ApiRequests => self.flush(date, |s| &mut s.requests)?,
-                Table::ResourceUsage => self.flush(date, |s| &mut s.resources)?,
-                Table::Activity => self.flush(date, |s| &mut s.activity)?,
-                Table::Rejects => self.flush(date, |s| &mut s.rejects)?,
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes what is buffered and commits the run's files; with a rebuild,
-    /// the rebuilt dates' older files are removed in the same commit.
-    pub fn finish(mut self) -> Result<Stored> {
-        self.flush_all(|s| &mut s.usage)?;
-        self.flush_all(|s| &mut s.requests)?;
-        self.flush_all(|s| &mut s.resources)?;
-        self.flush_all(|s| &mut s.activity)?;
-        self.flush_all(|s| &mut s.rejects)?;
         let mut commit = Commit {
-            renames: self.encoders.finish()?,
+            renames: Vec::with_capacity(written.len()),
             deletes: Vec::new(),
         };
-        let mut reports: BTreeMap<(Table, String), PartitionReport> = BTreeMap::new();
-        fn take<R>(p: Parts<R>, out: &mut BTreeMap<(Table, String), PartitionReport>) {
-            for (_, part) in p.map {
-                out.insert((part.report.table, part.report.date.clone()), part.report);
-            }
+        for (table, date, rename) in written {
+            reports
+                .entry((table, date.to_string()))
+                .or_insert_with(|| PartitionReport::new(table, date))
+                .files_written += 1;
+            commit.renames.push(rename);
         }
-        take(std::mem::take(&mut self.usage), &mut reports);
-        take(std::mem::take(&mut self.requests), &mut reports);
-        take(std::mem::take(&mut self.resources), &mut reports);
-        take(std::mem::take(&mut self.activity), &mut reports);
-        take(std::mem::take(&mut self.rejects), &mut reports);
+        commit.renames.sort();
         if let Some((from, to)) = self.rebuild {
             for table in Table::ALL {
                 for date in self.lake.partition_dates(table)? {
@@ -351,7 +327,7 @@ impl<'a> Sink<'a> {
                 }
             }
         }
-        self.lake.commit(&self.run_id, &commit)?;
+        self.lake.commit(run_id, &commit)?;
         let partitions = reports
             .into_values()
             .filter(|r| r.rows_added > 0 || r.files_removed > 0)
@@ -364,37 +340,39 @@ impl<'a> Sink<'a> {
     }
 }
 
-/// A row group for a partition's file: built and encoded off the sink.
+/// A block's new rows of one partition: the block's batch and which of its
+/// rows go to the partition.
 struct Job {
     table: Table,
     date: NaiveDate,
-    /// The file it goes to; a new name closes the partition's previous file.
-    name: String,
-    batch: Box<dyn FnOnce() -> arrow::record_batch::RecordBatch + Send>,
+    batch: RecordBatch,
+    mask: BooleanArray,
 }
 
-/// The renames (temporary path, final path) that make written files visible.
-type Renames = Vec<(PathBuf, PathBuf)>;
+/// What the encoders wrote: per file, its partition and the rename that
+/// makes it visible.
+type Written = Vec<(Table, NaiveDate, (PathBuf, PathBuf))>;
 
 /// Encoder threads. A partition always goes to the same thread, which owns
-/// its open file, so the row groups of a file are written in order.
+/// its open file, so the rows of a partition are written in arrival order.
 struct Encoders<'a> {
     senders: Vec<SyncSender<Job>>,
-    handles: Vec<ScopedJoinHandle<'a, Result<Renames>>>,
+    handles: Vec<ScopedJoinHandle<'a, Result<Written>>>,
     failed: Arc<AtomicBool>,
 }
 
 impl<'a> Encoders<'a> {
-    fn start(scope: &'a Scope<'a, '_>, lake: &'a Lake) -> Encoders<'a> {
+    fn start(scope: &'a Scope<'a, '_>, lake: &'a Lake, run_id: &str) -> Encoders<'a> {
         let failed = Arc::new(AtomicBool::new(false));
         let mut senders = Vec::new();
         let mut handles = Vec::new();
-        for _ in 0..ENCODERS {
-            let (tx, rx) = sync_channel::<Job>(1);
+        for index in 0..ENCODERS {
+            let (tx, rx) = sync_channel::<Job>(2);
             senders.push(tx);
             let failed = failed.clone();
+            let prefix = format!("part-{run_id}-{index}");
             let handle = scope.spawn(move || {
-                let result = encode(lake, rx);
+                let result = encode(lake, &prefix, rx);
                 if result.is_err() {
                     failed.store(true, Ordering::Relaxed);
                 }
@@ -430,45 +408,77 @@ impl<'a> Encoders<'a> {
         Ok(())
     }
 
-    /// Closes every file; returns the renames that make them visible, in a
-    /// stable order.
-    fn finish(mut self) -> Result<Renames> {
+    /// Closes every file; returns what was written.
+    fn finish(mut self) -> Result<Written> {
         self.senders.clear();
-        let mut renames = Vec::new();
+        let mut written = Vec::new();
         for handle in std::mem::take(&mut self.handles) {
-            renames.extend(handle.join().expect("encoders do not panic")?);
+            written.extend(handle.join().expect("encoders do not panic")?);
         }
-        renames.sort();
-        Ok(renames)
+        Ok(written)
     }
 }
 
-/// One encoder thread: appends row groups to its partitions' files and
-/// closes them all at the end.
-fn encode(lake: &Lake, jobs: Receiver<Job>) -> Result<Renames> {
-    let mut open: BTreeMap<(Table, NaiveDate), (String, PartWriter)> = BTreeMap::new();
-    let mut renames = Vec::new();
+/// A partition's file being written by an encoder.
+struct OpenFile {
+    writer: PartWriter,
+    /// Rows written to the file so far.
+    rows: usize,
+}
+
+/// One encoder thread: appends each job's rows to its partition's file (the
+/// writer ends a row group at the row group size) and closes every file at
+/// the end. Files are named `<prefix><NNN>` in the order they are started.
+fn encode(lake: &Lake, prefix: &str, jobs: Receiver<Job>) -> Result<Written> {
+    let mut open: BTreeMap<(Table, NaiveDate), OpenFile> = BTreeMap::new();
+    let mut written = Vec::new();
+    let mut seq = 0u32;
     for job in jobs {
         let key = (job.table, job.date);
-        if open.get(&key).is_some_and(|(name, _)| *name != job.name)
-            && let Some((_, writer)) = open.remove(&key)
+        let batch = if job.mask.true_count() == job.batch.num_rows() {
+            job.batch
+        } else {
+            arrow::compute::filter_record_batch(&job.batch, &job.mask)
+                .expect("a mask of the batch's length")
+        };
+        if open.get(&key).is_some_and(|f| f.rows >= FILE_ROWS)
+            && let Some(f) = open.remove(&key)
         {
-            renames.push(writer.finish()?);
+            written.push((key.0, key.1, f.writer.finish()?));
         }
-        let batch = (job.batch)();
-        let writer = match open.entry(key) {
-            std::collections::btree_map::Entry::Occupied(e) => &mut e.into_mut().1,
+        let file = match open.entry(key) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
+                seq += 1;
                 let dir = lake.partition_dir(job.table, job.date);
-                let writer = lake.part_writer(&dir, &job.name, batch.schema())?;
-                &mut e.insert((job.name, writer)).1
+                let writer = lake.part_writer(&dir, &format!("{prefix}{seq:03}"), batch.schema())?;
+                e.insert(OpenFile { writer, rows: 0 })
             }
         };
-        writer.write(&batch)?;
-        writer.end_row_group()?;
+        file.rows += batch.num_rows();
+        file.writer.write(&batch)?;
+        // Open row groups past the budget: end the largest until half is free.
+        let mut held: usize = open.values().map(|f| f.writer.memory_size()).sum();
+        if held > ENCODER_BYTES {
+            let mut sizes: Vec<(usize, (Table, NaiveDate))> = open
+                .iter()
+                .map(|(k, f)| (f.writer.memory_size(), *k))
+                .collect();
+            sizes.sort_by(|a, b| b.cmp(a));
+            for (size, key) in sizes {
+                if held <= ENCODER_BYTES / 2 {
+                    break;
+                }
+                open.get_mut(&key)
+                    .expect("listed above")
+                    .writer
+                    .end_row_group()?;
+                held -= size;
+            }
+        }
     }
-    for (_, (_, writer)) in open {
-        renames.push(writer.finish()?);
+    for ((table, date), f) in open {
+        written.push((table, date, f.writer.finish()?));
     }
-    Ok(renames)
+    Ok(written)
 }

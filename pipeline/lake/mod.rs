@@ -155,6 +155,11 @@ impl PartWriter {
         })
     }
 
+    /// Memory the row group being written holds (its encoded pages).
+    pub fn memory_size(&self) -> usize {
+        self.writer.memory_size()
+    }
+
     /// Ends the row group being written: its pages go to the file and the
     /// memory they held is freed.
     pub fn end_row_group(&mut self) -> Result<()> {

@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, StringArray, StringBuilder,
-    TimestampMicrosecondArray,
+    ArrayRef, BooleanArray, BooleanBuilder, Float64Array, Int32Array, Int64Array, StringArray,
+    StringBuilder, TimestampMicrosecondArray, TimestampMicrosecondBuilder,
 };
+use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 
@@ -20,16 +21,63 @@ pub type Str = Arc<str>;
 /// A Rust field type that maps onto one Arrow column.
 pub trait ColType: Sized {
     const NULLABLE: bool;
+    /// Builds the column one value at a time (see [`TableCols`]).
+    type Builder: ColBuilder<Self>;
     fn data_type() -> DataType;
     fn array<'a>(values: impl Iterator<Item = &'a Self>) -> ArrayRef
     where
         Self: 'a;
 }
 
+/// One column being filled, value by value, then finished into an array.
+pub trait ColBuilder<T>: Send {
+    fn with_capacity(rows: usize) -> Self;
+    fn push(&mut self, value: T);
+    fn finish(&mut self) -> ArrayRef;
+}
+
+/// The builder of a column of strings: the bytes are copied in, so rows
+/// leave nothing behind them.
+pub struct TextBuilder(StringBuilder);
+
+/// Bytes reserved per string value: the median text column is short.
+const TEXT_BYTES: usize = 16;
+
+macro_rules! text_builder {
+    ($t:ty) => {
+        impl ColBuilder<$t> for TextBuilder {
+            fn with_capacity(rows: usize) -> Self {
+                TextBuilder(StringBuilder::with_capacity(rows, rows * TEXT_BYTES))
+            }
+            fn push(&mut self, value: $t) {
+                self.0.append_value(&*value);
+            }
+            fn finish(&mut self) -> ArrayRef {
+                Arc::new(self.0.finish())
+            }
+        }
+        impl ColBuilder<Option<$t>> for TextBuilder {
+            fn with_capacity(rows: usize) -> Self {
+                TextBuilder(StringBuilder::with_capacity(rows, rows * TEXT_BYTES))
+            }
+            fn push(&mut self, value: Option<$t>) {
+                self.0.append_option(value.as_deref());
+            }
+            fn finish(&mut self) -> ArrayRef {
+                Arc::new(self.0.finish())
+            }
+        }
+    };
+}
+
+text_builder!(Str);
+text_builder!(String);
+
 macro_rules! col_type {
-    ($t:ty, $opt:ty, $dt:expr, $arr:ty, |$v:ident| $conv:expr) => {
+    ($t:ty, $opt:ty, $dt:expr, $arr:ty, $builder:ty, $opt_builder:ty, |$v:ident| $conv:expr) => {
         impl ColType for $t {
             const NULLABLE: bool = false;
+            type Builder = $builder;
             fn data_type() -> DataType {
                 $dt
             }
@@ -39,6 +87,7 @@ macro_rules! col_type {
         }
         impl ColType for $opt {
             const NULLABLE: bool = true;
+            type Builder = $opt_builder;
             fn data_type() -> DataType {
                 $dt
             }
@@ -49,20 +98,132 @@ macro_rules! col_type {
     };
 }
 
-col_type!(Str, Option<Str>, DataType::Utf8, StringArray, |v| &**v);
-col_type!(String, Option<String>, DataType::Utf8, StringArray, |v| v
+/// Builders of primitive columns: a plain vector, and for the nullable
+/// column a vector with a validity flag per value. Both keep their values
+/// settable until they are finished (finalizing patches network deltas).
+macro_rules! primitive_builders {
+    ($t:ty, $vec:ident, $opt:ident, $arr:ty) => {
+        pub struct $vec(pub Vec<$t>);
+        impl ColBuilder<$t> for $vec {
+            fn with_capacity(rows: usize) -> Self {
+                $vec(Vec::with_capacity(rows))
+            }
+            fn push(&mut self, value: $t) {
+                self.0.push(value);
+            }
+            fn finish(&mut self) -> ArrayRef {
+                Arc::new(<$arr>::from(std::mem::take(&mut self.0)))
+            }
+        }
+        #[derive(Default)]
+        pub struct $opt {
+            values: Vec<$t>,
+            valid: Vec<bool>,
+        }
+        impl $opt {
+            pub fn set(&mut self, row: usize, value: Option<$t>) {
+                self.valid[row] = value.is_some();
+                self.values[row] = value.unwrap_or_default();
+            }
+        }
+        impl ColBuilder<Option<$t>> for $opt {
+            fn with_capacity(rows: usize) -> Self {
+                $opt {
+                    values: Vec::with_capacity(rows),
+                    valid: Vec::with_capacity(rows),
+                }
+            }
+            fn push(&mut self, value: Option<$t>) {
+                self.valid.push(value.is_some());
+                self.values.push(value.unwrap_or_default());
+            }
+            fn finish(&mut self) -> ArrayRef {
+                let valid = std::mem::take(&mut self.valid);
+                let nulls = valid.contains(&false).then(|| NullBuffer::from(valid));
+                Arc::new(<$arr>::new(std::mem::take(&mut self.values).into(), nulls))
+            }
+        }
+    };
+}
+
+primitive_builders!(i64, I64Col, OptI64Col, Int64Array);
+primitive_builders!(i32, I32Col, OptI32Col, Int32Array);
+primitive_builders!(f64, F64Col, OptF64Col, Float64Array);
+
+/// Booleans: a vector (no nulls) or Arrow's builder.
+pub struct BoolCol(pub Vec<bool>);
+
+impl ColBuilder<bool> for BoolCol {
+    fn with_capacity(rows: usize) -> Self {
+        BoolCol(Vec::with_capacity(rows))
+    }
+    fn push(&mut self, value: bool) {
+        self.0.push(value);
+    }
+    fn finish(&mut self) -> ArrayRef {
+        Arc::new(BooleanArray::from(std::mem::take(&mut self.0)))
+    }
+}
+
+pub struct OptBoolCol(BooleanBuilder);
+
+impl ColBuilder<Option<bool>> for OptBoolCol {
+    fn with_capacity(rows: usize) -> Self {
+        OptBoolCol(BooleanBuilder::with_capacity(rows))
+    }
+    fn push(&mut self, value: Option<bool>) {
+        self.0.append_option(value);
+    }
+    fn finish(&mut self) -> ArrayRef {
+        Arc::new(self.0.finish())
+    }
+}
+
+col_type!(Str, Option<Str>, DataType::Utf8, StringArray, TextBuilder, TextBuilder, |v| &**v);
+col_type!(String, Option<String>, DataType::Utf8, StringArray, TextBuilder, TextBuilder, |v| v
     .as_str());
-col_type!(i64, Option<i64>, DataType::Int64, Int64Array, |v| *v);
-col_type!(i32, Option<i32>, DataType::Int32, Int32Array, |v| *v);
-col_type!(f64, Option<f64>, DataType::Float64, Float64Array, |v| *v);
-col_type!(bool, Option<bool>, DataType::Boolean, BooleanArray, |v| *v);
+col_type!(i64, Option<i64>, DataType::Int64, Int64Array, I64Col, OptI64Col, |v| *v);
+col_type!(i32, Option<i32>, DataType::Int32, Int32Array, I32Col, OptI32Col, |v| *v);
+col_type!(f64, Option<f64>, DataType::Float64, Float64Array, F64Col, OptF64Col, |v| *v);
+col_type!(bool, Option<bool>, DataType::Boolean, BooleanArray, BoolCol, OptBoolCol, |v| *v);
 
 fn ts_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
+/// The builder of a time column: microseconds, kept readable so that rows
+/// can be sorted into partitions before the column is finished.
+pub struct TsCol(pub Vec<i64>);
+
+impl ColBuilder<Ts> for TsCol {
+    fn with_capacity(rows: usize) -> Self {
+        TsCol(Vec::with_capacity(rows))
+    }
+    fn push(&mut self, value: Ts) {
+        self.0.push(value.0);
+    }
+    fn finish(&mut self) -> ArrayRef {
+        Arc::new(TimestampMicrosecondArray::from(std::mem::take(&mut self.0)).with_timezone("UTC"))
+    }
+}
+
+pub struct OptTsCol(TimestampMicrosecondBuilder);
+
+impl ColBuilder<Option<Ts>> for OptTsCol {
+    fn with_capacity(rows: usize) -> Self {
+        OptTsCol(TimestampMicrosecondBuilder::with_capacity(rows))
+    }
+    fn push(&mut self, value: Option<Ts>) {
+        self.0.append_option(value.map(|t| t.0));
+    }
+    fn finish(&mut self) -> ArrayRef {
+        Arc::new(self.0.finish().with_timezone("UTC"))
+    }
+}
+
 impl ColType for Ts {
     const NULLABLE: bool = false;
+    type Builder = TsCol;
     fn data_type() -> DataType {
         ts_type()
     }
@@ -75,6 +236,7 @@ impl ColType for Ts {
 
 impl ColType for Option<Ts> {
     const NULLABLE: bool = true;
+    type Builder = OptTsCol;
     fn data_type() -> DataType {
         ts_type()
     }
@@ -92,25 +254,50 @@ impl ColType for Option<Ts> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Id(pub EventId);
 
+/// The builder of the event id column: ids stay numbers (finalizing gives
+/// content ids their occurrence numbers, dedup reads them) until the column
+/// is finished as hex text.
+pub struct IdCol(pub Vec<EventId>);
+
+impl ColBuilder<Id> for IdCol {
+    fn with_capacity(rows: usize) -> Self {
+        IdCol(Vec::with_capacity(rows))
+    }
+    fn push(&mut self, value: Id) {
+        self.0.push(value.0);
+    }
+    fn finish(&mut self) -> ArrayRef {
+        let ids = std::mem::take(&mut self.0);
+        hex_ids(ids.len(), ids.into_iter())
+    }
+}
+
 impl ColType for Id {
     const NULLABLE: bool = false;
+    type Builder = IdCol;
     fn data_type() -> DataType {
         DataType::Utf8
     }
     fn array<'a>(values: impl Iterator<Item = &'a Self>) -> ArrayRef {
-        let n = values.size_hint().0;
-        let mut builder = StringBuilder::with_capacity(n, n * 32);
-        let mut buf = [0u8; 32];
-        for id in values {
-            builder.append_value(write_id_hex(id.0, &mut buf));
-        }
-        Arc::new(builder.finish())
+        hex_ids(values.size_hint().0, values.map(|id| id.0))
     }
+}
+
+/// Event ids as the lake's column of 32 hex digits.
+fn hex_ids(n: usize, ids: impl Iterator<Item = EventId>) -> ArrayRef {
+    let mut builder = StringBuilder::with_capacity(n, n * 32);
+    let mut buf = [0u8; 32];
+    for id in ids {
+        builder.append_value(write_id_hex(id, &mut buf));
+    }
+    Arc::new(builder.finish())
 }
 
 /// The rows of one table.
 pub trait TableRow: Sized + Send + 'static {
     const TABLE: Table;
+    /// The table's columns being filled, row by row.
+    type Cols: TableCols<Row = Self>;
     fn schema() -> SchemaRef;
     fn batch(rows: &[Self]) -> RecordBatch;
     fn event_id(&self) -> EventId;
@@ -119,11 +306,69 @@ pub trait TableRow: Sized + Send + 'static {
     fn vm_id(&self) -> &Str;
 }
 
+/// A table's rows as columns being filled: rows are moved in as they are
+/// parsed; the ids and times stay readable (and ids writable) until the
+/// columns are finished into a record batch.
+pub trait TableCols: Send + Sized + 'static {
+    type Row: TableRow;
+    fn with_capacity(rows: usize) -> Self;
+    fn push(&mut self, row: Self::Row);
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn ids(&self) -> &[EventId];
+    fn ids_mut(&mut self) -> &mut [EventId];
+    /// Event times, in microseconds.
+    fn ts(&self) -> &[i64];
+    /// The ids to change, beside the times.
+    fn ids_mut_and_ts(&mut self) -> (&mut [EventId], &[i64]);
+    /// The rows so far as a batch; the columns start over empty.
+    fn finish(&mut self) -> RecordBatch;
+}
+
 macro_rules! table {
-    ($(#[$meta:meta])* $name:ident => $table:path { $($field:ident : $ty:ty),* $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident, $cols:ident => $table:path { $($field:ident : $ty:ty),* $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq)]
         pub struct $name { $(pub $field: $ty),* }
+
+        #[doc = concat!("The columns of [`", stringify!($name), "`] being filled.")]
+        pub struct $cols {
+            rows: usize,
+            $($field: <$ty as ColType>::Builder),*
+        }
+
+        impl TableCols for $cols {
+            type Row = $name;
+            fn with_capacity(rows: usize) -> Self {
+                $cols { rows: 0, $($field: <<$ty as ColType>::Builder as ColBuilder<$ty>>::with_capacity(rows)),* }
+            }
+            fn push(&mut self, row: $name) {
+                self.rows += 1;
+                $(<<$ty as ColType>::Builder as ColBuilder<$ty>>::push(&mut self.$field, row.$field);)*
+            }
+            fn len(&self) -> usize {
+                self.rows
+            }
+            fn ids(&self) -> &[EventId] {
+                &self.event_id.0
+            }
+            fn ids_mut(&mut self) -> &mut [EventId] {
+                &mut self.event_id.0
+            }
+            fn ts(&self) -> &[i64] {
+                &self.ts.0
+            }
+            fn ids_mut_and_ts(&mut self) -> (&mut [EventId], &[i64]) {
+                (&mut self.event_id.0, &self.ts.0)
+            }
+            fn finish(&mut self) -> RecordBatch {
+                self.rows = 0;
+                let columns: Vec<ArrayRef> = vec![$(<<$ty as ColType>::Builder as ColBuilder<$ty>>::finish(&mut self.$field)),*];
+                RecordBatch::try_new(<$name as TableRow>::schema(), columns).expect("columns match the schema")
+            }
+        }
 
         impl $name {
             pub const COLUMNS: &'static [&'static str] = &[$(stringify!($field)),*];
@@ -131,6 +376,7 @@ macro_rules! table {
 
         impl TableRow for $name {
             const TABLE: Table = $table;
+            type Cols = $cols;
             fn schema() -> SchemaRef {
                 static SCHEMA: std::sync::LazyLock<SchemaRef> = std::sync::LazyLock::new(|| {
                     Arc::new(Schema::new(vec![
@@ -227,7 +473,7 @@ impl std::fmt::Display for Table {
 
 table!(
     /// One model call with its token counts (usage lines and CLIProxyAPI usage records).
-    ApiUsageRow => Table::ApiUsage {
+    ApiUsageRow, ApiUsageCols => Table::ApiUsage {
         event_id: Id,
         ts: Ts,
         customer_id: Option<Str>,
@@ -261,7 +507,7 @@ table!(
 
 table!(
     /// One HTTP access line (CLIProxyAPI main log, Common/Combined Log Format). No tokens.
-    ApiRequestRow => Table::ApiRequests {
+    ApiRequestRow, ApiRequestCols => Table::ApiRequests {
         event_id: Id,
         ts: Ts,
         customer_id: Option<Str>,
@@ -286,7 +532,7 @@ table!(
 
 table!(
     /// One resource sample line (CSV/JSONL sample or one Telegraf measurement).
-    ResourceRow => Table::ResourceUsage {
+    ResourceRow, ResourceCols => Table::ResourceUsage {
         event_id: Id,
         ts: Ts,
         customer_id: Option<Str>,
@@ -307,7 +553,7 @@ table!(
 
 table!(
     /// One command, pattern or operation run on a VM.
-    ActivityRow => Table::Activity {
+    ActivityRow, ActivityCols => Table::Activity {
         event_id: Id,
         ts: Ts,
         customer_id: Option<Str>,
@@ -326,7 +572,7 @@ table!(
 
 table!(
     /// One input line that could not be turned into a row.
-    RejectRow => Table::Rejects {
+    RejectRow, RejectCols => Table::Rejects {
         event_id: Id,
         ts: Ts,
         ts_inferred: bool,
@@ -343,9 +589,93 @@ table!(
     }
 );
 
+impl ResourceCols {
+    /// Sets a row's network deltas, computed in file order from the
+    /// previous counters of its interface; `reset` marks a counter that
+    /// went back.
+    pub fn set_network(&mut self, row: usize, in_mb: Option<f64>, out_mb: Option<f64>, reset: bool) {
+        self.network_in_mb.set(row, in_mb);
+        self.network_out_mb.set(row, out_mb);
+        self.counter_reset.0[row] |= reset;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Rows whose optional fields are null or not by the bits of their number.
+    fn usage_rows(n: usize) -> Vec<ApiUsageRow> {
+        let text = |i: usize, bit: usize, s: &str| (i >> bit & 1 == 1).then(|| Str::from(format!("{s}-{i}")));
+        (0..n)
+            .map(|i| ApiUsageRow {
+                event_id: Id((i as u128) << 64 | 0xabcd),
+                ts: Ts(1_790_000_000_000_000 + i as i64),
+                customer_id: text(i, 0, "c"),
+                vm_id: Str::from("vm-1"),
+                user_id: text(i, 1, "u"),
+                provider: Str::from(if i % 2 == 0 { "openai" } else { "anthropic" }),
+                executor: text(i, 2, "e"),
+                model: Str::from(format!("model-{}", i % 3)),
+                alias: text(i, 3, "a"),
+                endpoint: text(i, 4, "/v1"),
+                request_id: text(i, 5, "r"),
+                status: (i % 3 != 0).then_some(200 + i as i32),
+                failed: i % 5 == 0,
+                input_tokens: i as i64 * 7,
+                cache_read_tokens: i as i64,
+                cache_write_tokens: 0,
+                output_tokens: 3,
+                reasoning_tokens: 1,
+                latency_ms: (i % 4 != 0).then_some(i as i64),
+                ttft_ms: None,
+                api_key_fp: text(i, 6, "k"),
+                auth_type: None,
+                reasoning_effort: text(i, 7, "high"),
+                service_tier: None,
+                record_format: Str::from("usage_line"),
+                token_source: Str::from("flat"),
+                source_file: Str::from("vm-1/cliproxy/usage.log"),
+                source_line: i as i64 + 1,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn columns_filled_row_by_row_give_the_rows_batch() {
+        for n in [0, 1, 2, 7, 300] {
+            let rows = usage_rows(n);
+            let mut cols = ApiUsageCols::with_capacity(1);
+            for r in rows.clone() {
+                cols.push(r);
+            }
+            assert_eq!(cols.len(), n);
+            assert_eq!(cols.ids(), rows.iter().map(|r| r.event_id.0).collect::<Vec<_>>());
+            assert_eq!(cols.ts(), rows.iter().map(|r| r.ts.0).collect::<Vec<_>>());
+            assert_eq!(cols.finish(), ApiUsageRow::batch(&rows));
+            // Finished columns start over.
+            assert!(cols.is_empty());
+            assert_eq!(cols.finish().num_rows(), 0);
+        }
+        let rejects = vec![RejectRow {
+            event_id: Id(7),
+            ts: Ts(0),
+            ts_inferred: true,
+            customer_id: None,
+            vm_id: Str::from("vm-2"),
+            target_table: Str::from("api_usage"),
+            format: Some(Str::from("usage_line")),
+            reason: "bad_json".into(),
+            detail: "expected value".into(),
+            field: None,
+            raw: "{".into(),
+            source_file: Str::from("vm-2/cliproxy/usage.log"),
+            source_line: 3,
+        }];
+        let mut cols = RejectCols::with_capacity(0);
+        cols.push(rejects[0].clone());
+        assert_eq!(cols.finish(), RejectRow::batch(&rejects));
+    }
 
     /// Every column of every table is documented in `schemas/<table>.md` as a
     /// table row starting with "| `column` |", and nothing else is.
