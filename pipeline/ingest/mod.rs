@@ -1054,8 +1054,12 @@ mod tests {
         assert_eq!(rejects.num_rows(), 1);
         assert!(rejects["ts_inferred"].as_boolean().value(0));
         assert_eq!(
-            rejects["ts"].as_primitive::<TimestampMicrosecondType>().value(0),
-            requests["ts"].as_primitive::<TimestampMicrosecondType>().value(0)
+            rejects["ts"]
+                .as_primitive::<TimestampMicrosecondType>()
+                .value(0),
+            requests["ts"]
+                .as_primitive::<TimestampMicrosecondType>()
+                .value(0)
         );
     }
 

@@ -451,7 +451,8 @@ fn encode(lake: &Lake, prefix: &str, jobs: Receiver<Job>) -> Result<Written> {
             std::collections::btree_map::Entry::Vacant(e) => {
                 seq += 1;
                 let dir = lake.partition_dir(job.table, job.date);
-                let writer = lake.part_writer(&dir, &format!("{prefix}{seq:03}"), batch.schema())?;
+                let writer =
+                    lake.part_writer(&dir, &format!("{prefix}{seq:03}"), batch.schema())?;
                 e.insert(OpenFile { writer, rows: 0 })
             }
         };

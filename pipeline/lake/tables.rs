@@ -179,13 +179,60 @@ impl ColBuilder<Option<bool>> for OptBoolCol {
     }
 }
 
-col_type!(Str, Option<Str>, DataType::Utf8, StringArray, TextBuilder, TextBuilder, |v| &**v);
-col_type!(String, Option<String>, DataType::Utf8, StringArray, TextBuilder, TextBuilder, |v| v
-    .as_str());
-col_type!(i64, Option<i64>, DataType::Int64, Int64Array, I64Col, OptI64Col, |v| *v);
-col_type!(i32, Option<i32>, DataType::Int32, Int32Array, I32Col, OptI32Col, |v| *v);
-col_type!(f64, Option<f64>, DataType::Float64, Float64Array, F64Col, OptF64Col, |v| *v);
-col_type!(bool, Option<bool>, DataType::Boolean, BooleanArray, BoolCol, OptBoolCol, |v| *v);
+col_type!(
+    Str,
+    Option<Str>,
+    DataType::Utf8,
+    StringArray,
+    TextBuilder,
+    TextBuilder,
+    |v| &**v
+);
+col_type!(
+    String,
+    Option<String>,
+    DataType::Utf8,
+    StringArray,
+    TextBuilder,
+    TextBuilder,
+    |v| v.as_str()
+);
+col_type!(
+    i64,
+    Option<i64>,
+    DataType::Int64,
+    Int64Array,
+    I64Col,
+    OptI64Col,
+    |v| *v
+);
+col_type!(
+    i32,
+    Option<i32>,
+    DataType::Int32,
+    Int32Array,
+    I32Col,
+    OptI32Col,
+    |v| *v
+);
+col_type!(
+    f64,
+    Option<f64>,
+    DataType::Float64,
+    Float64Array,
+    F64Col,
+    OptF64Col,
+    |v| *v
+);
+col_type!(
+    bool,
+    Option<bool>,
+    DataType::Boolean,
+    BooleanArray,
+    BoolCol,
+    OptBoolCol,
+    |v| *v
+);
 
 fn ts_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
@@ -593,7 +640,13 @@ impl ResourceCols {
     /// Sets a row's network deltas, computed in file order from the
     /// previous counters of its interface; `reset` marks a counter that
     /// went back.
-    pub fn set_network(&mut self, row: usize, in_mb: Option<f64>, out_mb: Option<f64>, reset: bool) {
+    pub fn set_network(
+        &mut self,
+        row: usize,
+        in_mb: Option<f64>,
+        out_mb: Option<f64>,
+        reset: bool,
+    ) {
         self.network_in_mb.set(row, in_mb);
         self.network_out_mb.set(row, out_mb);
         self.counter_reset.0[row] |= reset;
@@ -606,7 +659,9 @@ mod tests {
 
     /// Rows whose optional fields are null or not by the bits of their number.
     fn usage_rows(n: usize) -> Vec<ApiUsageRow> {
-        let text = |i: usize, bit: usize, s: &str| (i >> bit & 1 == 1).then(|| Str::from(format!("{s}-{i}")));
+        let text = |i: usize, bit: usize, s: &str| {
+            (i >> bit & 1 == 1).then(|| Str::from(format!("{s}-{i}")))
+        };
         (0..n)
             .map(|i| ApiUsageRow {
                 event_id: Id((i as u128) << 64 | 0xabcd),
@@ -650,7 +705,10 @@ mod tests {
                 cols.push(r);
             }
             assert_eq!(cols.len(), n);
-            assert_eq!(cols.ids(), rows.iter().map(|r| r.event_id.0).collect::<Vec<_>>());
+            assert_eq!(
+                cols.ids(),
+                rows.iter().map(|r| r.event_id.0).collect::<Vec<_>>()
+            );
             assert_eq!(cols.ts(), rows.iter().map(|r| r.ts.0).collect::<Vec<_>>());
             assert_eq!(cols.finish(), ApiUsageRow::batch(&rows));
             // Finished columns start over.
