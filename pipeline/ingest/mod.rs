@@ -15,7 +15,7 @@ pub mod source;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{SyncSender, sync_channel};
 
 use chrono::NaiveDate;
 use rayon::prelude::*;
@@ -175,7 +175,7 @@ fn ingest_from(
         .map(|c| erasures.cutoff(c.customer_id.as_deref(), &c.vm_id))
         .collect();
     let (tx, rx) = sync_channel::<Rows>(4);
-    let (produced, stored) = std::thread::scope(|scope| {
+    let stored = std::thread::scope(|scope| {
         let sink = scope.spawn(|| {
             std::thread::scope(|encoders| {
                 let mut sink = Sink::new(
@@ -194,7 +194,7 @@ fn ingest_from(
         });
         ctx.progress
             .start("ingest: files", discovery.files.len() as u64);
-        let produced = produce(
+        produce(
             root,
             &discovery.files,
             &mut ctxs,
@@ -205,17 +205,13 @@ fn ingest_from(
             &*ctx.progress,
         );
         ctx.progress.finish();
-        (
-            produced,
-            sink.join().expect("the writer thread does not panic"),
-        )
+        sink.join().expect("the writer thread does not panic")
     });
     let sink::Stored {
         counts: store_counts,
         unattributed,
         partitions,
     } = stored?;
-    produced?;
 
     for ((file, table), (rows, dups)) in store_counts {
         if table == Table::Rejects {
@@ -353,8 +349,55 @@ fn file_ctx(f: &InputFile, registry: &Arc<Registry>) -> FileCtx {
     }
 }
 
-/// Reads every file, parses blocks in parallel and sends finalized rows to
-/// the writer in file order.
+/// What the reader thread hands the parsers, in file order.
+enum Input {
+    Block(Block),
+    /// A file read to its end, or to a read error.
+    End {
+        file: usize,
+        lines_read: u64,
+        error: Option<String>,
+    },
+    /// A file that could not be opened.
+    Unopened {
+        file: usize,
+        error: String,
+    },
+}
+
+/// The reader thread: every file's blocks in order (gunzipped, lines
+/// counted), while the parsers work on the blocks before them. Stops when
+/// the receiver is gone.
+fn read_files(root: &InputRoot, inputs: &[InputFile], tx: SyncSender<Input>) {
+    for (idx, f) in inputs.iter().enumerate() {
+        let mut reader = match BlockReader::open(idx, root, f) {
+            Ok(r) => r,
+            Err(e) => {
+                let error = format!("cannot open: {e}");
+                if tx.send(Input::Unopened { file: idx, error }).is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        while let Some(block) = reader.next_block() {
+            if tx.send(Input::Block(block)).is_err() {
+                return;
+            }
+        }
+        let end = Input::End {
+            file: idx,
+            lines_read: reader.lines_read,
+            error: reader.error.take(),
+        };
+        if tx.send(end).is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads every file (on a reader thread), parses blocks in parallel and
+/// sends finalized rows to the writer in file order.
 #[allow(clippy::too_many_arguments)]
 fn produce(
     root: &InputRoot,
@@ -363,78 +406,78 @@ fn produce(
     files: &mut [FileReport],
     range: DateRange,
     erased: &[Option<Ts>],
-    tx: std::sync::mpsc::SyncSender<Rows>,
+    tx: SyncSender<Rows>,
     progress: &dyn crate::model::ctx::Progress,
-) -> Result<()> {
+) {
     let window = rayon::current_num_threads().max(1) * 4;
-    let mut states: HashMap<usize, FileState> = HashMap::new();
-    let mut next_file = 0;
-    let mut current: Option<BlockReader> = None;
-    loop {
-        let mut blocks: Vec<Block> = Vec::with_capacity(window);
-        while blocks.len() < window {
-            if current.is_none() {
-                if next_file >= inputs.len() {
-                    break;
-                }
-                let idx = next_file;
-                next_file += 1;
-                match BlockReader::open(idx, root, &inputs[idx]) {
-                    Ok(r) => current = Some(r),
-                    Err(e) => {
-                        files[idx].error = Some(format!("cannot open: {e}"));
-                        continue;
+    std::thread::scope(|scope| {
+        let (input_tx, input) = sync_channel::<Input>(window);
+        scope.spawn(move || read_files(root, inputs, input_tx));
+        // Dropping `input` on return ends the reader thread.
+        let mut states: HashMap<usize, FileState> = HashMap::new();
+        let mut reading = true;
+        while reading {
+            let mut blocks: Vec<Block> = Vec::with_capacity(window);
+            while blocks.len() < window {
+                match input.recv() {
+                    Ok(Input::Block(block)) => {
+                        if block.first_line == 1 && ctxs[block.file].kind == SourceKind::Resources {
+                            ctxs[block.file].csv_columns = csv_header(&block.data).map(Arc::new);
+                        }
+                        blocks.push(block);
+                    }
+                    Ok(Input::End {
+                        file,
+                        lines_read,
+                        error,
+                    }) => {
+                        progress.advance(1);
+                        files[file].lines_read = lines_read;
+                        if let Some(e) = error {
+                            files[file].error =
+                                Some(format!("read error after line {lines_read}: {e}"));
+                        }
+                    }
+                    Ok(Input::Unopened { file, error }) => {
+                        progress.advance(1);
+                        files[file].error = Some(error);
+                    }
+                    Err(_) => {
+                        reading = false;
+                        break;
                     }
                 }
             }
-            let reader = current.as_mut().expect("opened above");
-            match reader.next_block() {
-                Some(block) => {
-                    if block.first_line == 1 && ctxs[block.file].kind == SourceKind::Resources {
-                        ctxs[block.file].csv_columns = csv_header(&block.data).map(Arc::new);
-                    }
-                    blocks.push(block);
-                }
-                None => {
-                    let r = current.take().expect("a reader is open");
-                    let idx = next_file - 1;
-                    progress.advance(1);
-                    files[idx].lines_read = r.lines_read;
-                    if let Some(e) = r.error {
-                        files[idx].error =
-                            Some(format!("read error after line {}: {e}", r.lines_read));
-                    }
+            let Some(last_file) = blocks.last().map(|b| b.file) else {
+                continue;
+            };
+            let ctxs_ref = &*ctxs;
+            let outs: Vec<BlockOut> = blocks
+                .par_iter()
+                .map(|b| parse_block(&ctxs_ref[b.file], b, range))
+                .collect();
+            drop(blocks);
+            for out in outs {
+                let file = out.file;
+                let state = states.entry(file).or_default();
+                let rows = finalize(
+                    state,
+                    out,
+                    &inputs[file],
+                    &ctxs[file],
+                    &mut files[file],
+                    range,
+                    erased[file],
+                );
+                if tx.send(rows).is_err() {
+                    // The writer stopped: its error is reported by the caller.
+                    return;
                 }
             }
+            // Blocks come in file order: files before the last one are done.
+            states.retain(|f, _| *f >= last_file);
         }
-        if blocks.is_empty() {
-            return Ok(());
-        }
-        let ctxs_ref = &*ctxs;
-        let outs: Vec<BlockOut> = blocks
-            .par_iter()
-            .map(|b| parse_block(&ctxs_ref[b.file], b, range))
-            .collect();
-        for out in outs {
-            let file = out.file;
-            let state = states.entry(file).or_default();
-            let rows = finalize(
-                state,
-                out,
-                &inputs[file],
-                &ctxs[file],
-                &mut files[file],
-                range,
-                erased[file],
-            );
-            if tx.send(rows).is_err() {
-                // The writer stopped: its error is reported by the caller.
-                return Ok(());
-            }
-        }
-        // Files whose blocks are all finalized no longer need their state.
-        states.retain(|f, _| *f + 1 >= next_file);
-    }
+    })
 }
 
 /// The first non-blank line of a resource file, if it is a CSV header.
