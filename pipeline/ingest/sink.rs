@@ -419,6 +419,23 @@ impl<'a> Encoders<'a> {
     }
 }
 
+/// The rows of `batch` that `mask` keeps: a slice when they are one run of
+/// rows (a time-ordered block split at midnight), else a copy.
+fn kept_rows(batch: RecordBatch, mask: &BooleanArray) -> RecordBatch {
+    let n = mask.true_count();
+    if n == batch.num_rows() {
+        return batch;
+    }
+    let values = mask.values();
+    let mut runs = values.set_slices();
+    if let Some((start, end)) = runs.next()
+        && runs.next().is_none()
+    {
+        return batch.slice(start, end - start);
+    }
+    arrow::compute::filter_record_batch(&batch, mask).expect("a mask of the batch's length")
+}
+
 /// A partition's file being written by an encoder.
 struct OpenFile {
     writer: PartWriter,
@@ -435,12 +452,7 @@ fn encode(lake: &Lake, prefix: &str, jobs: Receiver<Job>) -> Result<Written> {
     let mut seq = 0u32;
     for job in jobs {
         let key = (job.table, job.date);
-        let batch = if job.mask.true_count() == job.batch.num_rows() {
-            job.batch
-        } else {
-            arrow::compute::filter_record_batch(&job.batch, &job.mask)
-                .expect("a mask of the batch's length")
-        };
+        let batch = kept_rows(job.batch, &job.mask);
         if open.get(&key).is_some_and(|f| f.rows >= FILE_ROWS)
             && let Some(f) = open.remove(&key)
         {
@@ -482,4 +494,39 @@ fn encode(lake: &Lake, prefix: &str, jobs: Receiver<Job>) -> Result<Written> {
         written.push((table, date, f.writer.finish()?));
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The slice taken for one run of kept rows is what filtering gives.
+        #[test]
+        fn kept_rows_is_the_filter(mask in prop::collection::vec(any::<bool>(), 0..40), run in any::<(u8, u8)>()) {
+            let n = mask.len();
+            let batch = RecordBatch::try_new(
+                Arc::new(Schema::new(vec![
+                    Field::new("n", DataType::Int64, false),
+                    Field::new("s", DataType::Utf8, true),
+                ])),
+                vec![
+                    Arc::new(Int64Array::from_iter_values(0..n as i64)),
+                    Arc::new(StringArray::from_iter((0..n).map(|i| (i % 3 != 0).then(|| format!("v{i}"))))),
+                ],
+            )
+            .unwrap();
+            // Random masks, and single runs (the slice).
+            let (a, b) = (run.0 as usize % (n + 1), run.1 as usize % (n + 1));
+            let one_run: Vec<bool> = (0..n).map(|i| i >= a.min(b) && i < a.max(b)).collect();
+            for m in [mask.clone(), one_run] {
+                let m = BooleanArray::from(m);
+                let want = arrow::compute::filter_record_batch(&batch, &m).unwrap();
+                prop_assert_eq!(kept_rows(batch.clone(), &m), want);
+            }
+        }
+    }
 }
