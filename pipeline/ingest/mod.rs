@@ -411,7 +411,7 @@ fn produce(
 ) {
     let window = rayon::current_num_threads().max(1) * 4;
     std::thread::scope(|scope| {
-        let (input_tx, input) = sync_channel::<Input>(window);
+        let (input_tx, input) = sync_channel::<Input>(2);
         scope.spawn(move || read_files(root, inputs, input_tx));
         // Dropping `input` on return ends the reader thread.
         let mut states: HashMap<usize, FileState> = HashMap::new();
@@ -526,19 +526,28 @@ struct BlockOut {
 }
 
 impl BlockOut {
-    /// Room for a block of `rows` typical lines of `kind`, so that columns
-    /// are not moved as they fill.
-    fn new(file: usize, kind: SourceKind, rows: usize) -> BlockOut {
-        let of = |k: SourceKind| if k == kind { rows } else { 0 };
+    /// Room for a block of `rows` typical lines of the file's table (both
+    /// API tables for a CLIProxy file that does not say which it feeds), so
+    /// that columns are not moved as they fill.
+    fn new(file: usize, ctx: &FileCtx, rows: usize) -> BlockOut {
+        let of = |table: Table| {
+            let kind = match table {
+                Table::ApiUsage | Table::ApiRequests => SourceKind::Cliproxy,
+                Table::ResourceUsage => SourceKind::Resources,
+                Table::Activity | Table::Rejects => SourceKind::Commands,
+            };
+            let feeds = ctx.feeds.is_none_or(|t| t == table);
+            if kind == ctx.kind && feeds { rows } else { 0 }
+        };
         BlockOut {
             file,
-            usage: ApiUsageCols::with_capacity(of(SourceKind::Cliproxy)),
-            usage_content: Vec::with_capacity(of(SourceKind::Cliproxy)),
-            requests: ApiRequestCols::with_capacity(of(SourceKind::Cliproxy)),
-            requests_content: Vec::with_capacity(of(SourceKind::Cliproxy)),
-            resources: ResourceCols::with_capacity(of(SourceKind::Resources)),
+            usage: ApiUsageCols::with_capacity(of(Table::ApiUsage)),
+            usage_content: Vec::with_capacity(of(Table::ApiUsage)),
+            requests: ApiRequestCols::with_capacity(of(Table::ApiRequests)),
+            requests_content: Vec::with_capacity(of(Table::ApiRequests)),
+            resources: ResourceCols::with_capacity(of(Table::ResourceUsage)),
             counters: Vec::new(),
-            activity: ActivityCols::with_capacity(of(SourceKind::Commands)),
+            activity: ActivityCols::with_capacity(of(Table::Activity)),
             rejects: Vec::new(),
             skipped: BTreeMap::new(),
             last_ts: None,
@@ -548,7 +557,7 @@ impl BlockOut {
 
 fn parse_block(ctx: &FileCtx, block: &Block, range: DateRange) -> BlockOut {
     let data = &block.data;
-    let mut out = BlockOut::new(block.file, ctx.kind, data.len() / 192);
+    let mut out = BlockOut::new(block.file, ctx, data.len() / 192);
     let mut start = 0;
     let mut line_no = block.first_line;
     let mut waiting_for_ts: Vec<usize> = Vec::new();

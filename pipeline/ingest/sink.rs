@@ -37,7 +37,7 @@ use crate::model::time::Ts;
 
 /// Encoded bytes an encoder keeps in open row groups before it ends the
 /// largest of them.
-pub const ENCODER_BYTES: usize = 48 << 20;
+pub const ENCODER_BYTES: usize = 32 << 20;
 /// A partition's file is closed and a new one started after this many rows:
 /// a writer keeps every row group's metadata until it closes, so this bounds
 /// that memory however large the input.
