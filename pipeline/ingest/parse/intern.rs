@@ -9,25 +9,28 @@ use std::cell::RefCell;
 use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use crate::lake::tables::Str;
-use crate::model::ids::key_sha256;
+use crate::model::ids::{fingerprint_of_sha256, key_sha256};
 
 /// Entries kept per cache; past this the cache starts over, so a stream of
 /// distinct values (request ids written into a model field, say) cannot grow
 /// it without bound.
 const MAX_ENTRIES: usize = 4096;
 
-type Cache = std::collections::HashMap<Box<str>, Str, Xxh3DefaultBuilder>;
+type Cache<V> = std::collections::HashMap<Box<str>, V, Xxh3DefaultBuilder>;
+
+/// An API key's digest and fingerprint.
+pub type KeyDigest = (Str, Str);
 
 thread_local! {
-    static STRINGS: RefCell<Cache> = RefCell::new(Cache::default());
-    static KEYS: RefCell<Cache> = RefCell::new(Cache::default());
+    static STRINGS: RefCell<Cache<Str>> = RefCell::new(Cache::default());
+    static KEYS: RefCell<Cache<KeyDigest>> = RefCell::new(Cache::default());
 }
 
-fn cached(
-    cache: &'static std::thread::LocalKey<RefCell<Cache>>,
+fn cached<V: Clone>(
+    cache: &'static std::thread::LocalKey<RefCell<Cache<V>>>,
     key: &str,
-    make: impl FnOnce() -> Str,
-) -> Str {
+    make: impl FnOnce() -> V,
+) -> V {
     cache.with(|c| {
         let mut c = c.borrow_mut();
         if let Some(v) = c.get(key) {
@@ -47,9 +50,14 @@ pub fn intern(s: &str) -> Str {
     cached(&STRINGS, s, || Str::from(s))
 }
 
-/// Lowercase hex SHA-256 of an API key (`users.csv`'s `api_key_sha256`).
-pub fn key_digest(key: &str) -> Str {
-    cached(&KEYS, key, || Str::from(key_sha256(key)))
+/// Lowercase hex SHA-256 of an API key (`users.csv`'s `api_key_sha256`)
+/// and the key's fingerprint (its first 12 digits).
+pub fn key_digest(key: &str) -> KeyDigest {
+    cached(&KEYS, key, || {
+        let sha = key_sha256(key);
+        let fp = Str::from(fingerprint_of_sha256(&sha));
+        (Str::from(sha), fp)
+    })
 }
 
 #[cfg(test)]
@@ -62,7 +70,9 @@ mod tests {
         let b = intern("gpt-5");
         assert!(std::sync::Arc::ptr_eq(&a, &b));
         assert_eq!(&*intern("claude"), "claude");
-        assert_eq!(&*key_digest("sk-secret"), key_sha256("sk-secret"));
+        let (sha, fp) = key_digest("sk-secret");
+        assert_eq!(&*sha, key_sha256("sk-secret"));
+        assert_eq!(&*fp, crate::model::ids::key_fingerprint("sk-secret"));
     }
 
     #[test]
