@@ -443,9 +443,7 @@ fn parse_record(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
     let key_sha = key.as_ref().map(|(sha, _)| sha);
     let user_id: Option<Str> = match json::text(&rec.user) {
         Some(u) => Some(intern(cut(&u, 128))),
-        None => key_sha
-            .as_deref()
-            .and_then(|k| ctx.registry.user_of_key_sha256(k).cloned()),
+        None => key_sha.and_then(|k| ctx.registry.user_of_key_sha256(k).cloned()),
     };
     let request_id = json::text(&rec.request_id).map(|r| Str::from(cut(r.trim(), 128)));
     let (event_id, kind) = match &request_id {
@@ -492,6 +490,7 @@ fn parse_record(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
 }
 
 /// The fields of a flat record, in [`Record`]'s order, for [`flat_record`].
+#[cfg(test)]
 const FLAT_FIELDS: [&str; 14] = [
     "timestamp",
     "path",
@@ -611,6 +610,7 @@ fn is_other_field(key: &str) -> bool {
 
 /// The other fields [`Record`] reads (serde ignores the rest): a line with
 /// one of them takes the serde path.
+#[cfg(test)]
 const OTHER_FIELDS: [&str; 11] = [
     "ttft_ms",
     "tokens",
