@@ -489,7 +489,8 @@ fn parse_record(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
     Ok(Parsed::Usage(row, kind))
 }
 
-/// The fields of a flat record, in [`Record`]'s order, for [`flat_record`].
+/// The fields of a flat record, in [`Record`]'s order: [`flat_field`]'s
+/// indices (a test checks that the two agree).
 #[cfg(test)]
 const FLAT_FIELDS: [&str; 14] = [
     "timestamp",
@@ -609,7 +610,7 @@ fn is_other_field(key: &str) -> bool {
 }
 
 /// The other fields [`Record`] reads (serde ignores the rest): a line with
-/// one of them takes the serde path.
+/// one of them takes the serde path ([`is_other_field`]).
 #[cfg(test)]
 const OTHER_FIELDS: [&str; 11] = [
     "ttft_ms",
