@@ -607,7 +607,7 @@ fn parse_block(ctx: &FileCtx, block: &Block, range: DateRange) -> BlockOut {
         match parsed {
             Parsed::Usage(mut r, k) => {
                 r.source_line = this_line as i64;
-                out.usage.push(r);
+                out.usage.push_ref(r);
                 out.usage_content.push(k == IdKind::Content);
             }
             Parsed::Request(mut r, k) => {
@@ -986,6 +986,31 @@ mod tests {
             };
             prop_assert_eq!(lines_read, expected_lines);
         }
+    }
+
+    #[test]
+    fn a_usage_row_with_borrowed_text_fills_the_columns_as_the_owned_row() {
+        let ctx = ctx();
+        let lines = [
+            LINES[0],
+            LINES[1],
+            // Escapes (owned text), a query string, a number where text goes.
+            r#"{"timestamp":"2026-10-01T10:00:00Z","model":" gpt-\u0034o ","provider":"OpenAI","input_tokens":1,"output_tokens":1,"path":"/v1/chat/completions?key=x","user":42,"api_key":"sk-1"}"#,
+            r#"{"timestamp":"2026-10-01T10:00:00Z","model":"m","executor_type":"Some-Proxy","input_tokens":1,"output_tokens":0,"request_id":"  r-1  "}"#,
+        ];
+        let mut borrowed = ApiUsageCols::with_capacity(0);
+        let mut owned = ApiUsageCols::with_capacity(0);
+        for line in lines {
+            match parse::parse_line(&ctx, line.as_bytes()) {
+                Parsed::Usage(r, _) => {
+                    owned.push(r.clone().to_row());
+                    borrowed.push_ref(r);
+                }
+                other => panic!("{line}: {other:?}"),
+            }
+        }
+        assert_eq!(borrowed.len(), lines.len());
+        assert_eq!(borrowed.finish(), owned.finish());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! conversion of rows into record batches. Every column is documented in
 //! `schemas/<table>.md`; a test keeps the two in step.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -27,6 +28,95 @@ pub trait ColType: Sized {
     fn array<'a>(values: impl Iterator<Item = &'a Self>) -> ArrayRef
     where
         Self: 'a;
+}
+
+/// Text a row holds without owning a `Str` of its own: borrowed from the
+/// line or the file's context, shared, or made for the row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Text<'a> {
+    Borrowed(&'a str),
+    Shared(Str),
+    Owned(String),
+}
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            Text::Borrowed(s) => s,
+            Text::Shared(s) => s,
+            Text::Owned(s) => s,
+        }
+    }
+}
+
+impl<'a> From<&'a str> for Text<'a> {
+    fn from(s: &'a str) -> Text<'a> {
+        Text::Borrowed(s)
+    }
+}
+
+impl<'a> From<Cow<'a, str>> for Text<'a> {
+    fn from(s: Cow<'a, str>) -> Text<'a> {
+        match s {
+            Cow::Borrowed(s) => Text::Borrowed(s),
+            Cow::Owned(s) => Text::Owned(s),
+        }
+    }
+}
+
+impl From<Str> for Text<'_> {
+    fn from(s: Str) -> Self {
+        Text::Shared(s)
+    }
+}
+
+/// A field type as a parser may hand it over without owning it: text
+/// borrowed from the line (or made for it), anything else as it is. A row
+/// of these ([`ApiUsageRef`]) is pushed into the columns without the
+/// allocation, interning and reference counts an owned row of `Str`s costs.
+pub trait ColRef: ColType {
+    type Ref<'a>;
+    fn push_ref(builder: &mut Self::Builder, value: Self::Ref<'_>);
+    /// The owned value (tests compare owned rows).
+    fn own(value: Self::Ref<'_>) -> Self;
+}
+
+macro_rules! col_ref_copy {
+    ($($t:ty),*) => {$(
+        impl ColRef for $t {
+            type Ref<'a> = $t;
+            fn push_ref(builder: &mut Self::Builder, value: $t) {
+                builder.push(value);
+            }
+            fn own(value: $t) -> $t {
+                value
+            }
+        }
+    )*};
+}
+
+macro_rules! col_ref_text {
+    ($($t:ty),*) => {$(
+        impl ColRef for $t {
+            type Ref<'a> = Text<'a>;
+            fn push_ref(builder: &mut TextBuilder, value: Text<'_>) {
+                builder.0.append_value(&*value);
+            }
+            fn own(value: Text<'_>) -> $t {
+                <$t>::from(&*value)
+            }
+        }
+        impl ColRef for Option<$t> {
+            type Ref<'a> = Option<Text<'a>>;
+            fn push_ref(builder: &mut TextBuilder, value: Option<Text<'_>>) {
+                builder.0.append_option(value.as_deref());
+            }
+            fn own(value: Option<Text<'_>>) -> Option<$t> {
+                value.map(|v| <$t>::from(&*v))
+            }
+        }
+    )*};
 }
 
 /// One column being filled, value by value, then finished into an array.
@@ -330,6 +420,21 @@ impl ColType for Id {
     }
 }
 
+col_ref_copy!(
+    i64,
+    Option<i64>,
+    i32,
+    Option<i32>,
+    f64,
+    Option<f64>,
+    bool,
+    Option<bool>,
+    Ts,
+    Option<Ts>,
+    Id
+);
+col_ref_text!(Str, String);
+
 /// Event ids as the lake's column of 32 hex digits.
 fn hex_ids(n: usize, ids: impl Iterator<Item = EventId>) -> ArrayRef {
     let mut builder = StringBuilder::with_capacity(n, n * 32);
@@ -375,10 +480,29 @@ pub trait TableCols: Send + Sized + 'static {
 }
 
 macro_rules! table {
-    ($(#[$meta:meta])* $name:ident, $cols:ident => $table:path { $($field:ident : $ty:ty),* $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident, $refname:ident, $cols:ident => $table:path { $($field:ident : $ty:ty),* $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq)]
         pub struct $name { $(pub $field: $ty),* }
+
+        #[doc = concat!("A [`", stringify!($name), "`] whose text is borrowed (see [`ColRef`]).")]
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct $refname<'a> { $(pub $field: <$ty as ColRef>::Ref<'a>),* }
+
+        impl $refname<'_> {
+            /// The owned row.
+            pub fn to_row(self) -> $name {
+                $name { $($field: <$ty as ColRef>::own(self.$field)),* }
+            }
+        }
+
+        impl $cols {
+            /// Pushes a row whose text is borrowed.
+            pub fn push_ref(&mut self, row: $refname<'_>) {
+                self.rows += 1;
+                $(<$ty as ColRef>::push_ref(&mut self.$field, row.$field);)*
+            }
+        }
 
         #[doc = concat!("The columns of [`", stringify!($name), "`] being filled.")]
         pub struct $cols {
@@ -520,7 +644,7 @@ impl std::fmt::Display for Table {
 
 table!(
     /// One model call with its token counts (usage lines and CLIProxyAPI usage records).
-    ApiUsageRow, ApiUsageCols => Table::ApiUsage {
+    ApiUsageRow, ApiUsageRef, ApiUsageCols => Table::ApiUsage {
         event_id: Id,
         ts: Ts,
         customer_id: Option<Str>,
@@ -554,7 +678,7 @@ table!(
 
 table!(
     /// One HTTP access line (CLIProxyAPI main log, Common/Combined Log Format). No tokens.
-    ApiRequestRow, ApiRequestCols => Table::ApiRequests {
+    ApiRequestRow, ApiRequestRef, ApiRequestCols => Table::ApiRequests {
         event_id: Id,
         ts: Ts,
         customer_id: Option<Str>,
@@ -579,7 +703,7 @@ table!(
 
 table!(
     /// One resource sample line (CSV/JSONL sample or one Telegraf measurement).
-    ResourceRow, ResourceCols => Table::ResourceUsage {
+    ResourceRow, ResourceRef, ResourceCols => Table::ResourceUsage {
         event_id: Id,
         ts: Ts,
         customer_id: Option<Str>,
@@ -600,7 +724,7 @@ table!(
 
 table!(
     /// One command, pattern or operation run on a VM.
-    ActivityRow, ActivityCols => Table::Activity {
+    ActivityRow, ActivityRef, ActivityCols => Table::Activity {
         event_id: Id,
         ts: Ts,
         customer_id: Option<Str>,
@@ -619,7 +743,7 @@ table!(
 
 table!(
     /// One input line that could not be turned into a row.
-    RejectRow, RejectCols => Table::Rejects {
+    RejectRow, RejectRef, RejectCols => Table::Rejects {
         event_id: Id,
         ts: Ts,
         ts_inferred: bool,

@@ -99,7 +99,7 @@ struct Access<'a> {
     log_format: &'static str,
 }
 
-fn row(ctx: &FileCtx, text: &str, a: Access) -> Parsed {
+fn row<'p>(ctx: &FileCtx, text: &str, a: Access) -> Parsed<'p> {
     let (event_id, kind) = match a.request_id {
         Some(rid) => (
             ids::request_event_id("api_requests", &ctx.vm_id, rid, a.ts.0),
@@ -147,7 +147,7 @@ fn row(ctx: &FileCtx, text: &str, a: Access) -> Parsed {
 
 /// A line starting with `[`: a CLIProxyAPI main-log line. Access lines
 /// (caller `gin_logger.go`) become rows; other main-log lines are skipped.
-pub fn parse_main_log(ctx: &FileCtx, text: &str) -> Parsed {
+pub fn parse_main_log<'p>(ctx: &FileCtx, text: &str) -> Parsed<'p> {
     let reject = |r: Reject| Parsed::Reject(Table::ApiRequests, r.format("cliproxy_main"));
     let Some((ts_text, rest)) = bracket(text) else {
         return reject(Reject::line(
@@ -318,7 +318,7 @@ fn token(s: &str) -> Option<(&str, &str)> {
 
 /// A Common (`%h %l %u %t "%r" %>s %b`) or Combined (plus `"%{Referer}i"
 /// "%{User-agent}i"`) Log Format line. Fields after those are ignored.
-pub fn parse_clf(ctx: &FileCtx, text: &str) -> Parsed {
+pub fn parse_clf<'p>(ctx: &FileCtx, text: &str) -> Parsed<'p> {
     let reject = |r: Reject| Parsed::Reject(Table::ApiRequests, r);
     let unrecognized = || {
         reject(Reject::line(
@@ -429,8 +429,11 @@ mod tests {
     use crate::ingest::parse::test_util::{ctx, ts};
     use crate::ingest::parse::{SourceKind, parse_line};
 
-    fn parse(line: &str) -> Parsed {
-        parse_line(&ctx(SourceKind::Cliproxy), line.as_bytes())
+    fn parse(line: &str) -> Parsed<'static> {
+        // Leaked: a parsed line may borrow from its context and its text.
+        let ctx: &'static FileCtx = Box::leak(Box::new(ctx(SourceKind::Cliproxy)));
+        let line: &'static str = Box::leak(line.to_owned().into_boxed_str());
+        parse_line(ctx, line.as_bytes())
     }
 
     fn request(line: &str) -> ApiRequestRow {

@@ -28,12 +28,12 @@ struct Record<'a> {
     exit_code: Scalar<'a>,
 }
 
-pub fn parse(ctx: &FileCtx, text: &str) -> Parsed {
+pub fn parse<'p>(ctx: &FileCtx, text: &str) -> Parsed<'p> {
     parse_record(ctx, text)
         .unwrap_or_else(|r| Parsed::Reject(Table::Activity, r.format("commands_jsonl")))
 }
 
-fn parse_record(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
+fn parse_record<'p>(ctx: &FileCtx, text: &str) -> Result<Parsed<'p>, Reject> {
     if !text.trim_start().starts_with('{') {
         return Err(Reject::line(
             RejectReason::UnrecognizedLine,
@@ -98,8 +98,11 @@ mod tests {
     use crate::ingest::parse::test_util::{ctx, ts};
     use crate::ingest::parse::{SourceKind, parse_line};
 
-    fn parse(line: &str) -> Parsed {
-        parse_line(&ctx(SourceKind::Commands), line.as_bytes())
+    fn parse(line: &str) -> Parsed<'static> {
+        // Leaked: a parsed line may borrow from its context and its text.
+        let ctx: &'static FileCtx = Box::leak(Box::new(ctx(SourceKind::Commands)));
+        let line: &'static str = Box::leak(line.to_owned().into_boxed_str());
+        parse_line(ctx, line.as_bytes())
     }
 
     #[test]

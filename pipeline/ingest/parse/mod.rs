@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use chrono_tz::Tz;
 
-use crate::lake::tables::{ActivityRow, ApiRequestRow, ApiUsageRow, ResourceRow, Str, Table};
+use crate::lake::tables::{ActivityRow, ApiRequestRow, ApiUsageRef, ResourceRow, Str, Table};
 use crate::model::registry::Registry;
 use crate::model::time::Ts;
 
@@ -244,8 +244,9 @@ impl SkipReason {
 
 /// The one outcome of one line.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Parsed {
-    Usage(ApiUsageRow, IdKind),
+pub enum Parsed<'a> {
+    /// Text borrowed from the line: pushed into the columns as it is.
+    Usage(ApiUsageRef<'a>, IdKind),
     Request(ApiRequestRow, IdKind),
     Resource(ResourceRow, Option<NetCounter>),
     Activity(ActivityRow),
@@ -253,7 +254,7 @@ pub enum Parsed {
     Skip(Table, SkipReason),
 }
 
-impl Parsed {
+impl Parsed<'_> {
     pub fn table(&self) -> Table {
         match self {
             Parsed::Usage(..) => Table::ApiUsage,
@@ -282,7 +283,7 @@ pub(crate) fn first_byte(line: &[u8]) -> Option<u8> {
 }
 
 /// Parses one line (without its `\n`) of a file described by `ctx`.
-pub fn parse_line(ctx: &FileCtx, line: &[u8]) -> Parsed {
+pub fn parse_line<'a>(ctx: &'a FileCtx, line: &'a [u8]) -> Parsed<'a> {
     let Some(first) = first_byte(line) else {
         return Parsed::Skip(ctx.default_table(line), SkipReason::Blank);
     };

@@ -78,12 +78,12 @@ struct Sample {
     net_out: Option<f64>,
 }
 
-fn sample_row(
+fn sample_row<'p>(
     ctx: &FileCtx,
     text: &str,
     s: Sample,
     format: &'static str,
-) -> Result<Parsed, Reject> {
+) -> Result<Parsed<'p>, Reject> {
     let ts = s.ts.ok_or_else(|| Reject::missing("timestamp"))?;
     for (field, v) in [
         ("cpu_percent", s.cpu),
@@ -124,7 +124,7 @@ fn sample_row(
 }
 
 /// Parses one line of a `resources/` file.
-pub fn parse(ctx: &FileCtx, text: &str) -> Parsed {
+pub fn parse<'p>(ctx: &FileCtx, text: &str) -> Parsed<'p> {
     let first = text
         .trim_start()
         .as_bytes()
@@ -143,7 +143,7 @@ pub fn parse(ctx: &FileCtx, text: &str) -> Parsed {
     result.unwrap_or_else(|r| Parsed::Reject(Table::ResourceUsage, r))
 }
 
-fn parse_csv(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
+fn parse_csv<'p>(ctx: &FileCtx, text: &str) -> Result<Parsed<'p>, Reject> {
     let default = CsvColumns::default();
     let cols = ctx.csv_columns.as_deref().unwrap_or(&default);
     let fields: Vec<&str> = text
@@ -217,7 +217,7 @@ struct JsonSample<'a> {
     network_out_mb: Scalar<'a>,
 }
 
-fn parse_json(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
+fn parse_json<'p>(ctx: &FileCtx, text: &str) -> Result<Parsed<'p>, Reject> {
     let j: JsonSample = serde_json::from_str(text).map_err(|e| json::syntax_error(&e))?;
     let ts = json::timestamp("timestamp", &j.timestamp, ctx.tz)?;
     let dated = |r: Reject| r.at(Some(ts));
@@ -437,7 +437,7 @@ fn unescape(s: &str) -> String {
     out
 }
 
-fn parse_influx(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
+fn parse_influx<'p>(ctx: &FileCtx, text: &str) -> Result<Parsed<'p>, Reject> {
     let line = parse_line_protocol(text)?;
     let ts = match line.timestamp {
         Some(t) => from_epoch(t)
@@ -581,8 +581,11 @@ mod tests {
     use crate::ingest::parse::test_util::{ctx, ts};
     use crate::ingest::parse::{SourceKind, parse_line};
 
-    fn parse(line: &str) -> Parsed {
-        parse_line(&ctx(SourceKind::Resources), line.as_bytes())
+    fn parse(line: &str) -> Parsed<'static> {
+        // Leaked: a parsed line may borrow from its context and its text.
+        let ctx: &'static FileCtx = Box::leak(Box::new(ctx(SourceKind::Resources)));
+        let line: &'static str = Box::leak(line.to_owned().into_boxed_str());
+        parse_line(ctx, line.as_bytes())
     }
 
     fn resource(line: &str) -> (ResourceRow, Option<NetCounter>) {

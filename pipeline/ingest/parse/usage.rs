@@ -9,10 +9,10 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use super::intern::{intern, key_digest};
+use super::intern::key_digest;
 use super::json::{self, Scalar};
 use super::{FileCtx, IdKind, Parsed, Reject, RejectReason};
-use crate::lake::tables::{ApiUsageRow, Id, Str, Table};
+use crate::lake::tables::{ApiUsageRef, Id, Table, Text};
 use crate::model::ids;
 use crate::model::redact::cut;
 
@@ -294,8 +294,21 @@ pub fn normalize(family: Option<Family>, t: ReportedTokens) -> Result<LakeTokens
     })
 }
 
-fn str_of(v: &Scalar) -> Option<Str> {
-    json::text(v).map(|s| intern(&s))
+/// A scalar's text as the row keeps it: borrowed from the line unless the
+/// JSON string had escapes (or was a number).
+fn text_of<'a>(v: &Scalar<'a>) -> Option<Text<'a>> {
+    match v {
+        Scalar::Str(Cow::Borrowed(s)) if !s.is_empty() => Some(Text::Borrowed(s)),
+        _ => json::text(v).map(|t| Text::Owned(t.into_owned())),
+    }
+}
+
+/// `f` of a text, still borrowed from the line where the text was.
+fn sub<'a>(t: Text<'a>, f: impl Fn(&str) -> &str) -> Text<'a> {
+    match t {
+        Text::Borrowed(s) => Text::Borrowed(f(s)),
+        other => Text::Owned(f(&other).to_string()),
+    }
 }
 
 const MAX_TOKENS: u64 = i64::MAX as u64;
@@ -308,14 +321,14 @@ fn tokens_i64(field: &'static str, v: u64) -> Result<i64, Reject> {
 }
 
 /// Parses a JSON line from a `cliproxy/` file.
-pub fn parse(ctx: &FileCtx, text: &str) -> Parsed {
+pub fn parse<'a>(ctx: &'a FileCtx, text: &'a str) -> Parsed<'a> {
     match parse_record(ctx, text) {
         Ok(row) => row,
         Err(r) => Parsed::Reject(Table::ApiUsage, r),
     }
 }
 
-fn parse_record(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
+fn parse_record<'a>(ctx: &'a FileCtx, text: &'a str) -> Result<Parsed<'a>, Reject> {
     let rec: Record = match flat_record(text) {
         Some(rec) => rec,
         None => serde_json::from_str(text).map_err(|e| json::syntax_error(&e))?,
@@ -330,20 +343,20 @@ fn parse_record(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
     };
     let fmt = |r: Reject| dated(r).format(format);
 
-    let model = json::text(&rec.model)
-        .map(|m| intern(m.trim()))
+    let model = text_of(&rec.model)
+        .map(|m| sub(m, str::trim))
         .filter(|m| !m.is_empty())
         .ok_or_else(|| fmt(Reject::missing("model")))?;
-    let named = json::text(&rec.provider).or_else(|| json::text(&rec.executor_type));
-    let endpoint = json::text(&rec.endpoint).or_else(|| json::text(&rec.path));
+    let named = text_of(&rec.provider).or_else(|| text_of(&rec.executor_type));
+    let endpoint = text_of(&rec.endpoint).or_else(|| text_of(&rec.path));
     let family = match &named {
         Some(p) => Family::of_provider(p).or_else(|| Family::of_model(&model)),
         None => Family::of_model(&model).or_else(|| endpoint.as_deref().and_then(Family::of_path)),
     };
-    let provider: Str = match (&family, &named) {
-        (Some(f), _) => intern(f.name()),
-        (None, Some(p)) => intern(&p.trim().to_ascii_lowercase()),
-        (None, None) => intern("unknown"),
+    let provider: Text = match (&family, &named) {
+        (Some(f), _) => Text::Borrowed(f.name()),
+        (None, Some(p)) => Text::Owned(p.trim().to_ascii_lowercase()),
+        (None, None) => Text::Borrowed("unknown"),
     };
     let count = |field: &'static str, v: &Scalar| {
         json::count(field, v).map(|n| n.unwrap_or(0)).map_err(fmt)
@@ -441,11 +454,13 @@ fn parse_record(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
 
     let key = json::text(&rec.api_key).map(|k| key_digest(&k));
     let key_sha = key.as_ref().map(|(sha, _)| sha);
-    let user_id: Option<Str> = match json::text(&rec.user) {
-        Some(u) => Some(intern(cut(&u, 128))),
-        None => key_sha.and_then(|k| ctx.registry.user_of_key_sha256(k).cloned()),
+    let user_id: Option<Text> = match text_of(&rec.user) {
+        Some(u) => Some(sub(u, |s| cut(s, 128))),
+        None => key_sha
+            .and_then(|k| ctx.registry.user_of_key_sha256(k))
+            .map(|u| Text::Borrowed(u)),
     };
-    let request_id = json::text(&rec.request_id).map(|r| Str::from(cut(r.trim(), 128)));
+    let request_id = text_of(&rec.request_id).map(|r| sub(r, |s| cut(s.trim(), 128)));
     let (event_id, kind) = match &request_id {
         Some(rid) if !rid.is_empty() => (
             ids::request_event_id("api_usage", &ctx.vm_id, rid, ts.0),
@@ -456,17 +471,22 @@ fn parse_record(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
             IdKind::Content,
         ),
     };
-    let row = ApiUsageRow {
+    let row = ApiUsageRef {
         event_id: Id(event_id),
         ts,
-        customer_id: ctx.customer_id.clone(),
-        vm_id: ctx.vm_id.clone(),
+        customer_id: ctx.customer_id.as_deref().map(Text::Borrowed),
+        vm_id: Text::Borrowed(&ctx.vm_id),
         user_id,
         provider,
-        executor: named.map(|n| intern(&n)),
+        executor: named,
         model,
-        alias: str_of(&rec.alias),
-        endpoint: endpoint.map(|e| intern(&strip_query(&e))),
+        alias: text_of(&rec.alias),
+        endpoint: endpoint.map(|e| {
+            sub(e, |s| match s.find('?') {
+                Some(i) => &s[..i],
+                None => s,
+            })
+        }),
         request_id,
         status,
         failed,
@@ -477,13 +497,13 @@ fn parse_record(ctx: &FileCtx, text: &str) -> Result<Parsed, Reject> {
         reasoning_tokens: tokens_i64("reasoning_tokens", tokens.reasoning).map_err(fmt)?,
         latency_ms: json::count_i64("latency_ms", &rec.latency_ms).map_err(fmt)?,
         ttft_ms: json::count_i64("ttft_ms", &rec.ttft_ms).map_err(fmt)?,
-        api_key_fp: key.as_ref().map(|(_, fp)| fp.clone()),
-        auth_type: str_of(&rec.auth_type),
-        reasoning_effort: str_of(&rec.reasoning_effort),
-        service_tier: str_of(&rec.service_tier),
-        record_format: intern(format),
-        token_source: intern(token_source),
-        source_file: ctx.rel.clone(),
+        api_key_fp: key.map(|(_, fp)| Text::Shared(fp)),
+        auth_type: text_of(&rec.auth_type),
+        reasoning_effort: text_of(&rec.reasoning_effort),
+        service_tier: text_of(&rec.service_tier),
+        record_format: Text::Borrowed(format),
+        token_source: Text::Borrowed(token_source),
+        source_file: Text::Borrowed(&ctx.rel),
         source_line: 0,
     };
     Ok(Parsed::Usage(row, kind))
@@ -802,9 +822,9 @@ mod tests {
         }
     }
 
-    fn usage(line: &str) -> ApiUsageRow {
+    fn usage(line: &str) -> crate::lake::tables::ApiUsageRow {
         match parse_line(&ctx(SourceKind::Cliproxy), line.as_bytes()) {
-            Parsed::Usage(r, _) => r,
+            Parsed::Usage(r, _) => r.to_row(),
             other => panic!("expected a usage row, got {other:?}"),
         }
     }
