@@ -38,10 +38,18 @@ use crate::model::time::Ts;
 /// Encoded bytes an encoder keeps in open row groups before it ends the
 /// largest of them.
 pub const ENCODER_BYTES: usize = 32 << 20;
-/// A partition's file is closed and a new one started after this many rows:
-/// a writer keeps every row group's metadata until it closes, so this bounds
-/// that memory however large the input.
-const FILE_ROWS: usize = 32 * 128 * 1024;
+/// Rows an encoder keeps in open row groups before it ends the largest:
+/// the byte estimate leaves out the column writers' own state, which is
+/// per row.
+pub const ENCODER_ROWS: usize = 64 * 1024;
+/// Row groups an encoder keeps open at once: each holds a column writer per
+/// column with its buffers allocated (about 75 KiB each), whatever its rows,
+/// so past this the least recently written ends.
+const OPEN_ROW_GROUPS: usize = 20;
+/// A partition's file is closed and a new one started after this many row
+/// groups: a writer keeps every row group's metadata until it closes, so
+/// this bounds that memory however large the input.
+const FILE_ROW_GROUPS: usize = 32;
 /// Encoder threads.
 const ENCODERS: usize = 2;
 
@@ -439,8 +447,8 @@ fn kept_rows(batch: RecordBatch, mask: &BooleanArray) -> RecordBatch {
 /// A partition's file being written by an encoder.
 struct OpenFile {
     writer: PartWriter,
-    /// Rows written to the file so far.
-    rows: usize,
+    /// When it was last written to (the encoder's job count).
+    written_at: u64,
 }
 
 /// One encoder thread: appends each job's rows to its partition's file (the
@@ -450,10 +458,13 @@ fn encode(lake: &Lake, prefix: &str, jobs: Receiver<Job>) -> Result<Written> {
     let mut open: BTreeMap<(Table, NaiveDate), OpenFile> = BTreeMap::new();
     let mut written = Vec::new();
     let mut seq = 0u32;
+    let mut jobs_done = 0u64;
     for job in jobs {
         let key = (job.table, job.date);
         let batch = kept_rows(job.batch, &job.mask);
-        if open.get(&key).is_some_and(|f| f.rows >= FILE_ROWS)
+        if open
+            .get(&key)
+            .is_some_and(|f| f.writer.row_groups() >= FILE_ROW_GROUPS)
             && let Some(f) = open.remove(&key)
         {
             written.push((key.0, key.1, f.writer.finish()?));
@@ -465,28 +476,50 @@ fn encode(lake: &Lake, prefix: &str, jobs: Receiver<Job>) -> Result<Written> {
                 let dir = lake.partition_dir(job.table, job.date);
                 let writer =
                     lake.part_writer(&dir, &format!("{prefix}{seq:03}"), batch.schema())?;
-                e.insert(OpenFile { writer, rows: 0 })
+                e.insert(OpenFile {
+                    writer,
+                    written_at: 0,
+                })
             }
         };
-        file.rows += batch.num_rows();
+        jobs_done += 1;
+        file.written_at = jobs_done;
         file.writer.write(&batch)?;
-        // Open row groups past the budget: end the largest until half is free.
-        let mut held: usize = open.values().map(|f| f.writer.memory_size()).sum();
-        if held > ENCODER_BYTES {
-            let mut sizes: Vec<(usize, (Table, NaiveDate))> = open
+        // Too many open row groups: end the least recently written.
+        let mut groups: Vec<(u64, (Table, NaiveDate))> = open
+            .iter()
+            .filter(|(_, f)| f.writer.open_rows() > 0)
+            .map(|(k, f)| (f.written_at, *k))
+            .collect();
+        if groups.len() > OPEN_ROW_GROUPS {
+            groups.sort();
+            for (_, key) in &groups[..groups.len() - OPEN_ROW_GROUPS] {
+                open.get_mut(key)
+                    .expect("listed above")
+                    .writer
+                    .end_row_group()?;
+            }
+        }
+        // Open row groups past either budget: end the largest until half of
+        // both is free.
+        let mut bytes: usize = open.values().map(|f| f.writer.memory_size()).sum();
+        let mut rows: usize = open.values().map(|f| f.writer.open_rows()).sum();
+        if bytes > ENCODER_BYTES || rows > ENCODER_ROWS {
+            let mut sizes: Vec<(usize, usize, (Table, NaiveDate))> = open
                 .iter()
-                .map(|(k, f)| (f.writer.memory_size(), *k))
+                .map(|(k, f)| (f.writer.memory_size(), f.writer.open_rows(), *k))
                 .collect();
             sizes.sort_by(|a, b| b.cmp(a));
-            for (size, key) in sizes {
-                if held <= ENCODER_BYTES / 2 {
+            for (size, n, key) in sizes {
+                if bytes <= ENCODER_BYTES / 2 && rows <= ENCODER_ROWS / 2 {
                     break;
                 }
                 open.get_mut(&key)
                     .expect("listed above")
                     .writer
                     .end_row_group()?;
-                held -= size;
+                bytes -= size;
+                rows -= n;
             }
         }
     }

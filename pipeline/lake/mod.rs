@@ -160,6 +160,16 @@ impl PartWriter {
         self.writer.memory_size()
     }
 
+    /// Rows of the row group being written.
+    pub fn open_rows(&self) -> usize {
+        self.writer.in_progress_rows()
+    }
+
+    /// Row groups ended so far.
+    pub fn row_groups(&self) -> usize {
+        self.writer.flushed_row_groups().len()
+    }
+
     /// Ends the row group being written: its pages go to the file and the
     /// memory they held is freed.
     pub fn end_row_group(&mut self) -> Result<()> {
