@@ -359,18 +359,7 @@ class Bench:
             "polars": (self.peer("polars-ingest", "--files", usage_glob, "--out", out / "polars"), out / "polars"),
             "chdb": (self.peer("chdb-ingest", "--files", usage_glob, "--out", out / "chdb"), out / "chdb"),
         }
-        runs: dict = {t: [] for t in tools}
-        for i in range(self.a.runs):
-            for tool, (cmd, dest) in tools.items():
-                shutil.rmtree(dest, ignore_errors=True)
-                self.note(cmd)
-                r = timed(cmd)
-                pattern = str(dest / "api_usage" / "*" / "*.parquet") if tool == "meter" else str(dest / "*" / "*.parquet")
-                self.check_tokens(tool, self.sums(pattern), inp["totals"])
-                runs[tool].append(r)
-                log(f"ingest {name} {tool} run {i + 1}: {r['wall']:.2f} s, {r['rss_kib'] / 1024:.0f} MiB")
-                shutil.rmtree(dest, ignore_errors=True)
-        self.results["ingest"][name] = {t: strip(v) for t, v in runs.items()}
+        self.results["ingest"][name] = self.alternate(name, tools, inp["totals"])
 
         # meter alone: the access logs, then the whole tree (which the rollup reads).
         extra = {
@@ -413,6 +402,23 @@ class Bench:
             log(f"ingest {name} meter/again run {i + 1}: {r['wall']:.2f} s, {r['rss_kib'] / 1024:.0f} MiB")
         self.results["ingest"][name]["meter/again"] = strip(rs)
 
+    def alternate(self, label: str, tools: dict, totals: dict) -> dict:
+        """`--runs` rounds of every tool's ingest (command, output folder),
+        each output checked against what meter sample wrote before its time
+        counts; the runs per tool."""
+        runs: dict = {t: [] for t in tools}
+        for i in range(self.a.runs):
+            for tool, (cmd, dest) in tools.items():
+                shutil.rmtree(dest, ignore_errors=True)
+                self.note(cmd)
+                r = timed(cmd)
+                pattern = str(dest / "api_usage" / "*" / "*.parquet") if tool == "meter" else str(dest / "*" / "*.parquet")
+                self.check_tokens(tool, self.sums(pattern), totals)
+                runs[tool].append(r)
+                log(f"ingest {label} {tool} run {i + 1}: {r['wall']:.2f} s, {r['rss_kib'] / 1024:.0f} MiB")
+                shutil.rmtree(dest, ignore_errors=True)
+        return {t: strip(v) for t, v in runs.items()}
+
     def shapes(self, name: str, inp: dict) -> None:
         """The same usage lines as one VM's single file, plain and gzipped,
         through every tool."""
@@ -421,24 +427,12 @@ class Bench:
         for shape, path in (("one file", inp["one"]), ("one file .gz", inp["one_gz"])):
             tree = path.parent.parent.parent
             tools = {
-                "meter": self.meter("ingest", "--input", tree, "--lake", out / "meter"),
-                "duckdb": self.peer("duckdb-ingest", "--files", path, "--out", out / "duckdb"),
-                "polars": self.peer("polars-ingest", "--files", path, "--out", out / "polars"),
-                "chdb": self.peer("chdb-ingest", "--files", path, "--out", out / "chdb"),
+                "meter": (self.meter("ingest", "--input", tree, "--lake", out / "meter"), out / "meter"),
+                "duckdb": (self.peer("duckdb-ingest", "--files", path, "--out", out / "duckdb"), out / "duckdb"),
+                "polars": (self.peer("polars-ingest", "--files", path, "--out", out / "polars"), out / "polars"),
+                "chdb": (self.peer("chdb-ingest", "--files", path, "--out", out / "chdb"), out / "chdb"),
             }
-            runs: dict = {t: [] for t in tools}
-            for i in range(self.a.runs):
-                for tool, cmd in tools.items():
-                    dest = out / tool
-                    shutil.rmtree(dest, ignore_errors=True)
-                    self.note(cmd)
-                    r = timed(cmd)
-                    pattern = str(dest / "api_usage" / "*" / "*.parquet") if tool == "meter" else str(dest / "*" / "*.parquet")
-                    self.check_tokens(tool, self.sums(pattern), inp["totals"])
-                    runs[tool].append(r)
-                    log(f"ingest {name} {shape} {tool} run {i + 1}: {r['wall']:.2f} s, {r['rss_kib'] / 1024:.0f} MiB")
-                    shutil.rmtree(dest, ignore_errors=True)
-            res[shape] = {t: strip(v) for t, v in runs.items()}
+            res[shape] = self.alternate(f"{name} {shape}", tools, inp["totals"])
         self.results["shapes"][name] = res
 
     def rollup(self, name: str, inp: dict) -> None:
