@@ -119,11 +119,6 @@ pub struct Sink<'a> {
 /// Microseconds in a day.
 const DAY_US: i64 = 86_400_000_000;
 
-/// The UTC date of a time in microseconds.
-fn date_of(ts: i64) -> NaiveDate {
-    Ts(ts).date()
-}
-
 impl<'a> Sink<'a> {
     /// A sink whose encoder threads live in `scope`. `vm_of_file` gives the
     /// VM of every input file, in the order their rows arrive, and
@@ -178,8 +173,9 @@ impl<'a> Sink<'a> {
         Ok(())
     }
 
-    /// The partition of `table` on `date`, with the ids the lake holds.
-    fn partition(&mut self, table: Table, date: NaiveDate) -> Result<&mut Partition> {
+    /// Loads the partition of `table` on `date` (the ids the lake holds)
+    /// the first time a row of it comes.
+    fn load_partition(&mut self, table: Table, date: NaiveDate) -> Result<()> {
         if !self.parts.contains_key(&(table, date)) {
             let stored = match self.rebuild {
                 Some((from, to)) if date >= from && date <= to => IdSet::default(),
@@ -189,7 +185,7 @@ impl<'a> Sink<'a> {
             self.parts
                 .insert((table, date), Partition { stored, report });
         }
-        Ok(self.parts.get_mut(&(table, date)).expect("inserted above"))
+        Ok(())
     }
 
     fn store<C: TableCols>(&mut self, file: usize, part: Part<C>) -> Result<()> {
@@ -217,7 +213,7 @@ impl<'a> Sink<'a> {
                     let d = match dates.iter().position(|(x, _)| *x == day) {
                         Some(d) => d,
                         None => {
-                            dates.push((day, date_of(*ts)));
+                            dates.push((day, Ts(*ts).date()));
                             dates.len() - 1
                         }
                     } as u32;
@@ -228,7 +224,7 @@ impl<'a> Sink<'a> {
             slot.push(d);
         }
         for (_, date) in &dates {
-            self.partition(table, *date)?;
+            self.load_partition(table, *date)?;
         }
         let vm = self.vm_of_file[file].clone();
         let mut seen = self.seen.remove(&vm).unwrap_or_default();

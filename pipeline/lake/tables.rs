@@ -5,9 +5,11 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+#[cfg(test)]
+use arrow::array::StringArray;
 use arrow::array::{
-    ArrayRef, BooleanArray, BooleanBuilder, Float64Array, Int32Array, Int64Array, StringArray,
-    StringBuilder, TimestampMicrosecondArray, TimestampMicrosecondBuilder,
+    ArrayRef, BooleanArray, BooleanBuilder, Float64Array, Int32Array, Int64Array, StringBuilder,
+    TimestampMicrosecondArray, TimestampMicrosecondBuilder,
 };
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -25,6 +27,8 @@ pub trait ColType: Sized {
     /// Builds the column one value at a time (see [`TableCols`]).
     type Builder: ColBuilder<Self>;
     fn data_type() -> DataType;
+    /// The column of these values (see [`TableRow::batch`]).
+    #[cfg(test)]
     fn array<'a>(values: impl Iterator<Item = &'a Self>) -> ArrayRef
     where
         Self: 'a;
@@ -171,6 +175,7 @@ macro_rules! col_type {
             fn data_type() -> DataType {
                 $dt
             }
+            #[cfg(test)]
             fn array<'a>(values: impl Iterator<Item = &'a Self>) -> ArrayRef {
                 Arc::new(values.map(|$v| Some($conv)).collect::<$arr>())
             }
@@ -181,6 +186,7 @@ macro_rules! col_type {
             fn data_type() -> DataType {
                 $dt
             }
+            #[cfg(test)]
             fn array<'a>(values: impl Iterator<Item = &'a Self>) -> ArrayRef {
                 Arc::new(values.map(|o| o.as_ref().map(|$v| $conv)).collect::<$arr>())
             }
@@ -364,6 +370,7 @@ impl ColType for Ts {
     fn data_type() -> DataType {
         ts_type()
     }
+    #[cfg(test)]
     fn array<'a>(values: impl Iterator<Item = &'a Self>) -> ArrayRef {
         Arc::new(
             TimestampMicrosecondArray::from_iter_values(values.map(|t| t.0)).with_timezone("UTC"),
@@ -377,6 +384,7 @@ impl ColType for Option<Ts> {
     fn data_type() -> DataType {
         ts_type()
     }
+    #[cfg(test)]
     fn array<'a>(values: impl Iterator<Item = &'a Self>) -> ArrayRef {
         Arc::new(
             values
@@ -415,6 +423,7 @@ impl ColType for Id {
     fn data_type() -> DataType {
         DataType::Utf8
     }
+    #[cfg(test)]
     fn array<'a>(values: impl Iterator<Item = &'a Self>) -> ArrayRef {
         hex_ids(values.size_hint().0, values.map(|id| id.0))
     }
@@ -451,11 +460,10 @@ pub trait TableRow: Sized + Send + 'static {
     /// The table's columns being filled, row by row.
     type Cols: TableCols<Row = Self>;
     fn schema() -> SchemaRef;
+    /// Rows into a batch column by column, apart from [`TableCols`]: the
+    /// route the columns are checked against, and the tests' fixtures.
+    #[cfg(test)]
     fn batch(rows: &[Self]) -> RecordBatch;
-    fn event_id(&self) -> EventId;
-    fn ts(&self) -> Option<Ts>;
-    fn customer_id(&self) -> Option<&Str>;
-    fn vm_id(&self) -> &Str;
 }
 
 /// A table's rows as columns being filled: rows are moved in as they are
@@ -556,21 +564,10 @@ macro_rules! table {
                 });
                 SCHEMA.clone()
             }
+            #[cfg(test)]
             fn batch(rows: &[Self]) -> RecordBatch {
                 let columns: Vec<ArrayRef> = vec![$(<$ty as ColType>::array(rows.iter().map(|r| &r.$field))),*];
                 RecordBatch::try_new(Self::schema(), columns).expect("columns match the schema")
-            }
-            fn event_id(&self) -> EventId {
-                self.event_id.0
-            }
-            fn ts(&self) -> Option<Ts> {
-                self.ts.into()
-            }
-            fn customer_id(&self) -> Option<&Str> {
-                self.customer_id.as_ref()
-            }
-            fn vm_id(&self) -> &Str {
-                &self.vm_id
             }
         }
     };
