@@ -13,7 +13,7 @@ use meter::sample::SampleOptions;
 
 use crate::common::repo;
 use crate::s3_server::start_s3_server;
-use crate::shard::{bill, command, finish, rows_of, run};
+use crate::shard::{bill, command, finish, hold_lease, hold_local, rows_of, run};
 
 const DATES: [&str; 4] = ["2026-10-28", "2026-10-29", "2026-10-30", "2026-10-31"];
 
@@ -237,24 +237,20 @@ fn a_running_rollup_of_a_date_on_a_local_lake_keeps_the_same_date_and_other_jobs
     let tmp = tempfile::tempdir().unwrap();
     setup(tmp.path());
     let lake = tmp.path().join("lake");
-    // What a running `rollup --date 2026-10-30` holds in a local lake:
-    // `_lock` shared, its date's lock file exclusive.
-    let hold = || -> Box<dyn FnOnce()> {
-        let lock = std::fs::File::open(lake.join("_lock")).unwrap();
-        lock.try_lock_shared().unwrap();
-        let path = lake.join("_locks/rollup-date-2026-10-30.lock");
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, "run 20261102T030000Z-rollup-2026-10-30, pid 1").unwrap();
-        let date = std::fs::File::open(&path).unwrap();
-        date.try_lock().unwrap();
-        Box::new(move || drop((lock, date)))
+    // What a running `rollup --date 2026-10-30` holds in a local lake.
+    let hold = || {
+        hold_local(
+            &lake,
+            "rollup-date-2026-10-30",
+            "20261102T030000Z-rollup-2026-10-30",
+        )
     };
     running_rollup_excludes(tmp.path(), "lake", &[], &hold);
 }
 
 #[test]
 fn a_running_rollup_of_a_date_on_s3_keeps_the_same_date_and_other_jobs_out() {
-    use meter::lake::lease::{Claim, Lease};
+    use meter::lake::lease::Claim;
     use meter::lake::store::Store;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("work");
@@ -264,17 +260,13 @@ fn a_running_rollup_of_a_date_on_s3_keeps_the_same_date_and_other_jobs_out() {
     let store = std::sync::Arc::new(Store::open_with(&url, server.options()).unwrap());
     // Another machine's `rollup --date 2026-10-30`, as `Lake::open_as`
     // takes it.
-    let hold = || -> Box<dyn FnOnce()> {
-        let lease = Lease::acquire(
+    let hold = || {
+        hold_lease(
             &store,
             "20261102T030000Z-rollup-2026-10-30.1",
             "rollup",
             Claim::date(NaiveDate::from_ymd_opt(2026, 10, 30).unwrap()),
-            std::time::Duration::from_secs(120),
-            &meter::model::ctx::SystemClock,
         )
-        .unwrap();
-        Box::new(move || lease.release().unwrap())
     };
     running_rollup_excludes(&dir, &url, &server.env(), &hold);
 }

@@ -391,28 +391,53 @@ fn running_shard_excludes(
     assert_eq!(customer(lake), "0");
 }
 
+/// What a running job of another process holds in a local lake: `_lock`
+/// shared and its scope's lock file `_locks/<name>.lock` exclusive, naming
+/// run `run`. The closure returned lets both go.
+pub(crate) fn hold_local(lake: &Path, name: &str, run: &str) -> Box<dyn FnOnce()> {
+    let lock = std::fs::File::open(lake.join("_lock")).unwrap();
+    lock.try_lock_shared().unwrap();
+    let path = lake.join(format!("_locks/{name}.lock"));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, format!("run {run}, pid 1")).unwrap();
+    let scope = std::fs::File::open(&path).unwrap();
+    scope.try_lock().unwrap();
+    Box::new(move || drop((lock, scope)))
+}
+
+/// Another machine's run `run` of `job` holding `claim` on a lake in
+/// `store`, as `Lake::open_as` takes it. The closure returned releases it.
+pub(crate) fn hold_lease(
+    store: &std::sync::Arc<meter::lake::store::Store>,
+    run: &str,
+    job: &str,
+    claim: meter::lake::lease::Claim,
+) -> Box<dyn FnOnce()> {
+    let lease = meter::lake::lease::Lease::acquire(
+        store,
+        run,
+        job,
+        claim,
+        std::time::Duration::from_secs(120),
+        &meter::model::ctx::SystemClock,
+    )
+    .unwrap();
+    Box::new(move || lease.release().unwrap())
+}
+
 #[test]
 fn a_running_shard_on_a_local_lake_keeps_overlapping_shards_and_erasure_out() {
     let tmp = tempfile::tempdir().unwrap();
     setup(tmp.path(), 4);
     let lake = tmp.path().join("lake");
-    // What a running `--shard 1/4` holds in a local lake: `_lock` shared,
-    // its shard's lock file exclusive.
-    let hold = || -> Box<dyn FnOnce()> {
-        let lock = std::fs::File::open(lake.join("_lock")).unwrap();
-        lock.try_lock_shared().unwrap();
-        let path = lake.join("_locks/ingest-1-of-4.lock");
-        std::fs::write(&path, "run 20261102T030000Z-ingest-s1of4, pid 1").unwrap();
-        let shard = std::fs::File::open(&path).unwrap();
-        shard.try_lock().unwrap();
-        Box::new(move || drop((lock, shard)))
-    };
+    // What a running `--shard 1/4` holds in a local lake.
+    let hold = || hold_local(&lake, "ingest-1-of-4", "20261102T030000Z-ingest-s1of4");
     running_shard_excludes(tmp.path(), "lake", &[], &hold);
 }
 
 #[test]
 fn a_running_shard_on_s3_keeps_overlapping_shards_and_erasure_out() {
-    use meter::lake::lease::{Claim, Lease};
+    use meter::lake::lease::Claim;
     use meter::lake::store::Store;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("work");
@@ -421,17 +446,13 @@ fn a_running_shard_on_s3_keeps_overlapping_shards_and_erasure_out() {
     let url = server.url("lake");
     let store = std::sync::Arc::new(Store::open_with(&url, server.options()).unwrap());
     // Another machine's `--shard 1/4`, as `Lake::open_shared` takes it.
-    let hold = || -> Box<dyn FnOnce()> {
-        let lease = Lease::acquire(
+    let hold = || {
+        hold_lease(
             &store,
             "20261102T030000Z-ingest-s1of4.1",
             "ingest",
             Claim::shard(Shard { index: 1, count: 4 }),
-            std::time::Duration::from_secs(120),
-            &meter::model::ctx::SystemClock,
         )
-        .unwrap();
-        Box::new(move || lease.release().unwrap())
     };
     running_shard_excludes(&dir, &url, &server.env(), &hold);
 }
