@@ -84,8 +84,16 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Every file under `dir`, relative, sorted.
+/// Every file under `dir` but the id indexes (`*.ids`, checked by
+/// `assert_indexes`), relative, sorted.
 pub fn list_files(dir: &Path) -> Vec<String> {
+    let mut files = list_all_files(dir);
+    files.retain(|f| !f.ends_with(".ids"));
+    files
+}
+
+/// Every file under `dir`, relative, sorted.
+pub fn list_all_files(dir: &Path) -> Vec<String> {
     fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let p = entry.unwrap().path();
@@ -161,4 +169,16 @@ pub fn touch_all(dir: &Path) {
             .unwrap();
         file.set_modified(at).unwrap();
     }
+}
+
+/// Every raw file of the local lake has its id index, equal to its rows'
+/// ids, and no index is left without its file.
+pub fn assert_indexes(lake: &Path) {
+    let open = meter::lake::Lake::open_read(lake).unwrap();
+    let problems = meter::lake::idindex::problems(&open).unwrap();
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert!(
+        list_files(lake).iter().any(|f| f.ends_with(".ids")),
+        "a lake with raw files has indexes"
+    );
 }

@@ -271,6 +271,8 @@ fn compaction_keeps_every_row_sorts_each_file_and_a_second_run_does_nothing() {
     assert_eq!(report["files_before"], files_before);
     assert_eq!(report["files_after"], expected.len());
     assert!(report["bytes_after"].as_u64().unwrap() > 0);
+    // Compacted files have their indexes; the old files' went with them.
+    assert_indexes(&lake);
 
     // A second run finds nothing to do.
     let compacted = contents(&lake);
@@ -310,6 +312,7 @@ fn compaction_keeps_every_row_sorts_each_file_and_a_second_run_does_nothing() {
         assert_eq!(except_all(&conn, &reference, &lake, table), 0, "{table}");
         assert_eq!(except_all(&conn, &lake, &reference, table), 0, "{table}");
     }
+    assert_indexes(&lake);
 }
 
 #[test]

@@ -326,6 +326,8 @@ fn erase_removes_one_customer_everywhere_and_it_sticks() {
     assert_eq!(again.code, 0, "{}", again.stderr);
     let report: serde_json::Value = serde_json::from_str(&again.stdout).unwrap();
     assert_eq!(report["totals"]["rows"], 0);
+    // Rewritten files have their new indexes, deleted ones lost theirs.
+    assert_indexes(&lake);
     let mut skipped_erased = 0;
     for f in report["files"].as_array().unwrap() {
         let c = |k: &str| f[k].as_u64().unwrap();
@@ -386,6 +388,7 @@ fn erase_removes_one_customer_everywhere_and_it_sticks() {
             "{table}"
         );
     }
+    assert_indexes(&lake);
 }
 
 #[test]

@@ -175,6 +175,89 @@ fn ingesting_twice_changes_nothing() {
     );
 }
 
+/// Every raw file gets its id index, and the indexes are what a second
+/// ingest reads: with every index removed and the lake marked as layout 1
+/// (a lake written before indexes), the next ingest writes them all again
+/// and still finds every line a duplicate; a damaged index is rebuilt.
+#[test]
+fn id_indexes_are_written_upgraded_and_rebuilt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("lake");
+    let first = ingest(&sample_data(), &lake, "run-1");
+    let files = list_all_files(&lake);
+    let raw = [
+        "api_usage/",
+        "api_requests/",
+        "resource_usage/",
+        "activity/",
+        "rejects/",
+    ];
+    let parquet = files
+        .iter()
+        .filter(|f| raw.iter().any(|r| f.starts_with(r)) && f.ends_with(".parquet"))
+        .count();
+    let indexes: Vec<&String> = files.iter().filter(|f| f.ends_with(".ids")).collect();
+    assert!(parquet > 0);
+    assert_eq!(indexes.len(), parquet, "one index per raw file: {files:?}");
+    let problems = |lake: &std::path::Path| {
+        let open = meter::lake::Lake::open_read(lake).unwrap();
+        meter::lake::idindex::problems(&open).unwrap()
+    };
+    assert_eq!(problems(&lake), Vec::<String>::new());
+    let all = first.totals.rows + first.totals.duplicates;
+
+    // A layout 1 lake: no indexes. Readers read it as it is.
+    for f in &indexes {
+        std::fs::remove_file(lake.join(f)).unwrap();
+    }
+    let meta = lake.join("_lake.json");
+    let text = std::fs::read_to_string(&meta).unwrap();
+    std::fs::write(
+        &meta,
+        text.replace("\"layout_version\": 2", "\"layout_version\": 1"),
+    )
+    .unwrap();
+    assert!(
+        std::fs::read_to_string(&meta)
+            .unwrap()
+            .contains("\"layout_version\": 1")
+    );
+    assert_eq!(problems(&lake).len(), parquet);
+    let db = duck(&lake);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM api_usage") as u64,
+        first.tables[&Table::ApiUsage].rows
+    );
+    drop(db);
+    let second = ingest(&sample_data(), &lake, "run-2");
+    assert_accounted(&second);
+    assert_eq!((second.totals.rows, second.totals.duplicates), (0, all));
+    assert_eq!(problems(&lake), Vec::<String>::new());
+    assert!(
+        std::fs::read_to_string(&meta)
+            .unwrap()
+            .contains("\"layout_version\": 2")
+    );
+
+    // A cut index, and another file's index put in place of one: both
+    // are rebuilt from their files, never read as they are.
+    let size = |index: &String| {
+        std::fs::metadata(lake.join(index.replace(".ids", ".parquet")))
+            .unwrap()
+            .len()
+    };
+    let a = indexes[0];
+    let b = indexes[1..].iter().find(|b| size(b) != size(a)).unwrap();
+    let bytes = std::fs::read(lake.join(a)).unwrap();
+    std::fs::write(lake.join(a), &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::write(lake.join(b), &bytes).unwrap();
+    assert_eq!(problems(&lake).len(), 2);
+    let third = ingest(&sample_data(), &lake, "run-3");
+    assert_accounted(&third);
+    assert_eq!((third.totals.rows, third.totals.duplicates), (0, all));
+    assert_eq!(problems(&lake), Vec::<String>::new());
+}
+
 /// A rotated, re-gzipped copy of a log plus three appended lines adds
 /// exactly three rows.
 #[test]

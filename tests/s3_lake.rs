@@ -141,6 +141,8 @@ fn the_pipeline_on_an_s3_lake_matches_the_local_run() {
     let bucket = server.bucket_dir();
     let local_lake = lake_files(&local.join("lake"));
     let remote_lake = lake_files(&bucket.join("lake"));
+    // The local lake's id indexes are right; the bucket's are the same bytes.
+    crate::common::assert_indexes(&local.join("lake"));
     assert!(local_lake.keys().any(|k| k.starts_with("api_usage/date=")));
     assert!(local_lake.keys().any(|k| k.starts_with("monthly/")));
     assert_eq!(

@@ -258,6 +258,8 @@ fn four_shards_at_once_on_a_local_lake_store_what_one_process_stores() {
     let tmp = tempfile::tempdir().unwrap();
     setup(tmp.path(), 6);
     shards_give_what_one_process_gives(tmp.path(), |name| format!("lake-{name}"), &[]);
+    // Each shard's files have their indexes.
+    crate::common::assert_indexes(&tmp.path().join("lake-four"));
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! writes Parquet. Memory is bounded by the window and the writer's buffer
 //! budget, not by the input size.
 
+pub mod dedup;
 pub mod parse;
 pub mod report;
 pub mod sink;

@@ -10,8 +10,9 @@
 //!   pages) up to [`ENCODER_BYTES`] in all; past it, the largest are ended;
 //! - the ids an event is checked against are those of its own VM (every
 //!   event id hashes the VM in, so events of two VMs are never duplicates
-//!   of each other) and are dropped after the VM's last file, plus the ids
-//!   already in the lake for the partitions this run touches.
+//!   of each other): the lake's, read from its id indexes, and this run's,
+//!   dropped after the VM's last file and spilled to disk past a budget
+//!   ([`super::dedup`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -25,12 +26,13 @@ use arrow::buffer::BooleanBuffer;
 use arrow::record_batch::RecordBatch;
 use chrono::{Datelike, NaiveDate};
 
+use super::dedup::{HELD_IDS, VmIds};
 use super::report::PartitionReport;
 use crate::lake::tables::{
     ActivityCols, ApiRequestCols, ApiUsageCols, RejectCols, ResourceCols, Str, Table, TableCols,
     TableRow,
 };
-use crate::lake::{Commit, Lake, PartWriter};
+use crate::lake::{Commit, Lake, PartWriter, PartitionIds};
 use crate::model::error::Result;
 use crate::model::ids::IdSet;
 use crate::model::time::Ts;
@@ -81,8 +83,8 @@ pub struct Rows {
 }
 
 struct Partition {
-    /// Ids already in the lake's partition.
-    stored: IdSet,
+    /// The lake's partition's ids, read VM by VM (none when it is rebuilt).
+    stored: Option<PartitionIds>,
     report: PartitionReport,
 }
 
@@ -97,9 +99,6 @@ pub struct Stored {
     pub partitions: Vec<PartitionReport>,
 }
 
-/// The ids seen in this run, per VM, table and date.
-type VmSeen = HashMap<(Table, NaiveDate), IdSet>;
-
 pub struct Sink<'a> {
     lake: &'a Lake,
     /// Dates being rebuilt: start empty instead of from the stored ids.
@@ -110,7 +109,9 @@ pub struct Sink<'a> {
     attributed: &'a [bool],
     /// Last input file of each VM -> the VMs whose seen ids can go after it.
     closes: BTreeMap<usize, Vec<Str>>,
-    seen: HashMap<Str, VmSeen>,
+    /// The ids events are checked against (the lake's and this run's),
+    /// per VM, table and date.
+    vm_ids: VmIds,
     encoders: Encoders<'a>,
     pub counts: StoreCounts,
     pub unattributed: BTreeMap<String, BTreeMap<Table, u64>>,
@@ -146,7 +147,7 @@ impl<'a> Sink<'a> {
             vm_of_file,
             attributed,
             closes,
-            seen: HashMap::new(),
+            vm_ids: VmIds::new(HELD_IDS),
             encoders: Encoders::start(scope, lake, run_id),
             counts: HashMap::new(),
             unattributed: BTreeMap::new(),
@@ -155,6 +156,7 @@ impl<'a> Sink<'a> {
 
     pub fn push(&mut self, rows: Rows) -> Result<()> {
         self.encoders.check()?;
+        self.vm_ids.next_block();
         let file = rows.file;
         // Every file of a VM before this one is stored: its ids can go.
         while let Some(entry) = self.closes.first_entry() {
@@ -162,7 +164,7 @@ impl<'a> Sink<'a> {
                 break;
             }
             for vm in entry.remove() {
-                self.seen.remove(&vm);
+                self.vm_ids.drop_vm(&vm);
             }
         }
         self.store(file, rows.usage)?;
@@ -170,16 +172,16 @@ impl<'a> Sink<'a> {
         self.store(file, rows.resources)?;
         self.store(file, rows.activity)?;
         self.store(file, rows.rejects)?;
-        Ok(())
+        self.vm_ids.trim()
     }
 
-    /// Loads the partition of `table` on `date` (the ids the lake holds)
-    /// the first time a row of it comes.
+    /// Opens the partition of `table` on `date` (the indexes of the ids
+    /// the lake holds) the first time a row of it comes.
     fn load_partition(&mut self, table: Table, date: NaiveDate) -> Result<()> {
         if !self.parts.contains_key(&(table, date)) {
             let stored = match self.rebuild {
-                Some((from, to)) if date >= from && date <= to => IdSet::default(),
-                _ => self.lake.stored_ids(table, date)?,
+                Some((from, to)) if date >= from && date <= to => None,
+                _ => Some(self.lake.partition_ids(table, date)?),
             };
             let report = PartitionReport::new(table, date);
             self.parts
@@ -227,35 +229,32 @@ impl<'a> Sink<'a> {
             self.load_partition(table, *date)?;
         }
         let vm = self.vm_of_file[file].clone();
-        let mut seen = self.seen.remove(&vm).unwrap_or_default();
-        let mut run_ids: Vec<IdSet> = dates
-            .iter()
-            .map(|(_, date)| seen.remove(&(table, *date)).unwrap_or_default())
-            .collect();
+        // Per date: the VM's ids in the lake and stored by this run.
+        let mut ids: Vec<IdSet> = Vec::with_capacity(dates.len());
+        for (_, date) in &dates {
+            let stored = &self.parts[&(table, *date)].stored;
+            ids.push(self.vm_ids.take(&vm, table, *date, |set| match stored {
+                Some(stored) => stored.add_ids_of(&vm, set),
+                None => Ok(()),
+            })?);
+        }
         let mut added = vec![0u64; dates.len()];
         let mut dups = 0u64;
-        {
-            let in_lake: Vec<&IdSet> = dates
-                .iter()
-                .map(|(_, date)| &self.parts[&(table, *date)].stored)
-                .collect();
-            for (s, id) in slot.iter_mut().zip(cols.ids()) {
-                if *s == NONE {
-                    continue;
-                }
-                let d = *s as usize;
-                if !in_lake[d].contains(id) && run_ids[d].insert(*id) {
-                    added[d] += 1;
-                } else {
-                    dups += 1;
-                    *s = NONE;
-                }
+        for (s, id) in slot.iter_mut().zip(cols.ids()) {
+            if *s == NONE {
+                continue;
+            }
+            let d = *s as usize;
+            if ids[d].insert(*id) {
+                added[d] += 1;
+            } else {
+                dups += 1;
+                *s = NONE;
             }
         }
-        for ((_, date), ids) in dates.iter().zip(run_ids) {
-            seen.insert((table, *date), ids);
+        for ((_, date), ids) in dates.iter().zip(ids) {
+            self.vm_ids.put(&vm, table, *date, ids);
         }
-        self.seen.insert(vm.clone(), seen);
         let stored: u64 = added.iter().sum();
         for ((_, date), n) in dates.iter().zip(&added) {
             self.parts

@@ -442,7 +442,7 @@ fn compact_partition(
     drop(sorted);
     if let Err(e) = result {
         for (tmp, _) in &written {
-            let _ = lake.remove_file(tmp);
+            lake.discard(tmp);
         }
         return Err(e);
     }

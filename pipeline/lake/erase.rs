@@ -442,7 +442,7 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &EraseOptions) -> Result<EraseReport
     })();
     if let Err(e) = result {
         for (tmp, _) in &commit.renames {
-            let _ = lake.remove_file(tmp);
+            lake.discard(tmp);
         }
         return Err(e);
     }
@@ -486,7 +486,7 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, opts: &EraseOptions) -> Result<EraseReport
             .and_then(|()| lake.sync_file(&tmp));
         if let Err(e) = written {
             for (tmp, _) in &commit.renames {
-                let _ = lake.remove_file(tmp);
+                lake.discard(tmp);
             }
             return Err(e);
         }
@@ -547,7 +547,7 @@ fn rewrite_file(
     };
     let discard = |finished: &Option<(PathBuf, PathBuf)>| {
         if let Some((tmp, _)) = finished {
-            let _ = lake.remove_file(tmp);
+            lake.discard(tmp);
         }
     };
     let schema = match outcome {

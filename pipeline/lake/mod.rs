@@ -16,12 +16,14 @@
 //! <lake>/_runs/<run_id>.commit.json          a commit in progress (rolled forward on open)
 //! <lake>/_registry/customers.csv             the registry the last ingest used
 //! <lake>/<table>/date=YYYY-MM-DD/part-<run_id>-NNNN.parquet
+//! <lake>/<table>/date=YYYY-MM-DD/part-<run_id>-NNNN.ids      its id index (idindex.rs)
 //! ```
 
 pub mod compact;
 pub mod duck;
 pub mod erase;
 pub mod fault;
+pub mod idindex;
 pub mod lease;
 pub mod remote;
 pub mod retention;
@@ -47,10 +49,13 @@ use crate::lake::lease::{Claim, Mode};
 use crate::lake::remote::{Remote, RemoteObject};
 use crate::lake::tables::Table;
 use crate::model::error::{Error, IoContext, Result};
-use crate::model::ids::{IdSet, parse_id_hex};
+use crate::model::ids::IdSet;
 use crate::model::shard::Shard;
 
-pub const LAYOUT_VERSION: u32 = 1;
+/// The layout this meter writes. Version 1 had no id indexes: a job that
+/// writes to such a lake first gives every raw file its index
+/// ([`Lake::upgrade_layout`]); readers read both.
+pub const LAYOUT_VERSION: u32 = 2;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct LakeMeta {
@@ -91,11 +96,13 @@ impl Drop for ScopeLock {
 }
 
 /// A Parquet file being written; [`PartWriter::finish`] gives the rename
-/// that makes it visible at commit.
+/// that makes it visible at commit. A raw table's file is written with its
+/// id index ([`idindex`]), which the commit moves with it.
 pub struct PartWriter {
     writer: ArrowWriter<File>,
     tmp: PathBuf,
     target: Target,
+    index: Option<(idindex::IndexWriter, Target)>,
     pub rows: usize,
 }
 
@@ -149,6 +156,9 @@ impl Target {
 impl PartWriter {
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         self.rows += batch.num_rows();
+        if let Some((index, _)) = &mut self.index {
+            index.push_batch(batch)?;
+        }
         self.writer.write(batch).map_err(|source| Error::Parquet {
             path: self.tmp.clone(),
             source,
@@ -179,11 +189,18 @@ impl PartWriter {
         })
     }
 
+    /// Closes the file (and its index); gives the data file's rename (the
+    /// commit moves its index with it).
     pub fn finish(self) -> Result<(PathBuf, PathBuf)> {
         self.writer.close().map_err(|source| Error::Parquet {
             path: self.tmp.clone(),
             source,
         })?;
+        if let Some((index, target)) = self.index {
+            let data_len = fs::metadata(&self.tmp).write_ctx(&self.tmp)?.len();
+            index.finish(data_len)?;
+            target.finish()?;
+        }
         self.target.finish()
     }
 }
@@ -227,6 +244,7 @@ impl Lake {
                 backend: Backend::Remote(remote),
             };
             lake.check_layout()?;
+            lake.upgrade_layout()?;
             return Ok(lake);
         }
         let root = &remote::local_root(root);
@@ -279,6 +297,7 @@ impl Lake {
         };
         lake.check_layout()?;
         lake.recover(&live)?;
+        lake.upgrade_layout()?;
         Ok(lake)
     }
 
@@ -360,7 +379,7 @@ impl Lake {
                 path: path.clone(),
                 message: format!("unreadable layout file: {e}"),
             })?;
-            if meta.layout_version != LAYOUT_VERSION {
+            if meta.layout_version != LAYOUT_VERSION && meta.layout_version != 1 {
                 return Err(Error::Lake {
                     path,
                     message: format!(
@@ -376,6 +395,40 @@ impl Lake {
             tables: Table::ALL.iter().map(|t| t.name().to_string()).collect(),
             created_by: format!("meter {}", env!("CARGO_PKG_VERSION")),
         };
+        self.write_file(
+            &path,
+            serde_json::to_string_pretty(&meta)
+                .expect("serializable")
+                .as_bytes(),
+        )
+    }
+
+    /// Upgrades a lake of layout 1 (no id indexes) to [`LAYOUT_VERSION`]:
+    /// writes the index of every raw file that has none, then the new
+    /// version. Safe to interrupt and to run in two processes at once (an
+    /// index is the same bytes whoever writes it, and written atomically).
+    fn upgrade_layout(&self) -> Result<()> {
+        let path = self.root.join("_lake.json");
+        let Some(bytes) = self.read_file(&path)? else {
+            return Ok(());
+        };
+        let mut meta: LakeMeta = serde_json::from_slice(&bytes).map_err(|e| Error::Lake {
+            path: path.clone(),
+            message: format!("unreadable layout file: {e}"),
+        })?;
+        if meta.layout_version != 1 {
+            return Ok(());
+        }
+        for table in Table::ALL {
+            for date in self.partition_dates(table)? {
+                for data in self.partition_files(table, date)? {
+                    if !self.exists(&idindex::index_path(&data))? {
+                        self.write_index(&data)?;
+                    }
+                }
+            }
+        }
+        meta.layout_version = LAYOUT_VERSION;
         self.write_file(
             &path,
             serde_json::to_string_pretty(&meta)
@@ -595,7 +648,19 @@ impl Lake {
     /// replaces (an uploaded object already is).
     pub fn sync_file(&self, path: &Path) -> Result<()> {
         match &self.backend {
-            Backend::Local { .. } => File::open(path).and_then(|f| f.sync_all()).write_ctx(path),
+            Backend::Local { .. } => {
+                File::open(path)
+                    .and_then(|f| f.sync_all())
+                    .write_ctx(path)?;
+                // A data file's index, written with it.
+                let index = idindex::index_path(path);
+                if path.to_string_lossy().ends_with(".parquet.tmp") && index.exists() {
+                    File::open(&index)
+                        .and_then(|f| f.sync_all())
+                        .write_ctx(&index)?;
+                }
+                Ok(())
+            }
             Backend::Remote(_) => Ok(()),
         }
     }
@@ -961,6 +1026,17 @@ impl Lake {
         schema: arrow::datatypes::SchemaRef,
     ) -> Result<PartWriter> {
         let (file, tmp, target) = self.new_target(dir, name)?;
+        let index = if self.is_raw_file(&target.final_path) && idindex::indexable(&schema) {
+            let (file, path, target) = self.new_target_named(
+                dir,
+                &format!("{name}.{}", idindex::EXT),
+                &idindex::index_path(&tmp),
+            )?;
+            drop(file);
+            Some((idindex::IndexWriter::create(&path)?, target))
+        } else {
+            None
+        };
         let writer =
             ArrowWriter::try_new(file, schema, Some(writer_props())).map_err(|source| {
                 Error::Parquet {
@@ -972,6 +1048,7 @@ impl Lake {
             writer,
             tmp,
             target,
+            index,
             rows: 0,
         })
     }
@@ -990,11 +1067,23 @@ impl Lake {
     /// The file a new lake file `<dir>/<name>.parquet` is written to, its
     /// path, and where it goes at commit.
     fn new_target(&self, dir: &Path, name: &str) -> Result<(File, PathBuf, Target)> {
-        let final_path = dir.join(format!("{name}.parquet"));
+        let local = dir.join(format!("{name}.parquet.tmp"));
+        self.new_target_named(dir, &format!("{name}.parquet"), &local)
+    }
+
+    /// [`Lake::new_target`] of the file `<dir>/<file_name>`, written at
+    /// `local_tmp` in a local folder.
+    fn new_target_named(
+        &self,
+        dir: &Path,
+        file_name: &str,
+        local_tmp: &Path,
+    ) -> Result<(File, PathBuf, Target)> {
+        let final_path = dir.join(file_name);
         let (local, upload) = match &self.backend {
             Backend::Local { .. } => {
                 fs::create_dir_all(dir).write_ctx(dir)?;
-                (dir.join(format!("{name}.parquet.tmp")), None)
+                (local_tmp.to_path_buf(), None)
             }
             Backend::Remote(r) => {
                 let key = self.key(&final_path)?;
@@ -1078,28 +1167,117 @@ impl Lake {
         self.parquet_files(&self.partition_dir(table, date))
     }
 
-    /// The event ids already stored in one partition.
-    pub fn stored_ids(&self, table: Table, date: NaiveDate) -> Result<IdSet> {
-        let mut ids = IdSet::default();
-        for path in self.partition_files(table, date)? {
-            self.read_text_columns(&path, &["event_id"], |cols| {
-                let col = cols[0].ok_or_else(|| Error::Lake {
-                    path: path.clone(),
-                    message: "no event_id column".into(),
-                })?;
-                for i in 0..col.len() {
-                    if let Some(id) = col
-                        .is_valid(i)
-                        .then(|| parse_id_hex(col.value(i)))
-                        .flatten()
-                    {
-                        ids.insert(id);
-                    }
-                }
-                Ok(())
-            })?;
+    /// Whether `path` is a data file of a raw table's partition
+    /// (`<lake>/<table>/date=YYYY-MM-DD/<name>.parquet`): the files that
+    /// have an id index ([`idindex`]).
+    pub fn is_raw_file(&self, path: &Path) -> bool {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return false;
+        };
+        let Some(table_dir) = dir.parent() else {
+            return false;
+        };
+        name.to_string_lossy().ends_with(".parquet")
+            && dir
+                .file_name()
+                .is_some_and(|d| partition_date(&d.to_string_lossy()).is_some())
+            && table_dir.parent() == Some(self.root.as_path())
+            && table_dir
+                .file_name()
+                .is_some_and(|t| Table::ALL.iter().any(|x| x.name() == t.to_string_lossy()))
+    }
+
+    /// The id indexes of a raw partition's files, to read VM by VM. A file
+    /// without one (a lake written before indexes, a file copied in) or
+    /// with a damaged one gets it now, built from its rows and written
+    /// beside it.
+    pub fn partition_ids(&self, table: Table, date: NaiveDate) -> Result<PartitionIds> {
+        let mut files = Vec::new();
+        for (data, len) in self.sized_files_in(&self.partition_dir(table, date))? {
+            if data.extension().is_some_and(|e| e == "parquet") {
+                files.push(self.open_index(&data, len)?);
+            }
         }
-        Ok(ids)
+        Ok(PartitionIds { files })
+    }
+
+    /// The local file holding the index of `data` (`len` bytes; in object
+    /// storage a copy in the run's spool folder), and its directory.
+    fn open_index(&self, data: &Path, len: u64) -> Result<(PathBuf, idindex::Directory)> {
+        let index = idindex::index_path(data);
+        let local = match &self.backend {
+            Backend::Local { .. } => {
+                if !index.exists() {
+                    self.write_index(data)?;
+                }
+                index.clone()
+            }
+            Backend::Remote(r) => {
+                let bytes = match self.read_file(&index)? {
+                    Some(bytes) => bytes,
+                    None => self.write_index(data)?,
+                };
+                let local = r.spool_path(&self.key(&index)?);
+                fs::write(&local, &bytes).write_ctx(&local)?;
+                local
+            }
+        };
+        match idindex::read_file_directory(&local) {
+            Ok(dir) if dir.data_len == len => Ok((local, dir)),
+            _ => {
+                // Damaged: built again from the data file, which is the truth.
+                let bytes = self.write_index(data)?;
+                if !self.is_local() {
+                    fs::write(&local, &bytes).write_ctx(&local)?;
+                }
+                Ok((local.clone(), idindex::read_file_directory(&local)?))
+            }
+        }
+    }
+
+    /// Builds the index of the raw file `data` from its rows and writes it
+    /// beside it (atomically: the same bytes whoever writes it).
+    pub fn write_index(&self, data: &Path) -> Result<Vec<u8>> {
+        let bytes = self.index_bytes(data)?;
+        self.write_file(&idindex::index_path(data), &bytes)?;
+        Ok(bytes)
+    }
+
+    /// The index of the raw file `data`, built from its rows: the bytes its
+    /// writer wrote with it.
+    pub fn index_bytes(&self, data: &Path) -> Result<Vec<u8>> {
+        let mut writer = idindex::IndexWriter::in_memory(&idindex::index_path(data));
+        self.read_columns(data, &["vm_id", "event_id"], |batch| {
+            writer.push_batch(&batch)
+        })?;
+        Ok(writer.finish(self.file_size(data)?)?.into_inner())
+    }
+
+    /// Removes a file written for a commit that is not coming (and its
+    /// index, for a raw file).
+    pub fn discard(&self, tmp: &Path) {
+        let _ = self.remove_file(tmp);
+        let _ = self.remove_file(&idindex::index_path(tmp));
+    }
+
+    /// `commit` with each raw file's index moved and removed with it.
+    fn with_indexes(&self, commit: &Commit) -> Commit {
+        let mut out = Commit {
+            renames: commit.renames.clone(),
+            deletes: commit.deletes.clone(),
+        };
+        for (from, to) in &commit.renames {
+            if self.is_raw_file(to) {
+                out.renames
+                    .push((idindex::index_path(from), idindex::index_path(to)));
+            }
+        }
+        for path in &commit.deletes {
+            if self.is_raw_file(path) {
+                out.deletes.push(idindex::index_path(path));
+            }
+        }
+        out
     }
 
     /// Makes a run's files visible: journals the commit, applies it, and
@@ -1108,6 +1286,7 @@ impl Lake {
         if commit.renames.is_empty() && commit.deletes.is_empty() {
             return Ok(());
         }
+        let commit = &self.with_indexes(commit);
         if let Backend::Remote(r) = &self.backend {
             let mut copies = Vec::with_capacity(commit.renames.len());
             for (from, to) in &commit.renames {
@@ -1163,6 +1342,25 @@ impl Lake {
         let path = self.root.join("_runs").join(format!("{run_id}.json"));
         self.write_file(&path, json.as_bytes())?;
         Ok(path)
+    }
+}
+
+/// One raw partition's stored ids, read VM by VM from its files' indexes
+/// ([`Lake::partition_ids`]): only the directories are held.
+pub struct PartitionIds {
+    /// Per file: the local file holding its index, and its directory.
+    files: Vec<(PathBuf, idindex::Directory)>,
+}
+
+impl PartitionIds {
+    /// Adds `vm`'s stored ids to `ids`.
+    pub fn add_ids_of(&self, vm: &str, ids: &mut IdSet) -> Result<()> {
+        for (path, dir) in &self.files {
+            if let Some((first, n)) = dir.vms.get(vm) {
+                idindex::read_ids(path, *first, *n, ids)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1311,7 +1509,8 @@ fn project<T: parquet::file::reader::ChunkReader + 'static>(
     builder.with_projection(mask)
 }
 
-/// Removes `*.parquet.tmp` files left below `dir` by a run that crashed.
+/// Removes `*.parquet.tmp` files (and their indexes, `*.ids.tmp`) left
+/// below `dir` by a run that crashed.
 fn remove_tmp_files(dir: &Path, keep: &dyn Fn(&str) -> bool) -> Result<()> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Ok(());
@@ -1322,7 +1521,7 @@ fn remove_tmp_files(dir: &Path, keep: &dyn Fn(&str) -> bool) -> Result<()> {
         if path.is_dir() {
             remove_tmp_files(&path, keep)?;
         } else if (name.ends_with(".tmp-write") && !written_by_a_live_process(&name))
-            || (name.ends_with(".parquet.tmp") && !keep(&name))
+            || ((name.ends_with(".parquet.tmp") || name.ends_with(".ids.tmp")) && !keep(&name))
         {
             fs::remove_file(&path).write_ctx(&path)?;
         }

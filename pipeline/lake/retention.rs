@@ -22,7 +22,7 @@ use chrono::{Datelike, Months, NaiveDate};
 use serde::Serialize;
 
 use crate::lake::tables::Table;
-use crate::lake::{Commit, Lake};
+use crate::lake::{Commit, Lake, idindex};
 use crate::model::ctx::Ctx;
 use crate::model::error::{Error, Result};
 
@@ -247,7 +247,12 @@ pub fn run(ctx: &Ctx, opts: &RetentionOptions) -> Result<RetentionReport> {
             }
             let p = read_partition(&lake, &rel, date)?;
             t.partitions_deleted += 1;
-            t.files_deleted += p.files.len() as u64;
+            // Data files; their id indexes go with them.
+            t.files_deleted += p
+                .files
+                .iter()
+                .filter(|(f, _)| f.extension().is_none_or(|e| e != idindex::EXT))
+                .count() as u64;
             t.bytes_deleted += p.files.iter().map(|(_, n)| n).sum::<u64>();
             t.first_date = Some(t.first_date.map_or(date, |d| d.min(date)));
             t.last_date = Some(t.last_date.map_or(date, |d| d.max(date)));
