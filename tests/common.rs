@@ -178,7 +178,7 @@ pub fn assert_indexes(lake: &Path) {
     let problems = meter::lake::idindex::problems(&open).unwrap();
     assert!(problems.is_empty(), "{problems:#?}");
     assert!(
-        list_files(lake).iter().any(|f| f.ends_with(".ids")),
+        list_all_files(lake).iter().any(|f| f.ends_with(".ids")),
         "a lake with raw files has indexes"
     );
 }

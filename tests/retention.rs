@@ -87,7 +87,7 @@ fn retain(lake: &Path, run: &str, dry_run: bool) -> RetentionReport {
 /// before the cutoff, read from disk independently of the stage.
 fn old_partitions(lake: &Path) -> BTreeMap<String, (u64, u64)> {
     let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    for f in list_files(lake) {
+    for f in list_all_files(lake) {
         let (dir, _) = f.rsplit_once('/').unwrap_or(("", ""));
         let Some((_, part)) = dir.rsplit_once('/') else {
             continue;
@@ -247,7 +247,7 @@ fn an_interrupted_run_is_finished_by_the_next_one() {
     let lake = build_lake(tmp.path());
     let old = old_partitions(&lake);
     // A retention that crashed after journaling its commit.
-    let deletes: Vec<PathBuf> = list_files(&lake)
+    let deletes: Vec<PathBuf> = list_all_files(&lake)
         .into_iter()
         .filter(|f| old.keys().any(|p| f.starts_with(&format!("{p}/"))))
         .map(|f| lake.join(f))
