@@ -181,6 +181,7 @@ pub fn conclude<R: StageReport>(
 }
 
 fn main() -> ExitCode {
+    bound_malloc_arenas();
     let cli = Cli::parse();
     if let Err(e) = settings::init(cli.config, cli.log_format) {
         return ExitCode::from(fail(&e) as u8);
@@ -234,5 +235,25 @@ fn stdout_checked(outcome: Outcome) -> Outcome {
             outcome.max(Outcome::Failed)
         }
         None => outcome,
+    }
+}
+
+/// glibc gives every thread that ever contends for the heap its own arena
+/// (up to 8 per core) and keeps each arena's freed pages: ingest's parse
+/// workers, encoders and object-store tasks then hold ~100 MiB more than
+/// the heap they use (heaptrack of the 4x single-file ingest: 239 MB peak
+/// heap, 360 MiB RSS). One arena per core keeps workers off each other's
+/// locks and the 4x ingest at 315 MiB at the same speed. A user's own
+/// `MALLOC_ARENA_MAX` wins.
+fn bound_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let arenas = libc::c_int::try_from(cores.max(2)).unwrap_or(libc::c_int::MAX);
+        // SAFETY: mallopt only sets an allocator parameter; it is called
+        // before any thread is started.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, arenas);
+        }
     }
 }

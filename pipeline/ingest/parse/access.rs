@@ -4,11 +4,11 @@
 //! carry tokens.
 
 use super::time::{parse_clf as clf_time, parse_iso};
-use super::usage::{Family, strip_query};
+use super::usage::Family;
 use super::{FileCtx, IdKind, Parsed, Reject, RejectReason, SkipReason};
 use crate::lake::tables::{ApiRequestRow, Id, Str, Table};
 use crate::model::ids;
-use crate::model::redact::{cut, redact};
+use crate::model::redact::{cut, redact_owned};
 use crate::model::time::Ts;
 
 /// Parses a Go `time.Duration` string (`23.559s`, `7ms`, `1m2.5s`, `150µs`)
@@ -110,7 +110,13 @@ fn row<'p>(ctx: &FileCtx, text: &str, a: Access) -> Parsed<'p> {
             IdKind::Content,
         ),
     };
-    let path = a.path.map(|p| strip_query(&p).into_owned());
+    // The path without its query (`strip_query`), in place.
+    let path = a.path.map(|mut p| {
+        if let Some(i) = p.find('?') {
+            p.truncate(i);
+        }
+        p
+    });
     let provider = path.as_deref().and_then(Family::of_path);
     let model = match provider {
         Some(Family::Google) => path.as_deref().and_then(model_in_path),
@@ -134,9 +140,9 @@ fn row<'p>(ctx: &FileCtx, text: &str, a: Access) -> Parsed<'p> {
             provider: provider.map(|f| Str::from(f.name())),
             model,
             bytes: a.bytes,
-            referer: a.referer.map(|r| redact(&r).into_owned()),
-            user_agent: a.user_agent.map(|r| redact(&r).into_owned()),
-            error: a.error.map(|r| redact(&r).into_owned()),
+            referer: a.referer.map(redact_owned),
+            user_agent: a.user_agent.map(redact_owned),
+            error: a.error.map(redact_owned),
             log_format: a.log_format.into(),
             source_file: ctx.rel.clone(),
             source_line: 0,
