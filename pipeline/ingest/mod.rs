@@ -14,6 +14,7 @@ pub mod sink;
 pub mod source;
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasherDefault;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, sync_channel};
@@ -33,7 +34,7 @@ use crate::lake::tables::{
 };
 use crate::model::ctx::Ctx;
 use crate::model::error::{Error, Result};
-use crate::model::ids::{self, EventId};
+use crate::model::ids::{self, EventId, IdHasher};
 use crate::model::redact::redact_and_cut;
 use crate::model::registry::Registry;
 use crate::model::shard::Shard;
@@ -650,10 +651,13 @@ fn parse_block(ctx: &FileCtx, block: &Block, range: DateRange) -> BlockOut {
 /// What finalizing needs to remember about a file between its blocks.
 #[derive(Default)]
 struct FileState {
-    /// Content id -> (identical lines so far, the file's latest time when
-    /// the first of them came), for occurrence numbers.
-    occurrences: HashMap<EventId, (u32, i64)>,
-    max_ts: i64,
+    /// Content key (see [`occurrence_key`]) -> (identical lines so far, the
+    /// file's latest second when the first of them came, counted from
+    /// `origin_s`), for occurrence numbers: 16 bytes a line in the window.
+    occurrences: HashMap<u64, (u32, u32), BuildHasherDefault<IdHasher>>,
+    /// The file's latest second so far, and its first line's second.
+    max_s: i64,
+    origin_s: Option<i64>,
     /// Lines numbered since the last pruning, and the map's size after it.
     inserts: usize,
     pruned_to: usize,
@@ -663,20 +667,37 @@ struct FileState {
 }
 
 /// Identical lines are counted as repeats of each other until the file's
-/// latest time has moved this far past the first of them; then counting
-/// starts again (keeps the occurrence map small on huge files).
-const OCCURRENCE_WINDOW_US: i64 = 24 * 3600 * 1_000_000;
+/// latest second has moved more than this past the one when the first of
+/// them came; then counting starts again (keeps the occurrence map to the
+/// lines of one day on huge files).
+const OCCURRENCE_WINDOW_S: i64 = 24 * 3600;
+
+/// The occurrence map's key for a content id: its halves xored. Two
+/// contents sharing a key within a window (odds about n^2 / 2^65 for n
+/// lines in it) only number each other's repeats: ids stay a function of
+/// the file's lines before them, so reruns and every chunking agree.
+fn occurrence_key(base: EventId) -> u64 {
+    (base as u64) ^ ((base >> 64) as u64)
+}
 
 impl FileState {
     /// The id of the next line with content id `base`. It depends on the
     /// lines before it only, never on when the map was last pruned, so it is
     /// the same whatever the blocks and the pruning.
     fn occurrence_id(&mut self, base: EventId, ts: Ts) -> EventId {
-        self.max_ts = self.max_ts.max(ts.0);
-        let horizon = self.max_ts - OCCURRENCE_WINDOW_US;
-        let entry = self.occurrences.entry(base).or_insert((0, self.max_ts));
-        if entry.1 < horizon {
-            *entry = (0, self.max_ts);
+        let second = ts.0.div_euclid(1_000_000);
+        let origin = *self.origin_s.get_or_insert(second);
+        self.max_s = self.max_s.max(second).max(origin);
+        // Seconds since the file's first line: the latest second never
+        // goes below it, so this is never negative.
+        let now = u32::try_from(self.max_s - origin).unwrap_or(u32::MAX);
+        let horizon = i64::from(now) - OCCURRENCE_WINDOW_S;
+        let entry = self
+            .occurrences
+            .entry(occurrence_key(base))
+            .or_insert((0, now));
+        if i64::from(entry.1) < horizon {
+            *entry = (0, now);
         }
         let n = entry.0;
         entry.0 += 1;
@@ -685,7 +706,8 @@ impl FileState {
         // once as many lines came as the map kept last time, it keeps the
         // map within twice the window's distinct lines (plus 2^16).
         if self.inserts >= self.pruned_to.max(1 << 16) {
-            self.occurrences.retain(|_, (_, first)| *first >= horizon);
+            self.occurrences
+                .retain(|_, (_, first)| i64::from(*first) >= horizon);
             self.inserts = 0;
             self.pruned_to = self.occurrences.len();
         }
@@ -891,7 +913,7 @@ mod tests {
     fn occurrence_ids_do_not_depend_on_pruning() {
         let mut state = FileState::default();
         let mut naive: HashMap<EventId, (u32, i64)> = HashMap::new();
-        let mut max_ts = 0i64;
+        let mut max_s: Option<i64> = None;
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut ts = 0i64;
         let mut largest = 0;
@@ -910,11 +932,12 @@ mod tests {
                 0 => u128::from((seed >> 24) % 1000),
                 _ => u128::from(seed),
             };
-            max_ts = max_ts.max(ts);
-            let horizon = max_ts - OCCURRENCE_WINDOW_US;
-            let e = naive.entry(base).or_insert((0, max_ts));
-            if e.1 < horizon {
-                *e = (0, max_ts);
+            let second = ts.div_euclid(1_000_000);
+            let now = max_s.map_or(second, |m| m.max(second));
+            max_s = Some(now);
+            let e = naive.entry(base).or_insert((0, now));
+            if e.1 < now - OCCURRENCE_WINDOW_S {
+                *e = (0, now);
             }
             let want = ids::with_occurrence(base, e.0);
             e.0 += 1;

@@ -126,7 +126,8 @@ pub fn write_id_hex(id: EventId, buf: &mut [u8; 32]) -> &str {
 /// them by folding instead of running SipHash over 16 bytes.
 pub type IdSet = std::collections::HashSet<EventId, std::hash::BuildHasherDefault<IdHasher>>;
 
-/// The [`IdSet`] hasher: the two halves of a 128-bit id, xored.
+/// The [`IdSet`] hasher: the two halves of a 128-bit id, xored (or a
+/// 64-bit key already folded from one, as is).
 #[derive(Default)]
 pub struct IdHasher(u64);
 
@@ -144,6 +145,10 @@ impl std::hash::Hasher for IdHasher {
     }
     fn write_u128(&mut self, id: u128) {
         self.0 ^= (id as u64) ^ ((id >> 64) as u64);
+    }
+    /// A 64-bit key folded from an id is as uniform as the id.
+    fn write_u64(&mut self, key: u64) {
+        self.0 ^= key;
     }
 }
 
