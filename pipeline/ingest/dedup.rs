@@ -23,8 +23,9 @@ use crate::model::error::{IoContext, Result};
 use crate::model::ids::{EventId, IdSet};
 
 /// Ids held in memory before sets are spilled (a held id takes 17 to 34
-/// bytes of a hash set: 1M ids is 17 to 34 MiB).
-pub const HELD_IDS: usize = 1 << 20;
+/// bytes of a hash set: 512k ids is 9 to 17 MiB; past it, a time-ordered
+/// VM keeps its current day only).
+pub const HELD_IDS: usize = 1 << 19;
 
 type Key = (Table, NaiveDate);
 

@@ -6,8 +6,10 @@
 //! Nothing here holds rows: a block's columns are finished into one record
 //! batch, and each partition it touches gets that batch with a mask of its
 //! new rows. Memory is bounded whatever the input size:
-//! - an encoder keeps its partitions' row groups open (encoded, compressed
-//!   pages) up to [`ENCODER_BYTES`] in all; past it, the largest are ended;
+//! - an encoder keeps its partitions' rows waiting to be encoded up to
+//!   [`WAITING_BYTES`], and their open row groups up to [`ENCODER_BYTES`]
+//!   of encoded pages and [`ENCODER_ROWS`] rows; past any, the largest row
+//!   groups are ended;
 //! - the ids an event is checked against are those of its own VM (every
 //!   event id hashes the VM in, so events of two VMs are never duplicates
 //!   of each other): the lake's, read from its id indexes, and this run's,
@@ -44,11 +46,15 @@ pub const ENCODER_BYTES: usize = 32 << 20;
 /// the byte estimate leaves out the column writers' own state, which is
 /// per row.
 pub const ENCODER_ROWS: usize = 64 * 1024;
+/// Bytes of rows (Arrow) an encoder keeps waiting to be encoded before it
+/// ends the row groups of the partitions with the most.
+pub const WAITING_BYTES: usize = 32 << 20;
+/// Waiting bytes at which a partition's rows go into its open row group.
+const STREAM_BYTES: usize = 4 << 20;
 /// Row groups an encoder keeps open at once: each holds a column writer per
-/// column with its buffers allocated (about 75 KiB each), whatever its rows,
-/// so past this the least recently written ends (16: the whole 1x benchmark
-/// tree peaks at 289 MiB, 20 gave 303 MiB, at the same speed).
-const OPEN_ROW_GROUPS: usize = 16;
+/// column with its buffers and compression contexts (about 75 KiB each),
+/// whatever its rows, so past this the least recently written ends.
+const OPEN_ROW_GROUPS: usize = 8;
 /// A partition's file is closed and a new one started after this many row
 /// groups: a writer keeps every row group's metadata until it closes, so
 /// this bounds that memory however large the input.
@@ -423,106 +429,200 @@ impl<'a> Encoders<'a> {
     }
 }
 
-/// The rows of `batch` that `mask` keeps: a slice when they are one run of
-/// rows (a time-ordered block split at midnight), else a copy.
+/// The rows of `batch` that `mask` keeps, in a batch of their own (a
+/// copy unless it keeps them all), so a block's batch is freed once every
+/// partition has its rows.
 fn kept_rows(batch: RecordBatch, mask: &BooleanArray) -> RecordBatch {
-    let n = mask.true_count();
-    if n == batch.num_rows() {
+    if mask.true_count() == batch.num_rows() {
         return batch;
-    }
-    let values = mask.values();
-    let mut runs = values.set_slices();
-    if let Some((start, end)) = runs.next()
-        && runs.next().is_none()
-    {
-        return batch.slice(start, end - start);
     }
     arrow::compute::filter_record_batch(&batch, mask).expect("a mask of the batch's length")
 }
 
-/// A partition's file being written by an encoder.
+/// A partition's file being written by an encoder, and the rows waiting
+/// to go into it.
+#[derive(Default)]
 struct OpenFile {
-    writer: PartWriter,
-    /// When it was last written to (the encoder's job count).
-    written_at: u64,
+    writer: Option<PartWriter>,
+    waiting: Vec<RecordBatch>,
+    waiting_rows: usize,
+    waiting_bytes: usize,
+    /// When rows last went into its open row group (the encoder's count).
+    streamed_at: u64,
 }
 
-/// One encoder thread: appends each job's rows to its partition's file (the
-/// writer ends a row group at the row group size) and closes every file at
-/// the end. Files are named `<prefix><NNN>` in the order they are started.
+impl OpenFile {
+    /// Rows in its open row group.
+    fn open_rows(&self) -> usize {
+        self.writer.as_ref().map_or(0, PartWriter::open_rows)
+    }
+
+    /// Encoded bytes its open row group holds.
+    fn open_bytes(&self) -> usize {
+        self.writer.as_ref().map_or(0, PartWriter::memory_size)
+    }
+}
+
+/// An encoder thread. A partition's rows first wait as Arrow batches
+/// (copied out of their block, so a block is freed once every partition
+/// has its rows); once a partition has [`STREAM_BYTES`] waiting they go
+/// into its open row group, which the Parquet writer ends at its row
+/// group size. So a partition that gets many rows (time-ordered input)
+/// streams into full row groups of encoded pages, and one that gets a few
+/// rows from each block (a VM's month in each file) gathers them into one
+/// row group instead of a small one per block. Three budgets end row
+/// groups early: [`OPEN_ROW_GROUPS`] open at once (each holds a column
+/// writer per column, with compression contexts), [`WAITING_BYTES`] of
+/// waiting rows, and [`ENCODER_BYTES`] or [`ENCODER_ROWS`] in open row
+/// groups. Closes every file at the
+/// end; files are named `<prefix><NNN>` in the order they are started.
 fn encode(lake: &Lake, prefix: &str, jobs: Receiver<Job>) -> Result<Written> {
-    let mut open: BTreeMap<(Table, NaiveDate), OpenFile> = BTreeMap::new();
-    let mut written = Vec::new();
-    let mut seq = 0u32;
-    let mut jobs_done = 0u64;
+    let mut enc = Encoder {
+        lake,
+        prefix,
+        open: BTreeMap::new(),
+        written: Vec::new(),
+        seq: 0,
+        waiting: 0,
+        jobs_done: 0,
+    };
     for job in jobs {
+        enc.jobs_done += 1;
         let key = (job.table, job.date);
         let batch = kept_rows(job.batch, &job.mask);
-        if open
-            .get(&key)
-            .is_some_and(|f| f.writer.row_groups() >= FILE_ROW_GROUPS)
-            && let Some(f) = open.remove(&key)
-        {
-            written.push((key.0, key.1, f.writer.finish()?));
+        let bytes = batch.get_array_memory_size();
+        let file = enc.open.entry(key).or_default();
+        file.waiting_rows += batch.num_rows();
+        file.waiting_bytes += bytes;
+        file.waiting.push(batch);
+        enc.waiting += bytes;
+        if file.waiting_bytes >= STREAM_BYTES {
+            enc.stream(key)?;
         }
-        let file = match open.entry(key) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => {
-                seq += 1;
-                let dir = lake.partition_dir(job.table, job.date);
-                let writer =
-                    lake.part_writer(&dir, &format!("{prefix}{seq:03}"), batch.schema())?;
-                e.insert(OpenFile {
-                    writer,
-                    written_at: 0,
-                })
+        enc.keep_budgets()?;
+    }
+    let keys: Vec<_> = enc.open.keys().copied().collect();
+    for key in keys {
+        enc.stream(key)?;
+        if let Some(writer) = enc.open.remove(&key).and_then(|f| f.writer) {
+            enc.written.push((key.0, key.1, writer.finish()?));
+        }
+    }
+    Ok(enc.written)
+}
+
+/// An encoder's state: its partitions' files and what it has written.
+struct Encoder<'a> {
+    lake: &'a Lake,
+    prefix: &'a str,
+    open: BTreeMap<(Table, NaiveDate), OpenFile>,
+    written: Written,
+    /// Files started, for their names.
+    seq: u32,
+    /// Bytes of waiting rows over all partitions.
+    waiting: usize,
+    jobs_done: u64,
+}
+
+impl Encoder<'_> {
+    /// Puts a partition's waiting rows into its open row group (starting
+    /// one, and a new file after [`FILE_ROW_GROUPS`], as needed).
+    fn stream(&mut self, key: (Table, NaiveDate)) -> Result<()> {
+        let file = self.open.get_mut(&key).expect("an open partition");
+        if file.waiting.is_empty() {
+            return Ok(());
+        }
+        if file.open_rows() == 0
+            && file
+                .writer
+                .as_ref()
+                .is_some_and(|w| w.row_groups() >= FILE_ROW_GROUPS)
+            && let Some(full) = file.writer.take()
+        {
+            self.written.push((key.0, key.1, full.finish()?));
+        }
+        let writer = match &mut file.writer {
+            Some(w) => w,
+            None => {
+                self.seq += 1;
+                let dir = self.lake.partition_dir(key.0, key.1);
+                let name = format!("{}{:03}", self.prefix, self.seq);
+                let schema = file.waiting[0].schema();
+                file.writer
+                    .insert(self.lake.part_writer(&dir, &name, schema)?)
             }
         };
-        jobs_done += 1;
-        file.written_at = jobs_done;
-        file.writer.write(&batch)?;
-        // Too many open row groups: end the least recently written.
-        let mut groups: Vec<(u64, (Table, NaiveDate))> = open
+        for batch in file.waiting.drain(..) {
+            writer.write(&batch)?;
+        }
+        self.waiting -= file.waiting_bytes;
+        file.waiting_rows = 0;
+        file.waiting_bytes = 0;
+        file.streamed_at = self.jobs_done;
+        Ok(())
+    }
+
+    /// Ends a partition's row group now, with its waiting rows in it.
+    fn end_group(&mut self, key: (Table, NaiveDate)) -> Result<()> {
+        self.stream(key)?;
+        if let Some(w) = &mut self.open.get_mut(&key).expect("an open partition").writer {
+            w.end_row_group()?;
+        }
+        Ok(())
+    }
+
+    /// Ends row groups while a budget is exceeded: the least recently
+    /// streamed past [`OPEN_ROW_GROUPS`], then the largest (waiting rows,
+    /// then encoded pages) until half of the budget is free.
+    fn keep_budgets(&mut self) -> Result<()> {
+        let mut groups: Vec<(u64, (Table, NaiveDate))> = self
+            .open
             .iter()
-            .filter(|(_, f)| f.writer.open_rows() > 0)
-            .map(|(k, f)| (f.written_at, *k))
+            .filter(|(_, f)| f.open_rows() > 0)
+            .map(|(k, f)| (f.streamed_at, *k))
             .collect();
         if groups.len() > OPEN_ROW_GROUPS {
             groups.sort();
             for (_, key) in &groups[..groups.len() - OPEN_ROW_GROUPS] {
-                open.get_mut(key)
-                    .expect("listed above")
-                    .writer
-                    .end_row_group()?;
+                self.end_group(*key)?;
             }
         }
-        // Open row groups past either budget: end the largest until half of
-        // both is free.
-        let mut bytes: usize = open.values().map(|f| f.writer.memory_size()).sum();
-        let mut rows: usize = open.values().map(|f| f.writer.open_rows()).sum();
-        if bytes > ENCODER_BYTES || rows > ENCODER_ROWS {
-            let mut sizes: Vec<(usize, usize, (Table, NaiveDate))> = open
+        if self.waiting > WAITING_BYTES {
+            let mut sizes: Vec<(usize, (Table, NaiveDate))> = self
+                .open
                 .iter()
-                .map(|(k, f)| (f.writer.memory_size(), f.writer.open_rows(), *k))
+                .filter(|(_, f)| f.waiting_rows > 0)
+                .map(|(k, f)| (f.waiting_bytes, *k))
+                .collect();
+            sizes.sort_by(|a, b| b.cmp(a));
+            for (_, key) in sizes {
+                if self.waiting <= WAITING_BYTES / 2 {
+                    break;
+                }
+                self.end_group(key)?;
+            }
+        }
+        let mut bytes: usize = self.open.values().map(OpenFile::open_bytes).sum();
+        let mut rows: usize = self.open.values().map(OpenFile::open_rows).sum();
+        if bytes > ENCODER_BYTES || rows > ENCODER_ROWS {
+            let mut sizes: Vec<(usize, usize, (Table, NaiveDate))> = self
+                .open
+                .iter()
+                .map(|(k, f)| (f.open_bytes(), f.open_rows(), *k))
+                .filter(|(_, n, _)| *n > 0)
                 .collect();
             sizes.sort_by(|a, b| b.cmp(a));
             for (size, n, key) in sizes {
                 if bytes <= ENCODER_BYTES / 2 && rows <= ENCODER_ROWS / 2 {
                     break;
                 }
-                open.get_mut(&key)
-                    .expect("listed above")
-                    .writer
-                    .end_row_group()?;
+                self.end_group(key)?;
                 bytes -= size;
                 rows -= n;
             }
         }
+        Ok(())
     }
-    for ((table, date), f) in open {
-        written.push((table, date, f.writer.finish()?));
-    }
-    Ok(written)
 }
 
 #[cfg(test)]
@@ -532,30 +632,32 @@ mod tests {
     use arrow::datatypes::{DataType, Field, Schema};
     use proptest::prelude::*;
 
+    fn batch(from: usize, n: usize) -> RecordBatch {
+        RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("n", DataType::Int64, false),
+                Field::new("s", DataType::Utf8, true),
+            ])),
+            vec![
+                Arc::new(Int64Array::from_iter_values(
+                    (from..from + n).map(|i| i as i64),
+                )),
+                Arc::new(StringArray::from_iter(
+                    (from..from + n).map(|i| (i % 3 != 0).then(|| format!("v{i}"))),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
     proptest! {
-        /// The slice taken for one run of kept rows is what filtering gives.
+        /// The rows a mask keeps are the filter's, whole batches as they are.
         #[test]
-        fn kept_rows_is_the_filter(mask in prop::collection::vec(any::<bool>(), 0..40), run in any::<(u8, u8)>()) {
-            let n = mask.len();
-            let batch = RecordBatch::try_new(
-                Arc::new(Schema::new(vec![
-                    Field::new("n", DataType::Int64, false),
-                    Field::new("s", DataType::Utf8, true),
-                ])),
-                vec![
-                    Arc::new(Int64Array::from_iter_values(0..n as i64)),
-                    Arc::new(StringArray::from_iter((0..n).map(|i| (i % 3 != 0).then(|| format!("v{i}"))))),
-                ],
-            )
-            .unwrap();
-            // Random masks, and single runs (the slice).
-            let (a, b) = (run.0 as usize % (n + 1), run.1 as usize % (n + 1));
-            let one_run: Vec<bool> = (0..n).map(|i| i >= a.min(b) && i < a.max(b)).collect();
-            for m in [mask.clone(), one_run] {
-                let m = BooleanArray::from(m);
-                let want = arrow::compute::filter_record_batch(&batch, &m).unwrap();
-                prop_assert_eq!(kept_rows(batch.clone(), &m), want);
-            }
+        fn kept_rows_is_the_filter(mask in prop::collection::vec(any::<bool>(), 0..40)) {
+            let b = batch(0, mask.len());
+            let m = BooleanArray::from(mask);
+            let want = arrow::compute::filter_record_batch(&b, &m).unwrap();
+            prop_assert_eq!(kept_rows(b, &m), want);
         }
     }
 }
