@@ -677,3 +677,25 @@ fn rejects_files_without_detail_stay_readable_and_compact() {
     assert_eq!(list_files(&partition).len(), 1);
     assert_eq!(rows(&lake), before);
 }
+
+/// Rows that reach a partition a few per block (every sample VM's file
+/// spans the month, so each of its blocks touches every date) are gathered
+/// into one row group per file, not one per block.
+#[test]
+fn a_partition_fed_a_few_rows_per_block_gets_whole_row_groups() {
+    use parquet::file::reader::FileReader;
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("lake");
+    ingest(&sample_data(), &lake, "run-1");
+    let mut files = 0;
+    for f in list_files(&lake)
+        .iter()
+        .filter(|f| f.contains("/date=") && f.ends_with(".parquet"))
+    {
+        let file = std::fs::File::open(lake.join(f)).unwrap();
+        let reader = parquet::file::reader::SerializedFileReader::new(file).unwrap();
+        assert_eq!(reader.metadata().num_row_groups(), 1, "{f}");
+        files += 1;
+    }
+    assert!(files >= 100, "{files} files");
+}
