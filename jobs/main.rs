@@ -181,7 +181,6 @@ pub fn conclude<R: StageReport>(
 }
 
 fn main() -> ExitCode {
-    tune_malloc();
     let cli = Cli::parse();
     if let Err(e) = settings::init(cli.config, cli.log_format) {
         return ExitCode::from(fail(&e) as u8);
@@ -235,35 +234,5 @@ fn stdout_checked(outcome: Outcome) -> Outcome {
             outcome.max(Outcome::Failed)
         }
         None => outcome,
-    }
-}
-
-/// glibc gives every thread that ever contends for the heap its own arena
-/// (up to 8 per core) and keeps each arena's freed pages, and after a large
-/// block is freed it serves blocks up to 32 MiB from the arenas instead of
-/// mapping them: ingest's growing id sets and column buffers then fragment
-/// the heap, and one VM's 16M lines in one file held ~100 MiB more than
-/// the 225 MiB of heap it used (heaptrack). One arena per core and blocks
-/// of 1 MiB or more always mapped (returned whole when freed) bring that
-/// run from 345 to 297 MiB at the same speed. A user's own
-/// `MALLOC_ARENA_MAX` or `MALLOC_MMAP_THRESHOLD_` wins.
-fn tune_malloc() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-            let arenas = libc::c_int::try_from(cores.max(2)).unwrap_or(libc::c_int::MAX);
-            // SAFETY: mallopt only sets an allocator parameter; it runs
-            // before any thread is started.
-            unsafe {
-                libc::mallopt(libc::M_ARENA_MAX, arenas);
-            }
-        }
-        if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
-            // SAFETY: as above.
-            unsafe {
-                libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-            }
-        }
     }
 }
