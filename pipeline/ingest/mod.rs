@@ -651,9 +651,13 @@ fn parse_block(ctx: &FileCtx, block: &Block, range: DateRange) -> BlockOut {
 /// What finalizing needs to remember about a file between its blocks.
 #[derive(Default)]
 struct FileState {
-    /// Content key (see [`occurrence_key`]) -> (identical lines so far, the
-    /// file's latest second when the first of them came, counted from
-    /// `origin_s`), for occurrence numbers: 16 bytes a line in the window.
+    /// Content id folded to 64 bits (`ids::fold`) -> (identical lines so
+    /// far, the file's latest second when the first of them came, counted
+    /// from `origin_s`), for occurrence numbers: 16 bytes a line in the
+    /// window. Two contents sharing a key within a window (odds about
+    /// n^2 / 2^65 for n lines in it) only number each other's repeats: ids
+    /// stay a function of the file's lines before them, so reruns and every
+    /// chunking agree.
     occurrences: HashMap<u64, (u32, u32), BuildHasherDefault<IdHasher>>,
     /// The file's latest second so far, and its first line's second.
     max_s: i64,
@@ -672,14 +676,6 @@ struct FileState {
 /// lines of one day on huge files).
 const OCCURRENCE_WINDOW_S: i64 = 24 * 3600;
 
-/// The occurrence map's key for a content id: its halves xored. Two
-/// contents sharing a key within a window (odds about n^2 / 2^65 for n
-/// lines in it) only number each other's repeats: ids stay a function of
-/// the file's lines before them, so reruns and every chunking agree.
-fn occurrence_key(base: EventId) -> u64 {
-    (base as u64) ^ ((base >> 64) as u64)
-}
-
 impl FileState {
     /// The id of the next line with content id `base`. It depends on the
     /// lines before it only, never on when the map was last pruned, so it is
@@ -692,10 +688,7 @@ impl FileState {
         // goes below it, so this is never negative.
         let now = u32::try_from(self.max_s - origin).unwrap_or(u32::MAX);
         let horizon = i64::from(now) - OCCURRENCE_WINDOW_S;
-        let entry = self
-            .occurrences
-            .entry(occurrence_key(base))
-            .or_insert((0, now));
+        let entry = self.occurrences.entry(ids::fold(base)).or_insert((0, now));
         if i64::from(entry.1) < horizon {
             *entry = (0, now);
         }

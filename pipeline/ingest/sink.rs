@@ -445,7 +445,6 @@ fn kept_rows(batch: RecordBatch, mask: &BooleanArray) -> RecordBatch {
 struct OpenFile {
     writer: Option<PartWriter>,
     waiting: Vec<RecordBatch>,
-    waiting_rows: usize,
     waiting_bytes: usize,
     /// When rows last went into its open row group (the encoder's count).
     streamed_at: u64,
@@ -474,8 +473,8 @@ impl OpenFile {
 /// groups early: [`OPEN_ROW_GROUPS`] open at once (each holds a column
 /// writer per column, with compression contexts), [`WAITING_BYTES`] of
 /// waiting rows, and [`ENCODER_BYTES`] or [`ENCODER_ROWS`] in open row
-/// groups. Closes every file at the
-/// end; files are named `<prefix><NNN>` in the order they are started.
+/// groups. Closes every file at the end; files are named `<prefix><NNN>`
+/// in the order they are started.
 fn encode(lake: &Lake, prefix: &str, jobs: Receiver<Job>) -> Result<Written> {
     let mut enc = Encoder {
         lake,
@@ -483,7 +482,6 @@ fn encode(lake: &Lake, prefix: &str, jobs: Receiver<Job>) -> Result<Written> {
         open: BTreeMap::new(),
         written: Vec::new(),
         seq: 0,
-        waiting: 0,
         jobs_done: 0,
     };
     for job in jobs {
@@ -492,10 +490,8 @@ fn encode(lake: &Lake, prefix: &str, jobs: Receiver<Job>) -> Result<Written> {
         let batch = kept_rows(job.batch, &job.mask);
         let bytes = batch.get_array_memory_size();
         let file = enc.open.entry(key).or_default();
-        file.waiting_rows += batch.num_rows();
         file.waiting_bytes += bytes;
         file.waiting.push(batch);
-        enc.waiting += bytes;
         if file.waiting_bytes >= STREAM_BYTES {
             enc.stream(key)?;
         }
@@ -519,8 +515,6 @@ struct Encoder<'a> {
     written: Written,
     /// Files started, for their names.
     seq: u32,
-    /// Bytes of waiting rows over all partitions.
-    waiting: usize,
     jobs_done: u64,
 }
 
@@ -555,8 +549,6 @@ impl Encoder<'_> {
         for batch in file.waiting.drain(..) {
             writer.write(&batch)?;
         }
-        self.waiting -= file.waiting_bytes;
-        file.waiting_rows = 0;
         file.waiting_bytes = 0;
         file.streamed_at = self.jobs_done;
         Ok(())
@@ -587,19 +579,21 @@ impl Encoder<'_> {
                 self.end_group(*key)?;
             }
         }
-        if self.waiting > WAITING_BYTES {
+        let mut waiting: usize = self.open.values().map(|f| f.waiting_bytes).sum();
+        if waiting > WAITING_BYTES {
             let mut sizes: Vec<(usize, (Table, NaiveDate))> = self
                 .open
                 .iter()
-                .filter(|(_, f)| f.waiting_rows > 0)
+                .filter(|(_, f)| !f.waiting.is_empty())
                 .map(|(k, f)| (f.waiting_bytes, *k))
                 .collect();
             sizes.sort_by(|a, b| b.cmp(a));
-            for (_, key) in sizes {
-                if self.waiting <= WAITING_BYTES / 2 {
+            for (size, key) in sizes {
+                if waiting <= WAITING_BYTES / 2 {
                     break;
                 }
                 self.end_group(key)?;
+                waiting -= size;
             }
         }
         let mut bytes: usize = self.open.values().map(OpenFile::open_bytes).sum();
@@ -632,18 +626,16 @@ mod tests {
     use arrow::datatypes::{DataType, Field, Schema};
     use proptest::prelude::*;
 
-    fn batch(from: usize, n: usize) -> RecordBatch {
+    fn batch(n: usize) -> RecordBatch {
         RecordBatch::try_new(
             Arc::new(Schema::new(vec![
                 Field::new("n", DataType::Int64, false),
                 Field::new("s", DataType::Utf8, true),
             ])),
             vec![
-                Arc::new(Int64Array::from_iter_values(
-                    (from..from + n).map(|i| i as i64),
-                )),
+                Arc::new(Int64Array::from_iter_values(0..n as i64)),
                 Arc::new(StringArray::from_iter(
-                    (from..from + n).map(|i| (i % 3 != 0).then(|| format!("v{i}"))),
+                    (0..n).map(|i| (i % 3 != 0).then(|| format!("v{i}"))),
                 )),
             ],
         )
@@ -654,7 +646,7 @@ mod tests {
         /// The rows a mask keeps are the filter's, whole batches as they are.
         #[test]
         fn kept_rows_is_the_filter(mask in prop::collection::vec(any::<bool>(), 0..40)) {
-            let b = batch(0, mask.len());
+            let b = batch(mask.len());
             let m = BooleanArray::from(mask);
             let want = arrow::compute::filter_record_batch(&b, &m).unwrap();
             prop_assert_eq!(kept_rows(b, &m), want);

@@ -4,7 +4,7 @@
 //! carry tokens.
 
 use super::time::{parse_clf as clf_time, parse_iso};
-use super::usage::Family;
+use super::usage::{Family, strip_query};
 use super::{FileCtx, IdKind, Parsed, Reject, RejectReason, SkipReason};
 use crate::lake::tables::{ApiRequestRow, Id, Str, Table};
 use crate::model::ids;
@@ -110,11 +110,8 @@ fn row<'p>(ctx: &FileCtx, text: &str, a: Access) -> Parsed<'p> {
             IdKind::Content,
         ),
     };
-    // The path without its query (`strip_query`), in place.
     let path = a.path.map(|mut p| {
-        if let Some(i) = p.find('?') {
-            p.truncate(i);
-        }
+        strip_query(&mut p);
         p
     });
     let provider = path.as_deref().and_then(Family::of_path);

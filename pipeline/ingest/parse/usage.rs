@@ -716,10 +716,9 @@ fn prefix_tokens(mut r: Reject) -> Reject {
 }
 
 /// Drops a query string: it can hold keys (`?key=` for Gemini).
-pub fn strip_query(path: &str) -> Cow<'_, str> {
-    match path.find('?') {
-        Some(i) => Cow::Borrowed(&path[..i]),
-        None => Cow::Borrowed(path),
+pub fn strip_query(path: &mut String) {
+    if let Some(i) = path.find('?') {
+        path.truncate(i);
     }
 }
 
