@@ -25,6 +25,7 @@ use rayon::prelude::*;
 use crate::ingest::parse::resources::CsvColumns;
 use crate::ingest::parse::{
     FileCtx, IdKind, NetCounter, Parsed, Reject, RejectReason, SkipReason, SourceKind, parse_line,
+    parse_text,
 };
 use crate::ingest::source::{Block, BlockReader, InputFile, InputRoot, Tail};
 use crate::lake::Lake;
@@ -563,12 +564,16 @@ fn parse_block(ctx: &FileCtx, block: &Block, range: DateRange) -> BlockOut {
     let mut start = 0;
     let mut line_no = block.first_line;
     let mut waiting_for_ts: Vec<usize> = Vec::new();
+    // One UTF-8 check for the block; only a block that fails it is checked
+    // line by line.
+    let text = std::str::from_utf8(data).ok();
     while start < data.len() {
         let (end, terminated) = match memchr::memchr(b'\n', &data[start..]) {
             Some(i) => (start + i, true),
             None => (data.len(), false),
         };
         let line = &data[start..end];
+        let line_start = start;
         let this_line = line_no;
         start = end + 1;
         line_no += 1;
@@ -588,7 +593,11 @@ fn parse_block(ctx: &FileCtx, block: &Block, range: DateRange) -> BlockOut {
                 ),
             )
         } else {
-            parse_line(ctx, line)
+            match text {
+                // `start..end` ends at a newline: a char boundary.
+                Some(text) => parse_text(ctx, &text[line_start..end]),
+                None => parse_line(ctx, line),
+            }
         };
         let ts = parsed.ts();
         if let Some(ts) = ts {
@@ -614,7 +623,7 @@ fn parse_block(ctx: &FileCtx, block: &Block, range: DateRange) -> BlockOut {
             }
             Parsed::Request(mut r, k) => {
                 r.source_line = this_line as i64;
-                out.requests.push(r);
+                out.requests.push_ref(r);
                 out.requests_content.push(k == IdKind::Content);
             }
             Parsed::Resource(mut r, c) => {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use chrono_tz::Tz;
 
-use crate::lake::tables::{ActivityRow, ApiRequestRow, ApiUsageRef, ResourceRow, Str, Table};
+use crate::lake::tables::{ActivityRow, ApiRequestRef, ApiUsageRef, ResourceRow, Str, Table};
 use crate::model::registry::Registry;
 use crate::model::time::Ts;
 
@@ -247,7 +247,7 @@ impl SkipReason {
 pub enum Parsed<'a> {
     /// Text borrowed from the line: pushed into the columns as it is.
     Usage(ApiUsageRef<'a>, IdKind),
-    Request(ApiRequestRow, IdKind),
+    Request(ApiRequestRef<'a>, IdKind),
     Resource(ResourceRow, Option<NetCounter>),
     Activity(ActivityRow),
     Reject(Table, Reject),
@@ -284,15 +284,20 @@ pub(crate) fn first_byte(line: &[u8]) -> Option<u8> {
 
 /// Parses one line (without its `\n`) of a file described by `ctx`.
 pub fn parse_line<'a>(ctx: &'a FileCtx, line: &'a [u8]) -> Parsed<'a> {
-    let Some(first) = first_byte(line) else {
-        return Parsed::Skip(ctx.default_table(line), SkipReason::Blank);
-    };
-    let Ok(text) = std::str::from_utf8(line) else {
-        let table = ctx.default_table(line);
-        return Parsed::Reject(
-            table,
+    match std::str::from_utf8(line) {
+        Ok(text) => parse_text(ctx, text),
+        // Not blank: a blank line is ASCII.
+        Err(_) => Parsed::Reject(
+            ctx.default_table(line),
             Reject::line(RejectReason::InvalidUtf8, "line is not valid UTF-8"),
-        );
+        ),
+    }
+}
+
+/// [`parse_line`] of a line already known to be UTF-8 (its block was).
+pub fn parse_text<'a>(ctx: &'a FileCtx, text: &'a str) -> Parsed<'a> {
+    let Some(first) = first_byte(text.as_bytes()) else {
+        return Parsed::Skip(ctx.default_table(text.as_bytes()), SkipReason::Blank);
     };
     let text = text.trim_end_matches('\r');
     let parsed = match ctx.kind {

@@ -147,8 +147,16 @@ impl Family {
     /// The family of a provider or executor name as CLIProxyAPI and its
     /// users write it.
     pub fn of_provider(name: &str) -> Option<Family> {
-        let n = name.trim().to_ascii_lowercase();
-        Some(match n.as_str() {
+        let n = name.trim();
+        // Lowercased only when it has to be: this runs for every line.
+        if n.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Family::of_lower_provider(&n.to_ascii_lowercase());
+        }
+        Family::of_lower_provider(n)
+    }
+
+    fn of_lower_provider(n: &str) -> Option<Family> {
+        Some(match n {
             "anthropic" | "claude" | "claude-code" => Family::Anthropic,
             "openai"
             | "codex"
@@ -168,8 +176,15 @@ impl Family {
 
     /// The family a model name belongs to, for records that name no provider.
     pub fn of_model(model: &str) -> Option<Family> {
-        let m = model.trim().to_ascii_lowercase();
-        let m = m.rsplit('/').next().unwrap_or(&m);
+        let m = model.trim();
+        if m.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Family::of_lower_model(&m.to_ascii_lowercase());
+        }
+        Family::of_lower_model(m)
+    }
+
+    fn of_lower_model(m: &str) -> Option<Family> {
+        let m = m.rsplit('/').next().unwrap_or(m);
         if m.starts_with("claude") {
             Some(Family::Anthropic)
         } else if m.starts_with("gpt")
@@ -329,10 +344,12 @@ pub fn parse<'a>(ctx: &'a FileCtx, text: &'a str) -> Parsed<'a> {
 }
 
 fn parse_record<'a>(ctx: &'a FileCtx, text: &'a str) -> Result<Parsed<'a>, Reject> {
-    let rec: Record = match flat_record(text) {
-        Some(rec) => rec,
-        None => serde_json::from_str(text).map_err(|e| json::syntax_error(&e))?,
-    };
+    // Filled in place: a record is most of a kilobyte, and moving it out
+    // of the fast path was a memcpy a line.
+    let mut rec = Record::default();
+    if !flat_record(text, &mut rec) {
+        rec = serde_json::from_str(text).map_err(|e| json::syntax_error(&e))?;
+    }
     let ts = json::timestamp("timestamp", &rec.timestamp, ctx.tz)?;
     let dated = |r: Reject| r.at(Some(ts));
     let is_record = rec.tokens.is_some() || rec.token_breakdown.is_some();
@@ -533,10 +550,14 @@ const FLAT_FIELDS: [&str; 14] = [
 /// plain strings (no escapes), integers, booleans or null. Gives exactly
 /// what serde would give, or `None` for anything else (nesting, escapes,
 /// fractions, exponents, duplicate keys, syntax errors), which then takes
-/// the serde path with its error messages.
-fn flat_record(text: &str) -> Option<Record<'_>> {
+/// the serde path with its error messages. Fills `rec` (a default one) and
+/// says whether it did; when it did not, `rec` holds part of the line.
+fn flat_record<'a>(text: &'a str, rec: &mut Record<'a>) -> bool {
+    flat_fields(text, rec).is_some()
+}
+
+fn flat_fields<'a>(text: &'a str, rec: &mut Record<'a>) -> Option<()> {
     let b = text.as_bytes();
-    let mut rec = Record::default();
     let mut seen = 0u32;
     let mut i = skip_ws(b, 0);
     if b.get(i) != Some(&b'{') {
@@ -544,7 +565,7 @@ fn flat_record(text: &str) -> Option<Record<'_>> {
     }
     i = skip_ws(b, i + 1);
     if b.get(i) == Some(&b'}') {
-        return (skip_ws(b, i + 1) == b.len()).then_some(rec);
+        return (skip_ws(b, i + 1) == b.len()).then_some(());
     }
     loop {
         let (key, next) = plain_string(text, i)?;
@@ -582,7 +603,7 @@ fn flat_record(text: &str) -> Option<Record<'_>> {
         }
         match b.get(i) {
             Some(b',') => i = skip_ws(b, i + 1),
-            Some(b'}') => return (skip_ws(b, i + 1) == b.len()).then_some(rec),
+            Some(b'}') => return (skip_ws(b, i + 1) == b.len()).then_some(()),
             _ => return None,
         }
     }
@@ -654,18 +675,22 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 }
 
 /// A string without escapes or control characters at `i`: its contents
-/// and the index after its closing quote.
+/// and the index after its closing quote. One pass over the bytes: keys and
+/// values are short, where a `memchr` costs more to start than it saves.
 fn plain_string(text: &str, i: usize) -> Option<(&str, usize)> {
     let b = text.as_bytes();
     if b.get(i) != Some(&b'"') {
         return None;
     }
-    let len = memchr::memchr(b'"', &b[i + 1..])?;
-    let s = &b[i + 1..i + 1 + len];
-    if s.iter().any(|c| *c == b'\\' || *c < 0x20) {
-        return None;
+    let mut j = i + 1;
+    loop {
+        match *b.get(j)? {
+            b'"' => return Some((&text[i + 1..j], j + 1)),
+            b'\\' => return None,
+            c if c < 0x20 => return None,
+            _ => j += 1,
+        }
     }
-    Some((&text[i + 1..i + 1 + len], i + len + 2))
 }
 
 /// A scalar value at `i` as serde gives it, and the index after it.
@@ -729,9 +754,14 @@ mod tests {
     use crate::ingest::parse::{SourceKind, parse_line};
     use crate::model::ids::key_fingerprint;
 
+    fn flat(line: &str) -> Option<Record<'_>> {
+        let mut rec = Record::default();
+        flat_record(line, &mut rec).then_some(rec)
+    }
+
     fn flat_matches_serde(line: &str) {
         let serde: Result<Record, _> = serde_json::from_str(line);
-        if let Some(fast) = flat_record(line) {
+        if let Some(fast) = flat(line) {
             assert_eq!(
                 Ok(&fast),
                 serde.as_ref().map_err(|e| e.to_string()),
@@ -780,7 +810,7 @@ mod tests {
             r#"{"input_tokens":0,"output_tokens":123456789012345678,"status":true,"user":null}"#,
         ];
         for line in taken {
-            assert!(flat_record(line).is_some(), "{line}");
+            assert!(flat(line).is_some(), "{line}");
             flat_matches_serde(line);
         }
         let left_to_serde = [
@@ -801,7 +831,7 @@ mod tests {
             "{\"model\":\"a\u{1}\"}",
         ];
         for line in left_to_serde {
-            assert!(flat_record(line).is_none(), "{line}");
+            assert!(flat(line).is_none(), "{line}");
         }
     }
 
