@@ -69,6 +69,10 @@ struct LakeMeta {
 pub struct Lake {
     root: PathBuf,
     backend: Backend,
+    /// One commit at a time in this process: a run's commits share its
+    /// journal (`_runs/<run id>.commit.json`), and a stage may work on
+    /// several partitions at once.
+    commits: std::sync::Mutex<()>,
 }
 
 enum Backend {
@@ -241,6 +245,7 @@ impl Lake {
             let remote = Remote::open(&root.to_string_lossy(), run_id, claim)?;
             let lake = Lake {
                 root: root.to_path_buf(),
+                commits: Default::default(),
                 backend: Backend::Remote(remote),
             };
             lake.check_layout()?;
@@ -290,6 +295,7 @@ impl Lake {
         };
         let lake = Lake {
             root: root.to_path_buf(),
+            commits: Default::default(),
             backend: Backend::Local {
                 _lock: Some(lock),
                 _scope: scope,
@@ -340,6 +346,7 @@ impl Lake {
         if remote::is_remote(root) {
             let lake = Lake {
                 root: root.to_path_buf(),
+                commits: Default::default(),
                 backend: Backend::Remote(Remote::open_read(&root.to_string_lossy())?),
             };
             lake.check_layout()?;
@@ -348,6 +355,7 @@ impl Lake {
         let root = &remote::local_root(root);
         let lake = Lake {
             root: root.to_path_buf(),
+            commits: Default::default(),
             backend: Backend::Local {
                 _lock: None,
                 _scope: None,
@@ -1286,6 +1294,10 @@ impl Lake {
         if commit.renames.is_empty() && commit.deletes.is_empty() {
             return Ok(());
         }
+        let _one_at_a_time = self
+            .commits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let commit = &self.with_indexes(commit);
         if let Backend::Remote(r) = &self.backend {
             let mut copies = Vec::with_capacity(commit.renames.len());

@@ -164,6 +164,16 @@ pub fn parse_id_hex(s: &str) -> Option<EventId> {
     u128::from_str_radix(s, 16).ok()
 }
 
+/// The number of an id written as meter writes them (32 lowercase hex
+/// digits): two such texts are equal exactly when their numbers are, so a
+/// set of these numbers dedups as a set of the texts would.
+pub fn canonical_id(id: &str) -> Option<EventId> {
+    id.bytes()
+        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        .then(|| parse_id_hex(id))
+        .flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

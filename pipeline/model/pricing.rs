@@ -709,38 +709,164 @@ impl Pricing {
     /// request whose input + cache tokens exceed a tier's threshold is priced
     /// wholly at that tier.
     pub fn price(&self, raw_model: &str, ts: Ts, usage: Usage) -> Result<Priced<'_>, Unpriced> {
-        let entry = self.entry(raw_model, ts)?;
-        let context = usage.input + usage.cache_read + usage.cache_write;
-        let tier = entry
-            .tiers
-            .iter()
-            .rev()
-            .find(|t| context > t.above_input_tokens);
-        let rates = match tier {
-            Some(t) => entry.rates.overlay(&t.rates),
-            None => entry.rates.clone(),
+        price_at(self.entry(raw_model, ts)?, usage)
+    }
+
+    /// The entry in force for a model at an instant, ready to price many
+    /// events: [`Card::price`] gives what [`Pricing::price`] gives, with
+    /// the entry looked up once.
+    pub fn card(&self, raw_model: &str, ts: Ts) -> Result<Card<'_>, Unpriced> {
+        Ok(Card::new(self.entry(raw_model, ts)?))
+    }
+}
+
+/// [`Pricing::price`] with its entry found: the one definition of an
+/// event's cost.
+fn price_at(entry: &PriceEntry, usage: Usage) -> Result<Priced<'_>, Unpriced> {
+    let context = usage.input + usage.cache_read + usage.cache_write;
+    let tier = entry
+        .tiers
+        .iter()
+        .rev()
+        .find(|t| context > t.above_input_tokens);
+    let rates = match tier {
+        Some(t) => entry.rates.overlay(&t.rates),
+        None => entry.rates.clone(),
+    };
+    let no_rate = |rate| Unpriced::NoRate {
+        key: entry.key.clone(),
+        rate,
+    };
+    let charge =
+        |tokens: u64, rate: Option<Decimal>, name: &'static str| -> Result<Decimal, Unpriced> {
+            if tokens == 0 {
+                return Ok(Decimal::ZERO);
+            }
+            Ok(Decimal::from(tokens) * rate.ok_or_else(|| no_rate(name))?)
         };
-        let no_rate = |rate| Unpriced::NoRate {
-            key: entry.key.clone(),
-            rate,
-        };
-        let charge =
-            |tokens: u64, rate: Option<Decimal>, name: &'static str| -> Result<Decimal, Unpriced> {
-                if tokens == 0 {
-                    return Ok(Decimal::ZERO);
-                }
-                Ok(Decimal::from(tokens) * rate.ok_or_else(|| no_rate(name))?)
-            };
-        let reasoning = usage.reasoning.min(usage.output);
-        let per_million = charge(usage.input, rates.input, "input")?
-            + charge(usage.cache_read, rates.cache_read, "cache_read")?
-            + charge(usage.cache_write, rates.cache_write, "cache_write")?
-            + charge(usage.output - reasoning, rates.output, "output")?
-            + charge(reasoning, rates.reasoning.or(rates.output), "reasoning")?;
-        Ok(Priced {
+    let reasoning = usage.reasoning.min(usage.output);
+    let per_million = charge(usage.input, rates.input, "input")?
+        + charge(usage.cache_read, rates.cache_read, "cache_read")?
+        + charge(usage.cache_write, rates.cache_write, "cache_write")?
+        + charge(usage.output - reasoning, rates.output, "output")?
+        + charge(reasoning, rates.reasoning.or(rates.output), "reasoning")?;
+    Ok(Priced {
+        entry,
+        cost: per_million / Decimal::from(1_000_000u32),
+        tier: tier.map(|t| t.above_input_tokens),
+    })
+}
+
+/// A rate per million tokens as an integer: the decimal's mantissa and
+/// scale, as it was written in the price list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct IntRate {
+    mantissa: i128,
+    scale: u32,
+}
+
+/// The rates one event is charged at, in [`price_at`]'s order: input, cache
+/// read, cache write, output less reasoning, reasoning.
+type IntRates = [Option<IntRate>; 5];
+
+fn int_rates(r: &Rates) -> IntRates {
+    let int = |d: Option<Decimal>| {
+        d.map(|d| IntRate {
+            mantissa: d.mantissa(),
+            scale: d.scale(),
+        })
+    };
+    [
+        int(r.input),
+        int(r.cache_read),
+        int(r.cache_write),
+        int(r.output),
+        int(r.reasoning.or(r.output)),
+    ]
+}
+
+/// Below this a sum of products is exact in `Decimal` (96-bit mantissa):
+/// no product or partial sum of [`price_at`] was rounded.
+const EXACT_BELOW: i128 = 1 << 95;
+
+/// One price entry with its rates as integers, for pricing many events:
+/// the sum of tokens x rate is integer arithmetic at the largest scale of
+/// the rates charged, the very value (mantissa and scale) [`price_at`]'s
+/// decimal products and sums give, so only the division by a million is
+/// done in `Decimal`, as there. Anything else (a missing rate, a sum too
+/// large to be exact) goes to [`price_at`] itself.
+#[derive(Debug, Clone)]
+pub struct Card<'p> {
+    entry: &'p PriceEntry,
+    /// Without a tier, then each tier's (overlaid), in `entry.tiers` order.
+    base: IntRates,
+    tiers: Vec<IntRates>,
+}
+
+impl<'p> Card<'p> {
+    fn new(entry: &'p PriceEntry) -> Card<'p> {
+        Card {
             entry,
+            base: int_rates(&entry.rates),
+            tiers: (entry.tiers.iter())
+                .map(|t| int_rates(&entry.rates.overlay(&t.rates)))
+                .collect(),
+        }
+    }
+
+    pub fn entry(&self) -> &'p PriceEntry {
+        self.entry
+    }
+
+    /// What [`Pricing::price`] gives for this entry and `usage`.
+    pub fn price(&self, usage: Usage) -> Result<Priced<'p>, Unpriced> {
+        let context = usage.input + usage.cache_read + usage.cache_write;
+        let tier = (self.entry.tiers.iter()).rposition(|t| context > t.above_input_tokens);
+        let rates = match tier {
+            Some(i) => &self.tiers[i],
+            None => &self.base,
+        };
+        let reasoning = usage.reasoning.min(usage.output);
+        let tokens = [
+            usage.input,
+            usage.cache_read,
+            usage.cache_write,
+            usage.output - reasoning,
+            reasoning,
+        ];
+        // The decimal products keep the rate's scale, except a zero product
+        // (scale 0); the sums keep the largest scale of their terms.
+        let mut scale = 0;
+        for (t, rate) in tokens.iter().zip(rates) {
+            match rate {
+                _ if *t == 0 => {}
+                None => return price_at(self.entry, usage),
+                Some(r) if r.mantissa != 0 => scale = scale.max(r.scale),
+                Some(_) => {}
+            }
+        }
+        let mut sum: i128 = 0;
+        for (t, rate) in tokens.iter().zip(rates) {
+            let Some(r) = rate.filter(|r| *t != 0 && r.mantissa != 0) else {
+                continue;
+            };
+            let term = (i128::from(*t).checked_mul(r.mantissa))
+                .filter(|p| *p < EXACT_BELOW)
+                .and_then(|p| p.checked_mul(10i128.checked_pow(scale - r.scale)?))
+                .filter(|p| *p < EXACT_BELOW);
+            match term
+                .and_then(|p| sum.checked_add(p))
+                .filter(|s| *s < EXACT_BELOW)
+            {
+                Some(s) => sum = s,
+                None => return price_at(self.entry, usage),
+            }
+        }
+        let per_million = Decimal::from_i128_with_scale(sum, scale);
+        Ok(Priced {
+            entry: self.entry,
             cost: per_million / Decimal::from(1_000_000u32),
-            tier: tier.map(|t| t.above_input_tokens),
+            tier: tier.map(|i| self.entry.tiers[i].above_input_tokens),
         })
     }
 }
@@ -1147,5 +1273,127 @@ reasoning = "12"
         let shipped = Pricing::parse(&text).unwrap();
         let check = shipped.check_customers(&registry, Path::new("customers.csv"), now);
         assert!(check.in_service.is_empty() && check.ended.is_empty());
+    }
+
+    /// A price list of one model with the given rates (`None`: not set) and
+    /// a tier above 1000 context tokens that overrides some of them.
+    fn one_model(base: &[Option<Decimal>; 5], tier: &[Option<Decimal>; 5]) -> Pricing {
+        let names = ["input", "cache_read", "cache_write", "output", "reasoning"];
+        let rates = |r: &[Option<Decimal>; 5]| {
+            (names.iter().zip(r))
+                .filter_map(|(n, v)| v.map(|v| format!("{n} = \"{v}\"\n")))
+                .collect::<String>()
+        };
+        let text = format!(
+            "currency = \"USD\"\n[[models]]\nkey = \"m\"\nprovider = \"openai\"\nnames = [\"m\"]\neffective_from = \"2025-01-01\"\n{}[[models.tiers]]\nabove_input_tokens = 1000\n{}",
+            rates(base),
+            rates(tier),
+        );
+        Pricing::parse(&text).unwrap_or_else(|p| panic!("{p:?}\n{text}"))
+    }
+
+    fn rate() -> impl proptest::strategy::Strategy<Value = Option<Decimal>> {
+        use proptest::prelude::*;
+        proptest::option::weighted(
+            0.8,
+            prop_oneof![Just(0i64), 1i64..100, 1i64..10_000_000]
+                .prop_flat_map(|m| (0u32..12).prop_map(move |scale| Decimal::new(m, scale))),
+        )
+    }
+
+    fn tokens() -> impl proptest::strategy::Strategy<Value = u64> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(0u64),
+            0u64..3000,
+            0u64..10_000_000_000,
+            Just(i64::MAX as u64)
+        ]
+    }
+
+    proptest::proptest! {
+        /// The card's integer sums give exactly what `price` gives: the
+        /// same cost to the digit and the same scale (the priced files and
+        /// the reports print it), the same tier, the same refusals.
+        #[test]
+        fn a_card_prices_every_event_as_price_does(
+            base in proptest::array::uniform5(rate()),
+            tier in proptest::array::uniform5(rate()),
+            usage in (tokens(), tokens(), tokens(), tokens(), tokens()),
+        ) {
+            // Only what the list accepts: input and output prices are
+            // required, and a tier price is not below the base one.
+            let mut base = base;
+            base[0] = base[0].or(Some(Decimal::new(3, 0)));
+            base[3] = base[3].or(Some(Decimal::new(15, 1)));
+            let tier: [Option<Decimal>; 5] =
+                std::array::from_fn(|i| tier[i].map(|t| base[i].map_or(t, |b| t.max(b))));
+            let pricing = one_model(&base, &tier);
+            let usage = Usage {
+                input: usage.0,
+                // The lake's counts are i64: three of them add up in a u64.
+                cache_read: usage.1.min(1 << 62),
+                cache_write: usage.2.min(1 << 62),
+                output: usage.3,
+                reasoning: usage.4,
+            };
+            let at = ts("2026-03-01T12:00:00Z");
+            let slow = pricing.price("m", at, usage);
+            let fast = pricing.card("m", at).unwrap().price(usage);
+            let shape = |p: &Result<Priced, Unpriced>| {
+                p.as_ref()
+                    .map(|p| (p.cost.mantissa(), p.cost.scale(), p.tier, p.entry.key.clone()))
+                    .map_err(|e| e.clone())
+            };
+            proptest::prop_assert_eq!(shape(&fast), shape(&slow));
+        }
+    }
+
+    #[test]
+    fn a_card_prices_the_shipped_list_as_price_does() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/pricing.toml")).unwrap();
+        let pricing = Pricing::parse(&text).unwrap();
+        let at = ts("2026-10-15T08:00:00Z");
+        let mut n = 0;
+        for (model, _) in &pricing.models {
+            for usage in [
+                Usage {
+                    input: 1234,
+                    cache_read: 0,
+                    cache_write: 0,
+                    output: 567,
+                    reasoning: 89,
+                },
+                Usage {
+                    input: 250_000,
+                    cache_read: 10_000,
+                    cache_write: 3,
+                    output: 1,
+                    reasoning: 0,
+                },
+                Usage {
+                    input: 0,
+                    cache_read: 0,
+                    cache_write: 0,
+                    output: 0,
+                    reasoning: 0,
+                },
+            ] {
+                let (Ok(card), Ok(slow)) =
+                    (pricing.card(model, at), pricing.price(model, at, usage))
+                else {
+                    continue;
+                };
+                let fast = card.price(usage).unwrap();
+                assert_eq!(
+                    (fast.cost.mantissa(), fast.cost.scale()),
+                    (slow.cost.mantissa(), slow.cost.scale()),
+                    "{model}"
+                );
+                n += 1;
+            }
+        }
+        assert!(n > 30, "{n}");
     }
 }

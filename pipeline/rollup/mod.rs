@@ -144,6 +144,9 @@ fn days_of(lake: &Lake, period: Period) -> Result<Vec<NaiveDate>> {
     }
 }
 
+/// One day rolled up: its priced events and its daily aggregates.
+type RolledDay = (PricedDay, Vec<AggregateReport>);
+
 /// Runs the stage. Unpriced events are kept (cost null) and make the run
 /// need attention.
 pub fn run(ctx: &Ctx, opts: &RollupOptions) -> Result<RollupReport> {
@@ -247,9 +250,54 @@ pub fn run_on(
         ));
     }
     ctx.progress.start("rollup: days", days.len() as u64);
-    for date in days {
-        ctx.progress.advance(1);
+    // Days side by side, one per core: each writes its own partitions (the
+    // lake commits one at a time), and pricing a day and writing its priced
+    // file is one thread's work. Plain threads taking the next day, not
+    // rayon tasks: a rayon worker waiting inside polars would start more
+    // days meanwhile, each with its frames in memory. Reported in date
+    // order; the first failing day's error.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(days.len().max(1));
+    let roll_day = |date: NaiveDate| -> Result<RolledDay> {
         let day = priced::price_day(lake, pricing, date, &ctx.run_id)?;
+        let aggregates = (SPECS.iter())
+            .map(|spec| aggregate::daily(lake, *spec, date, &ctx.run_id))
+            .collect::<Result<Vec<_>>>()?;
+        ctx.progress.advance(1);
+        Ok((day, aggregates))
+    };
+    let mut done: Vec<(usize, Result<RolledDay>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&date) = days.get(i) else {
+                            return mine;
+                        };
+                        let result = roll_day(date);
+                        let failed = result.is_err();
+                        mine.push((i, result));
+                        if failed {
+                            // The others finish the day they are on.
+                            next.store(days.len(), std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a rollup worker panicked"))
+            .collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    let done = done.into_iter().map(|(_, r)| r);
+    for result in done {
+        let (day, aggregates) = result?;
         report.events_priced += day.priced;
         report.events_unpriced += day.unpriced;
         report.cost += day.cost;
@@ -260,11 +308,7 @@ pub fn run_on(
             total.reason.clone_from(&u.reason);
         }
         report.days.push(day);
-        for spec in SPECS {
-            report
-                .aggregates
-                .push(aggregate::daily(lake, spec, date, &ctx.run_id)?);
-        }
+        report.aggregates.extend(aggregates);
     }
     ctx.progress.finish();
     if let Period::Month(m) | Period::MonthFromDays(m) = opts.period {

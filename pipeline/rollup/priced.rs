@@ -5,12 +5,12 @@
 //! Money is `Decimal128(38, 18)` from `rust_decimal` arithmetic: no float,
 //! no rounding before an invoice line.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
     Array, ArrayRef, BooleanArray, Date32Array, Decimal128Array, Int64Array, StringArray,
-    TimestampMicrosecondArray,
+    StringBuilder, TimestampMicrosecondArray,
 };
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -22,7 +22,8 @@ use serde::Serialize;
 use crate::lake::tables::{ApiUsageRow, Table, TableRow};
 use crate::lake::{Commit, Lake};
 use crate::model::error::{Error, Result};
-use crate::model::pricing::{Pricing, Usage};
+use crate::model::ids::{IdSet, canonical_id};
+use crate::model::pricing::{Card, Pricing, Unpriced, Usage};
 use crate::model::time::Ts;
 
 /// Where priced events live, below the lake.
@@ -123,11 +124,14 @@ pub fn price_batch(
     let n = batch.num_rows();
     let mut cost = Vec::with_capacity(n);
     let mut priced = Vec::with_capacity(n);
-    let mut key = Vec::with_capacity(n);
+    let mut key = StringBuilder::with_capacity(n, n * 16);
     let mut from = Vec::with_capacity(n);
     let mut tier = Vec::with_capacity(n);
-    let mut reason = Vec::with_capacity(n);
+    let mut reason = StringBuilder::new();
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
+    // The price entry of each model and date, looked up once: a day has a
+    // handful of models and millions of events.
+    let mut cards: HashMap<(&str, NaiveDate), Result<Card, Unpriced>> = HashMap::new();
     for i in 0..n {
         let count = |a: &Int64Array| u64::try_from(a.value(i)).unwrap_or(0);
         let usage = Usage {
@@ -137,7 +141,15 @@ pub fn price_batch(
             output: count(output),
             reasoning: count(reasoning),
         };
-        match pricing.price(model.value(i), Ts(ts.value(i)), usage) {
+        let at = Ts(ts.value(i));
+        let card = cards
+            .entry((model.value(i), at.date()))
+            .or_insert_with(|| pricing.card(model.value(i), at));
+        match card
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|c| c.price(usage))
+        {
             Ok(p) => {
                 let mut c = p.cost;
                 if c.scale() > MONEY_SCALE as u32 {
@@ -153,10 +165,10 @@ pub fn price_batch(
                 day.cost += p.cost;
                 cost.push(Some(c.mantissa()));
                 priced.push(true);
-                key.push(Some(p.entry.key.clone()));
+                key.append_value(&p.entry.key);
                 from.push(Some((p.entry.effective_from - epoch).num_days() as i32));
                 tier.push(p.tier.map(|t| t as i64));
-                reason.push(None);
+                reason.append_null();
             }
             Err(why) => {
                 day.unpriced += 1;
@@ -169,10 +181,10 @@ pub fn price_batch(
                 entry.reason = why.to_string();
                 cost.push(None);
                 priced.push(false);
-                key.push(None);
+                key.append_null();
                 from.push(None);
                 tier.push(None);
-                reason.push(Some(why.to_string()));
+                reason.append_value(why.to_string());
             }
         }
     }
@@ -185,10 +197,10 @@ pub fn price_batch(
         n
     ])));
     columns.push(Arc::new(BooleanArray::from(priced)));
-    columns.push(Arc::new(StringArray::from(key)));
+    columns.push(Arc::new(key.finish()));
     columns.push(Arc::new(Date32Array::from(from)));
     columns.push(Arc::new(Int64Array::from(tier)));
-    columns.push(Arc::new(StringArray::from(reason)));
+    columns.push(Arc::new(reason.finish()));
     Ok(RecordBatch::try_new(priced_schema(), columns)?)
 }
 
@@ -214,14 +226,23 @@ pub fn price_day(
     };
     let out_dir = lake.dated_dir(PRICED_API_USAGE, date);
     let old = lake.parquet_files(&out_dir)?;
-    let mut seen: HashSet<String> = HashSet::new();
+    // Ids as the numbers they are; one that is not 32 hex digits (a lake
+    // written by hand) is kept as text.
+    let mut seen = IdSet::default();
+    let mut seen_text: HashSet<String> = HashSet::new();
     let mut writer = None;
     for path in lake.partition_files(Table::ApiUsage, date)? {
         for batch in lake.read_batches(&path)? {
             day.events_read += batch.num_rows() as u64;
             let ids = column::<StringArray>(&batch, "event_id")?;
             let keep: BooleanArray = (0..ids.len())
-                .map(|i| Some(seen.insert(ids.value(i).to_string())))
+                .map(|i| {
+                    let id = ids.value(i);
+                    Some(match canonical_id(id) {
+                        Some(n) => seen.insert(n),
+                        None => seen_text.insert(id.to_string()),
+                    })
+                })
                 .collect();
             let batch = filter_record_batch(&batch, &keep)?;
             day.duplicates += (keep.len() - batch.num_rows()) as u64;
