@@ -327,6 +327,19 @@ fn load_from(
     }
 
     let mut unknown_plans = Vec::new();
+    // Customers go in as text through an appender, then into `customers`
+    // with the casts in one statement: an INSERT statement per customer was
+    // parsed and planned 10,000 times for 10,000 customers (nine tenths of
+    // `meter bill`'s time).
+    conn.execute_batch(
+        "CREATE TEMP TABLE customers_text (customer_id VARCHAR, name VARCHAR, plan VARCHAR, \
+         currency VARCHAR, stripe_customer_id VARCHAR, created_at VARCHAR, cancelled_at VARCHAR, \
+         monthly_limit VARCHAR, markup VARCHAR)",
+    )
+    .map_err(db_err("customers"))?;
+    let mut appender = conn
+        .appender("customers_text")
+        .map_err(db_err("customers"))?;
     for c in &registry.customers {
         if let Err(why) = admit(c, pricing, last_day, &mut loaded.fx) {
             loaded.refused.push((c.customer_id.to_string(), why));
@@ -337,9 +350,8 @@ fn load_from(
         }
         currencies.insert(c.currency.clone());
         let decimal = |v: Option<Decimal>| v.map(|d| d.to_string());
-        conn.execute(
-            "INSERT INTO customers VALUES (?, ?, ?, ?, ?, CAST(? AS TIMESTAMP), CAST(? AS TIMESTAMP), CAST(? AS DECIMAL(18, 4)), CAST(? AS DECIMAL(18, 6)))",
-            params![
+        appender
+            .append_row(params![
                 &*c.customer_id,
                 c.name,
                 c.tier,
@@ -349,10 +361,18 @@ fn load_from(
                 c.cancelled_at.map(|t| t.naive_utc().to_string()),
                 decimal(c.monthly_limit),
                 decimal(c.markup)
-            ],
-        )
-        .map_err(db_err("customers"))?;
+            ])
+            .map_err(db_err("customers"))?;
     }
+    appender.flush().map_err(db_err("customers"))?;
+    drop(appender);
+    conn.execute_batch(
+        "INSERT INTO customers SELECT customer_id, name, plan, currency, stripe_customer_id, \
+         CAST(created_at AS TIMESTAMP), CAST(cancelled_at AS TIMESTAMP), \
+         CAST(monthly_limit AS DECIMAL(18, 4)), CAST(markup AS DECIMAL(18, 6)) \
+         FROM customers_text ORDER BY rowid; DROP TABLE customers_text",
+    )
+    .map_err(db_err("customers"))?;
     for currency in currencies {
         let decimals = minor_units(&currency).expect("admitted");
         conn.execute(
