@@ -24,12 +24,12 @@ use chrono::{Datelike, NaiveDate};
 use polars::prelude::*;
 use rust_decimal::Decimal;
 use serde::Serialize;
+use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use super::priced::PRICED_API_USAGE;
 use crate::lake::tables::Table;
 use crate::lake::{Commit, Lake, WholeFile};
 use crate::model::error::{Error, Result};
-use crate::model::ids::{IdSet, canonical_id};
 
 /// Gaps longer than this are not a sample interval.
 pub const MAX_SAMPLE_GAP_S: i64 = 3600;
@@ -464,17 +464,16 @@ pub fn daily(lake: &Lake, spec: Spec, date: NaiveDate, run_id: &str) -> Result<A
 /// first value (a tenth of the rollup's time).
 pub fn first_of_each_event(events: &DataFrame) -> PolarsResult<DataFrame> {
     let ids = events.column("event_id")?.str()?;
-    let mut seen = IdSet::default();
-    let mut seen_text: HashSet<&str> = HashSet::new();
+    // The ids as they are, borrowed from the frame, hashed with xxh3: no
+    // parse of 32 hex digits per row.
+    let mut seen: HashSet<&str, Xxh3DefaultBuilder> =
+        HashSet::with_capacity_and_hasher(ids.len(), Xxh3DefaultBuilder);
     let mut seen_null = false;
     let first: BooleanChunked = ids
         .iter()
         .map(|id| {
             Some(match id {
-                Some(id) => match canonical_id(id) {
-                    Some(n) => seen.insert(n),
-                    None => seen_text.insert(id),
-                },
+                Some(id) => seen.insert(id),
                 None => !std::mem::replace(&mut seen_null, true),
             })
         })

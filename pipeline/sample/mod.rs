@@ -207,9 +207,11 @@ fn validate(opts: &SampleOptions) -> Result<(), SampleError> {
     if opts.customers == 0 {
         return Err(SampleError::Options("customers must be at least 1".into()));
     }
-    if opts.customers > 99_999 {
+    // VM ids are 6 hex digits drawn without repeats: a million customers
+    // leave room for their VMs.
+    if opts.customers > 1_000_000 {
         return Err(SampleError::Options(
-            "customers must be at most 99999".into(),
+            "customers must be at most 1000000".into(),
         ));
     }
     if opts.days == 0 {
