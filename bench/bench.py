@@ -468,11 +468,28 @@ class Bench:
             runs["duckdb"].append(d)
             log(f"rollup {name} run {i + 1}: meter {r['wall']:.2f} s, duckdb {d['wall']:.2f} s")
         shutil.rmtree(out, ignore_errors=True)
+        # One day again, as the nightly does it: the month's middle day, its
+        # priced events and daily aggregates replaced.
+        middle = sorted(d["date"] for d in mine["days"])[len(mine["days"]) // 2]
+        day_cmd = self.meter("rollup", "--lake", lake, "--date", middle, "--pricing", REPO / "pricing.toml")
+        day_runs = []
+        for i in range(self.a.runs):
+            self.note(day_cmd)
+            r = timed(day_cmd, ok_codes=(0, 1))
+            reports = [json.loads(p.read_text()) for p in (lake / "_runs").glob("*.json")]
+            day = max((x for x in reports if x.get("job") == "rollup"), key=lambda x: x["started_at"])
+            want = next(d for d in mine["days"] if d["date"] == middle)
+            if (day["events_priced"], Decimal(str(day["cost"]))) != (want["priced"], Decimal(str(want["cost"]))):
+                raise Failed(f"rollup of {middle}: {day['events_priced']} events, cost {day['cost']}; "
+                             f"the month's run priced {want['priced']}, cost {want['cost']}")
+            day_runs.append(r)
+            log(f"rollup {name} of {middle} run {i + 1}: {r['wall']:.2f} s")
         events = mine["events_priced"] + mine["events_unpriced"]
         self.results["rollup"][name] = {
             "events": events,
             "cost": str(mine["cost"]),
             "days": len(mine["days"]),
+            "day": {"date": middle, "events": want["events_read"], "meter": strip(day_runs)},
             **{t: strip(v) for t, v in runs.items()},
         }
 
@@ -758,6 +775,16 @@ def write_report(a, py: Path, res: dict, commands: list[str]) -> None:
             wall = median(r[tool], "wall")
             w(f"| {name} | {r['events']:,} | {r['days']} | {r['cost']} | {tool} | {wall:.2f} | "
               f"{median(r[tool], 'cpu'):.2f} | {median(r[tool], 'rss_kib') / 1024:,.0f} | {wall / mw:.2f}x |")
+    w("")
+    w("One day of the same lake rolled up again (`meter rollup --date`, what the nightly runs): its events priced "
+      "and its daily aggregates replaced; checked against the month's run for that day (events priced, exact cost).\n")
+    w("| input | date | events | wall s | CPU s | peak RSS MiB |")
+    w("|---|---|---:|---:|---:|---:|")
+    for name, r in res["rollup"].items():
+        if "day" in r:
+            d = r["day"]
+            w(f"| {name} | {d['date']} | {d['events']:,} | {median(d['meter'], 'wall'):.2f} | "
+              f"{median(d['meter'], 'cpu'):.2f} | {median(d['meter'], 'rss_kib') / 1024:,.0f} |")
     w("")
     w("## Billing\n")
     w("`meter bill` of the month from its monthly rollup: every customer's invoice (fee prorated by active days, "
