@@ -723,12 +723,7 @@ impl Pricing {
 /// [`Pricing::price`] with its entry found: the one definition of an
 /// event's cost.
 fn price_at(entry: &PriceEntry, usage: Usage) -> Result<Priced<'_>, Unpriced> {
-    let context = usage.input + usage.cache_read + usage.cache_write;
-    let tier = entry
-        .tiers
-        .iter()
-        .rev()
-        .find(|t| context > t.above_input_tokens);
+    let tier = tier_of(entry, usage).map(|i| &entry.tiers[i]);
     let rates = match tier {
         Some(t) => entry.rates.overlay(&t.rates),
         None => entry.rates.clone(),
@@ -744,17 +739,37 @@ fn price_at(entry: &PriceEntry, usage: Usage) -> Result<Priced<'_>, Unpriced> {
             }
             Ok(Decimal::from(tokens) * rate.ok_or_else(|| no_rate(name))?)
         };
-    let reasoning = usage.reasoning.min(usage.output);
-    let per_million = charge(usage.input, rates.input, "input")?
-        + charge(usage.cache_read, rates.cache_read, "cache_read")?
-        + charge(usage.cache_write, rates.cache_write, "cache_write")?
-        + charge(usage.output - reasoning, rates.output, "output")?
+    let [input, cache_read, cache_write, output, reasoning] = charged(usage);
+    let per_million = charge(input, rates.input, "input")?
+        + charge(cache_read, rates.cache_read, "cache_read")?
+        + charge(cache_write, rates.cache_write, "cache_write")?
+        + charge(output, rates.output, "output")?
         + charge(reasoning, rates.reasoning.or(rates.output), "reasoning")?;
     Ok(Priced {
         entry,
         cost: per_million / Decimal::from(1_000_000u32),
         tier: tier.map(|t| t.above_input_tokens),
     })
+}
+
+/// The tier an event is priced at (its index in `entry.tiers`): the
+/// highest whose threshold its input and cache tokens exceed.
+fn tier_of(entry: &PriceEntry, usage: Usage) -> Option<usize> {
+    let context = usage.input + usage.cache_read + usage.cache_write;
+    (entry.tiers.iter()).rposition(|t| context > t.above_input_tokens)
+}
+
+/// The tokens charged at each rate, in order: input, cache read, cache
+/// write, output less reasoning, reasoning (at most the output).
+fn charged(usage: Usage) -> [u64; 5] {
+    let reasoning = usage.reasoning.min(usage.output);
+    [
+        usage.input,
+        usage.cache_read,
+        usage.cache_write,
+        usage.output - reasoning,
+        reasoning,
+    ]
 }
 
 /// A rate per million tokens as an integer: the decimal's mantissa and
@@ -765,8 +780,7 @@ struct IntRate {
     scale: u32,
 }
 
-/// The rates one event is charged at, in [`price_at`]'s order: input, cache
-/// read, cache write, output less reasoning, reasoning.
+/// The rates one event is charged at, in [`charged`]'s order.
 type IntRates = [Option<IntRate>; 5];
 
 fn int_rates(r: &Rates) -> IntRates {
@@ -814,26 +828,14 @@ impl<'p> Card<'p> {
         }
     }
 
-    pub fn entry(&self) -> &'p PriceEntry {
-        self.entry
-    }
-
     /// What [`Pricing::price`] gives for this entry and `usage`.
     pub fn price(&self, usage: Usage) -> Result<Priced<'p>, Unpriced> {
-        let context = usage.input + usage.cache_read + usage.cache_write;
-        let tier = (self.entry.tiers.iter()).rposition(|t| context > t.above_input_tokens);
+        let tier = tier_of(self.entry, usage);
         let rates = match tier {
             Some(i) => &self.tiers[i],
             None => &self.base,
         };
-        let reasoning = usage.reasoning.min(usage.output);
-        let tokens = [
-            usage.input,
-            usage.cache_read,
-            usage.cache_write,
-            usage.output - reasoning,
-            reasoning,
-        ];
+        let tokens = charged(usage);
         // The decimal products keep the rate's scale, except a zero product
         // (scale 0); the sums keep the largest scale of their terms.
         let mut scale = 0;

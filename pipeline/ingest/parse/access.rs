@@ -7,7 +7,7 @@ use std::borrow::Cow;
 
 use super::intern::intern;
 use super::time::{parse_clf as clf_time, parse_iso};
-use super::usage::Family;
+use super::usage::{Family, before_query, strip_query};
 use super::{FileCtx, IdKind, Parsed, Reject, RejectReason, SkipReason};
 use crate::lake::tables::{ApiRequestRef, Id, Table, Text};
 use crate::model::ids;
@@ -96,12 +96,13 @@ fn redacted(text: Cow<'_, str>) -> Text<'_> {
     }
 }
 
-/// A path without its query string (it can hold keys: `?key=` for Gemini).
+/// A path without its query string ([`before_query`]), still borrowed
+/// where it was.
 fn without_query(path: Cow<'_, str>) -> Text<'_> {
     match path {
-        Cow::Borrowed(p) => Text::Borrowed(p.split('?').next().unwrap_or(p)),
+        Cow::Borrowed(p) => Text::Borrowed(before_query(p)),
         Cow::Owned(mut p) => {
-            super::usage::strip_query(&mut p);
+            strip_query(&mut p);
             Text::Owned(p)
         }
     }

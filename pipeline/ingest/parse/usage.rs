@@ -202,7 +202,7 @@ impl Family {
 
     /// The API family a request path belongs to (formats.md 1d).
     pub fn of_path(path: &str) -> Option<Family> {
-        let p = path.split('?').next().unwrap_or(path);
+        let p = before_query(path);
         if p.ends_with("/v1/messages") || p.ends_with("/v1/messages/count_tokens") {
             Some(Family::Anthropic)
         } else if [
@@ -498,12 +498,7 @@ fn parse_record<'a>(ctx: &'a FileCtx, text: &'a str) -> Result<Parsed<'a>, Rejec
         executor: named,
         model,
         alias: text_of(&rec.alias),
-        endpoint: endpoint.map(|e| {
-            sub(e, |s| match s.find('?') {
-                Some(i) => &s[..i],
-                None => s,
-            })
-        }),
+        endpoint: endpoint.map(|e| sub(e, before_query)),
         request_id,
         status,
         failed,
@@ -740,11 +735,14 @@ fn prefix_tokens(mut r: Reject) -> Reject {
     r
 }
 
-/// Drops a query string: it can hold keys (`?key=` for Gemini).
+/// A path without its query string: it can hold keys (`?key=` for Gemini).
+pub fn before_query(path: &str) -> &str {
+    path.split_once('?').map_or(path, |(p, _)| p)
+}
+
+/// [`before_query`] of an owned path, in place.
 pub fn strip_query(path: &mut String) {
-    if let Some(i) = path.find('?') {
-        path.truncate(i);
-    }
+    path.truncate(before_query(path).len());
 }
 
 #[cfg(test)]
