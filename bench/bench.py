@@ -72,10 +72,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3, help="timed runs per tool and input")
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--customers", type=int, default=100)
-    # 100,000 customers is issue 20's larger run; `meter sample` writes a
-    # day of resource samples per VM, 19 GB for them: opt in with
-    # `--bill-customers 10000 100000` where the disk has room.
-    ap.add_argument("--bill-customers", type=int, nargs="+", default=[10_000],
+    ap.add_argument("--bill-customers", type=int, nargs="+", default=[10_000, 100_000],
                     help="customers of each billing run")
     ap.add_argument("--meter", type=Path, help="meter binary [default: the release build]")
     ap.add_argument("--s3-server", type=Path,
@@ -239,7 +236,9 @@ class Bench:
         self.a = args
         self.py = py
         self.work = args.work
-        self.results: dict = {"inputs": {}, "ingest": {}, "shapes": {}, "rollup": {}, "bill": {}, "s3": {}, "shards": {}}
+        self.results: dict = {"inputs": {}, "ingest": {}, "shapes": {}, "rollup": {}, "nightly": {}, "bill": {},
+                              "s3": {}, "shards": {}}
+        self.month_days: dict = {}
         self.commands: list[str] = []
 
     def meter(self, *args) -> list:
@@ -258,11 +257,12 @@ class Bench:
     # ------------------------------------------------------------ inputs
 
     def generate(self, name: str, lines: int, customers: int, days: int, shapes: bool = True,
-                 events: int | None = None) -> dict:
+                 events: int | None = None, resource_interval: int = 300) -> dict:
         """A clean input of about `lines` usage lines (or `events` calls per VM and day), with its three views."""
         root = self.work / name
         stamp = root / "totals.json"
-        want = {"lines": lines, "customers": customers, "days": days, "events": events, "meter": str(self.a.meter)}
+        want = {"lines": lines, "customers": customers, "days": days, "events": events,
+                "resource_interval": resource_interval, "meter": str(self.a.meter)}
         if stamp.is_file() and json.loads(stamp.read_text()).get("want") == want:
             totals = json.loads(stamp.read_text())["totals"]
         else:
@@ -279,7 +279,7 @@ class Bench:
                 events = max(1, round(lines / (per_event * days)))
             cmd = self.meter("sample", "--out", root / "full", "--clean", "--usage-format", "lines",
                              "--customers", customers, "--days", days, "--events-per-day", events,
-                             "--seed", SEED, "--start", START, "--json")
+                             "--resource-interval", resource_interval, "--seed", SEED, "--start", START, "--json")
             log(f"generating {name}: {customers} customers, {days} days, {events} calls per VM and day")
             totals = run_json(cmd)
             totals["command"] = " ".join(map(str, cmd))
@@ -485,12 +485,79 @@ class Bench:
             day_runs.append(r)
             log(f"rollup {name} of {middle} run {i + 1}: {r['wall']:.2f} s")
         events = mine["events_priced"] + mine["events_unpriced"]
+        self.month_days[name] = {d["date"]: d for d in mine["days"]}
         self.results["rollup"][name] = {
             "events": events,
             "cost": str(mine["cost"]),
             "days": len(mine["days"]),
             "day": {"date": middle, "events": want["events_read"], "meter": strip(day_runs)},
             **{t: strip(v) for t, v in runs.items()},
+        }
+
+    def nightly(self, name: str, inp: dict) -> None:
+        """`meter nightly` of one day end to end: the ingest of the day's
+        files, the rollup of the day, its Stripe meter events, the limit
+        alerts (the month so far billed from the daily aggregates), silent
+        VMs and the compaction of the finished days.
+
+        The input rotates weekly (files named after their first day), so on
+        the last day D of a week a VM's files of that week hold D and the six
+        days before it, which the lake already has: the nightly reads the
+        whole week's files and writes D. The lake is the whole tree ingested
+        up to D - 1 and rolled up, copied afresh before each run (untimed).
+        Checked: D's events and exact cost equal the month's rollup of D.
+        """
+        weeks = self.a.days // 7
+        if weeks == 0:
+            log(f"nightly {name}: fewer than 7 days, no whole week to run on")
+            return
+        week = (weeks + 1) // 2  # a week in the middle of the month
+        first = dt.date.fromisoformat(START) + dt.timedelta(days=7 * (week - 1))
+        day = first + dt.timedelta(days=6)
+        root = inp["root"]
+        view = root / "nightly-input"
+        files = link_tree(root / "full", view, [f"*/*/*-{first}.*"])
+        template, lake, out = root / "nightly-lake", self.work / "nightly-lake", self.work / "out" / "nightly"
+        shutil.rmtree(template, ignore_errors=True)
+        r = subprocess.run(self.meter("ingest", "--input", root / "full", "--lake", template,
+                                      "--until", str(day - dt.timedelta(days=1))), capture_output=True)
+        if r.returncode not in (0, 1):
+            raise Failed(f"ingest of the nightly's lake exited {r.returncode}: {r.stderr.decode()[-2000:]}")
+        r = subprocess.run(self.meter("rollup", "--lake", template, "--month", MONTH, "--pricing", REPO / "pricing.toml"),
+                           capture_output=True)
+        if r.returncode not in (0, 1):
+            raise Failed(f"rollup of the nightly's lake exited {r.returncode}: {r.stderr.decode()[-2000:]}")
+        cmd = self.meter("nightly", "--date", str(day), "--input", view, "--lake", lake, "--out", out,
+                         "--pricing", REPO / "pricing.toml")
+        want = self.month_days[name][str(day)]
+        runs = []
+        try:
+            for i in range(self.a.runs):
+                for d in (lake, out):
+                    shutil.rmtree(d, ignore_errors=True)
+                shutil.copytree(template, lake)
+                self.note(cmd)
+                r = timed(cmd, ok_codes=(0, 1))
+                reports = [json.loads(p.read_text()) for p in (lake / "_runs").glob("*.json")]
+                roll = max((x for x in reports if x.get("job") == "rollup"), key=lambda x: x["started_at"])
+                got = {d["date"]: d for d in roll["days"]}
+                if set(got) != {str(day)}:
+                    raise Failed(f"nightly of {day} rolled up {sorted(got)}")
+                if (got[str(day)]["priced"], Decimal(str(got[str(day)]["cost"]))) != \
+                        (want["priced"], Decimal(str(want["cost"]))):
+                    raise Failed(f"nightly of {day}: {got[str(day)]['priced']} events, cost {got[str(day)]['cost']}; "
+                                 f"the month's rollup priced {want['priced']}, cost {want['cost']}")
+                events = out / "stripe" / "daily" / str(day) / "meter_events.jsonl"
+                if not events.is_file():
+                    raise Failed(f"nightly of {day} wrote no {events}")
+                runs.append(r)
+                log(f"nightly {name} of {day} run {i + 1}: {r['wall']:.2f} s")
+        finally:
+            for d in (lake, out, template, view):
+                shutil.rmtree(d, ignore_errors=True)
+        self.results["nightly"][name] = {
+            "date": str(day), "files": len(files), "bytes": tree_size(files),
+            "events": want["events_read"], "meter": strip(runs),
         }
 
     def object_storage(self, name: str, inp: dict) -> None:
@@ -583,8 +650,10 @@ class Bench:
 
     def bill_of(self, n: int) -> None:
         # One day of usage for every VM: the month's invoices need every
-        # customer, not a month of resource samples (which would be ~20 GB).
-        inp = self.generate(f"bill-{n}", n, n, 1, shapes=False, events=1)
+        # customer, not a month of resource samples. A sample an hour (the
+        # same compute hours as every 5 minutes) keeps 100,000 customers'
+        # tree at a few GB instead of 19.
+        inp = self.generate(f"bill-{n}", n, n, 1, shapes=False, events=1, resource_interval=3600)
         lake = inp["root"] / "lake"
         if not (lake / "monthly").is_dir():
             subprocess.run(self.meter("ingest", "--input", inp["root"] / "full", "--lake", lake),
@@ -638,6 +707,7 @@ class Bench:
                 self.shapes(name, inp)
                 self.save()
             self.rollup(name, inp)
+            self.nightly(name, inp)
             if name == "1x":
                 self.object_storage(name, inp)
             elif not self.results.get("shards"):
@@ -786,6 +856,19 @@ def write_report(a, py: Path, res: dict, commands: list[str]) -> None:
             w(f"| {name} | {d['date']} | {d['events']:,} | {median(d['meter'], 'wall'):.2f} | "
               f"{median(d['meter'], 'cpu'):.2f} | {median(d['meter'], 'rss_kib') / 1024:,.0f} |")
     w("")
+    if res.get("nightly"):
+        w("`meter nightly` of one day end to end: the ingest of the files that hold the day (the input rotates weekly: "
+          "the week's files up to that day, six days of which the lake already has), the rollup of the day, its Stripe "
+          "meter events, the limit alerts (the month so far billed from the daily aggregates), silent VMs and the "
+          "compaction of the finished days. The lake holds the month up to the day before, rolled up; checked: the "
+          "day's events and exact cost equal the month's rollup of that day.\n")
+        w("| input | date | files | MB | events of the day | wall s | CPU s | peak RSS MiB |")
+        w("|---|---|---:|---:|---:|---:|---:|---:|")
+        for name, n in res["nightly"].items():
+            w(f"| {name} | {n['date']} | {n['files']:,} | {mb(n['bytes'])} | {n['events']:,} | "
+              f"{median(n['meter'], 'wall'):.2f} | {median(n['meter'], 'cpu'):.2f} | "
+              f"{median(n['meter'], 'rss_kib') / 1024:,.0f} |")
+        w("")
     w("## Billing\n")
     w("`meter bill` of the month from its monthly rollup: every customer's invoice (fee prorated by active days, "
       "API lines under the allowance, compute hours, FX), summary.csv, the Stripe meter events and the manifest, "

@@ -44,6 +44,12 @@ pub struct SampleArgs {
     #[arg(long, value_enum, default_value_t = UsageFormatArg::Mixed)]
     pub usage_format: UsageFormatArg,
 
+    /// Seconds between two resource samples of a VM (60 to 3600, dividing a day). Compute
+    /// hours are the same for any interval; a longer one writes a much smaller tree
+    /// (resource samples are most of a one-day tree of many customers).
+    #[arg(long, value_name = "SECS", default_value_t = sample::DEFAULT_RESOURCE_INTERVAL_S)]
+    pub resource_interval: u32,
+
     /// Print the totals as one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -77,6 +83,7 @@ pub fn run(args: &SampleArgs) -> Result<SampleTotals, SampleError> {
         clean: args.clean,
         start: args.start,
         usage_format: args.usage_format.into(),
+        resource_interval_s: args.resource_interval,
     })?;
     if args.json {
         crate::outln!(

@@ -38,6 +38,7 @@ pub fn generate(tmp: &Path, customers: usize, days: u32, events: u32) -> PathBuf
         clean: false,
         start: NaiveDate::from_ymd_opt(2026, 10, 1).unwrap(),
         usage_format: Default::default(),
+        resource_interval_s: meter::sample::DEFAULT_RESOURCE_INTERVAL_S,
     })
     .unwrap();
     full

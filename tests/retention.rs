@@ -44,6 +44,7 @@ fn build_lake(tmp: &Path) -> PathBuf {
         clean: false,
         start: date("2023-10-25"),
         usage_format: Default::default(),
+        resource_interval_s: meter::sample::DEFAULT_RESOURCE_INTERVAL_S,
     })
     .unwrap();
     let lake = tmp.join("lake");

@@ -93,7 +93,14 @@ pub struct SampleOptions {
     pub start: NaiveDate,
     /// Which API usage format the VMs write.
     pub usage_format: UsageFormat,
+    /// Seconds between two resource samples of a VM ([`DEFAULT_RESOURCE_INTERVAL_S`] is
+    /// what the collectors send). Compute hours do not depend on it (samples x interval),
+    /// so a longer one writes a smaller tree with the same invoices' hours.
+    pub resource_interval_s: u32,
 }
+
+/// The resource collectors' interval: a sample every 5 minutes.
+pub const DEFAULT_RESOURCE_INTERVAL_S: u32 = 300;
 
 /// The API usage format of the generated VMs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -217,6 +224,14 @@ fn validate(opts: &SampleOptions) -> Result<(), SampleError> {
     if opts.days == 0 {
         return Err(SampleError::Options("days must be at least 1".into()));
     }
+    // Samples more than an hour apart read as gaps (the rollup's
+    // MAX_SAMPLE_GAP_S), and a day must hold a whole number of them.
+    let every = opts.resource_interval_s;
+    if !(60..=3600).contains(&every) || DAY % i64::from(every) != 0 {
+        return Err(SampleError::Options(format!(
+            "resource interval must be 60 to 3600 seconds and divide a day, not {every}"
+        )));
+    }
     if u64::from(opts.days) * u64::from(opts.events_per_day) > 4_000_000_000 {
         return Err(SampleError::Options(
             "days * events_per_day must be at most 4e9 (request ids are 32-bit)".into(),
@@ -256,6 +271,7 @@ struct Ctx {
     usage_format: UsageFormat,
     days: u32,
     events_per_day: u32,
+    resource_interval_s: i64,
     start: i64,
     end: i64,
     seg_len: i64,
@@ -280,6 +296,7 @@ impl Ctx {
             usage_format: opts.usage_format,
             days: opts.days,
             events_per_day: opts.events_per_day,
+            resource_interval_s: i64::from(opts.resource_interval_s),
             start,
             end: start + days * DAY,
             seg_len,

@@ -1,4 +1,4 @@
-//! Resource samples every 5 minutes: CSV (`metrics.csv`), JSONL (`metrics.jsonl`) and
+//! Resource samples every 5 minutes (or `--resource-interval`): CSV (`metrics.csv`), JSONL (`metrics.jsonl`) and
 //! Telegraf line protocol (`telegraf.influx`, with counter resets and skipped rows).
 
 use std::fmt::Write as _;
@@ -14,8 +14,6 @@ use super::stream::Stream;
 use super::time::{Frac, TzOff, civil, w_rfc3339};
 use super::totals::{Bucket, Tally};
 use super::{Ctx, SampleError, lognormal, uniform};
-
-const SAMPLE_SECS: i64 = 300;
 
 struct Iface {
     name: &'static str,
@@ -95,13 +93,14 @@ impl<'a> Resources<'a> {
         streams: &mut [(ResFmt, Stream)],
         tally: &mut Tally,
     ) -> Result<(), SampleError> {
+        let every = self.ctx.resource_interval_s;
         // Counter reset (reboot) half-way through each Telegraf range, when not clean.
         let resets: Vec<i64> = self
             .plan
             .res
             .iter()
             .filter(|(f, a, b)| *f == ResFmt::Influx && a < b && !self.ctx.clean)
-            .map(|(_, a, b)| a + (b - a) / 2 / SAMPLE_SECS * SAMPLE_SECS)
+            .map(|(_, a, b)| a + (b - a) / 2 / every * every)
             .collect();
         if streams.is_empty() {
             return Ok(());
@@ -120,7 +119,7 @@ impl<'a> Resources<'a> {
                 ResFmt::Csv | ResFmt::Jsonl => self.simple(stream, t, *fmt == ResFmt::Csv)?,
                 ResFmt::Influx => self.influx(stream, t)?,
             }
-            t += SAMPLE_SECS;
+            t += every;
         }
         for (_, s) in streams.iter_mut() {
             s.finish(tally, None)?;

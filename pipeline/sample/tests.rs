@@ -14,6 +14,7 @@ fn opts(out: &Path, clean: bool) -> SampleOptions {
         clean,
         start: NaiveDate::from_ymd_opt(2026, 10, 20).expect("valid date"),
         usage_format: Default::default(),
+        resource_interval_s: super::DEFAULT_RESOURCE_INTERVAL_S,
     }
 }
 
@@ -252,4 +253,20 @@ fn refuses_a_non_empty_directory() {
         generate(&opts(dir.path(), false)),
         Err(SampleError::NotEmpty { .. })
     ));
+}
+
+#[test]
+fn a_resource_interval_that_does_not_fit_a_day_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    for every in [0, 59, 7, 3601, 7200, 420 * 2 + 1] {
+        let err = generate(&SampleOptions {
+            resource_interval_s: every,
+            ..opts(&tmp.path().join(format!("t{every}")), true)
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("not {every}")),
+            "{every}: {err}"
+        );
+    }
 }
