@@ -498,3 +498,145 @@ fn duplicates_in_the_lake_are_counted_once() {
         )
     );
 }
+
+/// `meter sample --resource-interval` (the benchmark's billing input) writes a
+/// twelfth of the resource rows at 3600 s, and the rollup bills the same
+/// compute hours per VM and day: compute seconds are samples x interval.
+#[test]
+fn a_longer_resource_interval_bills_the_same_compute_hours() {
+    use meter::rollup::{self, Period, RollupOptions};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut hours = Vec::new();
+    let mut rows = Vec::new();
+    for every in [300u32, 3600] {
+        let input = tmp.path().join(format!("in-{every}"));
+        let lake = tmp.path().join(format!("lake-{every}"));
+        let totals = meter::sample::generate(&meter::sample::SampleOptions {
+            customers: 4,
+            days: 3,
+            clean: true,
+            resource_interval_s: every,
+            ..sample_data_options(&input)
+        })
+        .unwrap();
+        rows.push(totals.tables["resource_usage"].rows);
+        ingest(&input, &lake, "ingest-run");
+        let opts = RollupOptions {
+            lake: lake.clone(),
+            pricing: repo().join("pricing.toml"),
+            period: Period::Month("2026-10-01".parse().unwrap()),
+        };
+        rollup::run(&ctx("rollup-run"), &opts).unwrap();
+        let db = duck(&lake);
+        let mut stmt = db
+            .prepare(
+                "SELECT vm_id, CAST(date AS VARCHAR), CAST(compute_seconds AS VARCHAR) \
+                 FROM daily_resource_usage ORDER BY ALL",
+            )
+            .unwrap();
+        let got: Vec<(String, String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        hours.push(got);
+    }
+    assert_eq!(
+        rows[0],
+        rows[1] * 12,
+        "a sample an hour instead of every 5 minutes"
+    );
+    assert!(
+        hours[0].len() >= 4 * 3,
+        "every VM has its days: {:?}",
+        hours[0]
+    );
+    assert_eq!(hours[0], hours[1]);
+}
+
+/// The priced file copies the column chunks of every row group without a
+/// repeated event and encodes the rest (the slow path): both give the rows
+/// the plain way gives, each event once, in order: every `api_usage` row of
+/// the day read whole, the first copy of each id kept, priced by
+/// `price_batch`. A day's partition gets a file of repeats of another
+/// file's first rows (sorted first, so that file's first row group is
+/// partly repeats) and a file that is all repeats.
+#[test]
+fn priced_files_copied_by_row_group_equal_the_rows_priced_one_by_one() {
+    use arrow::compute::{concat_batches, filter_record_batch};
+    use parquet::arrow::ArrowWriter;
+    use std::collections::HashSet;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let lake_dir = tmp.path().join("lake");
+    ingest(&sample_data(), &lake_dir, "ingest-run");
+    let pricing = meter::load::pricing(&repo().join("pricing.toml")).unwrap();
+    let lake = Lake::open(&lake_dir, "price-run").unwrap();
+    let dates = lake.partition_dates(Table::ApiUsage).unwrap();
+    let date = dates[dates.len() / 2];
+    let files = lake.partition_files(Table::ApiUsage, date).unwrap();
+    let first = lake.read_batches(&files[0]).unwrap().remove(0);
+    assert!(first.num_rows() > 20, "{} rows", first.num_rows());
+    let dir = files[0].parent().unwrap();
+    for (name, rows) in [("a-repeats", 10), ("z-all-repeats", first.num_rows())] {
+        let file = std::fs::File::create(dir.join(format!("{name}.parquet"))).unwrap();
+        let mut w =
+            ArrowWriter::try_new(file, first.schema(), Some(meter::lake::writer_props())).unwrap();
+        w.write(&first.slice(0, rows)).unwrap();
+        w.close().unwrap();
+    }
+    let files = lake.partition_files(Table::ApiUsage, date).unwrap();
+    assert!(files[0].ends_with("a-repeats.parquet"), "{files:?}");
+
+    let day = priced::price_day(&lake, &pricing, date, "price-run").unwrap();
+    assert_eq!(day.duplicates, first.num_rows() as u64 + 10);
+
+    let mut seen = HashSet::new();
+    let mut want_day = day.clone();
+    (want_day.priced, want_day.unpriced, want_day.cost) = (0, 0, Decimal::ZERO);
+    want_day.unpriced_models.clear();
+    let mut want = Vec::new();
+    for path in &files {
+        for batch in lake.read_batches(path).unwrap() {
+            let ids = batch
+                .column_by_name("event_id")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .unwrap();
+            let keep: arrow::array::BooleanArray = ids
+                .iter()
+                .map(|id| Some(seen.insert(id.unwrap().to_string())))
+                .collect();
+            let batch = filter_record_batch(&batch, &keep).unwrap();
+            want.push(priced::price_batch(&pricing, &batch, &mut want_day).unwrap());
+        }
+    }
+    let want = concat_batches(&priced::priced_schema(), &want).unwrap();
+    let out = lake
+        .parquet_files(&lake.dated_dir(priced::PRICED_API_USAGE, date))
+        .unwrap();
+    assert_eq!(out.len(), 1);
+    let got = lake.read_batches(&out[0]).unwrap();
+    let got = concat_batches(&priced::priced_schema(), &got).unwrap();
+    assert_eq!(got.num_rows(), want.num_rows());
+    assert_eq!(got, want);
+    assert_eq!(
+        (day.priced, day.unpriced, day.cost, &day.unpriced_models),
+        (
+            want_day.priced,
+            want_day.unpriced,
+            want_day.cost,
+            &want_day.unpriced_models
+        )
+    );
+    // The files DuckDB and polars read: the priced file's row groups keep
+    // the source's min/max statistics and read back through DuckDB.
+    let db = duck(&lake_dir);
+    let n = count(
+        &db,
+        &format!("SELECT count(*) FROM priced_api_usage WHERE date = DATE '{date}'"),
+    );
+    assert_eq!(n as usize, want.num_rows());
+}

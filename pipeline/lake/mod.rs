@@ -20,6 +20,7 @@
 //! ```
 
 pub mod compact;
+pub mod copy;
 pub mod duck;
 pub mod erase;
 pub mod fault;

@@ -105,12 +105,36 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T> {
         })
 }
 
+/// The `api_usage` columns pricing reads.
+pub const PRICING_READS: [&str; 8] = [
+    "event_id",
+    "ts",
+    "model",
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+];
+
 /// Appends the price columns to a batch of `api_usage` rows.
 pub fn price_batch(
     pricing: &Pricing,
     batch: &RecordBatch,
     day: &mut PricedDay,
 ) -> Result<RecordBatch> {
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    columns.extend(price_columns(pricing, batch, day)?);
+    Ok(RecordBatch::try_new(priced_schema(), columns)?)
+}
+
+/// The price columns ([`PRICE_COLUMNS`]) of a batch of `api_usage` rows
+/// that has at least the [`PRICING_READS`] columns.
+pub fn price_columns(
+    pricing: &Pricing,
+    batch: &RecordBatch,
+    day: &mut PricedDay,
+) -> Result<Vec<ArrayRef>> {
     let model = column::<StringArray>(batch, "model")?;
     let ts = column::<TimestampMicrosecondArray>(batch, "ts")?;
     let tokens = |name| column::<Int64Array>(batch, name);
@@ -188,7 +212,7 @@ pub fn price_batch(
             }
         }
     }
-    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(PRICE_COLUMNS.len());
     columns.push(Arc::new(
         Decimal128Array::from(cost).with_precision_and_scale(MONEY_PRECISION, MONEY_SCALE)?,
     ));
@@ -201,7 +225,7 @@ pub fn price_batch(
     columns.push(Arc::new(Date32Array::from(from)));
     columns.push(Arc::new(Int64Array::from(tier)));
     columns.push(Arc::new(reason.finish()));
-    Ok(RecordBatch::try_new(priced_schema(), columns)?)
+    Ok(columns)
 }
 
 /// Prices one day of `api_usage` (each `event_id` once) and replaces that
@@ -230,9 +254,16 @@ pub fn price_day(
     // written by hand) is kept as text.
     let mut seen = IdSet::default();
     let mut seen_text: HashSet<String> = HashSet::new();
+    // Each row group of the day's files in turn: its ids and what pricing
+    // reads are decoded; when none of its events was seen before, its
+    // column chunks go to the priced file as they are, beside the price
+    // columns (most of the file is not decoded or encoded again). A row
+    // group with a repeat is decoded whole and its first copies encoded.
     let mut writer = None;
     for path in lake.partition_files(Table::ApiUsage, date)? {
-        for batch in lake.read_batches(&path)? {
+        let src = lake.source_file(&path)?;
+        for i in 0..src.row_groups() {
+            let batch = src.read(i, Some(&PRICING_READS))?;
             day.events_read += batch.num_rows() as u64;
             let ids = column::<StringArray>(&batch, "event_id")?;
             let keep: BooleanArray = (0..ids.len())
@@ -244,17 +275,26 @@ pub fn price_day(
                     })
                 })
                 .collect();
-            let batch = filter_record_batch(&batch, &keep)?;
-            day.duplicates += (keep.len() - batch.num_rows()) as u64;
-            if batch.num_rows() == 0 {
+            let kept = keep.true_count();
+            day.duplicates += (keep.len() - kept) as u64;
+            if kept == 0 {
                 continue;
             }
-            let priced = price_batch(pricing, &batch, &mut day)?;
-            if writer.is_none() {
-                writer =
-                    Some(lake.part_writer(&out_dir, &format!("part-{run_id}"), priced_schema())?);
+            let w = match &mut writer {
+                Some(w) => w,
+                None => writer.insert(lake.copy_writer(
+                    &out_dir,
+                    &format!("part-{run_id}"),
+                    priced_schema(),
+                )?),
+            };
+            if kept == keep.len() && w.can_copy(&src) {
+                let columns = price_columns(pricing, &batch, &mut day)?;
+                w.copy_row_group(&src, i, &columns)?;
+            } else {
+                let batch = filter_record_batch(&src.read(i, None)?, &keep)?;
+                w.write_row_group(&price_batch(pricing, &batch, &mut day)?)?;
             }
-            writer.as_mut().expect("created above").write(&priced)?;
         }
     }
     let mut commit = Commit::default();
