@@ -517,6 +517,7 @@ class Bench:
         root = inp["root"]
         view = root / "nightly-input"
         files = link_tree(root / "full", view, [f"*/*/*-{first}.*"])
+        size = tree_size(files)
         template, lake, out = root / "nightly-lake", self.work / "nightly-lake", self.work / "out" / "nightly"
         shutil.rmtree(template, ignore_errors=True)
         r = subprocess.run(self.meter("ingest", "--input", root / "full", "--lake", template,
@@ -556,7 +557,7 @@ class Bench:
             for d in (lake, out, template, view):
                 shutil.rmtree(d, ignore_errors=True)
         self.results["nightly"][name] = {
-            "date": str(day), "files": len(files), "bytes": tree_size(files),
+            "date": str(day), "files": len(files), "bytes": size,
             "events": want["events_read"], "meter": strip(runs),
         }
 
@@ -857,6 +858,7 @@ def write_report(a, py: Path, res: dict, commands: list[str]) -> None:
               f"{median(d['meter'], 'cpu'):.2f} | {median(d['meter'], 'rss_kib') / 1024:,.0f} |")
     w("")
     if res.get("nightly"):
+        w("## Nightly of one day\n")
         w("`meter nightly` of one day end to end: the ingest of the files that hold the day (the input rotates weekly: "
           "the week's files up to that day, six days of which the lake already has), the rollup of the day, its Stripe "
           "meter events, the limit alerts (the month so far billed from the daily aggregates), silent VMs and the "
