@@ -4,6 +4,7 @@
 //! and nothing here imports another layer.
 
 pub mod config;
+pub mod contracts;
 pub mod ctx;
 pub mod error;
 pub mod ids;
