@@ -250,18 +250,10 @@ impl CopyWriter {
                     source,
                 })?;
             }
-            let mut encode = || -> parquet::errors::Result<()> {
-                let mut writers = factory.create_column_writers(index)?;
-                for ((mut writer, field), array) in writers.drain(copied..).zip(&fields).zip(extra)
-                {
-                    for leaf in compute_leaves(field, array)? {
-                        writer.write(&leaf)?;
-                    }
-                    writer.close()?.append_to_row_group(group)?;
-                }
-                Ok(())
-            };
-            encode().map_err(|source| Error::Parquet { path: tmp, source })
+            let writers = factory.create_column_writers(index);
+            let writers = writers.map(|mut w| w.split_off(copied));
+            encode(writers, &fields, extra, group)
+                .map_err(|source| Error::Parquet { path: tmp, source })
         })?;
         self.rows += rows;
         Ok(())
@@ -272,21 +264,9 @@ impl CopyWriter {
         let index = self.row_groups;
         let (schema, tmp) = (self.schema.clone(), self.tmp.clone());
         self.row_group(|factory, group| {
-            let mut encode = || -> parquet::errors::Result<()> {
-                let writers = factory.create_column_writers(index)?;
-                for ((mut writer, field), array) in writers
-                    .into_iter()
-                    .zip(schema.fields())
-                    .zip(batch.columns())
-                {
-                    for leaf in compute_leaves(field, array)? {
-                        writer.write(&leaf)?;
-                    }
-                    writer.close()?.append_to_row_group(group)?;
-                }
-                Ok(())
-            };
-            encode().map_err(|source| Error::Parquet { path: tmp, source })
+            let writers = factory.create_column_writers(index);
+            encode(writers, schema.fields(), batch.columns(), group)
+                .map_err(|source| Error::Parquet { path: tmp, source })
         })?;
         self.rows += batch.num_rows();
         Ok(())
@@ -318,4 +298,21 @@ impl CopyWriter {
         })?;
         self.target.finish()
     }
+}
+
+/// Encodes `arrays` (one per field) with `writers` and appends each column
+/// to the row group.
+fn encode(
+    writers: parquet::errors::Result<Vec<parquet::arrow::arrow_writer::ArrowColumnWriter>>,
+    fields: &[arrow::datatypes::FieldRef],
+    arrays: &[ArrayRef],
+    group: &mut SerializedRowGroupWriter<'_, File>,
+) -> parquet::errors::Result<()> {
+    for ((mut writer, field), array) in writers?.into_iter().zip(fields).zip(arrays) {
+        for leaf in compute_leaves(field, array)? {
+            writer.write(&leaf)?;
+        }
+        writer.close()?.append_to_row_group(group)?;
+    }
+    Ok(())
 }
