@@ -19,7 +19,6 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
@@ -31,7 +30,7 @@ use parquet::file::reader::{ChunkReader, Length};
 use parquet::file::writer::{SerializedFileWriter, SerializedRowGroupWriter};
 
 use crate::lake::remote::RemoteObject;
-use crate::lake::{Backend, Lake, Target, writer_props};
+use crate::lake::{Backend, Lake, Target, project, writer_props};
 use crate::model::error::{Error, IoContext, Result};
 
 /// A reader shared by the decoders of each row group.
@@ -152,21 +151,10 @@ impl SourceFile {
         rows: usize,
         columns: Option<&[&str]>,
     ) -> std::result::Result<RecordBatch, ParquetError> {
+        // The lake's projection by name, one batch for the whole row group.
         let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(reader, self.meta.clone())
-            .with_row_groups(vec![i])
-            .with_batch_size(rows.max(1));
-        let builder = match columns {
-            None => builder,
-            Some(names) => {
-                let fields = builder.schema().fields();
-                let present = names
-                    .iter()
-                    .filter_map(|name| fields.iter().position(|f| f.name() == name))
-                    .collect::<Vec<_>>();
-                let mask = ProjectionMask::roots(builder.parquet_schema(), present);
-                builder.with_projection(mask)
-            }
-        };
+            .with_row_groups(vec![i]);
+        let builder = project(builder, columns).with_batch_size(rows.max(1));
         let mut reader = builder.build()?;
         let schema = arrow::record_batch::RecordBatchReader::schema(&reader);
         let mut batches = Vec::new();

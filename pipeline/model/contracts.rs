@@ -241,8 +241,8 @@ impl Problems<'_> {
         }
     }
 
-    /// A decimal given as a string: `min` is the least value it may take
-    /// (exclusive when `positive`).
+    /// A decimal given as a string, 0 or more (more than 0 when
+    /// `positive`).
     fn decimal(
         &mut self,
         customer: &str,
@@ -274,11 +274,7 @@ impl Problems<'_> {
 }
 
 fn line_of(text: &str, offset: usize) -> u64 {
-    text[..offset.min(text.len())]
-        .bytes()
-        .filter(|b| *b == b'\n')
-        .count() as u64
-        + 1
+    crate::model::pricing::line_of(text, offset) as u64
 }
 
 impl Contracts {

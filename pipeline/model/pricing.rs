@@ -885,7 +885,8 @@ fn parse_price(v: &str, base: Option<Decimal>) -> std::result::Result<Decimal, S
     }
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
+/// The 1-based line of byte `offset` of `text` (TOML spans to lines).
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())]
         .bytes()
         .filter(|b| *b == b'\n')
