@@ -20,6 +20,11 @@ pub struct BillArgs {
     /// lake, <lake>/_registry/customers.csv].
     #[arg(long, value_name = "FILE", env = "METER_CUSTOMERS")]
     pub customers: Option<PathBuf>,
+    /// Contracts: terms, discounts and prepaid credit (schemas/contracts.md)
+    /// [default: contracts.toml beside --customers, or the lake's copy
+    /// beside its registry copy; none: no contracts].
+    #[arg(long, value_name = "FILE", env = "METER_CONTRACTS")]
+    pub contracts: Option<PathBuf>,
     /// Price list: plans, FX rates and Stripe meters [default: pricing.toml].
     #[arg(long, value_name = "FILE", env = "METER_PRICING")]
     pub pricing: Option<PathBuf>,
@@ -41,6 +46,7 @@ pub fn run(args: BillArgs) -> Outcome {
         lake,
         month: args.month,
         customers: settings().customers(args.customers),
+        contracts: args.contracts,
         pricing: settings().pricing(args.pricing),
         out: settings().out(args.out),
         store_options: Vec::new(),

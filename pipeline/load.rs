@@ -1,11 +1,12 @@
 //! Reads the model's own files from disk and hands their bytes to the
 //! model's parsers: `pricing.toml`, `customers.csv` and `users.csv`,
-//! `meter.toml`. The model validates; this module only reads, so every
+//! `contracts.toml`, `meter.toml`. The model validates; this module only reads, so every
 //! error still names the file (and the model's line and key).
 
 use std::path::{Path, PathBuf};
 
 use crate::model::config::Config;
+use crate::model::contracts::Contracts;
 use crate::model::error::{Error, IoContext, Result};
 use crate::model::pricing::Pricing;
 use crate::model::registry::Registry;
@@ -48,6 +49,17 @@ pub fn registry_from(read: impl Fn(&str) -> Result<(Option<String>, PathBuf)>) -
         registry.load_users(&text, &users_path)?;
     }
     Ok(registry)
+}
+
+/// Reads and validates a contracts file (`contracts.toml`): the sound
+/// contracts and a problem per bad entry. `None` when there is no file at
+/// `path` and `required` is false.
+pub fn contracts(path: &Path, required: bool) -> Result<Option<(Contracts, Vec<Error>)>> {
+    let text = match std::fs::read_to_string(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(None),
+        read => read.read_ctx(path)?,
+    };
+    Contracts::parse(&text, path).map(Some)
 }
 
 /// Reads a customers file leniently (see [`Registry::parse_customers`]):

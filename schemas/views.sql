@@ -204,7 +204,7 @@ FROM (SELECT filename, CAST(content AS JSON) AS report
 -- pipeline/bill/layout.rs; a test keeps this text equal to it).
 CREATE OR REPLACE MACRO meter_is_invoice_file(name) AS
     regexp_full_match(name, '[A-Za-z0-9][A-Za-z0-9._-]{0,63}\.csv')
-    AND name NOT IN ('summary.csv', 'diff.csv', 'corrections.csv');
+    AND name NOT IN ('summary.csv', 'credits.csv', 'diff.csv', 'corrections.csv');
 SET VARIABLE meter_latest_files = (
     SELECT coalesce('[' || string_agg(meter_literal(file), ', ' ORDER BY file) || ']', '')
     FROM glob(meter_out() || '/invoices/*/latest.json'));

@@ -59,6 +59,7 @@ fn options(env: &Env, customers: Option<PathBuf>) -> BillOptions {
         lake: env.lake.clone(),
         month: month(),
         customers,
+        contracts: None,
         pricing: repo().join("pricing.toml"),
         out: env.out.display().to_string(),
         store_options: Vec::new(),

@@ -42,6 +42,7 @@ fn billed() -> &'static (tempfile::TempDir, PathBuf, PathBuf) {
                 lake: lake.clone(),
                 month: month(),
                 customers: None,
+                contracts: None,
                 pricing: repo().join("pricing.toml"),
                 out: out.display().to_string(),
                 store_options: Vec::new(),

@@ -13,12 +13,14 @@ use rust_decimal::{Decimal, RoundingStrategy};
 
 use crate::lake::Lake;
 use crate::lake::duck::{self, Hive, HiveType};
+use crate::model::contracts::{Contracts, DiscountValue};
 use crate::model::error::{Error, Result};
 use crate::model::pricing::Pricing;
 use crate::model::registry::{Customer, Registry};
 use crate::rollup;
 use crate::rollup::aggregate::{ACTIVITY, API_USAGE, RESOURCE_USAGE, SPECS, Spec};
 
+use super::credits::Openings;
 use super::sql::{self, db_err};
 
 /// Decimal places each input column holds; a value with more is refused
@@ -215,6 +217,26 @@ const SPLIT_COLUMNS: [&str; 10] = [
 
 const COMPUTE_COLUMNS: [&str; 3] = ["customer_id", "vm_id", "compute_seconds"];
 
+/// The columns of the daily api_usage rows contract customers bill from.
+const DAILY_LINE_COLUMNS: [&str; 16] = [
+    "customer_id",
+    "provider",
+    "model",
+    "requests",
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cost",
+    "unpriced_requests",
+    UNPRICED_SPLIT[0],
+    UNPRICED_SPLIT[1],
+    UNPRICED_SPLIT[2],
+    UNPRICED_SPLIT[3],
+    UNPRICED_SPLIT[4],
+];
+
 const ACTIVITY_COLUMNS: [&str; 3] = ["customer_id", "activity_type", "count"];
 
 /// The api_usage aggregate columns that split each token kind by price
@@ -248,8 +270,74 @@ pub fn load(
     month: NaiveDate,
     registry: &Registry,
     pricing: &Pricing,
+    contracts: &ContractInputs,
 ) -> Result<Loaded> {
-    load_from(conn, lake, month, registry, pricing, MonthFrom::Monthly)
+    load_from(
+        conn,
+        lake,
+        month,
+        registry,
+        pricing,
+        contracts,
+        MonthFrom::Monthly,
+    )
+}
+
+/// The contracts to bill with: the sound ones (checked by
+/// [`check_contracts`]) and the balances prepaid credit opens with.
+#[derive(Debug, Default)]
+pub struct ContractInputs {
+    pub contracts: Contracts,
+    pub openings: Openings,
+}
+
+/// Checks contracts against the customers and the price list: a credit in a
+/// currency without a rate to the customer's (on the month's last day), or
+/// with more decimal places than its currency has, and an entry for a
+/// customer customers.csv does not have, each refuse that customer's
+/// contract (and so its invoice). Returns the problems.
+pub fn check_contracts(
+    contracts: &mut Contracts,
+    registry: &Registry,
+    pricing: &Pricing,
+    month: NaiveDate,
+) -> Vec<Error> {
+    let (_, end, _) = month_bounds(month);
+    let last_day = end.pred_opt().expect("in range");
+    let currency_of = |id: &str| {
+        registry
+            .customers
+            .iter()
+            .find(|c| &*c.customer_id == id)
+            .map(|c| c.currency.clone())
+    };
+    let mut problems = contracts.check_currencies(currency_of, |from, to| {
+        fx_rate(pricing, from, to, last_day).is_ok()
+    });
+    let mut refused = BTreeSet::new();
+    for g in &contracts.credits {
+        let fits = minor_units(&g.currency).is_some_and(|d| g.amount.scale() <= d);
+        if !fits {
+            problems.push(Error::Registry {
+                path: contracts.path.clone(),
+                line: g.line,
+                field: "amount".into(),
+                message: match minor_units(&g.currency) {
+                    Some(d) => format!(
+                        "{} {} has more decimal places than {} has ({d})",
+                        g.amount, g.currency, g.currency
+                    ),
+                    None => format!(
+                        "currency {} is not one meter knows the minor unit of",
+                        g.currency
+                    ),
+                },
+            });
+            refused.insert(g.customer_id.clone());
+        }
+    }
+    contracts.refuse(&refused);
+    problems
 }
 
 /// [`load`] for a month in progress, whose monthly aggregates the nightly
@@ -261,8 +349,17 @@ pub fn load_month_to_date(
     month: NaiveDate,
     registry: &Registry,
     pricing: &Pricing,
+    contracts: &ContractInputs,
 ) -> Result<Loaded> {
-    load_from(conn, lake, month, registry, pricing, MonthFrom::Daily)
+    load_from(
+        conn,
+        lake,
+        month,
+        registry,
+        pricing,
+        contracts,
+        MonthFrom::Daily,
+    )
 }
 
 /// Where the month's totals come from.
@@ -278,6 +375,7 @@ fn load_from(
     month: NaiveDate,
     registry: &Registry,
     pricing: &Pricing,
+    contracted: &ContractInputs,
     from: MonthFrom,
 ) -> Result<Loaded> {
     let mut loaded = Loaded::default();
@@ -340,7 +438,19 @@ fn load_from(
     let mut appender = conn
         .appender("customers_text")
         .map_err(db_err("customers"))?;
+    let contracts = &contracted.contracts;
+    let mut admitted = Vec::new();
     for c in &registry.customers {
+        if contracts.refused.contains(&*c.customer_id) {
+            loaded.refused.push((
+                c.customer_id.to_string(),
+                format!(
+                    "its contract in {} has a problem (named above)",
+                    contracts.path.display()
+                ),
+            ));
+            continue;
+        }
         if let Err(why) = admit(c, pricing, last_day, &mut loaded.fx) {
             loaded.refused.push((c.customer_id.to_string(), why));
             if !pricing.plans.contains_key(&c.tier) {
@@ -349,6 +459,7 @@ fn load_from(
             continue;
         }
         currencies.insert(c.currency.clone());
+        admitted.push(c);
         let decimal = |v: Option<Decimal>| v.map(|d| d.to_string());
         appender
             .append_row(params![
@@ -388,6 +499,15 @@ fn load_from(
         )
         .map_err(db_err("fx_rates"))?;
     }
+    load_contracts(
+        conn,
+        contracted,
+        &admitted,
+        pricing,
+        start,
+        end,
+        &mut loaded.fx,
+    )?;
     for m in &pricing.meters {
         conn.execute(
             "INSERT INTO meters VALUES (?, ?, ?)",
@@ -516,6 +636,37 @@ fn load_from(
         "INSERT INTO usage_daily SELECT CAST(date AS DATE), customer_id, requests, input_tokens, \
          cache_read_tokens, cache_write_tokens, output_tokens, cost FROM {files}",
     )?);
+    if admitted.iter().any(|c| contracts.has_parts(&c.customer_id)) {
+        let dirs = daily(API_USAGE)?;
+        for f in lake.parquet_files_of(&dirs)? {
+            if !has_unpriced_split(lake, &f) {
+                return Err(Error::Billing {
+                    month: start.format("%Y-%m").to_string(),
+                    message: format!(
+                        "the daily rollup {} was written by an older meter (no column {}), \
+                         which contract customers are billed from",
+                        f.display(),
+                        UNPRICED_SPLIT[0]
+                    ),
+                    hint: "roll the month up again (`meter rollup --month`), then bill again",
+                });
+            }
+        }
+        read(
+            API_USAGE,
+            "date",
+            dirs,
+            &DAILY_LINE_COLUMNS,
+            "INSERT INTO usage_daily_lines SELECT CAST(date AS DATE), customer_id, provider, model, \
+             sum(requests), sum(input_tokens), sum(cache_read_tokens), sum(cache_write_tokens), \
+             sum(output_tokens), sum(reasoning_tokens), sum(cost), sum(unpriced_requests), \
+             sum(unpriced_input_tokens), sum(unpriced_cache_read_tokens), \
+             sum(unpriced_cache_write_tokens), sum(unpriced_output_tokens), \
+             sum(unpriced_reasoning_tokens) FROM {files} \
+             WHERE customer_id IN (SELECT customer_id FROM contract_parts) \
+             GROUP BY ALL",
+        )?;
+    }
     files.extend(read(
         RESOURCE_USAGE,
         "date",
@@ -556,6 +707,153 @@ fn load_from(
         })
         .collect();
     Ok(loaded)
+}
+
+/// Fills the contract tables for the admitted customers: the parts of
+/// their month, tiers, discounts and the credit grants made before the
+/// month ends with the balance each opens with.
+pub(super) fn load_contracts(
+    conn: &Connection,
+    contracted: &ContractInputs,
+    admitted: &[&Arc<Customer>],
+    pricing: &Pricing,
+    start: NaiveDate,
+    end: NaiveDate,
+    fx: &mut BTreeMap<(String, String), Decimal>,
+) -> Result<()> {
+    let contracts = &contracted.contracts;
+    let last_day = end.pred_opt().expect("in range");
+    let label = start.format("%Y-%m").to_string();
+    let text = |d: Decimal| d.normalize().to_string();
+    for c in admitted {
+        let id = &*c.customer_id;
+        if contracts.has_parts(id) {
+            for (n, part) in contracts.parts(id, start, end).iter().enumerate() {
+                let terms = part.terms;
+                let tiers = terms.and_then(|t| t.tiers.as_ref());
+                conn.execute(
+                    "INSERT INTO contract_parts VALUES (?, ?, CAST(? AS DATE), CAST(? AS DATE), ?, \
+                     CAST(? AS DATE), CAST(? AS DECIMAL(18, 6)), ?, ?)",
+                    params![
+                        id,
+                        n as i64 + 1,
+                        part.start.to_string(),
+                        part.end.to_string(),
+                        terms.map(|t| t.line as i64),
+                        terms.map(|t| t.from.to_string()),
+                        terms.and_then(|t| t.commitment).map(text),
+                        tiers.map(|t| enum_text(&t.measure)),
+                        tiers.map(|t| enum_text(&t.mode)),
+                    ],
+                )
+                .map_err(db_err("contract_parts"))?;
+                for (i, step) in tiers.iter().flat_map(|t| t.steps.iter()).enumerate() {
+                    conn.execute(
+                        "INSERT INTO contract_tiers VALUES (?, ?, ?, CAST(? AS DECIMAL(18, 6)), \
+                         CAST(? AS DECIMAL(18, 6)))",
+                        params![
+                            id,
+                            n as i64 + 1,
+                            i as i64 + 1,
+                            text(step.from),
+                            text(step.factor)
+                        ],
+                    )
+                    .map_err(db_err("contract_tiers"))?;
+                }
+            }
+        }
+        for d in contracts.discounts.iter().filter(|d| d.customer_id == id) {
+            let (percent, amount) = match d.value {
+                DiscountValue::Percent(p) => (Some(text(p)), None),
+                DiscountValue::Amount(a) => (None, Some(text(a))),
+            };
+            conn.execute(
+                "INSERT INTO contract_discounts VALUES (?, ?, CAST(? AS DECIMAL(18, 6)), \
+                 CAST(? AS DECIMAL(18, 6)), ?, CAST(? AS DATE), CAST(? AS DATE))",
+                params![
+                    id,
+                    d.line as i64,
+                    percent,
+                    amount,
+                    enum_text(&d.applies_to),
+                    d.from.to_string(),
+                    d.until.map(|u| u.to_string()),
+                ],
+            )
+            .map_err(db_err("contract_discounts"))?;
+        }
+        let grants = contracts
+            .credits
+            .iter()
+            .filter(|g| g.customer_id == id && g.granted < end);
+        for (order, g) in grants.enumerate() {
+            let decimals = minor_units(&g.currency).expect("checked by check_contracts");
+            let rate = fx_rate(pricing, &g.currency, &c.currency, last_day).map_err(|why| {
+                Error::Billing {
+                    month: label.clone(),
+                    message: format!("credit grant {} of {id}: {why}", g.grant_id),
+                    hint: "add the rate to pricing.toml [[fx]] (check_contracts refuses this)",
+                }
+            })?;
+            fx.insert((g.currency.clone(), c.currency.clone()), rate);
+            let key = (id.to_string(), g.grant_id.clone());
+            let (opening, from) = match contracted.openings.balances.get(&key) {
+                Some(b) if b.currency == g.currency => {
+                    (b.closing, contracted.openings.source.clone())
+                }
+                Some(b) => {
+                    return Err(Error::Billing {
+                        month: label.clone(),
+                        message: format!(
+                            "credit grant {} of {id} is in {} in {} but closed in {} in {}",
+                            g.grant_id,
+                            g.currency,
+                            contracts.path.display(),
+                            b.currency,
+                            contracted.openings.source
+                        ),
+                        hint: "a grant keeps its currency: give the new currency a new grant_id",
+                    });
+                }
+                None if g.granted >= start => (g.amount, format!("granted in {label}")),
+                None => (
+                    g.amount,
+                    format!("granted amount (none in {})", contracted.openings.source),
+                ),
+            };
+            conn.execute(
+                "INSERT INTO credit_grants VALUES (?, ?, ?, CAST(? AS DECIMAL(18, 6)), ?, ?, ?, \
+                 CAST(? AS DATE), CAST(? AS DATE), ?, CAST(? AS DECIMAL(18, 6)), ?, \
+                 CAST(? AS DECIMAL(18, 8)))",
+                params![
+                    id,
+                    g.grant_id,
+                    order as i64 + 1,
+                    text(g.amount),
+                    g.currency,
+                    decimals,
+                    10i64.pow(decimals),
+                    g.granted.to_string(),
+                    g.expires.map(|e| e.to_string()),
+                    g.priority,
+                    text(opening),
+                    from,
+                    text(rate),
+                ],
+            )
+            .map_err(db_err("credit_grants"))?;
+        }
+    }
+    Ok(())
+}
+
+/// A contract enum as the text the billing tables hold (its serde name).
+pub(super) fn enum_text(value: &impl serde::Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .expect("a unit enum")
 }
 
 /// Checks that a customer can be billed, collecting the FX pairs it needs.

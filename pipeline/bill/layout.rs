@@ -6,6 +6,7 @@
 //! ```text
 //! invoices/YYYY-MM/rev-N/<customer_id>.csv    Invoice (one customer's lines and total row)
 //! invoices/YYYY-MM/rev-N/summary.csv          Summary (one row per invoiced customer)
+//! invoices/YYYY-MM/rev-N/credits.csv          Credits (prepaid credit balances per grant)
 //! invoices/YYYY-MM/rev-N/_manifest.json       Manifest
 //! invoices/YYYY-MM/rev-N/diff.csv             Diff          \
 //! invoices/YYYY-MM/rev-N/diff.txt             DiffText       |
@@ -29,6 +30,9 @@ pub enum RevisionFile<'a> {
     Invoice { customer_id: &'a str },
     /// `invoices/M/rev-N/summary.csv`.
     Summary,
+    /// `invoices/M/rev-N/credits.csv`: each prepaid credit grant's month
+    /// (opening, applied, expired, closing), when there are grants.
+    Credits,
     /// `invoices/M/rev-N/_manifest.json`.
     Manifest,
     /// `invoices/M/rev-N/diff.csv`: per customer and changed line, previous,
@@ -77,6 +81,7 @@ impl RevisionFile<'_> {
         let (kind, name) = match self {
             RevisionFile::Invoice { customer_id } => ("invoices", format!("{customer_id}.csv")),
             RevisionFile::Summary => ("invoices", "summary.csv".into()),
+            RevisionFile::Credits => ("invoices", "credits.csv".into()),
             RevisionFile::Manifest => ("invoices", "_manifest.json".into()),
             RevisionFile::Diff => ("invoices", "diff.csv".into()),
             RevisionFile::DiffText => ("invoices", "diff.txt".into()),
@@ -119,6 +124,7 @@ pub fn classify(key: &str) -> RevisionFile<'_> {
     match kind {
         "invoices" => match rest {
             "summary.csv" => RevisionFile::Summary,
+            "credits.csv" => RevisionFile::Credits,
             "_manifest.json" => RevisionFile::Manifest,
             "diff.csv" => RevisionFile::Diff,
             "diff.txt" => RevisionFile::DiffText,
@@ -157,8 +163,8 @@ pub fn revision_of(key: &str) -> Option<u32> {
 
 /// The customer whose invoice a file of a revision's invoice folder is, by
 /// its name alone: `<customer_id>.csv` with a valid id that is not one of
-/// the [`RESERVED_CUSTOMER_IDS`] (`summary.csv`, `diff.csv` and
-/// `corrections.csv` are not invoices).
+/// the [`RESERVED_CUSTOMER_IDS`] (`summary.csv`, `credits.csv`, `diff.csv`
+/// and `corrections.csv` are not invoices).
 pub fn invoice_customer(name: &str) -> Option<&str> {
     name.strip_suffix(".csv")
         .filter(|id| valid_id(id) && !RESERVED_CUSTOMER_IDS.contains(id))
@@ -194,6 +200,7 @@ mod tests {
                 },
             ),
             ("invoices/2026-10/rev-2/summary.csv", RevisionFile::Summary),
+            ("invoices/2026-10/rev-2/credits.csv", RevisionFile::Credits),
             ("invoices/2026-10/rev-2/diff.csv", RevisionFile::Diff),
             ("invoices/2026-10/rev-2/diff.txt", RevisionFile::DiffText),
             (

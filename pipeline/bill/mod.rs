@@ -15,6 +15,7 @@
 //! ```
 
 pub mod approve;
+pub mod credits;
 pub mod diff;
 pub mod inputs;
 pub mod layout;
@@ -32,6 +33,7 @@ use serde::Serialize;
 
 use crate::lake::Lake;
 use crate::lake::store::Store;
+use crate::model::contracts::Contracts;
 use crate::model::ctx::Ctx;
 use crate::model::error::{Error, Result};
 use crate::model::pricing::Pricing;
@@ -49,6 +51,9 @@ pub struct BillOptions {
     pub month: NaiveDate,
     /// `customers.csv`; `None`: the copy the last ingest saved in the lake.
     pub customers: Option<PathBuf>,
+    /// `contracts.toml`; `None`: the one beside `customers` if there is
+    /// one, or else the lake's copy beside its registry copy.
+    pub contracts: Option<PathBuf>,
     pub pricing: PathBuf,
     /// Where outputs go: a folder, or an `s3://`, `gs://`, `az://` URL.
     pub out: String,
@@ -64,6 +69,8 @@ pub struct Billing {
     pub summary: Vec<SummaryRow>,
     pub events: Vec<MeterEvent>,
     pub unbilled: Vec<Unbilled>,
+    /// Prepaid credit grants' month, in customer and burn order.
+    pub credits: Vec<render::CreditBalance>,
 }
 
 /// Usage no invoiced customer owns.
@@ -192,12 +199,33 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, pricing: &Pricing, opts: &BillOptions) -> 
         .map(|p| format!("customer not billed: {p}"))
         .collect();
     let mut notices = Vec::new();
+    let mut contracted = inputs::ContractInputs::default();
+    if let Some((mut contracts, problems)) = read_contracts(lake, opts)? {
+        let mut problems = problems;
+        problems.extend(inputs::check_contracts(
+            &mut contracts,
+            &registry,
+            pricing,
+            start,
+        ));
+        attention.extend(problems.iter().map(|p| format!("contract refused: {p}")));
+        if !contracts.credits.is_empty() {
+            // (The store is opened here only when there are grants: a month
+            // refused below writes nothing, not even an empty folder.)
+            let store = Store::open_configured(&opts.out, &opts.store_options)?;
+            let openings = openings(&store, start)?;
+            attention.extend(openings.attention.iter().cloned());
+            notices.extend(openings.notices.iter().cloned());
+            contracted.openings = openings;
+        }
+        contracted.contracts = contracts;
+    }
 
     // Inputs are loaded once; the billing SQL reruns if the outputs turn
     // out to belong to a new revision (invoice numbers and identifiers name
     // it).
     let conn = Connection::open_in_memory().map_err(db_err("opening DuckDB"))?;
-    let loaded = inputs::load(&conn, lake, start, &registry, pricing)?;
+    let loaded = inputs::load(&conn, lake, start, &registry, pricing, &contracted)?;
     refuse_unknown_plans(&loaded, pricing, &customers_path, &month)?;
     let store = Store::open_configured(&opts.out, &opts.store_options)?;
     let bill_at = |revision: u32| -> Result<Billing> {
@@ -277,6 +305,9 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, pricing: &Pricing, opts: &BillOptions) -> 
                 &versions,
                 &loaded,
             )?;
+            if let Some(stale) = stale_months(&store, &month, &state, &billing)? {
+                attention.push(stale);
+            }
             (revision, "published", billing, objects)
         }
     };
@@ -395,6 +426,137 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, pricing: &Pricing, opts: &BillOptions) -> 
     Ok(report)
 }
 
+/// The contracts billing applies: `opts.contracts` (which must exist), else
+/// `contracts.toml` beside `opts.customers`, else the lake's copy beside
+/// its registry copy; `None` when there is none.
+fn read_contracts(lake: &Lake, opts: &BillOptions) -> Result<Option<(Contracts, Vec<Error>)>> {
+    match (&opts.contracts, &opts.customers) {
+        (Some(path), _) => crate::load::contracts(path, true),
+        (None, Some(customers)) => {
+            crate::load::contracts(&customers.with_file_name("contracts.toml"), false)
+        }
+        (None, None) => {
+            let path = Lake::contracts_path(lake.root());
+            let Some(bytes) = lake.read_file(&path)? else {
+                return Ok(None);
+            };
+            let text = String::from_utf8(bytes).map_err(|e| Error::Registry {
+                path: path.clone(),
+                line: 0,
+                field: "file".into(),
+                message: format!("not UTF-8: {e}"),
+            })?;
+            Contracts::parse(&text, &path).map(Some)
+        }
+    }
+}
+
+/// The month before `start`'s closing balances: from its approved revision,
+/// else (needing attention) its latest, else none (every grant opens with
+/// its amount; a notice says so when there are grants).
+pub fn openings(store: &Store, start: NaiveDate) -> Result<credits::Openings> {
+    let previous = start
+        .checked_sub_months(chrono::Months::new(1))
+        .expect("in range")
+        .format("%Y-%m")
+        .to_string();
+    let approved = approve::approved(store, &previous)?;
+    let state = publish::State::read(store, &previous)?;
+    let mut out = credits::Openings::default();
+    let revision = match (approved, state.current) {
+        (Some(a), _) => a.revision,
+        (None, Some(current)) => {
+            out.attention.push(format!(
+                "prepaid credit opens from {previous} rev-{current}, which is not approved: \
+                 approve {previous} (`meter approve --month {previous}`) and bill this month again"
+            ));
+            current
+        }
+        (None, None) => {
+            out.source = format!("granted amount ({previous} not billed)");
+            return Ok(out);
+        }
+    };
+    out.source = format!("{previous} rev-{revision}");
+    let key = layout::RevisionFile::Credits
+        .key(&previous, revision)
+        .expect("one key");
+    if let Some(bytes) = store.get(&key)? {
+        out.balances = credits::parse_credits_csv(&bytes, &store.object_url(&key))?;
+    } else if !state.manifests.contains_key(&revision) {
+        return Err(Error::Billing {
+            month: start.format("%Y-%m").to_string(),
+            message: format!(
+                "the revision credit opens from, {previous} rev-{revision}, has no manifest at {}",
+                store.object_url(&publish::manifest_key(&previous, revision))
+            ),
+            hint: "bill the month before again (`meter bill --month` of it), then this month",
+        });
+    }
+    Ok(out)
+}
+
+/// The months after `month` that have been billed, oldest first: a change
+/// of `month`'s closing balances makes them stale.
+pub fn later_billed(store: &Store, month: &str) -> Result<Vec<String>> {
+    let mut months: Vec<String> = store
+        .list("invoices/")?
+        .into_iter()
+        .filter_map(|(key, _)| {
+            let m = key
+                .strip_prefix("invoices/")?
+                .split('/')
+                .next()?
+                .to_string();
+            key.ends_with("/latest.json").then_some(m)
+        })
+        .filter(|m| m.as_str() > month)
+        .collect();
+    months.sort();
+    months.dedup();
+    Ok(months)
+}
+
+/// When a new revision changes the month's closing credit balances, the
+/// months billed after it opened from the old ones: says which, with the
+/// commands that bill them again (they are never changed here).
+fn stale_months(
+    store: &Store,
+    month: &str,
+    state: &publish::State,
+    billing: &Billing,
+) -> Result<Option<String>> {
+    let before = match state.top() {
+        Some(previous) => {
+            let key = layout::RevisionFile::Credits
+                .key(month, previous)
+                .expect("one key");
+            match store.get(&key)? {
+                Some(bytes) => credits::parse_credits_csv(&bytes, &store.object_url(&key))?,
+                None => credits::Balances::new(),
+            }
+        }
+        None => credits::Balances::new(),
+    };
+    if before == credits::closings(&billing.credits) {
+        return Ok(None);
+    }
+    let later = later_billed(store, month)?;
+    if later.is_empty() {
+        return Ok(None);
+    }
+    let commands: Vec<String> = later
+        .iter()
+        .map(|m| format!("`meter rerun --month {m}`"))
+        .collect();
+    Ok(Some(format!(
+        "prepaid credit balances at the end of {month} changed, and {} opened from the old ones: \
+         they are stale until billed again, oldest first: {}",
+        later.join(", "),
+        commands.join(", then ")
+    )))
+}
+
 /// A customer billed for the month whose plan is not in the price list
 /// would be left out of the revision: refuse the month instead, naming each
 /// (file, line, customer and plan), before anything is written.
@@ -474,7 +636,14 @@ pub fn day_events(
     pricing: &Pricing,
 ) -> Result<DayEvents> {
     let conn = Connection::open_in_memory().map_err(db_err("opening DuckDB"))?;
-    let loaded = inputs::load_month_to_date(&conn, lake, date, registry, pricing)?;
+    let loaded = inputs::load_month_to_date(
+        &conn,
+        lake,
+        date,
+        registry,
+        pricing,
+        &inputs::ContractInputs::default(),
+    )?;
     sql::run_billing(&conn)?;
     let mut billing = read_billing(&conn, &date.format("%Y-%m").to_string())?;
     let day = date.to_string();
@@ -619,8 +788,46 @@ pub fn read_billing(conn: &Connection, month: &str) -> Result<Billing> {
         })
         .and_then(|rows| rows.collect())
         .map_err(db_err("unbilled_usage"))?;
+
+    let mut stmt = conn
+        .prepare(
+            "SELECT customer_id, grant_id, burn_order, currency, decimals, amount, \
+             strftime(granted, '%Y-%m-%d'), strftime(expires, '%Y-%m-%d'), priority, opening_from, \
+             rate, invoice_currency, invoice_decimals, opening_minor, applied_grant_minor, \
+             applied_minor, expired_minor, closing_minor, status \
+             FROM credit_balances ORDER BY customer_id, burn_order",
+        )
+        .map_err(db_err("credit_balances"))?;
+    billing.credits = stmt
+        .query_map([], |r| {
+            Ok(render::CreditBalance {
+                customer_id: r.get(0)?,
+                grant_id: r.get(1)?,
+                burn_order: r.get(2)?,
+                currency: r.get(3)?,
+                decimals: r.get(4)?,
+                amount: decimal(r.get(5)?)?,
+                granted: r.get(6)?,
+                expires: r.get(7)?,
+                priority: r.get(8)?,
+                opening_from: r.get(9)?,
+                rate: decimal(r.get(10)?)?,
+                invoice_currency: r.get(11)?,
+                invoice_decimals: r.get(12)?,
+                opening_minor: r.get(13)?,
+                applied_minor: r.get(14)?,
+                applied_invoice_minor: r.get(15)?,
+                expired_minor: r.get(16)?,
+                closing_minor: r.get(17)?,
+                status: r.get(18)?,
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(db_err("credit_balances"))?;
     Ok(billing)
 }
 
+#[cfg(test)]
+mod oracle_tests;
 #[cfg(test)]
 mod tests;

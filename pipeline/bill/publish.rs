@@ -136,6 +136,12 @@ pub fn files(period: &Period, billing: &Billing, per_body: usize) -> Vec<(String
         key(RevisionFile::Summary),
         render::summary_csv(period, &billing.summary),
     ));
+    if !billing.credits.is_empty() {
+        files.push((
+            key(RevisionFile::Credits),
+            render::credits_csv(period, &billing.credits),
+        ));
+    }
     files.push((
         key(RevisionFile::MeterEvents),
         render::meter_events_jsonl(&billing.events),

@@ -62,6 +62,86 @@ pub struct SummaryRow {
     pub stripe_customer_id: Option<String>,
 }
 
+/// One grant's month, as `invoice.sql` (`credit_balances`) computes it.
+/// Amounts are whole minor units: of the grant's currency, except
+/// `applied_invoice_minor` (the invoice's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreditBalance {
+    pub customer_id: String,
+    pub grant_id: String,
+    pub burn_order: i64,
+    pub currency: String,
+    pub decimals: u32,
+    pub amount: Decimal,
+    pub granted: String,
+    pub expires: Option<String>,
+    pub priority: i64,
+    pub opening_from: String,
+    pub rate: Decimal,
+    pub invoice_currency: String,
+    pub invoice_decimals: u32,
+    pub opening_minor: i64,
+    pub applied_minor: i64,
+    pub applied_invoice_minor: i64,
+    pub expired_minor: i64,
+    pub closing_minor: i64,
+    pub status: String,
+}
+
+pub const CREDITS_HEADER: [&str; 19] = [
+    "month",
+    "revision",
+    "customer_id",
+    "grant_id",
+    "burn_order",
+    "currency",
+    "amount",
+    "granted",
+    "expires",
+    "priority",
+    "opening",
+    "opening_from",
+    "applied",
+    "expired",
+    "closing",
+    "status",
+    "fx_rate",
+    "applied_invoice_amount",
+    "invoice_currency",
+];
+
+/// `credits.csv`: one row per grant, in customer and burn order.
+pub fn credits_csv(period: &Period, rows: &[CreditBalance]) -> Vec<u8> {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let money = |m: i64| format_minor(m, r.decimals);
+            vec![
+                period.month.to_string(),
+                period.revision.to_string(),
+                r.customer_id.clone(),
+                r.grant_id.clone(),
+                r.burn_order.to_string(),
+                r.currency.clone(),
+                r.amount.normalize().to_string(),
+                r.granted.clone(),
+                r.expires.clone().unwrap_or_default(),
+                r.priority.to_string(),
+                money(r.opening_minor),
+                r.opening_from.clone(),
+                money(r.applied_minor),
+                money(r.expired_minor),
+                money(r.closing_minor),
+                r.status.clone(),
+                r.rate.normalize().to_string(),
+                format_minor(r.applied_invoice_minor, r.invoice_decimals),
+                r.invoice_currency.clone(),
+            ]
+        })
+        .collect();
+    csv_bytes(&CREDITS_HEADER, rows)
+}
+
 /// One Stripe meter event of `meter_events.sql`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MeterEvent {
@@ -139,6 +219,17 @@ where
 
 fn finish(w: csv::Writer<Vec<u8>>) -> Vec<u8> {
     w.into_inner().expect("writing to memory")
+}
+
+/// A CSV file of a header and rows, in the invoices' dialect (CRLF, every
+/// cell formula-safe).
+pub fn csv_bytes(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> Vec<u8> {
+    let mut w = csv_writer();
+    write_row(&mut w, header);
+    for row in rows {
+        write_row(&mut w, row);
+    }
+    finish(w)
 }
 
 pub const INVOICE_HEADER: [&str; 25] = [

@@ -462,6 +462,7 @@ fn roll_and_bill(
         lake: paths.lake.clone(),
         month,
         customers: paths.customers.clone(),
+        contracts: None,
         pricing: paths.pricing.clone(),
         out: paths.out.clone(),
         store_options: paths.store_options.clone(),

@@ -330,7 +330,8 @@ fn ingest_from(
     // Shard 0 keeps it (the shards of a split read the same input): two
     // processes never write it at once.
     if opts.shard.owns_path("customers.csv") {
-        lake.save_registry(&text)?;
+        let contracts = root.read("contracts.toml")?;
+        lake.save_registry(&text, contracts.as_deref())?;
     }
     report.finished_at = ctx.clock.now().to_rfc3339();
     let json = serde_json::to_string_pretty(&report).expect("the report serializes");

@@ -5,7 +5,7 @@
 //! one [`InputRoot`].
 //!
 //! ```text
-//! <input>/customers.csv, users.csv
+//! <input>/customers.csv, users.csv, contracts.toml
 //! <input>/<vm_id>/cliproxy/**   *.log, *.jsonl            (optionally .gz)
 //! <input>/<vm_id>/resources/**  *.csv, *.jsonl, *.influx  (optionally .gz)
 //! <input>/<vm_id>/commands/**   *.jsonl                   (optionally .gz)
@@ -290,7 +290,7 @@ fn folder_rule(segs: &[&str]) -> Option<Ignored> {
 
 /// What the layout makes of a file.
 enum FileRule {
-    /// `customers.csv` or `users.csv`, read on their own.
+    /// `customers.csv`, `users.csv` or `contracts.toml`, read on their own.
     Registry,
     Input {
         vm_id: String,
@@ -307,7 +307,7 @@ fn file_rule(segs: &[&str]) -> FileRule {
     }
     match segs {
         [] => FileRule::Ignored(ignored(segs, "empty name", true)),
-        ["customers.csv" | "users.csv"] => FileRule::Registry,
+        ["customers.csv" | "users.csv" | "contracts.toml"] => FileRule::Registry,
         [_] => FileRule::Ignored(ignored(segs, "not part of the input layout", false)),
         [_, sub] if kind_of(sub).is_some() => {
             FileRule::Ignored(ignored(segs, "a file, not a folder", true))
@@ -680,6 +680,7 @@ mod tests {
         let files: Vec<(&str, &[u8])> = vec![
             ("customers.csv", b"c"),
             ("users.csv", b"u"),
+            ("contracts.toml", b"t"),
             ("README.md", b"r"),
             (".hidden/x.log", b"h"),
             ("bad vm/cliproxy/a.log", b"b"),

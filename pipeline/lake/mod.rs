@@ -853,16 +853,36 @@ impl Lake {
         }
     }
 
-    /// Saves the registry copy (unchanged bytes leave the file untouched).
-    pub fn save_registry(&self, customers_csv: &[u8]) -> Result<()> {
+    /// The copy of `contracts.toml` beside the registry copy.
+    pub fn contracts_path(root: &Path) -> PathBuf {
+        root.join("_registry").join("contracts.toml")
+    }
+
+    /// Saves the registry copy and the contracts beside it (unchanged
+    /// bytes leave a file untouched; no contracts in the input removes the
+    /// copy, so a contract taken out stops applying).
+    pub fn save_registry(&self, customers_csv: &[u8], contracts: Option<&[u8]>) -> Result<()> {
         let path = Lake::registry_path(&self.root);
         if self
             .read_file(&path)?
-            .is_some_and(|old| old == customers_csv)
+            .is_none_or(|old| old != customers_csv)
         {
-            return Ok(());
+            self.write_file(&path, customers_csv)?;
         }
-        self.write_file(&path, customers_csv)
+        let path = Lake::contracts_path(&self.root);
+        match contracts {
+            Some(bytes) => {
+                if self.read_file(&path)?.is_none_or(|old| old != bytes) {
+                    self.write_file(&path, bytes)?;
+                }
+            }
+            None => {
+                if self.exists(&path)? {
+                    self.remove_file(&path)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn dated_dir(&self, rel: &str, date: NaiveDate) -> PathBuf {

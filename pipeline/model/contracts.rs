@@ -23,6 +23,11 @@ use crate::model::error::Error;
 /// Most tiers one schedule may have.
 pub const MAX_TIERS: usize = 20;
 
+/// Decimal places and bound of every amount, percent, factor and tier
+/// bound: billing holds them as `DECIMAL(18, 6)`, so none is rounded.
+pub const MAX_PLACES: u32 = 6;
+const MAX_WHOLE: i64 = 1_000_000_000_000;
+
 /// What volume tiers count, month to date across the parts of a month.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -113,6 +118,14 @@ pub struct CreditGrant {
     pub expires: Option<NaiveDate>,
     /// Lower burns first.
     pub priority: u32,
+}
+
+/// Days `[start, end)` of a month under one set of terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part<'a> {
+    pub start: NaiveDate,
+    pub end: NaiveDate,
+    pub terms: Option<&'a Terms>,
 }
 
 /// Every sound contract of `contracts.toml`.
@@ -259,6 +272,17 @@ impl Problems<'_> {
                 self.add(customer, at, field, "must be more than 0".into());
                 None
             }
+            Ok(d) if d.normalize().scale() > MAX_PLACES || d.abs() >= Decimal::from(MAX_WHOLE) => {
+                self.add(
+                    customer,
+                    at,
+                    field,
+                    format!(
+                        "{d} must be below {MAX_WHOLE} with at most {MAX_PLACES} decimal places"
+                    ),
+                );
+                None
+            }
             Ok(d) => Some(d.normalize()),
             Err(_) => {
                 self.add(
@@ -334,6 +358,34 @@ impl Contracts {
                 ));
             }
         }
+        // Two discounts of one customer on the same lines at the same time
+        // (or an invoice discount beside any other) would stack in an
+        // order nobody wrote down: refused.
+        for (i, b) in contracts.discounts.iter().enumerate() {
+            let clash = contracts.discounts[..i].iter().find(|a| {
+                a.customer_id == b.customer_id
+                    && (a.applies_to == b.applies_to
+                        || a.applies_to == DiscountScope::Invoice
+                        || b.applies_to == DiscountScope::Invoice)
+                    && a.from < b.until.unwrap_or(NaiveDate::MAX)
+                    && b.from < a.until.unwrap_or(NaiveDate::MAX)
+            });
+            if let Some(a) = clash {
+                p.found.push((
+                    b.customer_id.clone(),
+                    Error::Registry {
+                        path: path.to_path_buf(),
+                        line: b.line,
+                        field: "from".into(),
+                        message: format!(
+                            "this discount of {} overlaps the discount on line {} on the same \
+                             lines (discounts do not stack; an invoice discount overlaps every other)",
+                            b.customer_id, a.line
+                        ),
+                    },
+                ));
+            }
+        }
         let mut grant_ids: BTreeMap<(&str, &str), u64> = BTreeMap::new();
         for c in &contracts.credits {
             if let Some(first) = grant_ids.insert((&c.customer_id, &c.grant_id), c.line) {
@@ -369,24 +421,16 @@ impl Contracts {
                 ))
         });
         let mut problems = Vec::new();
+        let mut refused = BTreeSet::new();
         for (customer, e) in p.found {
-            contracts.refused.insert(customer);
+            refused.insert(customer);
             problems.push(e);
         }
         problems.sort_by_key(|e| match e {
             Error::Registry { line, .. } => *line,
             _ => 0,
         });
-        let refused = contracts.refused.clone();
-        contracts
-            .terms
-            .retain(|t| !refused.contains(&t.customer_id));
-        contracts
-            .discounts
-            .retain(|d| !refused.contains(&d.customer_id));
-        contracts
-            .credits
-            .retain(|c| !refused.contains(&c.customer_id));
+        contracts.refuse(&refused);
         Ok((contracts, problems))
     }
 
@@ -439,11 +483,17 @@ impl Contracts {
                 }
             }
         }
-        self.terms.retain(|t| !refused.contains(&t.customer_id));
-        self.discounts.retain(|d| !refused.contains(&d.customer_id));
-        self.credits.retain(|c| !refused.contains(&c.customer_id));
-        self.refused.extend(refused);
+        self.refuse(&refused);
         problems
+    }
+
+    /// Takes every entry of these customers out and marks them refused.
+    pub fn refuse(&mut self, customers: &BTreeSet<String>) {
+        self.terms.retain(|t| !customers.contains(&t.customer_id));
+        self.discounts
+            .retain(|d| !customers.contains(&d.customer_id));
+        self.credits.retain(|c| !customers.contains(&c.customer_id));
+        self.refused.extend(customers.iter().cloned());
     }
 
     fn first_line(&self, customer: &str) -> u64 {
@@ -465,30 +515,54 @@ impl Contracts {
         terms.chain(discounts).chain(credits).min().unwrap_or(0)
     }
 
-    /// The parts of `[start, end)` under one set of terms each (`None`: no
-    /// terms in force), split where a customer's terms change.
-    pub fn parts(
-        &self,
-        customer: &str,
-        start: NaiveDate,
-        end: NaiveDate,
-    ) -> Vec<(NaiveDate, NaiveDate, Option<&Terms>)> {
+    /// Whether the customer has terms or discounts: its usage is billed
+    /// by parts of the month (credits alone do not split a month).
+    pub fn has_parts(&self, customer: &str) -> bool {
+        self.terms.iter().any(|t| t.customer_id == customer)
+            || self.discounts.iter().any(|d| d.customer_id == customer)
+    }
+
+    /// The parts of `[start, end)` a customer's usage is billed in: cut
+    /// where its terms change (terms equal to the ones before them are no
+    /// change: a re-signed identical contract bills what no change bills)
+    /// and where a discount starts or ends, so that each part is under
+    /// one set of terms (`None`: none in force) and each discount covers a
+    /// part whole or not at all.
+    pub fn parts(&self, customer: &str, start: NaiveDate, end: NaiveDate) -> Vec<Part<'_>> {
         let mine: Vec<&Terms> = self
             .terms
             .iter()
             .filter(|t| t.customer_id == customer)
             .collect();
         let in_force = |d: NaiveDate| mine.iter().rev().find(|t| t.from <= d).copied();
-        let mut cuts: Vec<NaiveDate> = mine
+        let same = |a: Option<&Terms>, b: Option<&Terms>| match (a, b) {
+            (Some(a), Some(b)) => a.commitment == b.commitment && a.tiers == b.tiers,
+            (None, None) => true,
+            _ => false,
+        };
+        let terms_cuts = mine
             .iter()
             .map(|t| t.from)
+            .filter(|d| !same(in_force(*d), d.pred_opt().and_then(in_force)));
+        let discount_cuts = self
+            .discounts
+            .iter()
+            .filter(|d| d.customer_id == customer)
+            .flat_map(|d| [Some(d.from), d.until])
+            .flatten();
+        let mut cuts: BTreeSet<NaiveDate> = terms_cuts
+            .chain(discount_cuts)
             .filter(|d| *d > start && *d < end)
             .collect();
-        cuts.insert(0, start);
-        cuts.push(end);
+        cuts.insert(start);
+        cuts.insert(end);
+        let cuts: Vec<NaiveDate> = cuts.into_iter().collect();
         cuts.windows(2)
-            .filter(|w| w[0] < w[1])
-            .map(|w| (w[0], w[1], in_force(w[0])))
+            .map(|w| Part {
+                start: w[0],
+                end: w[1],
+                terms: in_force(w[0]),
+            })
             .collect()
     }
 }
@@ -567,13 +641,22 @@ fn tiers(p: &mut Problems, customer: &str, at: &Spanned<WireTiers>) -> Option<Ti
         let from = match s_ref.from.get_ref() {
             toml::Value::Integer(n) if *n >= 0 => Some(Decimal::from(*n)),
             toml::Value::String(t) => match t.trim().parse::<Decimal>() {
-                Ok(d) if !d.is_sign_negative() || d.is_zero() => Some(d.normalize()),
+                Ok(d)
+                    if (!d.is_sign_negative() || d.is_zero())
+                        && d.normalize().scale() <= MAX_PLACES
+                        && d < Decimal::from(MAX_WHOLE) =>
+                {
+                    Some(d.normalize())
+                }
                 _ => {
                     p.add(
                         customer,
                         &s_ref.from,
                         &field,
-                        format!("{t:?} is not an amount of 0 or more"),
+                        format!(
+                            "{t:?} is not an amount of 0 or more below {MAX_WHOLE} with at most \
+                             {MAX_PLACES} decimal places"
+                        ),
                     );
                     None
                 }
@@ -820,12 +903,30 @@ expires = 2026-11-01
         let ids: Vec<&str> = c.credits.iter().map(|g| g.grant_id.as_str()).collect();
         assert_eq!(ids, ["soon", "late"]);
         assert_eq!(c.credits[1].currency, "EUR");
+        // Cut at the discount (15th) and the new terms (16th).
         let parts = c.parts("acme", d("2026-10-01"), d("2026-11-01"));
-        assert_eq!(parts.len(), 2);
-        assert_eq!((parts[0].0, parts[0].1), (d("2026-10-01"), d("2026-10-16")));
-        assert_eq!(parts[1].2.unwrap().line, 7);
+        let spans: Vec<(NaiveDate, NaiveDate, u64)> = parts
+            .iter()
+            .map(|p| (p.start, p.end, p.terms.unwrap().line))
+            .collect();
+        assert_eq!(
+            spans,
+            [
+                (d("2026-10-01"), d("2026-10-15"), 2),
+                (d("2026-10-15"), d("2026-10-16"), 2),
+                (d("2026-10-16"), d("2026-11-01"), 7)
+            ]
+        );
         let none = c.parts("other", d("2026-10-01"), d("2026-11-01"));
-        assert_eq!(none, vec![(d("2026-10-01"), d("2026-11-01"), None)]);
+        assert_eq!(
+            none,
+            vec![Part {
+                start: d("2026-10-01"),
+                end: d("2026-11-01"),
+                terms: None
+            }]
+        );
+        assert!(c.has_parts("acme") && !c.has_parts("other"));
     }
 
     #[test]
@@ -904,6 +1005,104 @@ commitment = "1"
         assert_eq!(
             problems[0].to_string(),
             "contracts.toml:2: field `customer_id`: acme is not in customers.csv"
+        );
+    }
+
+    #[test]
+    fn identical_terms_do_not_cut_the_month_and_stacked_discounts_are_refused() {
+        let (c, problems) = parse(
+            r#"
+[[terms]]
+customer_id = "a"
+from = 2026-09-01
+commitment = "100"
+
+[[terms]]
+customer_id = "a"
+from = 2026-10-10
+commitment = "100.00"
+
+[[terms]]
+customer_id = "a"
+from = 2026-10-20
+commitment = "200"
+"#,
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let parts = c.parts("a", d("2026-10-01"), d("2026-11-01"));
+        let spans: Vec<(NaiveDate, NaiveDate)> = parts.iter().map(|p| (p.start, p.end)).collect();
+        assert_eq!(
+            spans,
+            [
+                (d("2026-10-01"), d("2026-10-20")),
+                (d("2026-10-20"), d("2026-11-01"))
+            ]
+        );
+
+        let (c, problems) = parse(
+            r#"
+[[discounts]]
+customer_id = "a"
+percent = "10"
+applies_to = "compute"
+from = 2026-10-01
+until = 2026-10-10
+
+[[discounts]]
+customer_id = "a"
+amount = "5"
+applies_to = "api_usage"
+from = 2026-10-05
+
+[[discounts]]
+customer_id = "a"
+amount = "5"
+applies_to = "compute"
+from = 2026-10-10
+
+[[discounts]]
+customer_id = "b"
+percent = "10"
+applies_to = "compute"
+from = 2026-10-01
+
+[[discounts]]
+customer_id = "b"
+percent = "1.0000001"
+applies_to = "invoice"
+from = 2026-11-01
+"#,
+        );
+        assert_eq!(
+            problems,
+            [
+                "contracts.toml:29: field `percent`: 1.0000001 must be below 1000000000000 with at most 6 decimal places"
+            ]
+        );
+        assert_eq!(c.discounts.len(), 3, "a's do not overlap: {c:?}");
+        let (_, problems) = parse(
+            r#"
+[[discounts]]
+customer_id = "b"
+percent = "10"
+applies_to = "compute"
+from = 2026-10-01
+
+[[discounts]]
+customer_id = "b"
+percent = "1"
+applies_to = "invoice"
+from = 2026-10-31
+until = 2026-11-02
+"#,
+        );
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with(
+                "contracts.toml:8: field `from`: this discount of b overlaps the discount on line 2"
+            ),
+            "{}",
+            problems[0]
         );
     }
 

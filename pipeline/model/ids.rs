@@ -20,7 +20,7 @@ pub fn valid_id(id: &str) -> bool {
 /// Customer ids that cannot be billed: a customer's invoice is
 /// `<customer_id>.csv` beside a revision's `summary.csv`, `diff.csv` and
 /// `corrections.csv` (`bill::layout`), so these ids would name another file.
-pub const RESERVED_CUSTOMER_IDS: [&str; 3] = ["summary", "diff", "corrections"];
+pub const RESERVED_CUSTOMER_IDS: [&str; 4] = ["summary", "credits", "diff", "corrections"];
 
 /// Short SHA-256 fingerprint of an API key: the first 12 hex digits. The raw
 /// key never leaves the parser.

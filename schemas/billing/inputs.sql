@@ -130,3 +130,86 @@ CREATE TABLE activity_daily (
     activity_type VARCHAR NOT NULL,
     count         BIGINT NOT NULL
 );
+
+-- Contracts (contracts.toml, schemas/contracts.md). Empty when there is no
+-- file; customers refused for a bad contract are not in `customers`.
+--
+-- The parts a contract customer's month is billed in: cut where its terms
+-- change and where a discount starts or ends (meter computes the cuts;
+-- equal terms in a row are one part). Every customer with terms or a
+-- discount has at least one part; others have none and bill by the month.
+CREATE TABLE contract_parts (
+    customer_id  VARCHAR NOT NULL,
+    part         BIGINT  NOT NULL,        -- 1, 2, ... in date order
+    part_start   DATE    NOT NULL,
+    part_end     DATE    NOT NULL,        -- exclusive
+    terms_line   BIGINT,                  -- contracts.toml line of the terms in force; null: none
+    terms_from   DATE,
+    commitment   DECIMAL(18, 6),          -- monthly minimum, customer currency; null: none
+    tier_measure VARCHAR,                 -- tokens | api_charge; null: no tiers
+    tier_mode    VARCHAR,                 -- graduated | volume
+    PRIMARY KEY (customer_id, part)
+);
+
+-- The tiers of a part's terms: tier 1 from 0, `tier_from` strictly increasing.
+CREATE TABLE contract_tiers (
+    customer_id VARCHAR NOT NULL,
+    part        BIGINT  NOT NULL,
+    tier        BIGINT  NOT NULL,         -- 1, 2, ...
+    tier_from   DECIMAL(18, 6) NOT NULL,  -- tokens, or customer currency
+    factor      DECIMAL(18, 6) NOT NULL,  -- x provider cost
+    PRIMARY KEY (customer_id, part, tier)
+);
+
+CREATE TABLE contract_discounts (
+    customer_id   VARCHAR NOT NULL,
+    discount_line BIGINT  NOT NULL,       -- contracts.toml line
+    percent       DECIMAL(18, 6),         -- exactly one of percent and amount
+    amount        DECIMAL(18, 6),         -- a month's amount, customer currency
+    applies_to    VARCHAR NOT NULL,       -- invoice | subscription | api_usage | compute
+    valid_from    DATE    NOT NULL,
+    valid_until   DATE,                   -- exclusive; null: open
+    PRIMARY KEY (customer_id, discount_line)
+);
+
+-- Prepaid credit granted before the month ends, with the balance the month
+-- opens with (the previous month's closing balance, or the amount granted).
+CREATE TABLE credit_grants (
+    customer_id    VARCHAR NOT NULL,
+    grant_id       VARCHAR NOT NULL,
+    burn_order     BIGINT  NOT NULL,      -- 1 burns first (priority, expiry, grant date, id)
+    amount         DECIMAL(18, 6) NOT NULL,
+    currency       VARCHAR NOT NULL,      -- the grant's
+    decimals       BIGINT  NOT NULL,      -- of the grant's currency (ISO 4217)
+    minor_per_unit BIGINT  NOT NULL,      -- 10 ^ decimals
+    granted        DATE    NOT NULL,
+    expires        DATE,                  -- exclusive; null: never
+    priority       BIGINT  NOT NULL,
+    opening        DECIMAL(18, 6) NOT NULL, -- grant currency
+    opening_from   VARCHAR NOT NULL,      -- where the opening balance comes from
+    rate           DECIMAL(18, 8) NOT NULL, -- 1 grant currency = rate invoice currency
+    PRIMARY KEY (customer_id, grant_id)
+);
+
+-- The daily api_usage aggregates of contract customers (customers with a
+-- part) by provider and model: tiers count month to date by day, and a part
+-- bills the days in it.
+CREATE TABLE usage_daily_lines (
+    date                        DATE NOT NULL,
+    customer_id                 VARCHAR NOT NULL,
+    provider                    VARCHAR,
+    model                       VARCHAR,
+    requests                    BIGINT NOT NULL,
+    input_tokens                BIGINT NOT NULL,
+    cache_read_tokens           BIGINT NOT NULL,
+    cache_write_tokens          BIGINT NOT NULL,
+    output_tokens               BIGINT NOT NULL,
+    reasoning_tokens            BIGINT NOT NULL,
+    cost                        DECIMAL(38, 18),
+    unpriced_requests           BIGINT NOT NULL,
+    unpriced_input_tokens       BIGINT NOT NULL,
+    unpriced_cache_read_tokens  BIGINT NOT NULL,
+    unpriced_cache_write_tokens BIGINT NOT NULL,
+    unpriced_output_tokens      BIGINT NOT NULL,
+    unpriced_reasoning_tokens   BIGINT NOT NULL
+);

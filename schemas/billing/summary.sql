@@ -9,7 +9,8 @@ WITH totals AS (
            sum(amount_minor) AS total_minor,
            sum(amount_minor) FILTER (WHERE line_type = 'subscription') AS fee_minor,
            coalesce(sum(amount_minor) FILTER (WHERE line_type = 'api_usage'), 0) AS api_minor,
-           coalesce(sum(amount_minor) FILTER (WHERE line_type = 'compute'), 0) AS compute_minor
+           coalesce(sum(amount_minor) FILTER (WHERE line_type = 'compute'), 0) AS compute_minor,
+           coalesce(sum(amount_minor) FILTER (WHERE line_type = 'credit'), 0) AS credit_minor
     FROM invoice_lines
     GROUP BY customer_id
 ), usage AS (
@@ -47,12 +48,13 @@ SELECT c.invoice_number,
        c.monthly_limit,
        CAST(round_div(c.monthly_limit * c.minor_per_unit, 1) AS BIGINT) AS limit_minor,
        -- the limit is on usage charges: the total without the plan fee
-       -- (schemas/customers.md), as the nightly's limit alerts measure it
+       -- and before prepaid credit (schemas/customers.md), as the
+       -- nightly's limit alerts measure it
        CAST(CASE WHEN c.monthly_limit IS NULL THEN 0
-                 ELSE greatest(t.total_minor - coalesce(t.fee_minor, 0)
+                 ELSE greatest(t.total_minor - coalesce(t.fee_minor, 0) - t.credit_minor
                                - round_div(c.monthly_limit * c.minor_per_unit, 1), 0)
             END AS BIGINT) AS over_limit_minor,
-       coalesce(t.total_minor - coalesce(t.fee_minor, 0)
+       coalesce(t.total_minor - coalesce(t.fee_minor, 0) - t.credit_minor
                 > round_div(c.monthly_limit * c.minor_per_unit, 1), false) AS limit_exceeded,
        c.stripe_customer_id
 FROM billed_customers c

@@ -323,7 +323,14 @@ pub fn preview(
     pricing: &Pricing,
 ) -> Result<Preview> {
     let conn = Connection::open_in_memory().map_err(db_err("opening DuckDB"))?;
-    let loaded = inputs::load(&conn, lake, period.start, registry, pricing)?;
+    let loaded = inputs::load(
+        &conn,
+        lake,
+        period.start,
+        registry,
+        pricing,
+        &inputs::ContractInputs::default(),
+    )?;
     conn.execute_batch("DELETE FROM usage_monthly; DELETE FROM compute_monthly;")
         .map_err(db_err("preview inputs"))?;
     // The period's daily aggregates, summed over its days.

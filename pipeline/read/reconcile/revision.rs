@@ -124,6 +124,7 @@ pub fn check(store: &Store, month: &str, revision: u32) -> Result<Checked> {
                 deltas = Some((url.clone(), diff::parse_events(&url, bytes)?))
             }
             RevisionFile::Manifest
+            | RevisionFile::Credits
             | RevisionFile::DiffText
             | RevisionFile::MeterEventStream
             | RevisionFile::Other => {}
