@@ -16,11 +16,19 @@ use super::render::CreditBalance;
 use super::render::{Period, credits_csv};
 use crate::model::error::{Error, Result};
 
-/// A grant's closing balance in a published `credits.csv`.
+/// A grant's closing balance in a published `credits.csv`, with what is
+/// needed to carry it through a month its customer is not billed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Closing {
     pub currency: String,
     pub closing: Decimal,
+    /// The currency's places (as the file writes every amount).
+    pub decimals: u32,
+    pub amount: Decimal,
+    pub granted: String,
+    pub expires: Option<String>,
+    pub priority: i64,
+    pub burn_order: i64,
 }
 
 /// `(customer_id, grant_id)` -> closing balance.
@@ -51,23 +59,40 @@ pub fn parse_credits_csv(bytes: &[u8], url: &str) -> Result<Balances> {
         column("currency")?,
         column("closing")?,
     );
+    let (amount, granted, expires, priority, burn_order) = (
+        column("amount")?,
+        column("granted")?,
+        column("expires")?,
+        column("priority")?,
+        column("burn_order")?,
+    );
     let mut out = Balances::new();
     for (i, record) in reader.records().enumerate() {
         let line = i as u64 + 2;
         let record = record.map_err(|e| bad(line, "row", e.to_string()))?;
         let get = |n: usize| record.get(n).unwrap_or_default().to_string();
-        let value: Decimal = get(closing).parse().map_err(|_| {
-            bad(
-                line,
-                "closing",
-                format!("{:?} is not a decimal", get(closing)),
-            )
-        })?;
+        let number = |n: usize, name: &str| -> Result<Decimal> {
+            get(n)
+                .parse()
+                .map_err(|_| bad(line, name, format!("{:?} is not a decimal", get(n))))
+        };
+        let whole = |n: usize, name: &str| -> Result<i64> {
+            get(n)
+                .parse()
+                .map_err(|_| bad(line, name, format!("{:?} is not a whole number", get(n))))
+        };
+        let value = number(closing, "closing")?;
         out.insert(
             (get(customer), get(grant)),
             Closing {
                 currency: get(currency),
                 closing: value,
+                decimals: value.scale(),
+                amount: number(amount, "amount")?,
+                granted: get(granted),
+                expires: Some(get(expires)).filter(|e| !e.is_empty()),
+                priority: whole(priority, "priority")?,
+                burn_order: whole(burn_order, "burn_order")?,
             },
         );
     }
@@ -79,7 +104,7 @@ pub fn parse_credits_csv(bytes: &[u8], url: &str) -> Result<Balances> {
 pub struct Openings {
     /// Closing balances of the month before, by grant.
     pub balances: Balances,
-    /// `2026-09 rev-3`, or why there is none.
+    /// `2026-09 rev-3`; empty when the month before is not billed.
     pub source: String,
     /// Said in the run report.
     pub notices: Vec<String>,
@@ -96,9 +121,56 @@ pub fn closings(rows: &[CreditBalance]) -> Balances {
                 (r.customer_id.clone(), r.grant_id.clone()),
                 Closing {
                     currency: r.currency.clone(),
-                    closing: Decimal::new(r.closing_minor, r.decimals).normalize(),
+                    closing: Decimal::new(r.closing_minor, r.decimals),
+                    decimals: r.decimals,
+                    amount: r.amount,
+                    granted: r.granted.clone(),
+                    expires: r.expires.clone(),
+                    priority: r.priority,
+                    burn_order: r.burn_order,
                 },
             )
+        })
+        .collect()
+}
+
+/// The grants of the month before that this month's billing has no row
+/// for (their customer is refused this month, or has no contract any
+/// more): carried unchanged, so that a balance is never lost or reset.
+pub fn carried(openings: &Openings, rows: &[CreditBalance]) -> Vec<CreditBalance> {
+    let billed: std::collections::BTreeSet<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.customer_id.as_str(), r.grant_id.as_str()))
+        .collect();
+    openings
+        .balances
+        .iter()
+        .filter(|((c, g), _)| !billed.contains(&(c.as_str(), g.as_str())))
+        .map(|((customer, grant), b)| {
+            let minor = (b.closing * Decimal::from(10i64.pow(b.decimals)))
+                .trunc()
+                .mantissa() as i64;
+            CreditBalance {
+                customer_id: customer.clone(),
+                grant_id: grant.clone(),
+                burn_order: b.burn_order,
+                currency: b.currency.clone(),
+                decimals: b.decimals,
+                amount: b.amount,
+                granted: b.granted.clone(),
+                expires: b.expires.clone(),
+                priority: b.priority,
+                opening_from: openings.source.clone(),
+                rate: Decimal::ONE,
+                invoice_currency: b.currency.clone(),
+                invoice_decimals: b.decimals,
+                opening_minor: minor,
+                applied_minor: 0,
+                applied_invoice_minor: 0,
+                expired_minor: 0,
+                closing_minor: minor,
+                status: "carried".into(),
+            }
         })
         .collect()
 }

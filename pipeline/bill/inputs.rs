@@ -817,9 +817,13 @@ pub(super) fn load_contracts(
                     });
                 }
                 None if g.granted >= start => (g.amount, format!("granted in {label}")),
+                None if contracted.openings.source.is_empty() => (
+                    g.amount,
+                    "granted amount (the month before is not billed)".to_string(),
+                ),
                 None => (
                     g.amount,
-                    format!("granted amount (none in {})", contracted.openings.source),
+                    format!("granted amount (not in {})", contracted.openings.source),
                 ),
             };
             conn.execute(

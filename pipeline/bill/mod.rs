@@ -200,7 +200,8 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, pricing: &Pricing, opts: &BillOptions) -> 
         .collect();
     let mut notices = Vec::new();
     let mut contracted = inputs::ContractInputs::default();
-    if let Some((mut contracts, problems)) = read_contracts(lake, opts)? {
+    let read = read_contracts(lake, opts.contracts.as_deref(), opts.customers.as_deref())?;
+    if let Some((mut contracts, problems)) = read {
         let mut problems = problems;
         problems.extend(inputs::check_contracts(
             &mut contracts,
@@ -232,7 +233,15 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, pricing: &Pricing, opts: &BillOptions) -> 
         conn.execute("UPDATE billing_period SET revision = ?", [revision])
             .map_err(db_err("billing_period"))?;
         sql::run_billing(&conn)?;
-        read_billing(&conn, &month)
+        let mut billing = read_billing(&conn, &month)?;
+        let carried = credits::carried(&contracted.openings, &billing.credits);
+        if !carried.is_empty() {
+            billing.credits.extend(carried);
+            billing.credits.sort_by(|a, b| {
+                (&a.customer_id, a.burn_order).cmp(&(&b.customer_id, b.burn_order))
+            });
+        }
+        Ok(billing)
     };
     let first_day = start.to_string();
     let last_day = end.pred_opt().expect("in range").to_string();
@@ -314,6 +323,30 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, pricing: &Pricing, opts: &BillOptions) -> 
 
     for (customer, why) in &loaded.refused {
         attention.push(format!("customer {customer} not billed: {why}"));
+    }
+    let priced_here: Vec<&str> = billing
+        .summary
+        .iter()
+        .map(|r| r.customer_id.as_str())
+        .filter(|c| {
+            contracted.contracts.has_parts(c)
+                || contracted
+                    .contracts
+                    .credits
+                    .iter()
+                    .any(|g| g.customer_id == *c)
+        })
+        .collect();
+    if !priced_here.is_empty() {
+        attention.push(format!(
+            "{} ha{} a contract and {} priced by meter alone: no Stripe meter events are written \
+             for {} (Stripe would price the usage again); send the invoice amounts to Stripe \
+             yourself until `meter stripe push` sends them as invoice items",
+            priced_here.join(", "),
+            if priced_here.len() == 1 { "s" } else { "ve" },
+            if priced_here.len() == 1 { "is" } else { "are" },
+            if priced_here.len() == 1 { "it" } else { "them" }
+        ));
     }
     let unpriced: i64 = billing.summary.iter().map(|r| r.unpriced_requests).sum();
     if unpriced > 0 {
@@ -426,11 +459,16 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, pricing: &Pricing, opts: &BillOptions) -> 
     Ok(report)
 }
 
-/// The contracts billing applies: `opts.contracts` (which must exist), else
-/// `contracts.toml` beside `opts.customers`, else the lake's copy beside
-/// its registry copy; `None` when there is none.
-fn read_contracts(lake: &Lake, opts: &BillOptions) -> Result<Option<(Contracts, Vec<Error>)>> {
-    match (&opts.contracts, &opts.customers) {
+/// The contracts billing applies: `contracts` (which must exist), else
+/// `contracts.toml` beside `customers`, else the lake's copy beside its
+/// registry copy; `None` when there is none. The problems are not checked
+/// against the registry yet ([`inputs::check_contracts`]).
+pub fn read_contracts(
+    lake: &Lake,
+    contracts: Option<&Path>,
+    customers: Option<&Path>,
+) -> Result<Option<(Contracts, Vec<Error>)>> {
+    match (contracts, customers) {
         (Some(path), _) => crate::load::contracts(path, true),
         (None, Some(customers)) => {
             crate::load::contracts(&customers.with_file_name("contracts.toml"), false)
@@ -472,10 +510,7 @@ pub fn openings(store: &Store, start: NaiveDate) -> Result<credits::Openings> {
             ));
             current
         }
-        (None, None) => {
-            out.source = format!("granted amount ({previous} not billed)");
-            return Ok(out);
-        }
+        (None, None) => return Ok(out),
     };
     out.source = format!("{previous} rev-{revision}");
     let key = layout::RevisionFile::Credits
@@ -634,6 +669,7 @@ pub fn day_events(
     date: NaiveDate,
     registry: &Registry,
     pricing: &Pricing,
+    contracts: Contracts,
 ) -> Result<DayEvents> {
     let conn = Connection::open_in_memory().map_err(db_err("opening DuckDB"))?;
     let loaded = inputs::load_month_to_date(
@@ -642,7 +678,10 @@ pub fn day_events(
         date,
         registry,
         pricing,
-        &inputs::ContractInputs::default(),
+        &inputs::ContractInputs {
+            contracts,
+            ..inputs::ContractInputs::default()
+        },
     )?;
     sql::run_billing(&conn)?;
     let mut billing = read_billing(&conn, &date.format("%Y-%m").to_string())?;

@@ -261,6 +261,12 @@ fn generate(seed: u64) -> Scenario {
                     Closing {
                         currency: currency.to_string(),
                         closing: left,
+                        decimals: 2,
+                        amount,
+                        granted: day(granted).to_string(),
+                        expires: None,
+                        priority: 0,
+                        burn_order: 0,
                     },
                 );
             }

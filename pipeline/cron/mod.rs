@@ -27,6 +27,7 @@ use crate::ingest::{self, IngestOptions};
 use crate::lake::Lake;
 use crate::lake::store::Store;
 use crate::lake::tables::Table;
+use crate::model::contracts::Contracts;
 use crate::model::ctx::Ctx;
 use crate::model::error::{Error, Result};
 use crate::model::pricing::Pricing;
@@ -265,7 +266,20 @@ pub fn nightly(ctx: &Ctx, opts: &NightlyOptions) -> Result<JobReport> {
     for p in problems {
         report.attention.push(format!("customer not billed: {p}"));
     }
-    let day = bill::day_events(&lake, opts.date, &registry, &pricing)?;
+    let mut contracts = Contracts::default();
+    if let Some((mut read, problems)) =
+        bill::read_contracts(&lake, None, paths.customers.as_deref())?
+    {
+        let mut problems = problems;
+        problems.extend(bill::inputs::check_contracts(
+            &mut read, &registry, &pricing, opts.date,
+        ));
+        for p in problems {
+            report.attention.push(format!("contract refused: {p}"));
+        }
+        contracts = read;
+    }
+    let day = bill::day_events(&lake, opts.date, &registry, &pricing, contracts)?;
     for (customer, why) in &day.refused {
         report
             .attention

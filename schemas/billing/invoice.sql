@@ -230,11 +230,12 @@ SELECT u.customer_id, d.part, any_value(p.part_text), u.provider, u.model, d.tie
                ELSE 'overage: ' || any_value(c.tokens) || ' tokens > allowance ' || any_value(c.included_tokens)
                     || ', cost x ' || decimal_text(any_value(c.api_factor))
            END
-       ELSE 'tier ' || d.tier || ' of ' || any_value(d.tiers) || ' (' || any_value(d.tier_mode) || ', from '
+       ELSE 'tier ' || d.tier || ' of ' || any_value(d.tiers)
+            || CASE any_value(d.tier_mode) WHEN 'graduated' THEN ' (graduated: days after the month reached '
+                    ELSE ' (volume: the month reached ' END
             || decimal_text(any_value(d.tier_from))
             || CASE any_value(d.tier_measure) WHEN 'tokens' THEN ' tokens'
                     ELSE ' ' || any_value(c.currency) || ' of provider cost' END
-            || CASE any_value(d.tier_mode) WHEN 'graduated' THEN ' before the day' ELSE ' in the month' END
             || '): cost x ' || decimal_text(any_value(d.factor))
        END,
        sum(u.requests - u.unpriced_requests),
@@ -491,12 +492,15 @@ WITH lines AS (
     FROM lines
     GROUP BY customer_id
 ), grants AS (
-    SELECT g.*, c.currency AS invoice_currency, c.decimals AS invoice_decimals,
-           c.minor_per_unit AS invoice_minor_per_unit,
+    -- every admitted customer's grants, invoiced this month or not: a
+    -- balance is carried to the next month either way
+    SELECT g.*, c.currency AS invoice_currency, cur.decimals AS invoice_decimals,
+           cur.minor_per_unit AS invoice_minor_per_unit,
            CAST(g.opening * g.minor_per_unit AS HUGEINT) AS opening_minor,
            g.expires IS NOT NULL AND g.expires < p.period_end AS expired
     FROM credit_grants g
-    JOIN billed_customers c USING (customer_id)
+    JOIN customers c USING (customer_id)
+    JOIN currencies cur ON cur.currency = c.currency
     CROSS JOIN billing_period p
     WHERE g.granted < p.period_end
 ), available AS (

@@ -45,6 +45,10 @@ WITH daily AS (
     JOIN billed_customers c ON c.customer_id = d.customer_id
     CROSS JOIN billing_period p
     WHERE d.value > 0 AND d.date >= p.period_start AND d.date < p.period_end
+      -- A customer with a contract (terms, a discount or prepaid credit) is
+      -- priced by meter alone: Stripe's meters would price its usage again.
+      AND d.customer_id NOT IN (SELECT customer_id FROM contract_parts
+                                UNION SELECT customer_id FROM credit_grants)
 )
 SELECT date,
        customer_id,
