@@ -5,6 +5,7 @@
 --   daily_<table>, monthly_<table>                                aggregates of the four event tables
 --   runs                                                          the run reports, <lake>/_runs/*.json
 --   invoices, invoice_summary                                     the latest revision of every billed month
+--   credit_balances                                               its prepaid credit grants (credits.csv)
 --
 -- `meter query` runs this file; in the DuckDB CLI:
 --
@@ -226,6 +227,14 @@ SET VARIABLE meter_summary_files = (
                          || ', columns = {month: ''VARCHAR'', revision: ''BIGINT''})'
                     ELSE 'FROM meter_empty.latest' END) l
       ON f.file = meter_out() || '/invoices/' || l.month || '/rev-' || l.revision || '/summary.csv');
+SET VARIABLE meter_credits_files = (
+    SELECT coalesce('[' || string_agg(meter_literal(f.file), ', ' ORDER BY f.file) || ']', '')
+    FROM glob(meter_out() || '/invoices/*/rev-*/credits.csv') f
+    JOIN query(CASE WHEN getvariable('meter_latest_files') <> ''
+                    THEN 'FROM read_json(' || getvariable('meter_latest_files')
+                         || ', columns = {month: ''VARCHAR'', revision: ''BIGINT''})'
+                    ELSE 'FROM meter_empty.latest' END) l
+      ON f.file = meter_out() || '/invoices/' || l.month || '/rev-' || l.revision || '/credits.csv');
 
 -- The CSV text of every invoice column (render.rs INVOICE_HEADER).
 CREATE OR REPLACE TABLE meter_empty.invoice_csv (
@@ -270,7 +279,7 @@ CREATE OR REPLACE TABLE meter_empty.summary_csv (
     month VARCHAR, revision VARCHAR, invoice_number VARCHAR, customer_id VARCHAR,
     customer_name VARCHAR, currency VARCHAR, plan VARCHAR, rule VARCHAR, tokens VARCHAR,
     included_tokens VARCHAR, active_days VARCHAR, days VARCHAR, fee VARCHAR, api_usage VARCHAR,
-    compute VARCHAR, total VARCHAR, provider_cost VARCHAR, provider_currency VARCHAR,
+    compute VARCHAR, discounts VARCHAR, commitment VARCHAR, credit VARCHAR, total VARCHAR, provider_cost VARCHAR, provider_currency VARCHAR,
     fx_rate VARCHAR, provider_cost_converted VARCHAR, margin VARCHAR,
     unpriced_requests VARCHAR, unpriced_tokens VARCHAR, monthly_limit VARCHAR,
     over_limit VARCHAR, limit_exceeded VARCHAR, stripe_customer_id VARCHAR, note VARCHAR);
@@ -284,6 +293,10 @@ SELECT month, CAST(revision AS BIGINT) AS revision, invoice_number, customer_id,
        CAST(fee AS DECIMAL(38, 3)) AS fee,
        CAST(api_usage AS DECIMAL(38, 3)) AS api_usage,
        CAST(compute AS DECIMAL(38, 3)) AS compute,
+       -- summaries written before contracts have no such columns: 0
+       CAST(coalesce(discounts, '0') AS DECIMAL(38, 3)) AS discounts,
+       CAST(coalesce(commitment, '0') AS DECIMAL(38, 3)) AS commitment,
+       CAST(coalesce(credit, '0') AS DECIMAL(38, 3)) AS credit,
        CAST(total AS DECIMAL(38, 3)) AS total,
        CAST(provider_cost AS DECIMAL(38, 18)) AS provider_cost,
        provider_currency,
@@ -302,3 +315,34 @@ FROM query(CASE WHEN getvariable('meter_summary_files') <> ''
                      || getvariable('meter_summary_files')
                      || ', header = true, all_varchar = true)'
                 ELSE 'FROM meter_empty.summary_csv' END);
+
+-- credits.csv (render.rs CREDITS_HEADER, schemas/contracts.md), one row per
+-- prepaid credit grant of the latest revision of every billed month:
+-- balances in the grant's currency, `applied_invoice_amount` in the
+-- invoice's.
+CREATE OR REPLACE TABLE meter_empty.credits_csv (
+    month VARCHAR, revision VARCHAR, customer_id VARCHAR, grant_id VARCHAR, burn_order VARCHAR,
+    currency VARCHAR, amount VARCHAR, granted VARCHAR, expires VARCHAR, priority VARCHAR,
+    opening VARCHAR, opening_from VARCHAR, applied VARCHAR, expired VARCHAR, closing VARCHAR,
+    status VARCHAR, fx_rate VARCHAR, applied_invoice_amount VARCHAR, invoice_currency VARCHAR);
+CREATE OR REPLACE VIEW credit_balances AS
+SELECT month, CAST(revision AS BIGINT) AS revision, customer_id, grant_id,
+       CAST(burn_order AS BIGINT) AS burn_order, currency,
+       CAST(amount AS DECIMAL(38, 6)) AS amount,
+       CAST(granted AS DATE) AS granted,
+       CAST(nullif(expires, '') AS DATE) AS expires,
+       CAST(priority AS BIGINT) AS priority,
+       CAST(opening AS DECIMAL(38, 3)) AS opening,
+       opening_from,
+       CAST(applied AS DECIMAL(38, 3)) AS applied,
+       CAST(expired AS DECIMAL(38, 3)) AS expired,
+       CAST(closing AS DECIMAL(38, 3)) AS closing,
+       status,
+       CAST(fx_rate AS DECIMAL(38, 8)) AS fx_rate,
+       CAST(applied_invoice_amount AS DECIMAL(38, 3)) AS applied_invoice_amount,
+       invoice_currency
+FROM query(CASE WHEN getvariable('meter_credits_files') <> ''
+                THEN 'FROM meter_empty.credits_csv UNION ALL BY NAME FROM read_csv('
+                     || getvariable('meter_credits_files')
+                     || ', header = true, all_varchar = true)'
+                ELSE 'FROM meter_empty.credits_csv' END);

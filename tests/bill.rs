@@ -2,38 +2,15 @@
 //! and outputs on a real S3-protocol server.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use chrono::NaiveDate;
 use meter::bill::{self, BillOptions, BillReport};
 use meter::rollup::{self, Period, RollupOptions};
 
-use crate::common::{copy_dir, ctx, ingest, list_files, repo, sample_data};
+use crate::common::{copy_dir, ctx, list_files, repo, rolled_up_sample_lake, sample_data};
 
 fn month() -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 10, 1).unwrap()
-}
-
-/// The sample data ingested and rolled up once; each test bills a copy.
-fn rolled_up_lake() -> &'static Path {
-    static LAKE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &LAKE
-        .get_or_init(|| {
-            let dir = tempfile::tempdir().unwrap();
-            let lake = dir.path().join("lake");
-            ingest(&sample_data(), &lake, "ingest-1");
-            rollup::run(
-                &ctx("rollup-1"),
-                &RollupOptions {
-                    lake: lake.clone(),
-                    pricing: repo().join("pricing.toml"),
-                    period: Period::Month(month()),
-                },
-            )
-            .expect("rollup runs");
-            (dir, lake)
-        })
-        .1
 }
 
 struct Env {
@@ -45,7 +22,7 @@ struct Env {
 fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    copy_dir(rolled_up_lake(), &lake);
+    copy_dir(rolled_up_sample_lake(), &lake);
     let out = dir.path().join("out");
     Env {
         _dir: dir,
@@ -385,7 +362,7 @@ fn reconcile_agrees_on_the_sample_month_and_finds_tampering() {
     // An edited invoice and a lost daily file are both found.
     let rev = env.out.join("invoices/2026-10/rev-1");
     let csv = read(&rev.join("cust_0004.csv"))
-        .replace("sum of rounded lines,202.55", "sum of rounded lines,202.56");
+        .replace("sum of rounded lines,169.76", "sum of rounded lines,169.77");
     std::fs::write(rev.join("cust_0004.csv"), csv).unwrap();
     let day = env.lake.join("daily/api_usage/date=2026-10-07");
     for f in list_files(&day) {
@@ -452,12 +429,33 @@ fn assert_plan_fees_only(out: &Path, month: &str, expected: &[&str]) {
             .records()
             .map(|r| r.unwrap())
             .collect();
-        assert_eq!(rows.len(), 2, "the fee and the total: {csv}");
+        // cust_0004's contract (sample-data/contracts.toml) has 20% off the
+        // fee from 2026-10-15 on, with no end: a discount line too.
+        let discount = if *id == "cust_0004" {
+            (fee * Decimal::new(20, 2))
+                .round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
+        } else {
+            Decimal::ZERO
+        };
+        let lines = if discount.is_zero() { 1 } else { 2 };
+        assert_eq!(
+            rows.len(),
+            lines + 1,
+            "the fee (and discount) and the total: {csv}"
+        );
         assert_eq!(&rows[0][6], "subscription", "{csv}");
         assert_eq!(&rows[0][10], "1", "a whole month: {csv}");
         assert_eq!(rows[0][23].parse::<Decimal>().unwrap(), fee, "{id}: {csv}");
         assert_eq!(&rows[0][24], c.currency.as_str());
-        assert_eq!(rows[1][23].parse::<Decimal>().unwrap(), fee, "{id}: total");
+        if lines == 2 {
+            assert_eq!(&rows[1][6], "discount", "{csv}");
+            assert_eq!(rows[1][23].parse::<Decimal>().unwrap(), -discount, "{csv}");
+        }
+        assert_eq!(
+            rows[lines][23].parse::<Decimal>().unwrap(),
+            fee - discount,
+            "{id}: total"
+        );
     }
 }
 
@@ -523,6 +521,16 @@ fn monthly_bills_the_plan_fees_of_a_month_without_usage() {
     };
     let first = run("2026-11-02T03:00:00Z", &["pipeline", "--month", "2026-10"]);
     assert_eq!(first.code, 1, "{}", first.stderr);
+    // Finance approves October: November's prepaid credit opens from it.
+    let approve = crate::common::meter(
+        dir.path(),
+        "2026-11-05T09:00:00Z",
+        &[
+            "approve", "--month", "2026-10", "--by", "finance", "--lake", "lake", "--out", "out",
+        ],
+        &[],
+    );
+    assert_eq!(approve.code, 0, "{}", approve.stderr);
     let monthly = run("2026-12-02T03:00:00Z", &["monthly", "--month", "2026-11"]);
     assert_eq!(monthly.code, 0, "{}", monthly.stderr);
     assert_plan_fees_only(
@@ -739,7 +747,7 @@ fn the_arrow_route_bills_byte_identical_invoices() {
         .into_iter()
         .map(|arrow| {
             let dir = tempfile::tempdir().unwrap();
-            copy_dir(rolled_up_lake(), &dir.path().join("lake"));
+            copy_dir(rolled_up_sample_lake(), &dir.path().join("lake"));
             let args = [
                 "bill",
                 "--month",

@@ -183,3 +183,28 @@ pub fn assert_indexes(lake: &Path) {
         "a lake with raw files has indexes"
     );
 }
+
+/// The sample data (with its contracts.toml) ingested and its month
+/// rolled up, once per test binary; each test bills a copy.
+pub fn rolled_up_sample_lake() -> &'static Path {
+    static LAKE: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
+    &LAKE
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let lake = dir.path().join("lake");
+            ingest(&sample_data(), &lake, "ingest-1");
+            meter::rollup::run(
+                &ctx("rollup-1"),
+                &meter::rollup::RollupOptions {
+                    lake: lake.clone(),
+                    pricing: repo().join("pricing.toml"),
+                    period: meter::rollup::Period::Month(
+                        NaiveDate::from_ymd_opt(2026, 10, 1).unwrap(),
+                    ),
+                },
+            )
+            .expect("rollup runs");
+            (dir, lake)
+        })
+        .1
+}

@@ -5,6 +5,7 @@ mod bill;
 mod cli;
 mod common;
 mod compact;
+mod contracts;
 mod crash;
 mod cron;
 mod erase;

@@ -186,7 +186,7 @@ fn the_sample_month_at_a_glance() {
         "a finished month is not projected"
     );
     assert!(
-        html.contains("<td class=\"num\">1,432.64 EUR"),
+        html.contains("<td class=\"num\">1,489.88 EUR"),
         "billed EUR total"
     );
 

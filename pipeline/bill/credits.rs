@@ -226,7 +226,7 @@ mod tests {
             Decimal::new(1234, 2)
         );
         let err = parse_credits_csv(
-            b"customer_id,grant_id,currency,closing\nacme,a,EUR,x\n",
+            b"customer_id,grant_id,currency,closing,amount,granted,expires,priority,burn_order\nacme,a,EUR,x,1,2026-10-01,,0,1\n",
             "c.csv",
         )
         .unwrap_err();

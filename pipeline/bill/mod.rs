@@ -71,6 +71,9 @@ pub struct Billing {
     pub unbilled: Vec<Unbilled>,
     /// Prepaid credit grants' month, in customer and burn order.
     pub credits: Vec<render::CreditBalance>,
+    /// Contract customers' daily readings not written as meter events,
+    /// counted per customer.
+    pub contract_readings: Vec<(String, i64)>,
 }
 
 /// Usage no invoiced customer owns.
@@ -210,9 +213,10 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, pricing: &Pricing, opts: &BillOptions) -> 
             start,
         ));
         attention.extend(problems.iter().map(|p| format!("contract refused: {p}")));
-        if !contracts.credits.is_empty() {
-            // (The store is opened here only when there are grants: a month
-            // refused below writes nothing, not even an empty folder.)
+        // (A local folder that does not exist holds no month before; it is
+        // not created here: a month refused below writes nothing.)
+        let nothing_out = !opts.out.contains("://") && !Path::new(&opts.out).exists();
+        if !contracts.credits.is_empty() && !nothing_out {
             let store = Store::open_configured(&opts.out, &opts.store_options)?;
             let openings = openings(&store, start)?;
             attention.extend(openings.attention.iter().cloned());
@@ -324,28 +328,17 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, pricing: &Pricing, opts: &BillOptions) -> 
     for (customer, why) in &loaded.refused {
         attention.push(format!("customer {customer} not billed: {why}"));
     }
-    let priced_here: Vec<&str> = billing
-        .summary
-        .iter()
-        .map(|r| r.customer_id.as_str())
-        .filter(|c| {
-            contracted.contracts.has_parts(c)
-                || contracted
-                    .contracts
-                    .credits
-                    .iter()
-                    .any(|g| g.customer_id == *c)
-        })
-        .collect();
-    if !priced_here.is_empty() {
+    if !billing.contract_readings.is_empty() {
+        let who: Vec<String> = billing
+            .contract_readings
+            .iter()
+            .map(|(c, n)| format!("{c} ({n})"))
+            .collect();
         attention.push(format!(
-            "{} ha{} a contract and {} priced by meter alone: no Stripe meter events are written \
-             for {} (Stripe would price the usage again); send the invoice amounts to Stripe \
-             yourself until `meter stripe push` sends them as invoice items",
-            priced_here.join(", "),
-            if priced_here.len() == 1 { "s" } else { "ve" },
-            if priced_here.len() == 1 { "is" } else { "are" },
-            if priced_here.len() == 1 { "it" } else { "them" }
+            "customers with a contract are priced by meter alone, so their usage readings are not \
+             written as Stripe meter events (Stripe would price them again): {}; send their \
+             invoice amounts to Stripe yourself until `meter stripe push` sends them as invoice items",
+            who.join(", ")
         ));
     }
     let unpriced: i64 = billing.summary.iter().map(|r| r.unpriced_requests).sum();
@@ -404,7 +397,7 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, pricing: &Pricing, opts: &BillOptions) -> 
                 .map(|l| l.normalize().to_string())
                 .unwrap_or_default(),
             r.currency,
-            render::format_minor(r.total_minor - r.fee_minor, r.decimals),
+            render::format_minor(r.usage_charges_minor(), r.decimals),
             r.currency,
             render::format_minor(r.total_minor, r.decimals),
             render::format_minor(r.over_limit_minor, r.decimals)
@@ -460,33 +453,33 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, pricing: &Pricing, opts: &BillOptions) -> 
 }
 
 /// The contracts billing applies: `contracts` (which must exist), else
-/// `contracts.toml` beside `customers`, else the lake's copy beside its
-/// registry copy; `None` when there is none. The problems are not checked
+/// `contracts.toml` beside `customers` if there is one, else the lake's copy
+/// beside its registry copy; `None` when there is none. The problems are not checked
 /// against the registry yet ([`inputs::check_contracts`]).
 pub fn read_contracts(
     lake: &Lake,
     contracts: Option<&Path>,
     customers: Option<&Path>,
 ) -> Result<Option<(Contracts, Vec<Error>)>> {
-    match (contracts, customers) {
-        (Some(path), _) => crate::load::contracts(path, true),
-        (None, Some(customers)) => {
-            crate::load::contracts(&customers.with_file_name("contracts.toml"), false)
-        }
-        (None, None) => {
-            let path = Lake::contracts_path(lake.root());
-            let Some(bytes) = lake.read_file(&path)? else {
-                return Ok(None);
-            };
-            let text = String::from_utf8(bytes).map_err(|e| Error::Registry {
-                path: path.clone(),
-                line: 0,
-                field: "file".into(),
-                message: format!("not UTF-8: {e}"),
-            })?;
-            Contracts::parse(&text, &path).map(Some)
-        }
+    if let Some(path) = contracts {
+        return crate::load::contracts(path, true);
     }
+    if let Some(beside) = customers.map(|c| c.with_file_name("contracts.toml"))
+        && let Some(read) = crate::load::contracts(&beside, false)?
+    {
+        return Ok(Some(read));
+    }
+    let path = Lake::contracts_path(lake.root());
+    let Some(bytes) = lake.read_file(&path)? else {
+        return Ok(None);
+    };
+    let text = String::from_utf8(bytes).map_err(|e| Error::Registry {
+        path: path.clone(),
+        line: 0,
+        field: "file".into(),
+        message: format!("not UTF-8: {e}"),
+    })?;
+    Contracts::parse(&text, &path).map(Some)
 }
 
 /// The month before `start`'s closing balances: from its approved revision,
@@ -750,7 +743,8 @@ pub fn read_billing(conn: &Connection, month: &str) -> Result<Billing> {
              included_tokens, active_days, days, fee_minor, api_minor, compute_minor, total_minor, \
              provider_cost, provider_currency, cost_fx, provider_cost_minor, margin_minor, \
              unpriced_requests, unpriced_tokens, monthly_limit, over_limit_minor, limit_exceeded, \
-             stripe_customer_id FROM billing_summary ORDER BY customer_id",
+             stripe_customer_id, discount_minor, commitment_minor, credit_minor \
+             FROM billing_summary ORDER BY customer_id",
         )
         .map_err(db_err("billing_summary"))?;
     billing.summary = stmt
@@ -782,6 +776,9 @@ pub fn read_billing(conn: &Connection, month: &str) -> Result<Billing> {
                 over_limit_minor: r.get(23)?,
                 limit_exceeded: r.get(24)?,
                 stripe_customer_id: r.get(25)?,
+                discount_minor: r.get(26)?,
+                commitment_minor: r.get(27)?,
+                credit_minor: r.get(28)?,
             })
         })
         .and_then(|rows| rows.collect())
@@ -863,6 +860,14 @@ pub fn read_billing(conn: &Connection, month: &str) -> Result<Billing> {
         })
         .and_then(|rows| rows.collect())
         .map_err(db_err("credit_balances"))?;
+
+    let mut stmt = conn
+        .prepare("SELECT customer_id, readings FROM contract_readings ORDER BY customer_id")
+        .map_err(db_err("contract_readings"))?;
+    billing.contract_readings = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .and_then(|rows| rows.collect())
+        .map_err(db_err("contract_readings"))?;
     Ok(billing)
 }
 

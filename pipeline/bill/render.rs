@@ -48,6 +48,11 @@ pub struct SummaryRow {
     pub fee_minor: i64,
     pub api_minor: i64,
     pub compute_minor: i64,
+    /// Contract lines (schemas/contracts.md): discounts (0 or less), the
+    /// commitment true-up, prepaid credit applied (0 or less).
+    pub discount_minor: i64,
+    pub commitment_minor: i64,
+    pub credit_minor: i64,
     pub total_minor: i64,
     pub provider_cost: Decimal,
     pub provider_currency: String,
@@ -140,6 +145,14 @@ pub fn credits_csv(period: &Period, rows: &[CreditBalance]) -> Vec<u8> {
         })
         .collect();
     csv_bytes(&CREDITS_HEADER, rows)
+}
+
+impl SummaryRow {
+    /// What a monthly limit measures: the total without the plan fee and
+    /// before prepaid credit (schemas/customers.md).
+    pub fn usage_charges_minor(&self) -> i64 {
+        self.total_minor - self.fee_minor - self.credit_minor
+    }
 }
 
 /// One Stripe meter event of `meter_events.sql`.
@@ -315,7 +328,7 @@ pub fn invoice_csv(period: &Period, name: &str, lines: &[InvoiceLine]) -> Vec<u8
     finish(w)
 }
 
-pub const SUMMARY_HEADER: [&str; 28] = [
+pub const SUMMARY_HEADER: [&str; 31] = [
     "month",
     "revision",
     "invoice_number",
@@ -331,6 +344,9 @@ pub const SUMMARY_HEADER: [&str; 28] = [
     "fee",
     "api_usage",
     "compute",
+    "discounts",
+    "commitment",
+    "credit",
     "total",
     "provider_cost",
     "provider_currency",
@@ -381,6 +397,9 @@ pub fn summary_csv(period: &Period, rows: &[SummaryRow]) -> Vec<u8> {
                 m(r.fee_minor),
                 m(r.api_minor),
                 m(r.compute_minor),
+                m(r.discount_minor),
+                m(r.commitment_minor),
+                m(r.credit_minor),
                 m(r.total_minor),
                 plain(&r.provider_cost),
                 r.provider_currency.clone(),

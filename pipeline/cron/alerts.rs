@@ -110,7 +110,7 @@ const RESELLER_RULE: &str = "reseller";
 /// What counts against `monthly_limit`: the invoice so far without the plan
 /// fee (API usage and compute lines), in the customer's currency.
 pub fn usage_charges(row: &SummaryRow) -> Decimal {
-    Decimal::new(row.total_minor - row.fee_minor, row.decimals)
+    Decimal::new(row.usage_charges_minor(), row.decimals)
 }
 
 /// The plan allowance the customer's usage is billed against, if any: none

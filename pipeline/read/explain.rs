@@ -444,7 +444,28 @@ fn sums(out: &Output) -> Result<Vec<Decimal>> {
 const TOKEN_COLUMNS: &str =
     "input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens";
 
+/// The days a contract customer's API or compute line covers, as its
+/// description ends: `..., 2026-10-12 to 2026-10-31` (a part of the month,
+/// or the days of a part billed at one tier; schemas/contracts.md).
+fn line_days(description: &str) -> Option<(NaiveDate, NaiveDate)> {
+    let (rest, last) = description.rsplit_once(" to ")?;
+    let (_, first) = rest.rsplit_once(", ")?;
+    Some((first.parse().ok()?, last.parse().ok()?))
+}
+
 fn explain_line(conn: &Connection, line: &InvoiceLine, period: &str) -> Result<Detail> {
+    let days = matches!(line.line_type.as_str(), "api_usage" | "compute")
+        .then(|| line_days(&line.description))
+        .flatten();
+    let period = &match days {
+        Some((first, last)) => {
+            format!("{period} AND date >= DATE '{first}' AND date <= DATE '{last}'")
+        }
+        None => period.to_string(),
+    };
+    let days_text = days.map_or(String::new(), |(first, last)| {
+        format!(", {first} to {last}")
+    });
     let tokens = "input_tokens + cache_read_tokens + cache_write_tokens + output_tokens";
     let minor = Decimal::from(10i64.pow(minor_units(&line.currency).unwrap_or(2)));
     let quantity = line.quantity.parse::<Decimal>().unwrap_or(Decimal::ZERO);
@@ -533,7 +554,7 @@ fn explain_line(conn: &Connection, line: &InvoiceLine, period: &str) -> Result<D
                 line: Box::new(line.clone()),
                 behind,
                 what: format!(
-                    "The {} priced events behind it (priced_api_usage, UTC dates in the month; \
+                    "The {} priced events behind it (priced_api_usage, UTC dates in the month{days_text}; \
                      source_file:source_line is the raw input line); their exact provider cost \
                      is {} {}",
                     t[0],
@@ -606,8 +627,8 @@ fn explain_line(conn: &Connection, line: &InvoiceLine, period: &str) -> Result<D
                 line: Box::new(line.clone()),
                 behind,
                 what: format!(
-                    "The customer's compute per day (UTC) and VM (daily_resource_usage): {seconds} \
-                     seconds; the resource samples are in resource_usage"
+                    "The customer's compute per day (UTC{days_text}) and VM (daily_resource_usage): \
+                     {seconds} seconds; the resource samples are in resource_usage"
                 ),
                 checks,
             }
@@ -623,9 +644,27 @@ fn explain_line(conn: &Connection, line: &InvoiceLine, period: &str) -> Result<D
                     line.line
                 ),
             )?,
-            what: "A flat fee: no usage events are behind it (prorated by active days when the \
-                   quantity is a fraction)"
-                .to_string(),
+            what: match line.line_type.as_str() {
+                "discount" => format!(
+                    "A discount of the customer's contract (schemas/contracts.md), on the charges \
+                     of the lines and days it covers, rounded once: {}",
+                    line.rule
+                ),
+                "commitment" => format!(
+                    "The minimum commitment of the customer's contract, prorated by active days, \
+                     against the usage charges (API and compute lines and their discounts) of the \
+                     same days: {}",
+                    line.rule
+                ),
+                "credit" => format!(
+                    "Prepaid credit applied to the usage charges, grant by grant in burn order \
+                     (the balances are in the revision's credits.csv): {}",
+                    line.rule
+                ),
+                _ => "A flat fee: no usage events are behind it (prorated by active days when \
+                      the quantity is a fraction)"
+                    .to_string(),
+            },
             checks: Vec::new(),
         },
     })
@@ -634,6 +673,17 @@ fn explain_line(conn: &Connection, line: &InvoiceLine, period: &str) -> Result<D
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_names_its_days_at_the_end_of_its_description() {
+        let d = |s: &str| s.parse::<NaiveDate>().unwrap();
+        assert_eq!(
+            line_days("openai gpt-5: 12 requests, 2026-10-12 to 2026-10-31"),
+            Some((d("2026-10-12"), d("2026-10-31")))
+        );
+        assert_eq!(line_days("openai gpt-5: 12 requests"), None);
+        assert_eq!(line_days("Compute: 2 VM(s)"), None);
+    }
 
     #[test]
     fn api_factor_reads_the_rule_billing_prints() {

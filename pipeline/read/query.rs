@@ -40,7 +40,7 @@ pub const VIEWS_SQL: &str = include_str!("../../schemas/views.sql");
 pub const QUESTIONS_SQL: &str = include_str!("../../schemas/questions.sql");
 
 /// Every view `views.sql` creates.
-pub const VIEWS: [&str; 18] = [
+pub const VIEWS: [&str; 19] = [
     "api_usage",
     "api_requests",
     "resource_usage",
@@ -58,6 +58,7 @@ pub const VIEWS: [&str; 18] = [
     "runs",
     "invoices",
     "invoice_summary",
+    "credit_balances",
     // the typed empty tables live in their own schema, out of SHOW TABLES
     "meter_empty",
 ];
@@ -194,10 +195,13 @@ pub fn open(opts: &QueryOptions) -> Result<Connection> {
         conn.execute_batch(
             "CREATE TABLE meter_empty.invoices_loaded AS FROM invoices;
              CREATE TABLE meter_empty.summary_loaded AS FROM invoice_summary;
-             DROP VIEW invoices; DROP VIEW invoice_summary;
+             CREATE TABLE meter_empty.credits_loaded AS FROM credit_balances;
+             DROP VIEW invoices; DROP VIEW invoice_summary; DROP VIEW credit_balances;
              CREATE TABLE invoices AS FROM meter_empty.invoices_loaded;
              CREATE TABLE invoice_summary AS FROM meter_empty.summary_loaded;
-             DROP TABLE meter_empty.invoices_loaded; DROP TABLE meter_empty.summary_loaded;",
+             CREATE TABLE credit_balances AS FROM meter_empty.credits_loaded;
+             DROP TABLE meter_empty.invoices_loaded; DROP TABLE meter_empty.summary_loaded;
+             DROP TABLE meter_empty.credits_loaded;",
         )
         .map_err(db_err("loading the invoices"))?;
     }
@@ -273,7 +277,7 @@ fn fetch_invoices(opts: &QueryOptions) -> Result<Scratch> {
         for (file, _) in store.list(&revision_prefix("invoices", month, revision))? {
             if matches!(
                 layout::classify(&file),
-                RevisionFile::Invoice { .. } | RevisionFile::Summary
+                RevisionFile::Invoice { .. } | RevisionFile::Summary | RevisionFile::Credits
             ) && let Some(bytes) = store.get(&file)?
             {
                 save(&file, &bytes)?;

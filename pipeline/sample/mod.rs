@@ -6,6 +6,7 @@
 //! ```text
 //! <out>/customers.csv                 one row per customer (vm_ids are `;`-separated)
 //! <out>/users.csv                     api_key_sha256,user_id,customer_id
+//! <out>/contracts.toml                one contract of each kind (3 customers or more)
 //! <out>/<vm>/cliproxy/usage.jsonl     1b CLIProxyAPI usage records      -> api_usage
 //! <out>/<vm>/cliproxy/usage.log       1a JSON usage lines               -> api_usage
 //! <out>/<vm>/cliproxy/main.log        1c main log (local time, no offset) -> api_requests
@@ -192,6 +193,13 @@ pub fn generate(opts: &SampleOptions) -> Result<SampleTotals, SampleError> {
         &mut tally,
     )?;
     write_table_file(&ctx.out.join("users.csv"), &world.users_csv, &mut tally)?;
+    if !world.contracts_toml.is_empty() {
+        write_table_file(
+            &ctx.out.join("contracts.toml"),
+            &world.contracts_toml,
+            &mut tally,
+        )?;
+    }
 
     let results: Vec<Result<Tally, SampleError>> = world
         .vms

@@ -15,6 +15,8 @@ use super::{ALNUM, Ctx, DAY, SampleOptions, push_random};
 pub(super) struct World {
     pub(super) customers_csv: String,
     pub(super) users_csv: String,
+    /// `contracts.toml`; empty for fewer than 3 customers.
+    pub(super) contracts_toml: String,
     pub(super) vms: Vec<VmBase>,
 }
 
@@ -179,6 +181,79 @@ pub(super) fn build_world(ctx: &Ctx, opts: &SampleOptions) -> World {
     World {
         customers_csv,
         users_csv,
+        contracts_toml: contracts_toml(opts),
         vms,
     }
+}
+
+/// One contract of each kind (schemas/contracts.md) for the customers whose
+/// shape is fixed: the second (a reseller invoiced in USD) prepays credit
+/// that runs out, and had a welcome credit that expires mid-period; the
+/// third (cancelled two thirds in) is under its commitment, and its
+/// contract changes on the 12th day into graduated token tiers; the
+/// customer without VMs gets 20% off its fee from the 15th day. The first
+/// has none.
+fn contracts_toml(opts: &SampleOptions) -> String {
+    if opts.customers < 3 {
+        return String::new();
+    }
+    let day = |n: i64| opts.start + chrono::TimeDelta::days(n);
+    let zeta = format!("cust_{:04}", opts.customers + 1);
+    format!(
+        r#"# Contracts of the sample customers (schemas/contracts.md): each kind of
+# term. cust_0001 has none: it is billed by its plan alone, and its usage
+# goes to Stripe as meter events.
+
+# A prepaid customer whose credit runs out during the month (the rest is
+# invoiced), with a welcome credit that expired before the month ended.
+[[credits]]
+customer_id = "cust_0002"
+grant_id = "welcome"
+amount = "25.00"
+currency = "USD"
+granted = {welcome}
+expires = {day14}
+
+[[credits]]
+customer_id = "cust_0002"
+grant_id = "topup-{month}"
+amount = "60.00"
+currency = "USD"
+granted = {day0}
+expires = {year}
+
+# An enterprise customer under its monthly commitment (prorated: it
+# cancelled), whose contract changes on the 12th: from then on, graduated
+# tiers on the month's tokens (counted from the 1st), which the month
+# crosses twice.
+[[terms]]
+customer_id = "cust_0003"
+from = {terms}
+commitment = "250.00"
+
+[[terms]]
+customer_id = "cust_0003"
+from = {day11}
+commitment = "250.00"
+tiers = {{ measure = "tokens", mode = "graduated", steps = [
+    {{ from = 0, factor = "1.25" }},
+    {{ from = 20_000_000, factor = "1.15" }},
+    {{ from = 28_000_000, factor = "1.05" }},
+] }}
+
+# A discount on the plan fee from the 15th.
+[[discounts]]
+customer_id = "{zeta}"
+percent = "20"
+applies_to = "subscription"
+from = {day14}
+"#,
+        welcome = day(-152),
+        terms = day(-170),
+        day0 = day(0),
+        day11 = day(11),
+        day14 = day(14),
+        year = day(365),
+        month = opts.start.format("%Y-%m"),
+    )
 }

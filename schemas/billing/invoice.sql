@@ -184,7 +184,14 @@ WITH days AS (
 )
 SELECT m.customer_id, m.date, m.part, m.tier_measure, m.tier_mode,
        t.tier, t.tier_from, t.factor,
-       (SELECT count(*) FROM contract_tiers n WHERE n.customer_id = m.customer_id AND n.part = m.part) AS tiers
+       (SELECT count(*) FROM contract_tiers n WHERE n.customer_id = m.customer_id AND n.part = m.part) AS tiers,
+       -- the days of the part billed at this tier (tiers follow each other
+       -- in time: graduated ones rise day by day, a volume tier is the
+       -- whole part), which the line names so that `meter explain` finds
+       -- its events
+       ', ' || strftime(min(m.date) OVER (PARTITION BY m.customer_id, m.part, t.tier), '%Y-%m-%d')
+           || ' to ' || strftime(max(m.date) OVER (PARTITION BY m.customer_id, m.part, t.tier), '%Y-%m-%d')
+           AS tier_days
 FROM measured m
 LEFT JOIN contract_tiers t
        ON t.customer_id = m.customer_id AND t.part = m.part
@@ -220,7 +227,9 @@ JOIN billed_customers c USING (customer_id)
 WHERE u.requests > u.unpriced_requests
   AND u.customer_id NOT IN (SELECT customer_id FROM billed_parts)
 UNION ALL
-SELECT u.customer_id, d.part, any_value(p.part_text), u.provider, u.model, d.tier,
+SELECT u.customer_id, d.part,
+       CASE WHEN d.tier IS NULL THEN any_value(p.part_text) ELSE any_value(d.tier_days) END,
+       u.provider, u.model, d.tier,
        any_value(coalesce(d.factor, c.api_factor)),
        CASE WHEN d.tier IS NULL THEN
            CASE any_value(c.rule)

@@ -9,7 +9,12 @@
 -- the month name the same day's reading alike, so it is sent once; a
 -- revision that changes a reading sends a delta under `<identifier>-rN`
 -- (`meter stripe push`).
-CREATE OR REPLACE TABLE meter_events AS
+--
+-- A customer with a contract (terms, a discount or prepaid credit) is
+-- priced by meter alone: a Stripe metered price would price its usage
+-- again, so its readings are not events; `contract_readings` counts them
+-- for the run report.
+CREATE OR REPLACE TABLE meter_readings AS
 WITH daily AS (
     SELECT date, customer_id, 'tokens' AS measures,
            sum(input_tokens + cache_read_tokens + cache_write_tokens + output_tokens) AS value
@@ -45,10 +50,6 @@ WITH daily AS (
     JOIN billed_customers c ON c.customer_id = d.customer_id
     CROSS JOIN billing_period p
     WHERE d.value > 0 AND d.date >= p.period_start AND d.date < p.period_end
-      -- A customer with a contract (terms, a discount or prepaid credit) is
-      -- priced by meter alone: Stripe's meters would price its usage again.
-      AND d.customer_id NOT IN (SELECT customer_id FROM contract_parts
-                                UNION SELECT customer_id FROM credit_grants)
 )
 SELECT date,
        customer_id,
@@ -57,5 +58,15 @@ SELECT date,
        stripe_customer_id,
        CASE WHEN length(readable_identifier) <= 100 THEN readable_identifier
             ELSE 'mtr-' || sha256(readable_identifier) END AS identifier,
-       epoch_ms(date) // 1000 + 43200 AS timestamp
+       epoch_ms(date) // 1000 + 43200 AS timestamp,
+       customer_id IN (SELECT customer_id FROM contract_parts
+                       UNION SELECT customer_id FROM credit_grants) AS contract
 FROM keyed;
+
+CREATE OR REPLACE TABLE meter_events AS
+SELECT * EXCLUDE (contract) FROM meter_readings WHERE NOT contract;
+
+CREATE OR REPLACE TABLE contract_readings AS
+SELECT customer_id, count(*) AS readings
+FROM meter_readings WHERE contract
+GROUP BY customer_id;

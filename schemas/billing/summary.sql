@@ -10,6 +10,8 @@ WITH totals AS (
            sum(amount_minor) FILTER (WHERE line_type = 'subscription') AS fee_minor,
            coalesce(sum(amount_minor) FILTER (WHERE line_type = 'api_usage'), 0) AS api_minor,
            coalesce(sum(amount_minor) FILTER (WHERE line_type = 'compute'), 0) AS compute_minor,
+           coalesce(sum(amount_minor) FILTER (WHERE line_type = 'discount'), 0) AS discount_minor,
+           coalesce(sum(amount_minor) FILTER (WHERE line_type = 'commitment'), 0) AS commitment_minor,
            coalesce(sum(amount_minor) FILTER (WHERE line_type = 'credit'), 0) AS credit_minor
     FROM invoice_lines
     GROUP BY customer_id
@@ -35,6 +37,9 @@ SELECT c.invoice_number,
        t.fee_minor,
        t.api_minor,
        t.compute_minor,
+       CAST(t.discount_minor AS BIGINT) AS discount_minor,
+       CAST(t.commitment_minor AS BIGINT) AS commitment_minor,
+       CAST(t.credit_minor AS BIGINT) AS credit_minor,
        CAST(t.total_minor AS BIGINT) AS total_minor,
        coalesce(u.provider_cost, CAST(0 AS DECIMAL(38, 18))) AS provider_cost,
        p.provider_currency,

@@ -1,0 +1,363 @@
+//! Contracts on the sample month: `sample-data/contracts.toml` billed end to
+//! end, refused contracts, and prepaid credit carried between months.
+
+use std::path::PathBuf;
+
+use chrono::NaiveDate;
+use meter::bill::{self, BillOptions, BillReport};
+
+use crate::common::{copy_dir, ctx, repo, rolled_up_sample_lake};
+
+fn month() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 10, 1).unwrap()
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    lake: PathBuf,
+    out: PathBuf,
+}
+
+fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    copy_dir(rolled_up_sample_lake(), &lake);
+    let out = dir.path().join("out");
+    Env { dir, lake, out }
+}
+
+fn bill(env: &Env, contracts: Option<PathBuf>, run: &str) -> BillReport {
+    bill::run(
+        &ctx(run),
+        &BillOptions {
+            lake: env.lake.clone(),
+            month: month(),
+            customers: None,
+            contracts,
+            pricing: repo().join("pricing.toml"),
+            out: env.out.display().to_string(),
+            store_options: Vec::new(),
+        },
+    )
+    .expect("bill runs")
+}
+
+/// (line_type, description, amount, rule) of an invoice's lines.
+fn lines(env: &Env, revision: u32, customer: &str) -> Vec<(String, String, String, String)> {
+    let path = env
+        .out
+        .join(format!("invoices/2026-10/rev-{revision}/{customer}.csv"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    csv::Reader::from_reader(text.as_bytes())
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            (
+                r[6].to_string(),
+                r[9].to_string(),
+                r[23].to_string(),
+                r[22].to_string(),
+            )
+        })
+        .collect()
+}
+
+fn cents(s: &str) -> i64 {
+    let (int, frac) = s.split_once('.').unwrap();
+    let sign = if int.starts_with('-') { -1 } else { 1 };
+    int.parse::<i64>().unwrap() * 100 + sign * frac.parse::<i64>().unwrap()
+}
+
+fn credits_csv(env: &Env, revision: u32) -> String {
+    std::fs::read_to_string(
+        env.out
+            .join(format!("invoices/2026-10/rev-{revision}/credits.csv")),
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_sample_contracts_bill_each_kind_of_term() {
+    let env = env();
+    // No --contracts: ingest kept the input's contracts.toml in the lake.
+    assert!(env.lake.join("_registry/contracts.toml").exists());
+    let report = bill(&env, None, "bill-1");
+    assert_eq!(report.customers_invoiced, 4);
+
+    // Prepaid credit that runs out: all 60.00 applied, the rest invoiced;
+    // the expired welcome credit is reported, not applied.
+    let globex = lines(&env, 1, "cust_0002");
+    let credit: Vec<_> = globex.iter().filter(|l| l.0 == "credit").collect();
+    assert_eq!(credit.len(), 1, "{globex:?}");
+    assert_eq!(credit[0].2, "-60.00");
+    assert!(credit[0].1.contains("topup-2026-10"), "{}", credit[0].1);
+    insta::assert_snapshot!("contracts_sample_credits", credits_csv(&env, 1));
+
+    // The enterprise customer under its commitment, its contract changing
+    // on the 12th into tiers the month crosses twice.
+    let initech = lines(&env, 1, "cust_0003");
+    let trueups: Vec<_> = initech.iter().filter(|l| l.0 == "commitment").collect();
+    assert_eq!(trueups.len(), 2, "one per part: {initech:?}");
+    assert!(
+        trueups
+            .iter()
+            .all(|l| cents(&l.2) > 0 && l.1.contains(": true-up"))
+    );
+    assert!(
+        trueups[0].1.ends_with("2026-10-01 to 2026-10-11"),
+        "{}",
+        trueups[0].1
+    );
+    for tier in ["tier 1 of 3", "tier 2 of 3", "tier 3 of 3"] {
+        assert!(
+            initech
+                .iter()
+                .any(|l| l.0 == "api_usage" && l.3.starts_with(tier) && l.1.contains(", 2026-10-")),
+            "{tier} missing: {initech:?}"
+        );
+    }
+    let total = initech.last().unwrap();
+    assert_eq!(total.0, "total");
+    let sum: i64 = initech[..initech.len() - 1]
+        .iter()
+        .map(|l| cents(&l.2))
+        .sum();
+    assert_eq!(cents(&total.2), sum);
+
+    // A discount from the 15th: 20% of the fee's share of the days after it.
+    let zeta = lines(&env, 1, "cust_0004");
+    assert_eq!(zeta[1].0, "discount");
+    assert_eq!(
+        zeta[1].2, "-32.79",
+        "20% of 202.55 x 17/21 = 32.794: {zeta:?}"
+    );
+
+    // Contract customers are priced by meter alone: no meter events.
+    let events =
+        std::fs::read_to_string(env.out.join("stripe/2026-10/rev-1/meter_events.jsonl")).unwrap();
+    assert!(events.contains("cust_0001"));
+    for c in ["cust_0002", "cust_0003"] {
+        assert!(!events.contains(c), "{c} has meter events");
+    }
+    assert!(
+        report.attention.iter().any(|a| a
+            .starts_with("customers with a contract are priced by meter alone")
+            && a.contains("cust_0002 (")
+            && a.contains("cust_0003 (")
+            && !a.contains("cust_0004")),
+        "{:?}",
+        report.attention
+    );
+    // `meter query` reads the balances.
+    let conn = meter::read::query::open(&meter::read::query::QueryOptions {
+        lake: env.lake.clone(),
+        out: env.out.display().to_string(),
+        store_options: Vec::new(),
+    })
+    .unwrap();
+    let rows = meter::read::query::run(
+        &conn,
+        "SELECT grant_id, opening, applied, expired, closing, status FROM credit_balances \
+         ORDER BY burn_order",
+    )
+    .unwrap();
+    let text: Vec<Vec<Option<String>>> = rows.rows.clone();
+    assert_eq!(
+        text,
+        [
+            ["welcome", "25.000", "0.000", "25.000", "0.000", "expired"],
+            [
+                "topup-2026-10",
+                "60.000",
+                "60.000",
+                "0.000",
+                "0.000",
+                "used"
+            ]
+        ]
+        .map(|r| r.map(|c| Some(c.to_string())).to_vec())
+    );
+    // The same inputs again: the revision stands.
+    let again = bill(&env, None, "bill-2");
+    assert_eq!((again.status.as_str(), again.revision), ("unchanged", 1));
+}
+
+#[test]
+fn a_bad_contract_refuses_its_customer_and_names_file_line_and_field() {
+    let env = env();
+    let path = env.dir.path().join("contracts.toml");
+    std::fs::write(
+        &path,
+        r#"[[terms]]
+customer_id = "cust_0003"
+from = 2026-10-01
+commitment = "100"
+
+[[terms]]
+customer_id = "cust_0003"
+from = 2026-10-01
+commitment = "200"
+
+[[credits]]
+customer_id = "cust_0002"
+grant_id = "pounds"
+amount = "10.00"
+currency = "GBP"
+granted = 2026-10-01
+
+[[discounts]]
+customer_id = "cust_0001"
+amount = "-5"
+applies_to = "invoice"
+from = 2026-10-01
+
+[[discounts]]
+customer_id = "cust_0004"
+percent = "10"
+applies_to = "invoice"
+from = 2026-10-01
+"#,
+    )
+    .unwrap();
+    let report = bill(&env, Some(path.clone()), "bill-1");
+    let shown = path.display().to_string();
+    let refused: Vec<&String> = report
+        .attention
+        .iter()
+        .filter(|a| a.starts_with("contract refused: "))
+        .collect();
+    assert_eq!(refused.len(), 3, "{:?}", report.attention);
+    assert!(
+        refused[0].contains(&format!("{shown}:6: field `from`")),
+        "{}",
+        refused[0]
+    );
+    assert!(
+        refused[1].contains(&format!("{shown}:20: field `amount`")),
+        "{}",
+        refused[1]
+    );
+    assert!(
+        refused[2].contains(&format!("{shown}:11: field `currency`"))
+            && refused[2].contains("no GBP -> USD rate"),
+        "{}",
+        refused[2]
+    );
+    // Nothing is billed for the refused customers; their usage is reported.
+    let rev = env.out.join("invoices/2026-10/rev-1");
+    for c in ["cust_0001", "cust_0002", "cust_0003"] {
+        assert!(!rev.join(format!("{c}.csv")).exists(), "{c} was billed");
+    }
+    assert!(
+        report
+            .attention
+            .iter()
+            .any(|a| a.contains("VM vm-347a2e is not on any invoice"))
+    );
+    // The sound contract still applies.
+    let zeta = lines(&env, 1, "cust_0004");
+    assert_eq!(zeta[1].0, "discount");
+    assert!(report.needs_attention());
+}
+
+#[test]
+fn credit_opens_from_the_approved_month_before_and_a_changed_balance_names_later_months() {
+    let env = env();
+    let path = env.dir.path().join("contracts.toml");
+    std::fs::write(
+        &path,
+        "[[credits]]\ncustomer_id = \"cust_0002\"\ngrant_id = \"annual\"\namount = \"500.00\"\n\
+         currency = \"EUR\"\ngranted = 2026-08-01\n",
+    )
+    .unwrap();
+    // September's approved revision closed the grant at 200.00 EUR.
+    let september = |closing: &str| {
+        let dir = env.out.join("invoices/2026-09");
+        std::fs::create_dir_all(dir.join("rev-2")).unwrap();
+        std::fs::write(
+            dir.join("approved.json"),
+            r#"{"month":"2026-09","revision":2,"approved_at":"2026-10-02T09:00:00Z","approved_by":"finance","manifest_sha256":"0","run_id":"r"}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("rev-2/credits.csv"),
+            format!(
+                "month,revision,customer_id,grant_id,burn_order,currency,amount,granted,expires,priority,opening,opening_from,applied,expired,closing,status,fx_rate,applied_invoice_amount,invoice_currency\r\n\
+                 2026-09,2,cust_0002,annual,1,EUR,500,2026-08-01,,0,300.00,2026-08 rev-1,100.00,0.00,{closing},open,1.0411,104.11,USD\r\n"
+            ),
+        )
+        .unwrap();
+    };
+    september("200.00");
+    let first = bill(&env, Some(path.clone()), "bill-1");
+    let credits = credits_csv(&env, 1);
+    let row: Vec<&str> = credits.lines().nth(1).unwrap().split(',').collect();
+    // opening 200.00 EUR from 2026-09 rev-2; usage charges 100.84 USD paid
+    // at 1.0411 USD per EUR: 100.84 / 1.0411 = 96.86 EUR.
+    assert_eq!(
+        &row[10..16],
+        ["200.00", "2026-09 rev-2", "96.86", "0.00", "103.14", "open"],
+        "{credits}"
+    );
+    assert_eq!(row[17], "100.84");
+    assert!(!first.attention.iter().any(|a| a.contains("stale")));
+
+    // November was billed from October's balances; a rerun of October
+    // that changes them says so, and leaves November alone.
+    let november = env.out.join("invoices/2026-11");
+    std::fs::create_dir_all(&november).unwrap();
+    std::fs::write(november.join("latest.json"), r#"{"revision":1}"#).unwrap();
+    september("300.00");
+    let rerun = bill(&env, Some(path), "bill-2");
+    assert_eq!(rerun.revision, 2);
+    let stale: Vec<&String> = rerun
+        .attention
+        .iter()
+        .filter(|a| a.contains("prepaid credit balances at the end of 2026-10 changed"))
+        .collect();
+    assert_eq!(stale.len(), 1, "{:?}", rerun.attention);
+    assert!(
+        stale[0].contains("`meter rerun --month 2026-11`"),
+        "{}",
+        stale[0]
+    );
+    assert_eq!(
+        std::fs::read_to_string(november.join("latest.json")).unwrap(),
+        r#"{"revision":1}"#
+    );
+}
+
+#[test]
+fn a_month_before_that_is_billed_but_not_approved_needs_attention() {
+    let env = env();
+    let sep = env.out.join("invoices/2026-09");
+    std::fs::create_dir_all(sep.join("rev-1")).unwrap();
+    std::fs::write(
+        sep.join("latest.json"),
+        r#"{"month":"2026-09","revision":1,"manifest":"invoices/2026-09/rev-1/_manifest.json","run_id":"r"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        sep.join("rev-1/credits.csv"),
+        "month,revision,customer_id,grant_id,burn_order,currency,amount,granted,expires,priority,opening,opening_from,applied,expired,closing,status,fx_rate,applied_invoice_amount,invoice_currency\r\n\
+         2026-09,1,cust_0002,welcome,1,USD,25,2026-05-02,2026-10-15,0,25.00,,20.00,0.00,5.00,open,1,20.00,USD\r\n",
+    )
+    .unwrap();
+    let report = bill(&env, None, "bill-1");
+    // The welcome credit opened with September's 5.00 and expired.
+    let credits = credits_csv(&env, 1);
+    assert!(
+        credits.contains(
+            ",welcome,1,USD,25,2026-05-02,2026-10-15,0,5.00,2026-09 rev-1,0.00,5.00,0.00,expired,"
+        ),
+        "{credits}"
+    );
+    assert!(
+        report
+            .attention
+            .iter()
+            .any(|a| a.contains("prepaid credit opens from 2026-09 rev-1, which is not approved")),
+        "{:?}",
+        report.attention
+    );
+}
