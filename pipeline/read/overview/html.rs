@@ -126,6 +126,7 @@ pub fn page(o: &Overview) -> String {
     models(&mut h, o);
     daily(&mut h, o);
     movers(&mut h, o);
+    contracts(&mut h, o);
     unpriced(&mut h, o);
     silent(&mut h, o);
     method(&mut h, o);
@@ -1016,6 +1017,82 @@ fn movers(h: &mut String, o: &Overview) {
                 ("Current", true),
                 ("Change", true),
                 ("Change %", true),
+            ],
+            &rows,
+            None,
+        );
+    }
+    h.push_str("</section>\n");
+}
+
+/// The contract lines and prepaid credit balances, when some customer has a
+/// contract (schemas/contracts.md).
+fn contracts(h: &mut String, o: &Overview) {
+    if o.contracts.is_empty() && o.credits.is_empty() {
+        return;
+    }
+    h.push_str(
+        "<section aria-labelledby=\"h-contracts\">\n<h2 id=\"h-contracts\">Contracts</h2>\n\
+         <p>Applied by meter in one order, each an invoice line: markup or tiers, discounts, the \
+         commitment's true-up, prepaid credit.</p>\n",
+    );
+    if !o.contracts.is_empty() {
+        let rows: Vec<Vec<String>> = o
+            .contracts
+            .iter()
+            .map(|l| {
+                vec![
+                    l.customer_id.clone(),
+                    money(l.discounts, &l.currency),
+                    money(l.commitment, &l.currency),
+                    money(l.credit, &l.currency),
+                    money(l.total, &l.currency),
+                ]
+            })
+            .collect();
+        html_table(
+            h,
+            "t-contracts",
+            "Contract lines by customer, invoice currency",
+            &[
+                ("Customer", false),
+                ("Discounts", true),
+                ("Commitment true-up", true),
+                ("Credit applied", true),
+                ("Billed", true),
+            ],
+            &rows,
+            None,
+        );
+    }
+    if !o.credits.is_empty() {
+        let rows: Vec<Vec<String>> = o
+            .credits
+            .iter()
+            .map(|g| {
+                vec![
+                    g.customer_id.clone(),
+                    g.grant_id.clone(),
+                    money(g.opening, &g.currency),
+                    money(g.applied, &g.currency),
+                    money(g.expired, &g.currency),
+                    money(g.closing, &g.currency),
+                    g.status.clone(),
+                ]
+            })
+            .collect();
+        html_table(
+            h,
+            "t-credits",
+            "Prepaid credit by grant, grant currency",
+            &[
+                ("Customer", false),
+                ("Grant", false),
+                ("Opening", true),
+                ("Applied", true),
+                ("Expired", true),
+                ("Closing", true),
+                ("Status", false),
             ],
             &rows,
             None,

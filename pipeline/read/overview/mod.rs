@@ -200,6 +200,20 @@ pub struct Previous {
     pub change_percent: Option<Decimal>,
 }
 
+/// A customer's contract lines, in its invoice currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContractLine {
+    pub customer_id: String,
+    pub currency: String,
+    /// Discounts (0 or less).
+    pub discounts: Decimal,
+    /// The minimum commitment's true-up.
+    pub commitment: Decimal,
+    /// Prepaid credit applied (0 or less).
+    pub credit: Decimal,
+    pub total: Decimal,
+}
+
 /// The month's figures: what the text, the page and `report.json` show.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Overview {
@@ -221,6 +235,10 @@ pub struct Overview {
     pub model_movers: Movers,
     pub unpriced: Vec<UnpricedLine>,
     pub silent_vms: Vec<SilentSpan>,
+    /// Customers whose invoices have contract lines (schemas/contracts.md).
+    pub contracts: Vec<ContractLine>,
+    /// Prepaid credit grants: their month's balances.
+    pub credits: Vec<read::CreditLine>,
     pub attention: Vec<String>,
     pub notices: Vec<String>,
 }
@@ -362,10 +380,36 @@ pub fn compute(
         None => read::published(store, &month)?,
         Some(_) => None,
     };
-    let (billed_from, invoices) = match published {
-        Some((revision, invoices)) => (BilledFrom::Revision { revision }, invoices),
+    let (billed_from, invoices, credits) = match published {
+        Some((revision, invoices)) => (
+            BilledFrom::Revision { revision },
+            invoices,
+            read::published_credits(store, &month, revision)?,
+        ),
         None => {
-            let (invoices, refused) = read::preview(lake, &period, &registry, pricing)?;
+            // The contracts billing would apply, with the balances of the
+            // month before's approved revision.
+            let mut contracted = crate::bill::inputs::ContractInputs::default();
+            if let Some((mut contracts, problems)) =
+                crate::bill::read_contracts(lake, None, opts.customers.as_deref())?
+            {
+                let mut problems = problems;
+                problems.extend(crate::bill::inputs::check_contracts(
+                    &mut contracts,
+                    &registry,
+                    pricing,
+                    period.start,
+                ));
+                notices.extend(problems.iter().map(|p| format!("contract refused: {p}")));
+                if !contracts.credits.is_empty() {
+                    let openings = crate::bill::openings(store, period.start)?;
+                    notices.extend(openings.attention.iter().cloned());
+                    contracted.openings = openings;
+                }
+                contracted.contracts = contracts;
+            }
+            let (invoices, refused, credits) =
+                read::preview(lake, &period, &registry, pricing, &contracted)?;
             for (customer, why) in refused {
                 notices.push(format!("customer {customer} would not be billed: {why}"));
             }
@@ -392,9 +436,25 @@ pub fn compute(
                     store.url()
                 ),
             });
-            (BilledFrom::Preview { published_revision }, invoices)
+            (
+                BilledFrom::Preview { published_revision },
+                invoices,
+                credits,
+            )
         }
     };
+    let contracts: Vec<ContractLine> = invoices
+        .iter()
+        .filter(|i| !(i.discounts.is_zero() && i.commitment.is_zero() && i.credit.is_zero()))
+        .map(|i| ContractLine {
+            customer_id: i.customer_id.clone(),
+            currency: i.currency.clone(),
+            discounts: i.discounts,
+            commitment: i.commitment,
+            credit: i.credit,
+            total: i.total,
+        })
+        .collect();
 
     // FX into the report currency, at billing's rates for the month.
     let mut fx: BTreeMap<String, FxRate> = BTreeMap::new();
@@ -659,6 +719,8 @@ pub fn compute(
         model_movers,
         unpriced,
         silent_vms,
+        contracts,
+        credits,
         attention,
         notices,
     })

@@ -250,6 +250,99 @@ pub struct Invoiced {
     pub total: Decimal,
     /// The provider cost the invoice was computed from (pricing currency).
     pub provider_cost: Decimal,
+    /// Contract lines, in `currency` (schemas/contracts.md): discounts (0 or
+    /// less), commitment true-up, prepaid credit applied (0 or less).
+    pub discounts: Decimal,
+    pub commitment: Decimal,
+    pub credit: Decimal,
+}
+
+/// One prepaid credit grant's month, as `credits.csv` states it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CreditLine {
+    pub customer_id: String,
+    pub grant_id: String,
+    pub currency: String,
+    pub opening: Decimal,
+    pub applied: Decimal,
+    pub expired: Decimal,
+    pub closing: Decimal,
+    pub status: String,
+}
+
+impl CreditLine {
+    fn of(b: &crate::bill::render::CreditBalance) -> CreditLine {
+        let d = |m: i64| Decimal::new(m, b.decimals);
+        CreditLine {
+            customer_id: b.customer_id.clone(),
+            grant_id: b.grant_id.clone(),
+            currency: b.currency.clone(),
+            opening: d(b.opening_minor),
+            applied: d(b.applied_minor),
+            expired: d(b.expired_minor),
+            closing: d(b.closing_minor),
+            status: b.status.clone(),
+        }
+    }
+}
+
+/// The prepaid credit grants of a published revision (none without a
+/// `credits.csv`).
+pub fn published_credits(store: &Store, month: &str, revision: u32) -> Result<Vec<CreditLine>> {
+    let key = RevisionFile::Credits.key(month, revision).expect("one key");
+    let Some(bytes) = store.get(&key)? else {
+        return Ok(Vec::new());
+    };
+    let bad = |message: String| Error::Report {
+        month: month.to_string(),
+        message: format!("{}: {message}", store.object_url(&key)),
+        hint: "the published invoices are not what meter wrote: restore them from the store, or bill the month again",
+    };
+    let mut reader = csv::Reader::from_reader(bytes.as_slice());
+    let headers = reader.headers().map_err(|e| bad(e.to_string()))?.clone();
+    let column = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| bad(format!("no column `{name}`")))
+    };
+    let names = [
+        "customer_id",
+        "grant_id",
+        "currency",
+        "opening",
+        "applied",
+        "expired",
+        "closing",
+        "status",
+    ];
+    let at: Vec<usize> = names.iter().map(|n| column(n)).collect::<Result<_>>()?;
+    let mut out = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let r = record.map_err(|e| bad(e.to_string()))?;
+        let text = |k: usize| r.get(at[k]).unwrap_or("").to_string();
+        let number = |k: usize| -> Result<Decimal> {
+            text(k).parse::<Decimal>().map_err(|_| {
+                bad(format!(
+                    "line {}: `{}` {:?} is not a number",
+                    i + 2,
+                    names[k],
+                    text(k)
+                ))
+            })
+        };
+        out.push(CreditLine {
+            customer_id: text(0),
+            grant_id: text(1),
+            currency: text(2),
+            opening: number(3)?,
+            applied: number(4)?,
+            expired: number(5)?,
+            closing: number(6)?,
+            status: text(7),
+        });
+    }
+    Ok(out)
 }
 
 /// The latest published revision's totals, if the month is billed.
@@ -286,6 +379,13 @@ pub fn published(store: &Store, month: &str) -> Result<Option<(u32, Vec<Invoiced
         column("total")?,
         column("provider_cost")?,
     );
+    // Summaries written before contracts have no contract columns: 0.
+    let optional = |name: &str| headers.iter().position(|h| h == name);
+    let (discounts, commitment, credit) = (
+        optional("discounts"),
+        optional("commitment"),
+        optional("credit"),
+    );
     let mut out = Vec::new();
     for (i, record) in reader.records().enumerate() {
         let r = record.map_err(|e| bad(&key, e.to_string()))?;
@@ -303,13 +403,17 @@ pub fn published(store: &Store, month: &str) -> Result<Option<(u32, Vec<Invoiced
             currency: r.get(currency).unwrap_or("").to_string(),
             total: number(total, "total")?,
             provider_cost: number(cost, "provider_cost")?,
+            discounts: discounts.map_or(Ok(Decimal::ZERO), |c| number(c, "discounts"))?,
+            commitment: commitment.map_or(Ok(Decimal::ZERO), |c| number(c, "commitment"))?,
+            credit: credit.map_or(Ok(Decimal::ZERO), |c| number(c, "credit"))?,
         });
     }
     Ok(Some((revision, out)))
 }
 
-/// A preview's invoices, and the customers billing refused (each with why).
-pub type Preview = (Vec<Invoiced>, Vec<(String, String)>);
+/// A preview's invoices, the customers billing refused (each with why) and
+/// the prepaid credit grants.
+pub type Preview = (Vec<Invoiced>, Vec<(String, String)>, Vec<CreditLine>);
 
 /// Billing's figures for the period without publishing anything: the
 /// billing inputs and SQL of `meter bill`, with the month's aggregates
@@ -321,18 +425,20 @@ pub fn preview(
     period: &Period,
     registry: &Registry,
     pricing: &Pricing,
+    contracts: &inputs::ContractInputs,
 ) -> Result<Preview> {
     let conn = Connection::open_in_memory().map_err(db_err("opening DuckDB"))?;
-    let loaded = inputs::load(
-        &conn,
-        lake,
-        period.start,
-        registry,
-        pricing,
-        &inputs::ContractInputs::default(),
-    )?;
+    let loaded = inputs::load(&conn, lake, period.start, registry, pricing, contracts)?;
     conn.execute_batch("DELETE FROM usage_monthly; DELETE FROM compute_monthly;")
         .map_err(db_err("preview inputs"))?;
+    // Contract customers bill from the daily rows: only the period's days.
+    if let Some(last) = period.days().last() {
+        conn.execute_batch(&format!(
+            "DELETE FROM usage_daily_lines WHERE date > DATE '{last}'; \
+             DELETE FROM compute_daily WHERE date > DATE '{last}';"
+        ))
+        .map_err(db_err("preview inputs"))?;
+    }
     // The period's daily aggregates, summed over its days.
     let sums = [
         (
@@ -376,7 +482,11 @@ pub fn preview(
             currency: r.currency.clone(),
             total: Decimal::new(r.total_minor, r.decimals),
             provider_cost: r.provider_cost,
+            discounts: Decimal::new(r.discount_minor, r.decimals),
+            commitment: Decimal::new(r.commitment_minor, r.decimals),
+            credit: Decimal::new(r.credit_minor, r.decimals),
         })
         .collect();
-    Ok((invoices, loaded.refused))
+    let credits = billing.credits.iter().map(CreditLine::of).collect();
+    Ok((invoices, loaded.refused, credits))
 }

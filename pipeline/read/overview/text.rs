@@ -285,6 +285,64 @@ pub fn render(o: &Overview) -> String {
         );
     }
 
+    // Contracts: only when some customer has one (schemas/contracts.md).
+    if !o.contracts.is_empty() {
+        s += "\ncontracts (invoice lines)\n";
+        let rows: Vec<Vec<String>> = o
+            .contracts
+            .iter()
+            .map(|l| {
+                vec![
+                    l.customer_id.clone(),
+                    money(l.discounts, &l.currency),
+                    money(l.commitment, &l.currency),
+                    money(l.credit, &l.currency),
+                    money(l.total, &l.currency),
+                ]
+            })
+            .collect();
+        s += &table(
+            &[
+                ("customer", Left),
+                ("discounts", Right),
+                ("commitment true-up", Right),
+                ("credit applied", Right),
+                ("billed", Right),
+            ],
+            &rows,
+        );
+    }
+    if !o.credits.is_empty() {
+        s += "\nprepaid credit\n";
+        let rows: Vec<Vec<String>> = o
+            .credits
+            .iter()
+            .map(|g| {
+                vec![
+                    g.customer_id.clone(),
+                    g.grant_id.clone(),
+                    money(g.opening, &g.currency),
+                    money(g.applied, &g.currency),
+                    money(g.expired, &g.currency),
+                    money(g.closing, &g.currency),
+                    g.status.clone(),
+                ]
+            })
+            .collect();
+        s += &table(
+            &[
+                ("customer", Left),
+                ("grant", Left),
+                ("opening", Right),
+                ("applied", Right),
+                ("expired", Right),
+                ("closing", Right),
+                ("status", Left),
+            ],
+            &rows,
+        );
+    }
+
     s += "\nunpriced usage\n";
     if o.unpriced.is_empty() {
         s += "none\n";
