@@ -628,6 +628,9 @@ pub struct DayEvents {
     pub refused: Vec<(String, String)>,
     /// The billing summary of the month so far (every day the lake holds).
     pub month_to_date: Vec<SummaryRow>,
+    /// Customers with a contract and the day's readings not written as
+    /// meter events for them (Stripe would price them again).
+    pub contract_readings: Vec<(String, i64)>,
 }
 
 impl DayEvents {
@@ -678,12 +681,23 @@ pub fn day_events(
     )?;
     sql::run_billing(&conn)?;
     let mut billing = read_billing(&conn, &date.format("%Y-%m").to_string())?;
+    let mut stmt = conn
+        .prepare(
+            "SELECT customer_id, count(*) FROM meter_readings WHERE contract \
+             AND date = CAST(? AS DATE) GROUP BY customer_id ORDER BY customer_id",
+        )
+        .map_err(db_err("meter_readings"))?;
+    let contract_readings = stmt
+        .query_map([date.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .and_then(|rows| rows.collect())
+        .map_err(db_err("meter_readings"))?;
     let day = date.to_string();
     billing.events.retain(|e| e.date == day);
     Ok(DayEvents {
         events: billing.events,
         refused: loaded.refused,
         month_to_date: billing.summary,
+        contract_readings,
     })
 }
 

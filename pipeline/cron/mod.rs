@@ -285,6 +285,19 @@ pub fn nightly(ctx: &Ctx, opts: &NightlyOptions) -> Result<JobReport> {
             .attention
             .push(format!("customer {customer} not metered: {why}"));
     }
+    if !day.contract_readings.is_empty() {
+        let who: Vec<String> = day
+            .contract_readings
+            .iter()
+            .map(|(c, n)| format!("{c} ({n})"))
+            .collect();
+        report.attention.push(format!(
+            "customers with a contract are priced by meter alone, so their readings of {} are not \
+             meter events (Stripe would price them again): {}",
+            opts.date,
+            who.join(", ")
+        ));
+    }
     let withheld = day.withheld();
     for (customer, n) in &withheld {
         report.attention.push(format!(
