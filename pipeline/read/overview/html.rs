@@ -1037,19 +1037,7 @@ fn contracts(h: &mut String, o: &Overview) {
          commitment's true-up, prepaid credit.</p>\n",
     );
     if !o.contracts.is_empty() {
-        let rows: Vec<Vec<String>> = o
-            .contracts
-            .iter()
-            .map(|l| {
-                vec![
-                    l.customer_id.clone(),
-                    money(l.discounts, &l.currency),
-                    money(l.commitment, &l.currency),
-                    money(l.credit, &l.currency),
-                    money(l.total, &l.currency),
-                ]
-            })
-            .collect();
+        let rows = o.contract_rows();
         html_table(
             h,
             "t-contracts",
@@ -1066,21 +1054,7 @@ fn contracts(h: &mut String, o: &Overview) {
         );
     }
     if !o.credits.is_empty() {
-        let rows: Vec<Vec<String>> = o
-            .credits
-            .iter()
-            .map(|g| {
-                vec![
-                    g.customer_id.clone(),
-                    g.grant_id.clone(),
-                    money(g.opening, &g.currency),
-                    money(g.applied, &g.currency),
-                    money(g.expired, &g.currency),
-                    money(g.closing, &g.currency),
-                    g.status.clone(),
-                ]
-            })
-            .collect();
+        let rows = o.credit_rows();
         html_table(
             h,
             "t-credits",

@@ -244,6 +244,44 @@ pub struct Overview {
 }
 
 impl Overview {
+    /// The rows of the contract lines table (text and page): customer,
+    /// discounts, commitment true-up, credit applied, billed.
+    pub fn contract_rows(&self) -> Vec<Vec<String>> {
+        use format::money;
+        self.contracts
+            .iter()
+            .map(|l| {
+                vec![
+                    l.customer_id.clone(),
+                    money(l.discounts, &l.currency),
+                    money(l.commitment, &l.currency),
+                    money(l.credit, &l.currency),
+                    money(l.total, &l.currency),
+                ]
+            })
+            .collect()
+    }
+
+    /// The rows of the prepaid credit table: customer, grant, opening,
+    /// applied, expired, closing, status.
+    pub fn credit_rows(&self) -> Vec<Vec<String>> {
+        use format::money;
+        self.credits
+            .iter()
+            .map(|g| {
+                vec![
+                    g.customer_id.clone(),
+                    g.grant_id.clone(),
+                    money(g.opening, &g.currency),
+                    money(g.applied, &g.currency),
+                    money(g.expired, &g.currency),
+                    money(g.closing, &g.currency),
+                    g.status.clone(),
+                ]
+            })
+            .collect()
+    }
+
     /// A customer's display name: the registry's, else its id.
     pub fn customer_name(&self, id: &str) -> String {
         self.customers

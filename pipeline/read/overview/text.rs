@@ -288,19 +288,7 @@ pub fn render(o: &Overview) -> String {
     // Contracts: only when some customer has one (schemas/contracts.md).
     if !o.contracts.is_empty() {
         s += "\ncontracts (invoice lines)\n";
-        let rows: Vec<Vec<String>> = o
-            .contracts
-            .iter()
-            .map(|l| {
-                vec![
-                    l.customer_id.clone(),
-                    money(l.discounts, &l.currency),
-                    money(l.commitment, &l.currency),
-                    money(l.credit, &l.currency),
-                    money(l.total, &l.currency),
-                ]
-            })
-            .collect();
+        let rows = o.contract_rows();
         s += &table(
             &[
                 ("customer", Left),
@@ -314,21 +302,7 @@ pub fn render(o: &Overview) -> String {
     }
     if !o.credits.is_empty() {
         s += "\nprepaid credit\n";
-        let rows: Vec<Vec<String>> = o
-            .credits
-            .iter()
-            .map(|g| {
-                vec![
-                    g.customer_id.clone(),
-                    g.grant_id.clone(),
-                    money(g.opening, &g.currency),
-                    money(g.applied, &g.currency),
-                    money(g.expired, &g.currency),
-                    money(g.closing, &g.currency),
-                    g.status.clone(),
-                ]
-            })
-            .collect();
+        let rows = o.credit_rows();
         s += &table(
             &[
                 ("customer", Left),
