@@ -6,6 +6,8 @@
 --   runs                                                          the run reports, <lake>/_runs/*.json
 --   invoices, invoice_summary                                     the latest revision of every billed month
 --   credit_balances                                               its prepaid credit grants (credits.csv)
+--   contract_terms, contract_tiers, contract_discounts,           the lake's copy of contracts.toml
+--   contract_grants                                               (filled by `meter query`)
 --
 -- `meter query` runs this file; in the DuckDB CLI:
 --
@@ -346,3 +348,20 @@ FROM query(CASE WHEN getvariable('meter_credits_files') <> ''
                      || getvariable('meter_credits_files')
                      || ', header = true, all_varchar = true)'
                 ELSE 'FROM meter_empty.credits_csv' END);
+
+-- Contracts (schemas/contracts.md): the lake's copy of contracts.toml, as
+-- billing reads it (the sound entries; a refused customer has none).
+-- `meter query` fills these tables; the DuckDB CLI cannot read TOML, so
+-- there they stay empty.
+CREATE OR REPLACE TABLE contract_terms (
+    customer_id VARCHAR, valid_from DATE, commitment DECIMAL(18, 6), tier_measure VARCHAR,
+    tier_mode VARCHAR, line BIGINT);
+CREATE OR REPLACE TABLE contract_tiers (
+    customer_id VARCHAR, valid_from DATE, tier BIGINT, tier_from DECIMAL(18, 6),
+    factor DECIMAL(18, 6));
+CREATE OR REPLACE TABLE contract_discounts (
+    customer_id VARCHAR, percent DECIMAL(18, 6), amount DECIMAL(18, 6), applies_to VARCHAR,
+    valid_from DATE, valid_until DATE, line BIGINT);
+CREATE OR REPLACE TABLE contract_grants (
+    customer_id VARCHAR, grant_id VARCHAR, burn_order BIGINT, amount DECIMAL(18, 6),
+    currency VARCHAR, granted DATE, expires DATE, priority BIGINT, line BIGINT);

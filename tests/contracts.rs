@@ -177,6 +177,25 @@ fn the_sample_contracts_bill_each_kind_of_term() {
         ]
         .map(|r| r.map(|c| Some(c.to_string())).to_vec())
     );
+    // And the contracts themselves, as billing read them.
+    let tiers = meter::read::query::run(
+        &conn,
+        "SELECT customer_id, valid_from, tier, tier_from, factor FROM contract_tiers ORDER BY tier",
+    )
+    .unwrap();
+    assert_eq!(tiers.rows.len(), 3);
+    assert_eq!(
+        tiers.rows[1],
+        [
+            "cust_0003",
+            "2026-10-12",
+            "2",
+            "20000000.000000",
+            "1.150000"
+        ]
+        .map(|c| Some(c.to_string()))
+        .to_vec()
+    );
     // The same inputs again: the revision stands.
     let again = bill(&env, None, "bill-2");
     assert_eq!((again.status.as_str(), again.revision), ("unchanged", 1));

@@ -852,8 +852,9 @@ pub(super) fn load_contracts(
     Ok(())
 }
 
-/// A contract enum as the text the billing tables hold (its serde name).
-pub(super) fn enum_text(value: &impl serde::Serialize) -> String {
+/// A contract enum as the text the billing tables hold (its serde name,
+/// as contracts.toml writes it).
+pub fn enum_text(value: &impl serde::Serialize) -> String {
     serde_json::to_value(value)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))

@@ -24,6 +24,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use duckdb::Connection;
 
+use crate::bill::inputs::enum_text;
 use crate::bill::layout::{self, RevisionFile};
 use crate::bill::publish::{parse_latest, revision_prefix};
 use crate::bill::sql::db_err;
@@ -31,6 +32,7 @@ use crate::lake::duck::{self, Hive, HiveType};
 use crate::lake::store::Store;
 use crate::lake::tables::Table;
 use crate::lake::{Lake, remote};
+use crate::model::contracts::DiscountValue;
 use crate::model::error::{Error, IoContext, Result};
 
 /// The view definitions, the one source for `meter query` and the DuckDB CLI.
@@ -40,7 +42,7 @@ pub const VIEWS_SQL: &str = include_str!("../../schemas/views.sql");
 pub const QUESTIONS_SQL: &str = include_str!("../../schemas/questions.sql");
 
 /// Every view `views.sql` creates.
-pub const VIEWS: [&str; 19] = [
+pub const VIEWS: [&str; 23] = [
     "api_usage",
     "api_requests",
     "resource_usage",
@@ -59,6 +61,10 @@ pub const VIEWS: [&str; 19] = [
     "invoices",
     "invoice_summary",
     "credit_balances",
+    "contract_terms",
+    "contract_tiers",
+    "contract_discounts",
+    "contract_grants",
     // the typed empty tables live in their own schema, out of SHOW TABLES
     "meter_empty",
 ];
@@ -180,6 +186,7 @@ pub fn open(opts: &QueryOptions) -> Result<Connection> {
     }
     conn.execute_batch(VIEWS_SQL)
         .map_err(db_err("schemas/views.sql"))?;
+    load_contracts(&conn, &opts.lake)?;
     if lake_scratch.is_some() {
         // The copied reports go away with the scratch folder: keep their rows.
         conn.execute_batch(
@@ -206,6 +213,85 @@ pub fn open(opts: &QueryOptions) -> Result<Connection> {
         .map_err(db_err("loading the invoices"))?;
     }
     Ok(conn)
+}
+
+/// Fills the contract tables of `views.sql` from the lake's copy of
+/// `contracts.toml` (its sound entries, as billing reads them).
+fn load_contracts(conn: &Connection, root: &Path) -> Result<()> {
+    if Lake::require(root).is_err() {
+        return Ok(());
+    }
+    let lake = Lake::open_read(root)?;
+    let Some((contracts, _)) = crate::bill::read_contracts(&lake, None, None)? else {
+        return Ok(());
+    };
+    let text = |d: rust_decimal::Decimal| d.normalize().to_string();
+    let mut statements = Vec::new();
+    for t in &contracts.terms {
+        let tiers = t.tiers.as_ref();
+        statements.push(format!(
+            "INSERT INTO contract_terms VALUES ({}, DATE '{}', {}, {}, {}, {});",
+            literal(&t.customer_id),
+            t.from,
+            t.commitment.map_or("NULL".into(), |c| format!(
+                "CAST('{}' AS DECIMAL(18, 6))",
+                text(c)
+            )),
+            tiers.map_or("NULL".into(), |x| literal(&enum_text(&x.measure))),
+            tiers.map_or("NULL".into(), |x| literal(&enum_text(&x.mode))),
+            t.line
+        ));
+        for (i, step) in tiers.iter().flat_map(|x| x.steps.iter()).enumerate() {
+            statements.push(format!(
+                "INSERT INTO contract_tiers VALUES ({}, DATE '{}', {}, CAST('{}' AS DECIMAL(18, 6)), \
+                 CAST('{}' AS DECIMAL(18, 6)));",
+                literal(&t.customer_id),
+                t.from,
+                i + 1,
+                text(step.from),
+                text(step.factor)
+            ));
+        }
+    }
+    for d in &contracts.discounts {
+        let (percent, amount) = match d.value {
+            DiscountValue::Percent(p) => (
+                format!("CAST('{}' AS DECIMAL(18, 6))", text(p)),
+                "NULL".into(),
+            ),
+            DiscountValue::Amount(a) => (
+                "NULL".into(),
+                format!("CAST('{}' AS DECIMAL(18, 6))", text(a)),
+            ),
+        };
+        statements.push(format!(
+            "INSERT INTO contract_discounts VALUES ({}, {percent}, {amount}, {}, DATE '{}', {}, {});",
+            literal(&d.customer_id),
+            literal(&enum_text(&d.applies_to)),
+            d.from,
+            d.until.map_or("NULL".into(), |u| format!("DATE '{u}'")),
+            d.line
+        ));
+    }
+    let mut order: BTreeMap<&str, u32> = BTreeMap::new();
+    for g in &contracts.credits {
+        let n = order.entry(g.customer_id.as_str()).or_default();
+        *n += 1;
+        statements.push(format!(
+            "INSERT INTO contract_grants VALUES ({}, {}, {n}, CAST('{}' AS DECIMAL(18, 6)), {}, \
+             DATE '{}', {}, {}, {});",
+            literal(&g.customer_id),
+            literal(&g.grant_id),
+            text(g.amount),
+            literal(&g.currency),
+            g.granted,
+            g.expires.map_or("NULL".into(), |e| format!("DATE '{e}'")),
+            g.priority,
+            g.line
+        ));
+    }
+    conn.execute_batch(&statements.join("\n"))
+        .map_err(db_err("loading contracts.toml"))
 }
 
 /// Registers every lake table that has files as `meter_lake.<name>`
