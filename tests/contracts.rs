@@ -196,6 +196,35 @@ fn the_sample_contracts_bill_each_kind_of_term() {
         .map(|c| Some(c.to_string()))
         .to_vec()
     );
+    // `meter explain` recomputes each commitment true-up from the invoice's
+    // other lines of its days.
+    let commitments: Vec<i64> = (1..=initech.len() as i64 - 1)
+        .filter(|k| initech[*k as usize - 1].0 == "commitment")
+        .collect();
+    assert_eq!(commitments.len(), 2);
+    for k in commitments {
+        let e = meter::read::explain::run(&meter::read::explain::ExplainOptions {
+            query: meter::read::query::QueryOptions {
+                lake: env.lake.clone(),
+                out: env.out.display().to_string(),
+                store_options: Vec::new(),
+            },
+            month: month(),
+            customer: "cust_0003".into(),
+            line: Some(k),
+        })
+        .unwrap();
+        assert!(!e.mismatch(), "line {k}: {}", e.tie_out());
+        let meter::read::explain::Detail::Line { checks, .. } = &e.detail else {
+            panic!("line {k}")
+        };
+        assert_eq!(checks.len(), 3, "{checks:?}");
+        assert!(
+            checks
+                .iter()
+                .all(|c| c.events > rust_decimal::Decimal::ZERO)
+        );
+    }
     // The same inputs again: the revision stands.
     let again = bill(&env, None, "bill-2");
     assert_eq!((again.status.as_str(), again.revision), ("unchanged", 1));

@@ -136,10 +136,17 @@ impl Explanation {
             return String::new();
         };
         if checks.is_empty() {
-            return format!(
-                "Tie-out: line {} is a flat fee, not computed from events.\n",
-                line.line
-            );
+            return match line.line_type.as_str() {
+                "discount" | "credit" => format!(
+                    "Tie-out: line {} is a step of the customer's contract, computed from the \
+                     invoice's other lines as its rule says.\n",
+                    line.line
+                ),
+                _ => format!(
+                    "Tie-out: line {} is a flat fee, not computed from events.\n",
+                    line.line
+                ),
+            };
         }
         let rows: Vec<Vec<Option<String>>> = checks
             .iter()
@@ -371,7 +378,10 @@ pub fn run(opts: &ExplainOptions) -> Result<Explanation> {
                     ),
                 ));
             };
-            explain_line(&conn, line, &period)?
+            match line.line_type.as_str() {
+                "commitment" => explain_commitment(line, &lines)?,
+                _ => explain_line(&conn, line, &period)?,
+            }
         }
     };
     Ok(Explanation {
@@ -443,6 +453,109 @@ fn sums(out: &Output) -> Result<Vec<Decimal>> {
 /// [`InvoiceLine::tokens`] order.
 const TOKEN_COLUMNS: &str =
     "input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens";
+
+/// A commitment line against the invoice's other lines: the usage charges
+/// of its days (API and compute lines and the discounts on them), the
+/// commitment prorated by its quantity (active days / days), and the
+/// true-up, each recomputed here with billing's rounding and compared with
+/// what the line's rule prints and its amount.
+fn explain_commitment(line: &InvoiceLine, lines: &[InvoiceLine]) -> Result<Detail> {
+    let days = line_days(&line.description);
+    let within = |l: &InvoiceLine| match (days, line_days(&l.description)) {
+        (None, _) => true,
+        (Some((a, b)), Some((c, d))) => a <= c && d <= b,
+        (Some(_), None) => false,
+    };
+    let usage: Decimal = lines
+        .iter()
+        .filter(|l| within(l))
+        .filter(|l| match l.line_type.as_str() {
+            "api_usage" | "compute" => true,
+            "discount" => {
+                l.description.contains(" on API usage ") || l.description.contains(" on compute ")
+            }
+            _ => false,
+        })
+        .map(|l| l.amount)
+        .sum();
+    let minor = Decimal::from(10i64.pow(minor_units(&line.currency).unwrap_or(2)));
+    let (n, d) = line.quantity.split_once('/').unwrap_or(("1", "1"));
+    let macros = billing_macros()?;
+    // invoice.sql: round_div(commitment x minor x active days, days)
+    let committed = billing_scalar(
+        &macros,
+        &format!(
+            "round_div(CAST('{}' AS DECIMAL(18, 6)) * CAST({minor} AS BIGINT) * CAST({n} AS BIGINT), \
+             CAST({d} AS BIGINT))",
+            required(line.unit_price)
+        ),
+    )? / minor;
+    // The rule prints `commitment: <committed> - usage <usage>, at least 0`.
+    let printed = |after: &str, before: &str| -> Decimal {
+        line.rule
+            .split_once(after)
+            .and_then(|(_, rest)| rest.split(before).next())
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(Decimal::MIN)
+    };
+    let check = |measure: &str, events: Decimal, line: Decimal| Check {
+        measure: measure.to_string(),
+        events,
+        line,
+    };
+    let checks = vec![
+        check(
+            "commitment prorated",
+            committed,
+            printed("commitment: ", " - usage"),
+        ),
+        check(
+            "usage charges of its days (lines)",
+            usage,
+            printed("usage ", ", at least"),
+        ),
+        check(
+            &format!("true-up ({})", line.currency),
+            (committed - usage).max(Decimal::ZERO),
+            line.amount,
+        ),
+    ];
+    let mut behind = Output {
+        columns: ["line", "line_type", "description", "amount"]
+            .iter()
+            .map(|n| query::Column {
+                name: n.to_string(),
+                kind: if *n == "amount" {
+                    query::Kind::Decimal
+                } else {
+                    query::Kind::Text
+                },
+            })
+            .collect(),
+        rows: Vec::new(),
+    };
+    for l in lines.iter().filter(|l| within(l)) {
+        if matches!(l.line_type.as_str(), "api_usage" | "compute" | "discount") {
+            behind.rows.push(vec![
+                Some(l.line.to_string()),
+                Some(l.line_type.clone()),
+                Some(l.description.clone()),
+                Some(l.amount.to_string()),
+            ]);
+        }
+    }
+    Ok(Detail::Line {
+        line: Box::new(line.clone()),
+        behind,
+        what: format!(
+            "The minimum commitment of the customer's contract, prorated by active days, against \
+             the usage charges of the same days: the invoice's API and compute lines and the \
+             discounts on them ({})",
+            line.rule
+        ),
+        checks,
+    })
+}
 
 /// The days a contract customer's API or compute line covers, as its
 /// description ends: `..., 2026-10-12 to 2026-10-31` (a part of the month,
