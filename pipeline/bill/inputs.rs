@@ -304,13 +304,12 @@ pub fn check_contracts(
 ) -> Vec<Error> {
     let (_, end, _) = month_bounds(month);
     let last_day = end.pred_opt().expect("in range");
-    let currency_of = |id: &str| {
-        registry
-            .customers
-            .iter()
-            .find(|c| &*c.customer_id == id)
-            .map(|c| c.currency.clone())
-    };
+    let currencies: std::collections::HashMap<&str, &str> = registry
+        .customers
+        .iter()
+        .map(|c| (&*c.customer_id, c.currency.as_str()))
+        .collect();
+    let currency_of = |id: &str| currencies.get(id).map(|c| c.to_string());
     let mut problems = contracts.check_currencies(currency_of, |from, to| {
         fx_rate(pricing, from, to, last_day).is_ok()
     });
@@ -636,7 +635,11 @@ fn load_from(
         "INSERT INTO usage_daily SELECT CAST(date AS DATE), customer_id, requests, input_tokens, \
          cache_read_tokens, cache_write_tokens, output_tokens, cost FROM {files}",
     )?);
-    if admitted.iter().any(|c| contracts.has_parts(&c.customer_id)) {
+    // Contract customers billed by parts (load_contracts filled them).
+    let with_parts: i64 = conn
+        .query_row("SELECT count(*) FROM contract_parts", [], |r| r.get(0))
+        .map_err(db_err("contract_parts"))?;
+    if with_parts > 0 {
         let dirs = daily(API_USAGE)?;
         for f in lake.parquet_files_of(&dirs)? {
             if !has_unpriced_split(lake, &f) {
@@ -725,8 +728,12 @@ pub(super) fn load_contracts(
     let last_day = end.pred_opt().expect("in range");
     let label = start.format("%Y-%m").to_string();
     let text = |d: Decimal| d.normalize().to_string();
-    for c in admitted {
-        let id = &*c.customer_id;
+    let admitted: std::collections::HashMap<&str, &Arc<Customer>> =
+        admitted.iter().map(|c| (&*c.customer_id, *c)).collect();
+    for id in contracts.customers() {
+        let Some(c) = admitted.get(id) else {
+            continue;
+        };
         if contracts.has_parts(id) {
             for (n, part) in contracts.parts(id, start, end).iter().enumerate() {
                 let terms = part.terms;

@@ -203,15 +203,15 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, pricing: &Pricing, opts: &BillOptions) -> 
         .collect();
     let mut notices = Vec::new();
     let mut contracted = inputs::ContractInputs::default();
-    let read = read_contracts(lake, opts.contracts.as_deref(), opts.customers.as_deref())?;
-    if let Some((mut contracts, problems)) = read {
-        let mut problems = problems;
-        problems.extend(inputs::check_contracts(
-            &mut contracts,
-            &registry,
-            pricing,
-            start,
-        ));
+    let checked = checked_contracts(
+        lake,
+        opts.contracts.as_deref(),
+        opts.customers.as_deref(),
+        &registry,
+        pricing,
+        start,
+    )?;
+    if let Some((contracts, problems)) = checked {
         attention.extend(problems.iter().map(|p| format!("contract refused: {p}")));
         // (A local folder that does not exist holds no month before; it is
         // not created here: a month refused below writes nothing.)
@@ -456,6 +456,24 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, pricing: &Pricing, opts: &BillOptions) -> 
 /// `contracts.toml` beside `customers` if there is one, else the lake's copy
 /// beside its registry copy; `None` when there is none. The problems are not checked
 /// against the registry yet ([`inputs::check_contracts`]).
+/// [`read_contracts`], checked against the registry and the price list
+/// for `month` ([`inputs::check_contracts`]): the sound contracts and every
+/// problem, each refusing its customer.
+pub fn checked_contracts(
+    lake: &Lake,
+    contracts: Option<&Path>,
+    customers: Option<&Path>,
+    registry: &Registry,
+    pricing: &Pricing,
+    month: NaiveDate,
+) -> Result<Option<(Contracts, Vec<Error>)>> {
+    let Some((mut read, mut problems)) = read_contracts(lake, contracts, customers)? else {
+        return Ok(None);
+    };
+    problems.extend(inputs::check_contracts(&mut read, registry, pricing, month));
+    Ok(Some((read, problems)))
+}
+
 pub fn read_contracts(
     lake: &Lake,
     contracts: Option<&Path>,

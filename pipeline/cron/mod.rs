@@ -267,13 +267,14 @@ pub fn nightly(ctx: &Ctx, opts: &NightlyOptions) -> Result<JobReport> {
         report.attention.push(format!("customer not billed: {p}"));
     }
     let mut contracts = Contracts::default();
-    if let Some((mut read, problems)) =
-        bill::read_contracts(&lake, None, paths.customers.as_deref())?
-    {
-        let mut problems = problems;
-        problems.extend(bill::inputs::check_contracts(
-            &mut read, &registry, &pricing, opts.date,
-        ));
+    if let Some((read, problems)) = bill::checked_contracts(
+        &lake,
+        None,
+        paths.customers.as_deref(),
+        &registry,
+        &pricing,
+        opts.date,
+    )? {
         for p in problems {
             report.attention.push(format!("contract refused: {p}"));
         }

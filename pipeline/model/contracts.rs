@@ -444,15 +444,8 @@ impl Contracts {
         has_rate: impl Fn(&str, &str) -> bool,
     ) -> Vec<Error> {
         let mut problems = Vec::new();
-        let customers: BTreeSet<&str> = self
-            .terms
-            .iter()
-            .map(|t| t.customer_id.as_str())
-            .chain(self.discounts.iter().map(|d| d.customer_id.as_str()))
-            .chain(self.credits.iter().map(|c| c.customer_id.as_str()))
-            .collect();
         let mut refused = BTreeSet::new();
-        for customer in customers {
+        for customer in self.customers() {
             let line = self.first_line(customer);
             match currency_of(customer) {
                 None => {
@@ -513,6 +506,16 @@ impl Contracts {
             .filter(|c| c.customer_id == customer)
             .map(|c| c.line);
         terms.chain(discounts).chain(credits).min().unwrap_or(0)
+    }
+
+    /// Every customer with an entry (terms, a discount or a credit grant).
+    pub fn customers(&self) -> BTreeSet<&str> {
+        self.terms
+            .iter()
+            .map(|t| t.customer_id.as_str())
+            .chain(self.discounts.iter().map(|d| d.customer_id.as_str()))
+            .chain(self.credits.iter().map(|c| c.customer_id.as_str()))
+            .collect()
     }
 
     /// Whether the customer has terms or discounts: its usage is billed

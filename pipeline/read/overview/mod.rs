@@ -428,16 +428,14 @@ pub fn compute(
             // The contracts billing would apply, with the balances of the
             // month before's approved revision.
             let mut contracted = crate::bill::inputs::ContractInputs::default();
-            if let Some((mut contracts, problems)) =
-                crate::bill::read_contracts(lake, None, opts.customers.as_deref())?
-            {
-                let mut problems = problems;
-                problems.extend(crate::bill::inputs::check_contracts(
-                    &mut contracts,
-                    &registry,
-                    pricing,
-                    period.start,
-                ));
+            if let Some((contracts, problems)) = crate::bill::checked_contracts(
+                lake,
+                None,
+                opts.customers.as_deref(),
+                &registry,
+                pricing,
+                period.start,
+            )? {
                 notices.extend(problems.iter().map(|p| format!("contract refused: {p}")));
                 if !contracts.credits.is_empty() {
                     let openings = crate::bill::openings(store, period.start)?;
