@@ -158,10 +158,42 @@ pub struct RevisionDiff {
     pub invoice_items: usize,
 }
 
-/// Compares invoice lines by customer, line type, provider and model.
+/// An invoice's lines by customer, line type, provider and model. A contract
+/// splits a model's usage into several lines (one per part of the month
+/// and tier): they are added up into one, quantities summed where they are
+/// counts, the description naming how many lines it stands for.
+fn grouped(lines: &[Line]) -> BTreeMap<(String, String, String, String), Line> {
+    let mut out: BTreeMap<_, (Line, usize)> = BTreeMap::new();
+    for l in lines {
+        match out.entry(l.key()) {
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert((l.clone(), 1));
+            }
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                let (g, n) = e.get_mut();
+                g.amount += l.amount;
+                g.quantity = match (g.quantity.parse::<i64>(), l.quantity.parse::<i64>()) {
+                    (Ok(a), Ok(b)) => (a + b).to_string(),
+                    _ => format!("{} + {}", g.quantity, l.quantity),
+                };
+                *n += 1;
+            }
+        }
+    }
+    out.into_iter()
+        .map(|(k, (mut l, n))| {
+            if n > 1 {
+                l.description = format!("{} (and {} more lines)", l.description, n - 1);
+            }
+            (k, l)
+        })
+        .collect()
+}
+
+/// Compares invoice lines by customer, line type, provider and model (the
+/// lines of one key added up: see [`grouped`]).
 pub fn diff_lines(previous: &[Line], current: &[Line]) -> Vec<LineChange> {
-    let prev: BTreeMap<_, &Line> = previous.iter().map(|l| (l.key(), l)).collect();
-    let cur: BTreeMap<_, &Line> = current.iter().map(|l| (l.key(), l)).collect();
+    let (prev, cur) = (grouped(previous), grouped(current));
     let keys: BTreeSet<_> = prev.keys().chain(cur.keys()).cloned().collect();
     let mut out = Vec::new();
     for key in keys {
@@ -178,8 +210,8 @@ pub fn diff_lines(previous: &[Line], current: &[Line]) -> Vec<LineChange> {
             _ if is_total => "unchanged",
             _ => continue,
         };
-        let amount = |l: Option<&&Line>| l.map(|l| l.amount);
-        let text = |l: Option<&&Line>, f: fn(&Line) -> &String| l.map(|l| f(l).clone());
+        let amount = |l: Option<&Line>| l.map(|l| l.amount);
+        let text = |l: Option<&Line>, f: fn(&Line) -> &String| l.map(|l| f(l).clone());
         out.push(LineChange {
             customer_id: key.0.clone(),
             line_type: key.1.clone(),
@@ -756,6 +788,11 @@ pub fn parse_diff(url: &str, bytes: &[u8]) -> Result<Vec<DiffRow>> {
         .collect()
 }
 
+/// Reads a published `invoices.jsonl`.
+pub fn parse_contract_invoices(url: &str, bytes: &[u8]) -> Result<Vec<render::ContractInvoice>> {
+    render::parse_jsonl(bytes).map_err(|(line, e)| altered(url, line, e))
+}
+
 /// Reads a published `invoice_items.jsonl`.
 pub fn parse_invoice_items(url: &str, bytes: &[u8]) -> Result<Vec<InvoiceItem>> {
     render::parse_jsonl(bytes).map_err(|(line, e)| altered(url, line, e))
@@ -767,6 +804,10 @@ pub struct Snapshot {
     pub lines: Vec<Line>,
     pub totals: BTreeMap<String, Total>,
     pub events: Vec<EventLine>,
+    /// Customers whose invoice goes to Stripe as meter's invoice
+    /// (`invoices.jsonl`): a change reaches Stripe as a note, never as
+    /// meter events or a correction item.
+    pub contract: BTreeSet<String>,
 }
 
 impl Snapshot {
@@ -783,6 +824,12 @@ impl Snapshot {
                 RevisionFile::Summary => snap.totals = parse_summary(&url, bytes)?,
                 RevisionFile::Invoice { .. } => snap.lines.extend(parse_invoice(&url, bytes)?),
                 RevisionFile::MeterEvents => snap.events = parse_events(&url, bytes)?,
+                RevisionFile::StripeInvoices => {
+                    snap.contract = parse_contract_invoices(&url, bytes)?
+                        .into_iter()
+                        .map(|i| i.customer_id)
+                        .collect();
+                }
                 _ => {}
             }
         }
@@ -801,7 +848,16 @@ pub fn compare(
     current_events: &[MeterEvent],
     period_open: bool,
 ) -> (RevisionDiff, Vec<(String, Vec<u8>)>) {
-    let customers = diff_totals(&previous.totals, &current.totals, period_open);
+    let mut customers = diff_totals(&previous.totals, &current.totals, period_open);
+    let contract: BTreeSet<&String> = previous.contract.union(&current.contract).collect();
+    for c in customers
+        .iter_mut()
+        .filter(|c| c.kind != "none" && contract.contains(&c.customer_id))
+    {
+        c.action = "meter's invoice in Stripe (invoices.jsonl): once the month is approved and \
+                    pushed, a credit or debit note (notes/) carries the change"
+            .to_string();
+    }
     let mut d = RevisionDiff {
         month: month.to_string(),
         previous_revision,
@@ -817,7 +873,11 @@ pub fn compare(
     if period_open {
         let deltas = meter_event_corrections(&previous.events, current_events, revision);
         d.meter_event_corrections = deltas.len();
-        for c in d.customers.iter_mut().filter(|c| c.kind != "none") {
+        for c in d
+            .customers
+            .iter_mut()
+            .filter(|c| c.kind != "none" && !contract.contains(&c.customer_id))
+        {
             let Some(stripe_id) = &c.stripe_customer_id else {
                 continue;
             };
@@ -838,7 +898,13 @@ pub fn compare(
             render::write_jsonl(&deltas),
         ));
     } else {
-        let items = invoice_items(&d.customers, month, previous_revision, revision);
+        let metered: Vec<CustomerChange> = d
+            .customers
+            .iter()
+            .filter(|c| !contract.contains(&c.customer_id))
+            .cloned()
+            .collect();
+        let items = invoice_items(&metered, month, previous_revision, revision);
         d.invoice_items = items.len();
         files.push((key(RevisionFile::InvoiceItems), render::write_jsonl(&items)));
     }

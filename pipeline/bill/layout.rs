@@ -12,8 +12,10 @@
 //! invoices/YYYY-MM/rev-N/diff.txt             DiffText       |
 //! invoices/YYYY-MM/rev-N/corrections.csv      Corrections    | derived: the change
 //! stripe/YYYY-MM/rev-N/meter_event_corrections.jsonl         | from the revision
-//! stripe/YYYY-MM/rev-N/invoice_items.jsonl    InvoiceItems  /  before
+//! stripe/YYYY-MM/rev-N/invoice_items.jsonl    InvoiceItems   | before, or
+//! invoices/YYYY-MM/rev-N/notes/<number>.csv   Note          /  what Stripe holds
 //! stripe/YYYY-MM/rev-N/meter_events.jsonl     MeterEvents
+//! stripe/YYYY-MM/rev-N/invoices.jsonl         StripeInvoices (contract customers' invoices)
 //! stripe/YYYY-MM/rev-N/meter_event_stream/NNNN.json  MeterEventStream
 //! ```
 //!
@@ -50,6 +52,13 @@ pub enum RevisionFile<'a> {
     MeterEventCorrections,
     /// `stripe/M/rev-N/invoice_items.jsonl`: invoice items.
     InvoiceItems,
+    /// `invoices/M/rev-N/notes/<number>.csv`: a credit note (`CN-...`) or
+    /// debit note (`DN-...`) against an invoice Stripe holds.
+    Note { number: &'a str },
+    /// `stripe/M/rev-N/invoices.jsonl`: the invoices of customers with a
+    /// contract, line by line in minor units, as the push makes them in
+    /// Stripe.
+    StripeInvoices,
     /// Anything else (not a revision's file, or not meter's): every reader
     /// leaves it alone.
     Other,
@@ -67,6 +76,7 @@ impl RevisionFile<'_> {
                 | RevisionFile::Corrections
                 | RevisionFile::MeterEventCorrections
                 | RevisionFile::InvoiceItems
+                | RevisionFile::Note { .. }
         )
     }
 
@@ -91,6 +101,8 @@ impl RevisionFile<'_> {
                 ("stripe", "meter_event_corrections.jsonl".into())
             }
             RevisionFile::InvoiceItems => ("stripe", "invoice_items.jsonl".into()),
+            RevisionFile::Note { number } => ("invoices", format!("notes/{number}.csv")),
+            RevisionFile::StripeInvoices => ("stripe", "invoices.jsonl".into()),
             RevisionFile::MeterEventStream | RevisionFile::Other => return None,
         };
         Some(format!("{kind}/{month}/rev-{revision}/{name}"))
@@ -129,6 +141,10 @@ pub fn classify(key: &str) -> RevisionFile<'_> {
             "diff.csv" => RevisionFile::Diff,
             "diff.txt" => RevisionFile::DiffText,
             "corrections.csv" => RevisionFile::Corrections,
+            name if name.starts_with("notes/") => match note_number(name) {
+                Some(number) => RevisionFile::Note { number },
+                None => RevisionFile::Other,
+            },
             name => match invoice_customer(name) {
                 Some(customer_id) => RevisionFile::Invoice { customer_id },
                 None => RevisionFile::Other,
@@ -138,6 +154,7 @@ pub fn classify(key: &str) -> RevisionFile<'_> {
             "meter_events.jsonl" => RevisionFile::MeterEvents,
             "meter_event_corrections.jsonl" => RevisionFile::MeterEventCorrections,
             "invoice_items.jsonl" => RevisionFile::InvoiceItems,
+            "invoices.jsonl" => RevisionFile::StripeInvoices,
             other => match other.strip_prefix("meter_event_stream/") {
                 Some(body)
                     if body.len() == 9
@@ -168,6 +185,19 @@ pub fn revision_of(key: &str) -> Option<u32> {
 pub fn invoice_customer(name: &str) -> Option<&str> {
     name.strip_suffix(".csv")
         .filter(|id| valid_id(id) && !RESERVED_CUSTOMER_IDS.contains(id))
+}
+
+/// The number of a note file, `notes/<number>.csv`: `CN-` or `DN-`, then
+/// letters, digits, `.`, `_` and `-`.
+pub fn note_number(name: &str) -> Option<&str> {
+    name.strip_prefix("notes/")?
+        .strip_suffix(".csv")
+        .filter(|n| {
+            (n.starts_with("CN-") || n.starts_with("DN-"))
+                && n.len() <= 120
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        })
 }
 
 /// The same rule in DuckDB SQL, as `schemas/views.sql` states it.
@@ -227,6 +257,27 @@ mod tests {
                 "stripe/2026-10/rev-2/invoice_items.jsonl",
                 RevisionFile::InvoiceItems,
             ),
+            (
+                "invoices/2026-10/rev-2/notes/CN-202610-cust_0003-R2.csv",
+                RevisionFile::Note {
+                    number: "CN-202610-cust_0003-R2",
+                },
+            ),
+            (
+                "invoices/2026-10/rev-2/notes/DN-202610-c-R2.csv",
+                RevisionFile::Note {
+                    number: "DN-202610-c-R2",
+                },
+            ),
+            ("invoices/2026-10/rev-2/notes/x.csv", RevisionFile::Other),
+            (
+                "invoices/2026-10/rev-2/notes/CN-a/b.csv",
+                RevisionFile::Other,
+            ),
+            (
+                "stripe/2026-10/rev-2/invoices.jsonl",
+                RevisionFile::StripeInvoices,
+            ),
             ("invoices/2026-10/latest.json", RevisionFile::Other),
             ("invoices/2026-10/rev-2/notes.txt", RevisionFile::Other),
             ("invoices/2026-10/rev-2/.hidden.csv", RevisionFile::Other),
@@ -268,6 +319,8 @@ mod tests {
             "invoices/2026-10/rev-2/corrections.csv",
             "stripe/2026-10/rev-2/meter_event_corrections.jsonl",
             "stripe/2026-10/rev-2/invoice_items.jsonl",
+            "invoices/2026-10/rev-2/notes/CN-202610-c-R2.csv",
+            "stripe/2026-10/rev-2/invoices.jsonl",
             "invoices/2026-10/rev-2/summary.csv",
             "invoices/2026-10/rev-2/cust_0001.csv",
             "stripe/2026-10/rev-2/meter_events.jsonl",
@@ -275,7 +328,7 @@ mod tests {
         .into_iter()
         .filter(|k| classify(k).is_derived())
         .collect();
-        assert_eq!(derived.len(), 5);
+        assert_eq!(derived.len(), 6);
         assert!(derived.iter().all(|k| !k.ends_with("summary.csv")));
     }
 

@@ -19,6 +19,7 @@ pub mod credits;
 pub mod diff;
 pub mod inputs;
 pub mod layout;
+pub mod notes;
 pub mod publish;
 pub mod render;
 pub mod sql;
@@ -74,6 +75,10 @@ pub struct Billing {
     /// Contract customers' daily readings not written as meter events,
     /// counted per customer.
     pub contract_readings: Vec<(String, i64)>,
+    /// Customers with a contract (terms, a discount or prepaid credit) this
+    /// month: priced by meter alone, their invoices go to Stripe as meter's
+    /// invoices (`invoices.jsonl`), never as meter events.
+    pub contract_customers: std::collections::BTreeSet<String>,
 }
 
 /// Usage no invoiced customer owns.
@@ -120,6 +125,10 @@ pub struct BillReport {
     pub unbilled_usage: Vec<Unbilled>,
     /// A new revision's change against the previous one.
     pub changes: Option<diff::RevisionDiff>,
+    /// The credit and debit notes the revision writes (`notes/`), one line
+    /// each: number, kind, difference, the invoice it is against, how it
+    /// reaches Stripe.
+    pub notes: Vec<String>,
     pub attention: Vec<String>,
     pub notices: Vec<String>,
 }
@@ -167,6 +176,9 @@ impl BillReport {
                     c.customer_id, c.previous_total, c.total, c.currency, c.kind, c.difference
                 );
             }
+        }
+        for n in &self.notes {
+            s += &format!("  note: {n}\n");
         }
         for n in &self.notices {
             s += &format!("  notice: {n}\n");
@@ -263,6 +275,7 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, pricing: &Pricing, opts: &BillOptions) -> 
     let state = publish::State::read(&store, &month)?;
     let mut outcome = None;
     let mut changes = None;
+    let mut written_notes = Vec::new();
     if let Some(top) = state.top() {
         let billing = bill_at(top)?;
         let files = render(&billing, top);
@@ -304,6 +317,27 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, pricing: &Pricing, opts: &BillOptions) -> 
                     open,
                 );
                 files.extend(extra);
+                let bases = note_bases(&store, lake, &month, revision, &after)?;
+                let mut base_lines = BTreeMap::new();
+                for b in bases.values() {
+                    if let std::collections::btree_map::Entry::Vacant(e) =
+                        base_lines.entry(b.revision)
+                    {
+                        e.insert(publish::snapshot(&store, &state, b.revision)?.lines);
+                    }
+                }
+                for note in notes::notes(&month, revision, &bases, &base_lines, &after.lines) {
+                    files.push((note.key(&month), notes::note_csv(&note)));
+                    written_notes.push(format!(
+                        "{} ({}, {} {} against {}): {}",
+                        note.number,
+                        note.kind,
+                        note.difference,
+                        note.currency,
+                        note.base.original_invoice,
+                        note.stripe_route()
+                    ));
+                }
                 files.sort_by(|a, b| a.0.cmp(&b.0));
                 changes = Some(d);
             }
@@ -444,12 +478,67 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, pricing: &Pricing, opts: &BillOptions) -> 
         objects,
         unbilled_usage: billing.unbilled.clone(),
         changes,
+        notes: written_notes,
         attention,
         notices,
     };
     let json = serde_json::to_string_pretty(&report).expect("the report serializes");
     lake.write_report(&ctx.run_id, &json)?;
     Ok(report)
+}
+
+/// What each customer's note would be against: the invoice Stripe holds.
+/// A customer with a contract whose invoice the push made and finalized in
+/// Stripe: the revision Stripe holds (the push record says). A customer
+/// billed through meter events: the approved revision, if Stripe accepted
+/// meter events of it for the month. Nobody else gets a note.
+fn note_bases(
+    store: &Store,
+    lake: &Lake,
+    month: &str,
+    revision: u32,
+    current: &diff::Snapshot,
+) -> Result<BTreeMap<String, notes::Base>> {
+    let approval = approve::approved(store, month)?;
+    let record = crate::lake::stripe_record::Record::read(lake)?;
+    let stripe = record.stripe_invoices(month);
+    let first = NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d")
+        .expect("a billed month is a date");
+    let (_, end, _) = inputs::month_bounds(first);
+    let metered = record.metered_customers(first, end);
+    let mut out = BTreeMap::new();
+    for (customer, total) in &current.totals {
+        let base = match stripe.get(customer) {
+            Some(s) if s.finalized => Some(notes::Base {
+                revision: s.revision,
+                original_invoice: s.invoice_number.clone(),
+                stripe_invoice: Some(s.stripe_invoice.clone()),
+            }),
+            Some(_) => None,
+            None => approval
+                .as_ref()
+                .filter(|a| a.revision < revision)
+                .filter(|_| {
+                    total
+                        .stripe_customer_id
+                        .as_ref()
+                        .is_some_and(|id| metered.contains(id))
+                })
+                .map(|a| notes::Base {
+                    revision: a.revision,
+                    original_invoice: format!(
+                        "INV-{}-{customer}-R{}",
+                        month.replace('-', ""),
+                        a.revision
+                    ),
+                    stripe_invoice: None,
+                }),
+        };
+        if let Some(base) = base {
+            out.insert(customer.clone(), base);
+        }
+    }
+    Ok(out)
 }
 
 /// The contracts billing applies: `contracts` (which must exist), else
@@ -900,6 +989,17 @@ pub fn read_billing(conn: &Connection, month: &str) -> Result<Billing> {
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .and_then(|rows| rows.collect())
         .map_err(db_err("contract_readings"))?;
+
+    let mut stmt = conn
+        .prepare(
+            "SELECT customer_id FROM contract_parts UNION SELECT customer_id FROM credit_grants \
+             ORDER BY customer_id",
+        )
+        .map_err(db_err("contract_parts"))?;
+    billing.contract_customers = stmt
+        .query_map([], |r| r.get(0))
+        .and_then(|rows| rows.collect())
+        .map_err(db_err("contract_parts"))?;
     Ok(billing)
 }
 

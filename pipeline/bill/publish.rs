@@ -146,6 +146,17 @@ pub fn files(period: &Period, billing: &Billing, per_body: usize) -> Vec<(String
         key(RevisionFile::MeterEvents),
         render::meter_events_jsonl(&billing.events),
     ));
+    let contract = render::contract_invoices(
+        &billing.lines,
+        &billing.summary,
+        &billing.contract_customers,
+    );
+    if !contract.is_empty() {
+        files.push((
+            key(RevisionFile::StripeInvoices),
+            render::write_jsonl(&contract),
+        ));
+    }
     for (i, body) in render::meter_event_stream(&billing.events, per_body)
         .into_iter()
         .enumerate()
@@ -252,7 +263,10 @@ pub fn snapshot(store: &Store, state: &State, revision: u32) -> Result<diff::Sna
     for o in state.objects(revision) {
         if !matches!(
             layout::classify(&o.key),
-            RevisionFile::Invoice { .. } | RevisionFile::Summary | RevisionFile::MeterEvents
+            RevisionFile::Invoice { .. }
+                | RevisionFile::Summary
+                | RevisionFile::MeterEvents
+                | RevisionFile::StripeInvoices
         ) {
             continue;
         }

@@ -439,6 +439,66 @@ pub struct EventPayload {
 }
 
 /// JSON Lines: one serialized item per line.
+/// A contract customer's invoice as `meter stripe push` makes it in Stripe
+/// (`stripe/YYYY-MM/rev-N/invoices.jsonl`): meter's lines with meter's
+/// amounts, so that Stripe prices nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContractInvoice {
+    pub invoice_number: String,
+    pub customer_id: String,
+    /// The Stripe customer (`cus_...`).
+    pub customer: String,
+    /// Lower-case ISO 4217, as Stripe takes it.
+    pub currency: String,
+    /// Minor units: the invoice's total, the sum of `lines`.
+    pub total: i64,
+    /// The invoice's lines that bill something (lines of 0 are left out).
+    pub lines: Vec<ContractInvoiceLine>,
+}
+
+/// One line of a [`ContractInvoice`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContractInvoiceLine {
+    /// The invoice's line number.
+    pub line: i64,
+    pub description: String,
+    /// Minor units; negative for a discount or credit.
+    pub amount: i64,
+}
+
+/// The invoices of `customers` that have a Stripe customer, in customer
+/// order.
+pub fn contract_invoices(
+    lines: &[InvoiceLine],
+    summary: &[SummaryRow],
+    customers: &std::collections::BTreeSet<String>,
+) -> Vec<ContractInvoice> {
+    summary
+        .iter()
+        .filter(|r| customers.contains(&r.customer_id))
+        .filter_map(|r| {
+            let customer = r.stripe_customer_id.clone()?;
+            let lines: Vec<ContractInvoiceLine> = lines
+                .iter()
+                .filter(|l| l.customer_id == r.customer_id && l.amount_minor != 0)
+                .map(|l| ContractInvoiceLine {
+                    line: l.line,
+                    description: l.description.clone(),
+                    amount: l.amount_minor,
+                })
+                .collect();
+            Some(ContractInvoice {
+                invoice_number: r.invoice_number.clone(),
+                customer_id: r.customer_id.clone(),
+                customer,
+                currency: r.currency.to_lowercase(),
+                total: lines.iter().map(|l| l.amount).sum(),
+                lines,
+            })
+        })
+        .collect()
+}
+
 pub fn write_jsonl<T: Serialize>(items: &[T]) -> Vec<u8> {
     let mut out = Vec::new();
     for item in items {

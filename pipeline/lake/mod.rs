@@ -29,6 +29,7 @@ pub mod lease;
 pub mod remote;
 pub mod retention;
 pub mod store;
+pub mod stripe_record;
 pub mod tables;
 
 use std::fs::{self, File};

@@ -17,7 +17,7 @@
 
 pub mod client;
 pub mod plan;
-pub mod record;
+pub use crate::lake::stripe_record as record;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;

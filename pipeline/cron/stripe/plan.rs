@@ -13,11 +13,11 @@ use chrono::{DateTime, NaiveDate};
 
 use serde::Serialize;
 
-use super::record::AcceptedEvent;
+use crate::bill::diff::identifier;
+use crate::lake::stripe_record::AcceptedEvent;
 /// The reading a meter event belongs to (the record keys what Stripe
 /// accepted by it).
-pub use super::record::Key;
-use crate::bill::diff::identifier;
+pub use crate::lake::stripe_record::Key;
 
 /// Stripe's limit on an identifier's length (formats.md section 4).
 pub const MAX_IDENTIFIER: usize = 100;

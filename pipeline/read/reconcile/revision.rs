@@ -81,6 +81,7 @@ pub fn check(store: &Store, month: &str, revision: u32) -> Result<Checked> {
     let mut corrections = None;
     let mut items = None;
     let mut deltas = None;
+    let mut contract = None;
     for o in &manifest.objects {
         let kind = layout::classify(&o.key);
         let url = store.object_url(&o.key);
@@ -123,7 +124,11 @@ pub fn check(store: &Store, month: &str, revision: u32) -> Result<Checked> {
             RevisionFile::MeterEventCorrections => {
                 deltas = Some((url.clone(), diff::parse_events(&url, bytes)?))
             }
+            RevisionFile::StripeInvoices => {
+                contract = Some((url.clone(), diff::parse_contract_invoices(&url, bytes)?))
+            }
             RevisionFile::Manifest
+            | RevisionFile::Note { .. }
             | RevisionFile::Credits
             | RevisionFile::DiffText
             | RevisionFile::MeterEventStream
@@ -170,6 +175,9 @@ pub fn check(store: &Store, month: &str, revision: u32) -> Result<Checked> {
     }
     let summary = summary.unwrap_or_default();
     let (summary_url, summary_totals) = &summary;
+    if let Some((url, list)) = &contract {
+        check_contract_invoices(url, list, &invoices, summary_totals, &mut out.problems);
+    }
     for (customer, t) in summary_totals {
         out.provider_costs.push((customer.clone(), t.provider_cost));
         match totals.get(&(customer.clone(), t.currency.clone())) {
@@ -308,7 +316,18 @@ pub fn check(store: &Store, month: &str, revision: u32) -> Result<Checked> {
                 });
             }
         }
-        check_items(url, &sent, &expected, &stripe_ids, &mut out.problems);
+        // Customers with a contract get notes, not correction items.
+        let contract: BTreeSet<&str> = contract
+            .iter()
+            .flat_map(|(_, l)| l.iter().map(|i| i.customer_id.as_str()))
+            .chain(before.contract.iter().map(String::as_str))
+            .collect();
+        let metered: BTreeMap<String, String> = stripe_ids
+            .iter()
+            .filter(|(c, _)| !contract.contains(c.as_str()))
+            .map(|(c, s)| (c.clone(), s.clone()))
+            .collect();
+        check_items(url, &sent, &expected, &metered, &mut out.problems);
     }
     if let Some((url, deltas)) = &deltas {
         out.derived.push(url.clone());
@@ -494,6 +513,70 @@ fn check_diff_lines(
 
 fn opt(d: Option<Decimal>) -> String {
     d.map_or("-".to_string(), |d| d.to_string())
+}
+
+/// `invoices.jsonl` holds each listed customer's invoice as its CSV says:
+/// the lines that bill something, in order, in minor units, and their
+/// total, for the Stripe customer the summary names.
+fn check_contract_invoices(
+    url: &str,
+    list: &[crate::bill::render::ContractInvoice],
+    invoices: &BTreeMap<String, (String, Vec<Line>)>,
+    summary: &BTreeMap<String, diff::Total>,
+    problems: &mut Vec<Problem>,
+) {
+    for inv in list {
+        let mut problem = |problem: String| {
+            problems.push(Problem {
+                file: url.to_string(),
+                customer_id: inv.customer_id.clone(),
+                problem,
+            })
+        };
+        let Some((_, lines)) = invoices.get(&inv.customer_id) else {
+            problem(format!(
+                "{} has no invoice in the revision",
+                inv.invoice_number
+            ));
+            continue;
+        };
+        let stripe = summary
+            .get(&inv.customer_id)
+            .and_then(|t| t.stripe_customer_id.as_deref());
+        if stripe != Some(inv.customer.as_str()) {
+            problem(format!(
+                "Stripe customer {} but the summary names {}",
+                inv.customer,
+                stripe.unwrap_or("none")
+            ));
+        }
+        let Some(places) = lines.first().and_then(|l| minor_units(&l.currency)) else {
+            problem("the invoice's currency has no minor unit".to_string());
+            continue;
+        };
+        let scale = Decimal::from(10i64.pow(places));
+        let due: Vec<(String, Decimal)> = lines
+            .iter()
+            .filter(|l| l.line_type != "total" && !l.amount.is_zero())
+            .map(|l| (l.description.clone(), l.amount * scale))
+            .collect();
+        let listed: Vec<(String, Decimal)> = inv
+            .lines
+            .iter()
+            .map(|l| (l.description.clone(), Decimal::from(l.amount)))
+            .collect();
+        if due != listed {
+            problem(format!(
+                "{}: its {} lines are not the invoice's {} lines that bill something",
+                inv.invoice_number,
+                listed.len(),
+                due.len()
+            ));
+        }
+        if inv.total != inv.lines.iter().map(|l| l.amount).sum::<i64>() {
+            problem(format!("total {} is not the sum of its lines", inv.total));
+        }
+    }
 }
 
 /// Per customer with a Stripe id whose total changed, the invoice items sum

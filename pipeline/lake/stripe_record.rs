@@ -46,6 +46,9 @@ pub enum Via {
 pub enum Item {
     MeterEvent(AcceptedEvent),
     InvoiceItem(AcceptedItem),
+    /// A step of meter's own invoice in Stripe (a customer with a
+    /// contract): its creation, a line, its finalization, a note.
+    InvoiceStep(AcceptedStep),
 }
 
 impl Item {
@@ -54,6 +57,7 @@ impl Item {
         match self {
             Item::MeterEvent(e) => &e.identifier,
             Item::InvoiceItem(i) => &i.idempotency_key,
+            Item::InvoiceStep(s) => &s.idempotency_key,
         }
     }
 }
@@ -99,6 +103,66 @@ pub struct AcceptedItem {
     /// Stripe's id of the item (`ii_...`), when it answered one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stripe_id: Option<String>,
+}
+
+/// What a step of meter's invoice in Stripe did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// `POST /v1/invoices`: a draft invoice for meter's invoice.
+    Create,
+    /// `POST /v1/invoiceitems` on the draft: one line of meter's invoice.
+    Line,
+    /// `POST /v1/invoices/{id}/finalize`.
+    Finalize,
+    /// `POST /v1/credit_notes` on the finalized invoice: a credit note.
+    CreditNote,
+    /// `POST /v1/invoiceitems` for the next invoice: a debit note.
+    Debit,
+}
+
+/// An accepted step of meter's invoice in Stripe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptedStep {
+    pub idempotency_key: String,
+    pub step: StepKind,
+    /// `YYYY-MM`.
+    pub month: String,
+    pub customer_id: String,
+    /// The Stripe customer (`cus_...`).
+    pub customer: String,
+    /// The revision whose amounts Stripe holds once the step is done.
+    pub revision: u32,
+    /// meter's invoice number, or the note's number.
+    pub document: String,
+    /// Stripe's invoice (`in_...`).
+    pub stripe_invoice: String,
+    /// Minor units (0 for the invoice's creation and finalization).
+    pub amount: i64,
+    pub currency: String,
+    /// Stripe's id of what the step made (`in_`, `ii_`, `cn_`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stripe_id: Option<String>,
+}
+
+/// What Stripe holds of meter's invoice of one customer and month, from
+/// the steps accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripeInvoice {
+    /// Stripe's invoice (`in_...`).
+    pub stripe_invoice: String,
+    /// meter's invoice it was made from (`INV-...-R<n>`).
+    pub invoice_number: String,
+    /// The revision it was made from.
+    pub created_revision: u32,
+    pub finalized: bool,
+    /// The revision whose amounts Stripe holds: the one it was made from,
+    /// or that of the last note applied to it.
+    pub revision: u32,
+    /// Net minor units Stripe holds: its lines, less credit notes, plus
+    /// debit notes.
+    pub amount: i64,
+    pub currency: String,
 }
 
 /// How the file ends.
@@ -198,8 +262,66 @@ impl Record {
     pub fn meter_events(&self) -> impl Iterator<Item = &AcceptedEvent> {
         self.entries.iter().filter_map(|e| match &e.item {
             Item::MeterEvent(m) => Some(m),
-            Item::InvoiceItem(_) => None,
+            _ => None,
         })
+    }
+
+    /// Per customer, meter's invoice of `month` (`YYYY-MM`) as Stripe holds
+    /// it, from the accepted steps in the order they were accepted.
+    pub fn stripe_invoices(
+        &self,
+        month: &str,
+    ) -> std::collections::BTreeMap<String, StripeInvoice> {
+        let mut out = std::collections::BTreeMap::new();
+        for e in &self.entries {
+            let Item::InvoiceStep(s) = &e.item else {
+                continue;
+            };
+            if s.month != month {
+                continue;
+            }
+            if s.step == StepKind::Create {
+                out.insert(
+                    s.customer_id.clone(),
+                    StripeInvoice {
+                        stripe_invoice: s.stripe_invoice.clone(),
+                        invoice_number: s.document.clone(),
+                        created_revision: s.revision,
+                        finalized: false,
+                        revision: s.revision,
+                        amount: 0,
+                        currency: s.currency.clone(),
+                    },
+                );
+                continue;
+            }
+            let Some(invoice) = out.get_mut(&s.customer_id) else {
+                continue;
+            };
+            match s.step {
+                StepKind::Create => {}
+                StepKind::Line => invoice.amount += s.amount,
+                StepKind::Finalize => invoice.finalized = true,
+                StepKind::CreditNote => {
+                    invoice.amount -= s.amount;
+                    invoice.revision = s.revision;
+                }
+                StepKind::Debit => {
+                    invoice.amount += s.amount;
+                    invoice.revision = s.revision;
+                }
+            }
+        }
+        out
+    }
+
+    /// The Stripe customers that Stripe accepted meter events of for the
+    /// month starting `first` and ending before `end`.
+    pub fn metered_customers(&self, first: NaiveDate, end: NaiveDate) -> HashSet<String> {
+        self.meter_events()
+            .filter(|e| e.day >= first && e.day < end)
+            .map(|e| e.stripe_customer_id.clone())
+            .collect()
     }
 
     /// Opens the file for appending, first cutting off a torn last line (or
