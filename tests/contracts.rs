@@ -140,13 +140,13 @@ fn the_sample_contracts_bill_each_kind_of_term() {
         assert!(!events.contains(c), "{c} has meter events");
     }
     assert!(
-        report.attention.iter().any(|a| a
+        report.notices.iter().any(|a| a
             .starts_with("customers with a contract are priced by meter alone")
             && a.contains("cust_0002 (")
             && a.contains("cust_0003 (")
             && !a.contains("cust_0004")),
         "{:?}",
-        report.attention
+        report.notices
     );
     // `meter query` reads the balances.
     let conn = meter::read::query::open(&meter::read::query::QueryOptions {
@@ -408,4 +408,169 @@ fn a_month_before_that_is_billed_but_not_approved_needs_attention() {
         "{:?}",
         report.attention
     );
+}
+
+/// A contract customer's invoice reaches Stripe as meter's invoice, line by
+/// line with meter's amounts, once; a later approved revision reaches it as
+/// a credit note (or, for a debit, an invoice item), once.
+#[test]
+fn contract_invoices_go_to_stripe_as_meters_invoices_and_changes_as_notes() {
+    use chrono::TimeZone;
+    use meter::bill::approve::{self, ApproveOptions};
+    use meter::cron::stripe::{self, ApiKey, PushOptions, Retry, Target};
+
+    use crate::stripe_server::{API_KEY, FakeStripe};
+
+    let env = env();
+    let nov5 = chrono::Utc.with_ymd_and_hms(2026, 11, 5, 3, 0, 0).unwrap();
+    let fake = FakeStripe::start(nov5);
+    let approve = |revision: u32| {
+        approve::approve(
+            &ctx(&format!("approve-{revision}")),
+            &ApproveOptions {
+                lake: env.lake.clone(),
+                out: env.out.display().to_string(),
+                store_options: Vec::new(),
+                month: "2026-10".into(),
+                revision: Some(revision),
+                by: "finance@example.com".into(),
+            },
+        )
+        .expect("approve runs");
+    };
+    let push = |run: &str| {
+        let opts = PushOptions {
+            base_url: fake.url.clone(),
+            api_key: Some(ApiKey::new(API_KEY)),
+            retry: Retry {
+                max_attempts: 2,
+                base_delay: std::time::Duration::from_millis(1),
+                max_delay: std::time::Duration::from_millis(2),
+            },
+            ..PushOptions::new(
+                &env.lake,
+                env.out.display().to_string(),
+                Target::Month(month()),
+            )
+        };
+        let ctx = meter::model::ctx::Ctx::with_run_id(
+            std::sync::Arc::new(meter::model::ctx::FixedClock(nov5)),
+            run,
+        );
+        let report = stripe::push(&ctx, &opts).expect("the push runs");
+        assert!(report.counts_add_up(), "{}", report.summary());
+        assert_eq!(report.failed, 0, "{}", report.summary());
+        report
+    };
+    let summary_total = |revision: u32, customer: &str| -> i64 {
+        let text = std::fs::read_to_string(
+            env.out
+                .join(format!("invoices/2026-10/rev-{revision}/{customer}.csv")),
+        )
+        .unwrap();
+        let last = text.lines().last().unwrap().to_string();
+        let amount = last.split(',').rev().nth(1).unwrap().to_string();
+        cents(&amount)
+    };
+
+    let first = bill(&env, None, "bill-1");
+    assert!(first.notes.is_empty());
+    approve(1);
+    let report = push("push-1");
+    let invoices = fake.invoices();
+    let made: Vec<(String, String, i64)> = invoices
+        .values()
+        .map(|i| (i.meter_invoice.clone(), i.status.clone(), i.total()))
+        .collect();
+    assert_eq!(
+        made,
+        ["cust_0002", "cust_0003", "cust_0004"].map(|c| (
+            format!("INV-202610-{c}-R1"),
+            "open".to_string(),
+            summary_total(1, c)
+        )),
+        "{}",
+        report.summary()
+    );
+    // Meter's credit is a negative line of meter's invoice, never a Stripe
+    // credit grant; no contract customer has meter events.
+    let globex = invoices
+        .values()
+        .find(|i| i.customer == "cus_5eP5JDETLY2bia")
+        .unwrap();
+    assert!(globex.lines.contains(&-6000), "{:?}", globex.lines);
+    assert!(
+        fake.events()
+            .values()
+            .all(|e| e.customer == "cus_luJ0lin0U914x5")
+    );
+    let again = push("push-2");
+    assert_eq!(again.sent_accepted, 0, "{}", again.summary());
+    assert_eq!(fake.invoices().len(), 3);
+
+    // A bigger discount for cust_0004: rev-2 with one credit note.
+    let sample = std::fs::read_to_string(repo().join("sample-data/contracts.toml")).unwrap();
+    let changed = |percent: &str| {
+        let path = env.dir.path().join(format!("contracts-{percent}.toml"));
+        let text = sample.replace("percent = \"20\"", &format!("percent = \"{percent}\""));
+        assert_ne!(text, sample);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let second = bill(&env, Some(changed("25")), "bill-2");
+    assert_eq!(second.revision, 2);
+    assert_eq!(second.notes.len(), 1, "{:?}", second.notes);
+    assert!(
+        second.notes[0].starts_with("CN-202610-cust_0004-R2 (credit, -"),
+        "{:?}",
+        second.notes
+    );
+    let note = std::fs::read_to_string(
+        env.out
+            .join("invoices/2026-10/rev-2/notes/CN-202610-cust_0004-R2.csv"),
+    )
+    .unwrap();
+    assert!(note.contains("INV-202610-cust_0004-R1"), "{note}");
+    let items =
+        std::fs::read_to_string(env.out.join("stripe/2026-10/rev-2/invoice_items.jsonl")).unwrap();
+    assert!(
+        !items.contains("cust_0004"),
+        "a note carries it, not an item: {items}"
+    );
+    let credit = summary_total(1, "cust_0004") - summary_total(2, "cust_0004");
+    assert!(credit > 0);
+    approve(2);
+    let report = push("push-3");
+    assert_eq!(report.sent_accepted, 1, "{}", report.summary());
+    let notes = fake.credit_notes();
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0].amount, credit);
+    assert!(
+        notes[0].memo.contains("CN-202610-cust_0004-R2"),
+        "{}",
+        notes[0].memo
+    );
+    assert_eq!(push("push-4").sent_accepted, 0);
+
+    // A smaller discount: rev-3's debit note against rev-2 (what Stripe
+    // holds now) goes as an item for the next invoice.
+    let third = bill(&env, Some(changed("10")), "bill-3");
+    assert_eq!(third.notes.len(), 1, "{:?}", third.notes);
+    assert!(
+        third.notes[0].starts_with("DN-202610-cust_0004-R3 (debit, "),
+        "{:?}",
+        third.notes
+    );
+    approve(3);
+    push("push-5");
+    let debit = summary_total(3, "cust_0004") - summary_total(2, "cust_0004");
+    let pending: Vec<_> = fake
+        .items()
+        .into_iter()
+        .filter(|i| i.invoice.is_none() && i.description.contains("DN-202610-cust_0004-R3"))
+        .collect();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].amount, debit);
+    assert_eq!(fake.credit_notes().len(), 1);
+    assert_eq!(push("push-6").sent_accepted, 0);
 }

@@ -6,7 +6,13 @@
 //! - `POST /v2/billing/meter_event_session` (Bearer secret key) and
 //!   `POST /v2/billing/meter_event_stream` (JSON, Bearer session token, at
 //!   most 100 events);
-//! - `POST /v1/invoiceitems` (form, Bearer secret key).
+//! - `POST /v1/invoiceitems` (form, Bearer secret key): pending, or on a
+//!   draft invoice of the same customer and currency (`invoice`);
+//! - `POST /v1/invoices` (a draft; `pending_invoice_items_behavior=exclude`
+//!   or it sweeps the customer's pending items in, as Stripe does),
+//!   `POST /v1/invoices/{id}/finalize` (a draft only: open, or paid at 0);
+//! - `POST /v1/credit_notes` on a finalized invoice only, `custom_line_item`
+//!   lines with a positive total of at most what is left to credit.
 //!
 //! Values must be whole numbers of at most 15 significant digits, timestamps
 //! within 35 days before and 5 minutes after the `now` the test gives. A
@@ -79,6 +85,39 @@ pub struct Item {
     pub amount: i64,
     pub currency: String,
     pub description: String,
+    /// The draft it was added to; `None`: pending, for the next invoice.
+    pub invoice: Option<String>,
+}
+
+/// An invoice made with `POST /v1/invoices`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invoice {
+    pub id: String,
+    pub customer: String,
+    pub currency: String,
+    /// `draft`, `open` or `paid`.
+    pub status: String,
+    /// `metadata[meter_invoice]`.
+    pub meter_invoice: String,
+    /// Its items' amounts, in the order added.
+    pub lines: Vec<i64>,
+    /// Credited by credit notes so far.
+    pub credited: i64,
+}
+
+impl Invoice {
+    pub fn total(&self) -> i64 {
+        self.lines.iter().sum()
+    }
+}
+
+/// A credit note made with `POST /v1/credit_notes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreditNote {
+    pub id: String,
+    pub invoice: String,
+    pub amount: i64,
+    pub memo: String,
 }
 
 #[derive(Default)]
@@ -89,6 +128,8 @@ struct State {
     /// How often each identifier was accepted as new (1, or a bug).
     accepted: BTreeMap<String, usize>,
     items: Vec<Item>,
+    invoices: BTreeMap<String, Invoice>,
+    credit_notes: Vec<CreditNote>,
     /// Idempotency key -> (path and body, status, answer).
     idempotent: HashMap<String, (Vec<u8>, u16, String)>,
     sessions: HashSet<String>,
@@ -189,6 +230,15 @@ impl FakeStripe {
 
     pub fn items(&self) -> Vec<Item> {
         self.state.lock().unwrap().items.clone()
+    }
+
+    /// Invoices by id.
+    pub fn invoices(&self) -> BTreeMap<String, Invoice> {
+        self.state.lock().unwrap().invoices.clone()
+    }
+
+    pub fn credit_notes(&self) -> Vec<CreditNote> {
+        self.state.lock().unwrap().credit_notes.clone()
     }
 
     /// Forgets the idempotency keys (Stripe keeps them about 24 hours).
@@ -407,6 +457,12 @@ impl State {
             "/v2/billing/meter_event_session" => self.open_session(),
             "/v2/billing/meter_event_stream" => self.stream(req),
             "/v1/invoiceitems" => self.invoice_item(req),
+            "/v1/invoices" => self.create_invoice(req),
+            "/v1/credit_notes" => self.credit_note(req),
+            other if other.starts_with("/v1/invoices/") && other.ends_with("/finalize") => {
+                let id = &other["/v1/invoices/".len()..other.len() - "/finalize".len()];
+                self.finalize(id)
+            }
             other => Answer::error(
                 404,
                 "invalid_request_error",
@@ -600,6 +656,32 @@ impl State {
         if !form["customer"].starts_with("cus_") {
             return Answer::invalid(format!("No such customer: '{}'", form["customer"]), keys);
         }
+        let invoice = form.get("invoice").filter(|v| !v.is_empty()).cloned();
+        if let Some(id) = &invoice {
+            let Some(inv) = self.invoices.get(id) else {
+                return Answer::error(
+                    404,
+                    "invalid_request_error",
+                    format!("No such invoice: '{id}'"),
+                    keys,
+                );
+            };
+            if inv.status != "draft" {
+                return Answer::invalid(
+                    format!(
+                        "You can only add invoice items to draft invoices; {id} is {}.",
+                        inv.status
+                    ),
+                    keys,
+                );
+            }
+            if inv.customer != form["customer"] || &inv.currency != currency {
+                return Answer::invalid(
+                    format!("The invoice {id} is of another customer or currency."),
+                    keys,
+                );
+            }
+        }
         let item = Item {
             id: format!("ii_{}", self.items.len() + 1),
             idempotency_key: req.idempotency_key.clone(),
@@ -607,7 +689,15 @@ impl State {
             amount,
             currency: currency.clone(),
             description: form["description"].clone(),
+            invoice: invoice.clone(),
         };
+        if let Some(id) = &invoice {
+            self.invoices
+                .get_mut(id)
+                .expect("checked")
+                .lines
+                .push(amount);
+        }
         let body = json!({
             "id": item.id,
             "object": "invoiceitem",
@@ -617,6 +707,164 @@ impl State {
             "description": item.description,
         });
         self.items.push(item);
+        Answer::ok(body, keys)
+    }
+
+    fn create_invoice(&mut self, req: &Received) -> Answer {
+        if !req.is_form() {
+            return Answer::invalid("expected a form-encoded body", Vec::new());
+        }
+        let form = parse_form(&req.body);
+        let keys: Vec<String> = req.idempotency_key.iter().cloned().collect();
+        let customer = form.get("customer").cloned().unwrap_or_default();
+        if !customer.starts_with("cus_") {
+            return Answer::invalid(format!("No such customer: '{customer}'"), keys);
+        }
+        let currency = form.get("currency").cloned().unwrap_or_default();
+        if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_lowercase()) {
+            return Answer::invalid(format!("Invalid currency: {currency}"), keys);
+        }
+        let id = format!("in_{}", self.invoices.len() + 1);
+        let mut invoice = Invoice {
+            id: id.clone(),
+            customer: customer.clone(),
+            currency: currency.clone(),
+            status: "draft".into(),
+            meter_invoice: form
+                .get("metadata[meter_invoice]")
+                .cloned()
+                .unwrap_or_default(),
+            lines: Vec::new(),
+            credited: 0,
+        };
+        match form
+            .get("pending_invoice_items_behavior")
+            .map(String::as_str)
+        {
+            Some("exclude") => {}
+            Some("include") | None => {
+                // Stripe sweeps the customer's pending items in.
+                for item in self.items.iter_mut().filter(|i| {
+                    i.invoice.is_none() && i.customer == customer && i.currency == currency
+                }) {
+                    item.invoice = Some(id.clone());
+                    invoice.lines.push(item.amount);
+                }
+            }
+            Some(other) => {
+                return Answer::invalid(
+                    format!("Invalid pending_invoice_items_behavior: {other}"),
+                    keys,
+                );
+            }
+        }
+        self.invoices.insert(id.clone(), invoice);
+        Answer::ok(
+            json!({"id": id, "object": "invoice", "status": "draft", "customer": customer, "currency": currency}),
+            keys,
+        )
+    }
+
+    fn finalize(&mut self, id: &str) -> Answer {
+        let Some(inv) = self.invoices.get_mut(id) else {
+            return Answer::error(
+                404,
+                "invalid_request_error",
+                format!("No such invoice: '{id}'"),
+                Vec::new(),
+            );
+        };
+        if inv.status != "draft" {
+            return Answer::invalid(
+                format!(
+                    "This invoice is already finalized, you can't re-finalize a non-draft invoice. ({id} is {})",
+                    inv.status
+                ),
+                vec![id.to_string()],
+            );
+        }
+        inv.status = match inv.total() > 0 {
+            true => "open".into(),
+            false => "paid".into(),
+        };
+        Answer::ok(
+            json!({"id": id, "object": "invoice", "status": inv.status, "total": inv.total()}),
+            vec![id.to_string()],
+        )
+    }
+
+    fn credit_note(&mut self, req: &Received) -> Answer {
+        if !req.is_form() {
+            return Answer::invalid("expected a form-encoded body", Vec::new());
+        }
+        let form = parse_form(&req.body);
+        let keys: Vec<String> = req.idempotency_key.iter().cloned().collect();
+        let id = form.get("invoice").cloned().unwrap_or_default();
+        let Some(inv) = self.invoices.get(&id) else {
+            return Answer::error(
+                404,
+                "invalid_request_error",
+                format!("No such invoice: '{id}'"),
+                keys,
+            );
+        };
+        if inv.status == "draft" {
+            return Answer::invalid(
+                format!(
+                    "You can only create credit notes for finalized invoices; {id} is a draft."
+                ),
+                keys,
+            );
+        }
+        let mut amount = 0i64;
+        let mut n = 0;
+        while let Some(kind) = form.get(&format!("lines[{n}][type]")) {
+            if kind != "custom_line_item" {
+                return Answer::invalid(
+                    format!("lines[{n}][type]: only custom_line_item here"),
+                    keys,
+                );
+            }
+            let field = |f: &str| {
+                form.get(&format!("lines[{n}][{f}]"))
+                    .and_then(|v| v.parse::<i64>().ok())
+            };
+            let (Some(unit), Some(quantity)) = (field("unit_amount"), field("quantity")) else {
+                return Answer::invalid(
+                    format!("lines[{n}]: unit_amount and quantity are required"),
+                    keys,
+                );
+            };
+            if unit < 0 || quantity < 1 {
+                return Answer::invalid(
+                    format!("lines[{n}]: unit_amount must be >= 0, quantity >= 1"),
+                    keys,
+                );
+            }
+            amount += unit * quantity;
+            n += 1;
+        }
+        if amount <= 0 {
+            return Answer::invalid("A credit note must credit a positive amount.", keys);
+        }
+        let left = inv.total() - inv.credited;
+        if amount > left {
+            return Answer::invalid(
+                format!(
+                    "The credit note's total ({amount}) must be less than or equal to the invoice's amount left to credit ({left})."
+                ),
+                keys,
+            );
+        }
+        let note = CreditNote {
+            id: format!("cn_{}", self.credit_notes.len() + 1),
+            invoice: id.clone(),
+            amount,
+            memo: form.get("memo").cloned().unwrap_or_default(),
+        };
+        self.invoices.get_mut(&id).expect("checked").credited += amount;
+        let body = json!({"id": note.id, "object": "credit_note", "amount": amount, "invoice": id});
+        self.credit_notes.push(note);
         Answer::ok(body, keys)
     }
 
@@ -719,4 +967,98 @@ fn the_fake_decodes_forms() {
     assert_eq!(form["payload[value]"], "-12");
     assert_eq!(form["description"], "Usage correction €");
     assert_eq!(form["x"], "");
+}
+
+/// The fake refuses what Stripe refuses for invoices and credit notes: an
+/// item on a finalized invoice, a second finalization, a credit note on a
+/// draft or above what is left to credit; a draft made without
+/// `pending_invoice_items_behavior=exclude` sweeps pending items in.
+#[test]
+fn the_fake_keeps_stripes_rules_for_invoices_and_credit_notes() {
+    use meter::cron::stripe::client::{Answer as Got, Auth, Body, Client, Refusal, Request};
+    use meter::cron::stripe::{ApiKey, Retry};
+
+    let fake = FakeStripe::start(Utc::now());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let retry = Retry {
+        max_attempts: 1,
+        ..Retry::default()
+    };
+    let mut client = Client::new(&fake.url, ApiKey::new(API_KEY), retry).unwrap();
+    let mut n = 0;
+    let mut send = |path: String, form: &[(&str, &str)]| -> Result<Value, String> {
+        n += 1;
+        let request = Request {
+            path: path.into(),
+            auth: Auth::Key,
+            idempotency_key: Some(format!("k{n}")),
+            body: Body::Form(
+                form.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+        };
+        match runtime.block_on(client.send(&request)) {
+            Ok(Got::Accepted(body)) => Ok(body),
+            Ok(Got::AlreadyExists) => Err("already exists".into()),
+            Err(Refusal::Rejected { message, .. } | Refusal::Exhausted { message, .. }) => {
+                Err(message)
+            }
+        }
+    };
+    let item = |invoice: &'static str, amount: &'static str| {
+        vec![
+            ("customer", "cus_A"),
+            ("amount", amount),
+            ("currency", "eur"),
+            ("description", "x"),
+            ("invoice", invoice),
+        ]
+    };
+    // A pending item, then a draft that leaves it out.
+    send("/v1/invoiceitems".into(), &item("", "-300")).unwrap();
+    let draft = |behavior: &'static str| {
+        vec![
+            ("customer", "cus_A"),
+            ("currency", "eur"),
+            ("pending_invoice_items_behavior", behavior),
+        ]
+    };
+    let inv = send("/v1/invoices".into(), &draft("exclude")).unwrap();
+    let id = inv["id"].as_str().unwrap().to_string();
+    let id: &'static str = Box::leak(id.into_boxed_str());
+    send("/v1/invoiceitems".into(), &item(id, "1000")).unwrap();
+    let credit = |amount: &'static str| {
+        vec![
+            ("invoice", id),
+            ("lines[0][type]", "custom_line_item"),
+            ("lines[0][quantity]", "1"),
+            ("lines[0][unit_amount]", amount),
+        ]
+    };
+    let err = send("/v1/credit_notes".into(), &credit("100")).unwrap_err();
+    assert!(err.contains("finalized invoices"), "{err}");
+    let fin = send(format!("/v1/invoices/{id}/finalize"), &[]).unwrap();
+    assert_eq!(fin["status"], "open");
+    let err = send(format!("/v1/invoices/{id}/finalize"), &[]).unwrap_err();
+    assert!(err.contains("already finalized"), "{err}");
+    let err = send("/v1/invoiceitems".into(), &item(id, "5")).unwrap_err();
+    assert!(err.contains("draft invoices"), "{err}");
+    let err = send("/v1/credit_notes".into(), &credit("1001")).unwrap_err();
+    assert!(err.contains("left to credit (1000)"), "{err}");
+    send("/v1/credit_notes".into(), &credit("600")).unwrap();
+    let err = send("/v1/credit_notes".into(), &credit("401")).unwrap_err();
+    assert!(err.contains("left to credit (400)"), "{err}");
+    send("/v1/credit_notes".into(), &credit("400")).unwrap();
+    let err = send("/v1/credit_notes".into(), &credit("0")).unwrap_err();
+    assert!(err.contains("positive"), "{err}");
+    assert_eq!(fake.invoices()[id].lines, [1000]);
+    // Without `exclude`, the pending item is swept into the new draft.
+    let swept = send("/v1/invoices".into(), &draft("include")).unwrap();
+    let swept = swept["id"].as_str().unwrap();
+    assert_eq!(fake.invoices()[swept].lines, [-300]);
+    assert_eq!(fake.credit_notes().len(), 2);
 }

@@ -368,10 +368,11 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, pricing: &Pricing, opts: &BillOptions) -> 
             .iter()
             .map(|(c, n)| format!("{c} ({n})"))
             .collect();
-        attention.push(format!(
+        notices.push(format!(
             "customers with a contract are priced by meter alone, so their usage readings are not \
-             written as Stripe meter events (Stripe would price them again): {}; send their \
-             invoice amounts to Stripe yourself until `meter stripe push` sends them as invoice items",
+             written as Stripe meter events (Stripe would price them again): {}; their invoices \
+             go to Stripe as meter's invoices (stripe/{month}/rev-{revision}/invoices.jsonl) with \
+             `meter stripe push --month {month}` once the month is approved",
             who.join(", ")
         ));
     }

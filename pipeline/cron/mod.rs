@@ -292,9 +292,10 @@ pub fn nightly(ctx: &Ctx, opts: &NightlyOptions) -> Result<JobReport> {
             .iter()
             .map(|(c, n)| format!("{c} ({n})"))
             .collect();
-        report.attention.push(format!(
+        report.notices.push(format!(
             "customers with a contract are priced by meter alone, so their readings of {} are not \
-             meter events (Stripe would price them again): {}",
+             meter events (Stripe would price them again; their invoices go to Stripe with the \
+             approved month): {}",
             opts.date,
             who.join(", ")
         ));

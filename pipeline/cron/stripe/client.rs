@@ -47,7 +47,7 @@ pub enum Body {
 /// One request, ready to send (and to send again).
 #[derive(Debug, Clone)]
 pub struct Request {
-    pub path: &'static str,
+    pub path: std::borrow::Cow<'static, str>,
     pub auth: Auth,
     pub idempotency_key: Option<String>,
     pub body: Body,
@@ -191,7 +191,7 @@ impl Client {
     /// Opens a v2 meter-event session (again, when the old one expired).
     pub async fn open_session(&mut self) -> Result<(), Refusal> {
         let request = Request {
-            path: "/v2/billing/meter_event_session",
+            path: "/v2/billing/meter_event_session".into(),
             auth: Auth::Key,
             idempotency_key: None,
             body: Body::Json(b"{}".to_vec()),

@@ -16,6 +16,7 @@
 //! The API key is only ever held by [`ApiKey`], which prints redacted.
 
 pub mod client;
+pub mod invoices;
 pub mod plan;
 pub use crate::lake::stripe_record as record;
 
@@ -39,8 +40,11 @@ use crate::model::error::{Error, Result};
 use crate::model::ids::sha256_hex;
 
 use client::{Answer, Auth, Body, Client, Refusal, Request};
+use invoices::InvoiceCall;
 use plan::{InvoiceItem, MeterEvent, Send, Why};
-use record::{AcceptedEvent, AcceptedItem, Appender, Entry, Item, Record, Via};
+use record::{
+    AcceptedEvent, AcceptedItem, AcceptedStep, Appender, Entry, Item, Record, StepKind, Via,
+};
 
 /// Stripe's API, for `--base-url`'s default.
 pub const DEFAULT_BASE_URL: &str = "https://api.stripe.com";
@@ -369,6 +373,8 @@ struct Work {
     period_open: bool,
     events: Vec<Send>,
     items: Vec<InvoiceItem>,
+    /// meter's invoices of contract customers, and their notes.
+    invoice_calls: Vec<InvoiceCall>,
     already_accepted: usize,
     withheld: usize,
     attention: Vec<String>,
@@ -377,7 +383,11 @@ struct Work {
 
 impl Work {
     fn planned(&self) -> usize {
-        self.events.len() + self.items.len() + self.already_accepted + self.withheld
+        self.events.len()
+            + self.items.len()
+            + self.invoice_calls.len()
+            + self.already_accepted
+            + self.withheld
     }
 }
 
@@ -614,11 +624,13 @@ fn plan_month(
         already_accepted: planned.unchanged,
         ..Work::default()
     };
+    plan_contract_invoices(store, &files, &month, revision, record, &keys, &mut work)?;
     if work.period_open {
         work.events = planned.sends;
         return Ok(work);
     }
-    work.withheld = planned.sends.len();
+    let withheld_events = planned.sends.len();
+    work.withheld += withheld_events;
     let closed = Closed {
         store,
         files: &files,
@@ -626,8 +638,54 @@ fn plan_month(
         revision,
         end: period_end(start),
     };
-    closed.plan_items(&mut work, &keys)?;
+    closed.plan_items(&mut work, &keys, withheld_events)?;
     Ok(work)
+}
+
+/// Adds meter's invoices of the revision's contract customers, and their
+/// notes, to `work` (see [`invoices`]).
+fn plan_contract_invoices(
+    store: &Store,
+    files: &ApprovedFiles,
+    month: &str,
+    revision: u32,
+    record: &Record,
+    taken: &HashSet<String>,
+    work: &mut Work,
+) -> Result<()> {
+    let key = RevisionFile::StripeInvoices
+        .key(month, revision)
+        .expect("one key");
+    let list = match files.get(store, &key)? {
+        Some(bytes) => crate::bill::diff::parse_contract_invoices(&store.object_url(&key), &bytes)?,
+        None => Vec::new(),
+    };
+    let mut notes = Vec::new();
+    for o in &files.manifest.objects {
+        if let RevisionFile::Note { .. } = crate::bill::layout::classify(&o.key) {
+            let bytes = files.get(store, &o.key)?.unwrap_or_default();
+            notes.push(crate::bill::notes::parse_note(
+                &store.object_url(&o.key),
+                &bytes,
+            )?);
+        }
+    }
+    let stripe = record.stripe_invoices(month);
+    let plan = invoices::plan_invoices(
+        month,
+        revision,
+        work.period_open,
+        &list,
+        &notes,
+        &stripe,
+        taken,
+    );
+    work.invoice_calls = plan.calls;
+    work.already_accepted += plan.already_accepted;
+    work.withheld += plan.withheld;
+    work.attention.extend(plan.attention);
+    work.notices.extend(plan.notices);
+    Ok(())
 }
 
 /// A closed month's approved revision.
@@ -642,7 +700,12 @@ struct Closed<'a> {
 impl Closed<'_> {
     /// Adds the revision's invoice items Stripe does not have to `work`, and
     /// says what happens to the meter-event differences withheld.
-    fn plan_items(&self, work: &mut Work, accepted: &HashSet<String>) -> Result<()> {
+    fn plan_items(
+        &self,
+        work: &mut Work,
+        accepted: &HashSet<String>,
+        withheld_events: usize,
+    ) -> Result<()> {
         let (store, revision) = (self.store, self.revision);
         let key = RevisionFile::InvoiceItems
             .key(self.month, revision)
@@ -659,7 +722,7 @@ impl Closed<'_> {
                 false => work.items.push(item),
             }
         }
-        if work.withheld == 0 {
+        if withheld_events == 0 {
             return Ok(());
         }
         let carried = match n_items {
@@ -671,7 +734,7 @@ impl Closed<'_> {
         };
         work.attention.push(format!(
             "{} meter-event differences between rev-{revision} and what Stripe has were not sent: the billing period closed at {}, so they can no longer change its invoice; {carried}",
-            work.withheld,
+            withheld_events,
             self.end.to_rfc3339()
         ));
         Ok(())
@@ -772,6 +835,20 @@ fn planned_requests(api: Api, work: &Work) -> Vec<PlannedRequest> {
             why: None,
         });
     }
+    for c in &work.invoice_calls {
+        out.push(PlannedRequest {
+            method: "POST",
+            path: c.path(),
+            batch: None,
+            key: c.key.clone(),
+            customer: c.customer.clone(),
+            event_name: None,
+            value: None,
+            amount: Some(c.amount),
+            currency: Some(c.currency.clone()),
+            why: None,
+        });
+    }
     out
 }
 
@@ -785,7 +862,7 @@ fn send(
     work: &Work,
     report: &mut PushReport,
 ) -> Result<Option<Stop>> {
-    if work.events.is_empty() && work.items.is_empty() {
+    if work.events.is_empty() && work.items.is_empty() && work.invoice_calls.is_empty() {
         return Ok(None);
     }
     let client = Client::new(&opts.base_url, key, opts.retry).map_err(|message| Error::Stripe {
@@ -806,6 +883,7 @@ fn send(
         runtime,
         appender: record.appender(lake)?,
         source: &work.source,
+        target: &work.target,
         report,
         already_existed: 0,
     };
@@ -889,6 +967,8 @@ struct Sender<'a> {
     runtime: tokio::runtime::Runtime,
     appender: Appender,
     source: &'a str,
+    /// `YYYY-MM` (a month push) or `YYYY-MM-DD` (a day).
+    target: &'a str,
     report: &'a mut PushReport,
     /// Requests Stripe answered "already exists".
     already_existed: usize,
@@ -905,13 +985,17 @@ impl Sender<'_> {
             Ok(()) => self.items(&work.items)?,
             Err(stop) => Err(stop),
         };
+        let sent = match sent {
+            Ok(()) => self.invoice_calls(&work.invoice_calls)?,
+            Err(stop) => Err(stop),
+        };
         Ok(sent.err())
     }
 
     fn events_v1(&mut self, events: &[&MeterEvent]) -> Result<Step> {
         for e in events {
             let request = Request {
-                path: V1_EVENTS,
+                path: V1_EVENTS.into(),
                 auth: Auth::Key,
                 idempotency_key: Some(e.identifier.clone()),
                 body: Body::Form(v1_form(e)),
@@ -973,7 +1057,7 @@ impl Sender<'_> {
             .expect("one body for at most 100 events");
         let ids: Vec<&str> = batch.iter().map(|e| e.identifier.as_str()).collect();
         let request = Request {
-            path: V2_STREAM,
+            path: V2_STREAM.into(),
             auth: Auth::Session,
             idempotency_key: Some(format!(
                 "mtr-stream-{}",
@@ -993,7 +1077,7 @@ impl Sender<'_> {
     fn items(&mut self, items: &[InvoiceItem]) -> Result<Step> {
         for item in items {
             let request = Request {
-                path: INVOICE_ITEMS,
+                path: INVOICE_ITEMS.into(),
                 auth: Auth::Key,
                 idempotency_key: Some(item.idempotency_key.clone()),
                 body: Body::Form(vec![
@@ -1027,6 +1111,84 @@ impl Sender<'_> {
                     self.fail(&item.idempotency_key, &item.customer, &refusal);
                 }
             }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Sends meter's invoices and notes. A step Stripe refuses leaves the
+    /// rest of that customer's steps unsent (a draft missing a line is
+    /// never finalized); a rerun resumes at the refused step.
+    fn invoice_calls(&mut self, calls: &[InvoiceCall]) -> Result<Step> {
+        let mut created: HashMap<String, String> = HashMap::new();
+        let mut broken: HashSet<String> = HashSet::new();
+        for call in calls {
+            if broken.contains(&call.customer_id) {
+                continue;
+            }
+            let invoice = call
+                .stripe_invoice
+                .clone()
+                .or_else(|| created.get(&call.customer_id).cloned())
+                .unwrap_or_default();
+            let path = match call.step {
+                StepKind::Finalize => format!("/v1/invoices/{invoice}/finalize"),
+                _ => call.path().to_string(),
+            };
+            let request = Request {
+                path: path.into(),
+                auth: Auth::Key,
+                idempotency_key: Some(call.key.clone()),
+                body: Body::Form(call.form(&invoice)),
+            };
+            let answer = self.runtime.block_on(self.client.send(&request));
+            let (via, body) = match answer {
+                Ok(Answer::Accepted(body)) => (Via::Sent, body),
+                Ok(Answer::AlreadyExists) => (Via::AlreadyExists, serde_json::Value::Null),
+                Err(refusal) => {
+                    if let Some(stop) = Stop::of(&call.key, &refusal) {
+                        return Ok(Err(stop));
+                    }
+                    self.fail(&call.key, &call.customer, &refusal);
+                    broken.insert(call.customer_id.clone());
+                    continue;
+                }
+            };
+            let stripe_id = body["id"].as_str().map(str::to_string);
+            let invoice = match call.step {
+                StepKind::Create => match &stripe_id {
+                    Some(id) => {
+                        created.insert(call.customer_id.clone(), id.clone());
+                        id.clone()
+                    }
+                    None => {
+                        self.fail(
+                            &call.key,
+                            &call.customer,
+                            &Refusal::Rejected {
+                                status: 200,
+                                message: "Stripe answered without the invoice's id".into(),
+                            },
+                        );
+                        broken.insert(call.customer_id.clone());
+                        continue;
+                    }
+                },
+                _ => invoice,
+            };
+            let accepted = Item::InvoiceStep(AcceptedStep {
+                idempotency_key: call.key.clone(),
+                step: call.step,
+                month: self.target.to_string(),
+                customer_id: call.customer_id.clone(),
+                customer: call.customer.clone(),
+                revision: call.revision,
+                document: call.document.clone(),
+                stripe_invoice: invoice,
+                amount: call.amount,
+                currency: call.currency.clone(),
+                stripe_id,
+            });
+            self.record(accepted, via)?;
         }
         Ok(Ok(()))
     }
