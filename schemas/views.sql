@@ -6,6 +6,7 @@
 --   runs                                                          the run reports, <lake>/_runs/*.json
 --   invoices, invoice_summary                                     the latest revision of every billed month
 --   credit_balances                                               its prepaid credit grants (credits.csv)
+--   notes                                                         every credit and debit note (notes/*.csv)
 --   contract_terms, contract_tiers, contract_discounts,           the lake's copy of contracts.toml
 --   contract_grants                                               (filled by `meter query`)
 --
@@ -348,6 +349,34 @@ FROM query(CASE WHEN getvariable('meter_credits_files') <> ''
                      || getvariable('meter_credits_files')
                      || ', header = true, all_varchar = true)'
                 ELSE 'FROM meter_empty.credits_csv' END);
+
+-- Credit and debit notes (pipeline/bill/notes.rs), of every revision (a
+-- note corrects an invoice Stripe holds, so earlier revisions' notes stay
+-- history): one row per changed line and one `total` row per note.
+CREATE OR REPLACE TABLE meter_empty.notes_csv (
+    note_number VARCHAR, kind VARCHAR, original_invoice VARCHAR, against_revision VARCHAR,
+    revision VARCHAR, customer_id VARCHAR, customer_name VARCHAR, line_type VARCHAR,
+    provider VARCHAR, model VARCHAR, description VARCHAR, previous_amount VARCHAR,
+    amount VARCHAR, difference VARCHAR, currency VARCHAR, stripe_route VARCHAR);
+SET VARIABLE meter_note_files = (
+    SELECT coalesce('[' || string_agg(meter_literal(file), ', ' ORDER BY file) || ']', '')
+    FROM glob(meter_out() || '/invoices/*/rev-*/notes/*.csv'));
+CREATE OR REPLACE VIEW notes AS
+SELECT substr(note_number, 4, 4) || '-' || substr(note_number, 8, 2) AS month,
+       note_number, kind, original_invoice,
+       CAST(against_revision AS BIGINT) AS against_revision,
+       CAST(revision AS BIGINT) AS revision,
+       customer_id, customer_name, line_type, nullif(provider, '') AS provider,
+       nullif(model, '') AS model, description,
+       CAST(nullif(previous_amount, '') AS DECIMAL(38, 3)) AS previous_amount,
+       CAST(nullif(amount, '') AS DECIMAL(38, 3)) AS amount,
+       CAST(difference AS DECIMAL(38, 3)) AS difference,
+       currency, stripe_route
+FROM query(CASE WHEN getvariable('meter_note_files') <> ''
+                THEN 'FROM meter_empty.notes_csv UNION ALL BY NAME FROM read_csv('
+                     || getvariable('meter_note_files')
+                     || ', header = true, all_varchar = true)'
+                ELSE 'FROM meter_empty.notes_csv' END);
 
 -- Contracts (schemas/contracts.md): the lake's copy of contracts.toml, as
 -- billing reads it (the sound entries; a refused customer has none).

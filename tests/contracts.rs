@@ -225,6 +225,35 @@ fn the_sample_contracts_bill_each_kind_of_term() {
                 .all(|c| c.events > rust_decimal::Decimal::ZERO)
         );
     }
+    // And each discount and credit line from the lines and credits.csv.
+    let k_of = |lines: &[(String, String, String, String)], kind: &str| -> Vec<i64> {
+        (1..=lines.len() as i64)
+            .filter(|k| lines[*k as usize - 1].0 == kind)
+            .collect()
+    };
+    for (customer, kind, n_checks) in [("cust_0004", "discount", 2), ("cust_0002", "credit", 3)] {
+        let ks = k_of(&lines(&env, 1, customer), kind);
+        assert!(!ks.is_empty(), "{customer} has a {kind} line");
+        for k in ks {
+            let e = meter::read::explain::run(&meter::read::explain::ExplainOptions {
+                query: meter::read::query::QueryOptions {
+                    lake: env.lake.clone(),
+                    out: env.out.display().to_string(),
+                    store_options: Vec::new(),
+                },
+                month: month(),
+                customer: customer.into(),
+                line: Some(k),
+            })
+            .unwrap();
+            assert!(!e.mismatch(), "{customer} line {k}: {}", e.tie_out());
+            let meter::read::explain::Detail::Line { checks, .. } = &e.detail else {
+                panic!("line {k}")
+            };
+            assert_eq!(checks.len(), n_checks, "{checks:?}");
+            assert!(checks.iter().all(|c| !c.line.is_zero()), "{checks:?}");
+        }
+    }
     // The same inputs again: the revision stands.
     let again = bill(&env, None, "bill-2");
     assert_eq!((again.status.as_str(), again.revision), ("unchanged", 1));
@@ -410,58 +439,127 @@ fn a_month_before_that_is_billed_but_not_approved_needs_attention() {
     );
 }
 
+fn approve_month(env: &Env, revision: u32) {
+    meter::bill::approve::approve(
+        &ctx(&format!("approve-{revision}")),
+        &meter::bill::approve::ApproveOptions {
+            lake: env.lake.clone(),
+            out: env.out.display().to_string(),
+            store_options: Vec::new(),
+            month: "2026-10".into(),
+            revision: Some(revision),
+            by: "finance@example.com".into(),
+        },
+    )
+    .expect("approve runs");
+}
+
+fn nov5() -> chrono::DateTime<chrono::Utc> {
+    use chrono::TimeZone;
+    chrono::Utc.with_ymd_and_hms(2026, 11, 5, 3, 0, 0).unwrap()
+}
+
+/// `meter stripe push --month 2026-10` at 2026-11-05 to `fake`.
+fn push_month(
+    env: &Env,
+    fake: &crate::stripe_server::FakeStripe,
+    run: &str,
+) -> meter::cron::stripe::PushReport {
+    use meter::cron::stripe::{self, ApiKey, PushOptions, Retry, Target};
+    let opts = PushOptions {
+        base_url: fake.url.clone(),
+        api_key: Some(ApiKey::new(crate::stripe_server::API_KEY)),
+        retry: Retry {
+            max_attempts: 2,
+            base_delay: std::time::Duration::from_millis(1),
+            max_delay: std::time::Duration::from_millis(2),
+        },
+        ..PushOptions::new(
+            &env.lake,
+            env.out.display().to_string(),
+            Target::Month(month()),
+        )
+    };
+    let ctx = meter::model::ctx::Ctx::with_run_id(
+        std::sync::Arc::new(meter::model::ctx::FixedClock(nov5())),
+        run,
+    );
+    let report = stripe::push(&ctx, &opts).expect("the push runs");
+    assert!(report.counts_add_up(), "{}", report.summary());
+    assert_eq!(report.failed, 0, "{}", report.summary());
+    report
+}
+
+/// The sample contracts with cust_0004's discount at `percent`.
+fn discount_at(env: &Env, percent: &str) -> PathBuf {
+    let sample = std::fs::read_to_string(repo().join("sample-data/contracts.toml")).unwrap();
+    let path = env.dir.path().join(format!("contracts-{percent}.toml"));
+    let text = sample.replace("percent = \"20\"", &format!("percent = \"{percent}\""));
+    assert_ne!(text, sample);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A revision billed before the invoice it changes reached Stripe has no
+/// note: the push says so and sends nothing for that customer, and billing
+/// again writes a revision with the note.
+#[test]
+fn a_revision_billed_before_the_push_gets_its_note_from_the_next_bill() {
+    let env = env();
+    let fake = crate::stripe_server::FakeStripe::start(nov5());
+    bill(&env, None, "bill-1");
+    approve_month(&env, 1);
+    let second = bill(&env, Some(discount_at(&env, "25")), "bill-2");
+    assert!(
+        second.notes.is_empty(),
+        "nothing was pushed yet: {:?}",
+        second.notes
+    );
+    push_month(&env, &fake, "push-1");
+    approve_month(&env, 2);
+    let stuck = push_month(&env, &fake, "push-2");
+    assert_eq!(stuck.sent_accepted, 0, "{}", stuck.summary());
+    assert!(
+        stuck
+            .attention
+            .iter()
+            .any(|a| a.starts_with("customer cust_0004:")
+                && a.contains("no note against rev-1")
+                && a.contains("meter bill --month 2026-10")),
+        "{}",
+        stuck.summary()
+    );
+    let third = bill(&env, Some(discount_at(&env, "25")), "bill-3");
+    assert_eq!(third.revision, 3, "{}", third.summary());
+    assert_eq!(third.notes.len(), 1, "{:?}", third.notes);
+    assert!(third.notes[0].starts_with("CN-202610-cust_0004-R3 (credit"));
+    assert!(third.notes[0].contains("against INV-202610-cust_0004-R1"));
+    // Nothing changes after that: the same inputs stand.
+    let fourth = bill(&env, Some(discount_at(&env, "25")), "bill-4");
+    assert_eq!((fourth.status.as_str(), fourth.revision), ("unchanged", 3));
+    approve_month(&env, 3);
+    let done = push_month(&env, &fake, "push-3");
+    assert_eq!(done.sent_accepted, 1, "{}", done.summary());
+    // (Its one attention: this lake never pushed the metered customer's
+    // daily events, which the closed month can no longer take.)
+    assert!(
+        !done.attention.iter().any(|a| a.contains("note")),
+        "{}",
+        done.summary()
+    );
+    assert_eq!(fake.credit_notes().len(), 1);
+}
+
 /// A contract customer's invoice reaches Stripe as meter's invoice, line by
 /// line with meter's amounts, once; a later approved revision reaches it as
 /// a credit note (or, for a debit, an invoice item), once.
 #[test]
 fn contract_invoices_go_to_stripe_as_meters_invoices_and_changes_as_notes() {
-    use chrono::TimeZone;
-    use meter::bill::approve::{self, ApproveOptions};
-    use meter::cron::stripe::{self, ApiKey, PushOptions, Retry, Target};
-
-    use crate::stripe_server::{API_KEY, FakeStripe};
-
     let env = env();
-    let nov5 = chrono::Utc.with_ymd_and_hms(2026, 11, 5, 3, 0, 0).unwrap();
-    let fake = FakeStripe::start(nov5);
-    let approve = |revision: u32| {
-        approve::approve(
-            &ctx(&format!("approve-{revision}")),
-            &ApproveOptions {
-                lake: env.lake.clone(),
-                out: env.out.display().to_string(),
-                store_options: Vec::new(),
-                month: "2026-10".into(),
-                revision: Some(revision),
-                by: "finance@example.com".into(),
-            },
-        )
-        .expect("approve runs");
-    };
-    let push = |run: &str| {
-        let opts = PushOptions {
-            base_url: fake.url.clone(),
-            api_key: Some(ApiKey::new(API_KEY)),
-            retry: Retry {
-                max_attempts: 2,
-                base_delay: std::time::Duration::from_millis(1),
-                max_delay: std::time::Duration::from_millis(2),
-            },
-            ..PushOptions::new(
-                &env.lake,
-                env.out.display().to_string(),
-                Target::Month(month()),
-            )
-        };
-        let ctx = meter::model::ctx::Ctx::with_run_id(
-            std::sync::Arc::new(meter::model::ctx::FixedClock(nov5)),
-            run,
-        );
-        let report = stripe::push(&ctx, &opts).expect("the push runs");
-        assert!(report.counts_add_up(), "{}", report.summary());
-        assert_eq!(report.failed, 0, "{}", report.summary());
-        report
-    };
+    let fake = crate::stripe_server::FakeStripe::start(nov5());
+    let approve = |revision: u32| approve_month(&env, revision);
+    let push = |run: &str| push_month(&env, &fake, run);
+    let changed = |percent: &str| discount_at(&env, percent);
     let summary_total = |revision: u32, customer: &str| -> i64 {
         let text = std::fs::read_to_string(
             env.out
@@ -509,14 +607,6 @@ fn contract_invoices_go_to_stripe_as_meters_invoices_and_changes_as_notes() {
     assert_eq!(fake.invoices().len(), 3);
 
     // A bigger discount for cust_0004: rev-2 with one credit note.
-    let sample = std::fs::read_to_string(repo().join("sample-data/contracts.toml")).unwrap();
-    let changed = |percent: &str| {
-        let path = env.dir.path().join(format!("contracts-{percent}.toml"));
-        let text = sample.replace("percent = \"20\"", &format!("percent = \"{percent}\""));
-        assert_ne!(text, sample);
-        std::fs::write(&path, text).unwrap();
-        path
-    };
     let second = bill(&env, Some(changed("25")), "bill-2");
     assert_eq!(second.revision, 2);
     assert_eq!(second.notes.len(), 1, "{:?}", second.notes);
@@ -539,9 +629,39 @@ fn contract_invoices_go_to_stripe_as_meters_invoices_and_changes_as_notes() {
     );
     let credit = summary_total(1, "cust_0004") - summary_total(2, "cust_0004");
     assert!(credit > 0);
+    // `meter query` has the note, exact.
+    let conn = meter::read::query::open(&meter::read::query::QueryOptions {
+        lake: env.lake.clone(),
+        out: env.out.display().to_string(),
+        store_options: Vec::new(),
+    })
+    .unwrap();
+    let rows = meter::read::query::run(
+        &conn,
+        "SELECT month, note_number, kind, original_invoice, CAST(difference * 100 AS BIGINT) \
+         FROM notes WHERE line_type = 'total'",
+    )
+    .unwrap();
+    assert_eq!(
+        rows.rows,
+        [[
+            "2026-10",
+            "CN-202610-cust_0004-R2",
+            "credit",
+            "INV-202610-cust_0004-R1",
+            &(-credit).to_string()
+        ]
+        .map(|c| Some(c.to_string()))
+        .to_vec()]
+    );
     approve(2);
     let report = push("push-3");
     assert_eq!(report.sent_accepted, 1, "{}", report.summary());
+    assert!(
+        !report.attention.iter().any(|a| a.contains("note")),
+        "the unchanged invoices need no note: {}",
+        report.summary()
+    );
     let notes = fake.credit_notes();
     assert_eq!(notes.len(), 1);
     assert_eq!(notes[0].amount, credit);

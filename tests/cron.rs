@@ -259,9 +259,15 @@ fn monthly_then_a_price_fix_rerun_writes_rev_2_with_its_diff_and_corrections() {
         .collect();
     assert_eq!(
         got,
-        // cust_0002's prepaid credit was used up: it pays the rise;
-        // cust_0003 is under its commitment: the true-up absorbs it.
-        vec![("cust_0001", 177, "eur"), ("cust_0002", 95, "usd")]
+        // cust_0002's prepaid credit was used up: it pays the rise, but
+        // as a contract customer through a note on meter's invoice, once
+        // Stripe holds one (none was pushed here); cust_0003 is under its
+        // commitment: the true-up absorbs it.
+        vec![("cust_0001", 177, "eur")]
+    );
+    assert!(
+        read(&d.join("out/invoices/2026-10/rev-2/corrections.csv"))
+            .contains("meter's invoice in Stripe (invoices.jsonl)")
     );
     assert!(read(&d.join("out/invoices/2026-10/rev-2/corrections.csv")).contains(",1.77,debit,"));
 
@@ -272,7 +278,14 @@ fn monthly_then_a_price_fix_rerun_writes_rev_2_with_its_diff_and_corrections() {
         &["stripe", "push", "--month", "2026-10", "--dry-run"],
         &[],
     );
-    assert!(!push.stdout.contains("/v1/invoiceitems"), "{}", push.stdout);
+    // (Its contract customers' invoices would be made, line by line.)
+    assert!(!push.stdout.contains("-adjustment"), "{}", push.stdout);
+    assert!(
+        push.stdout
+            .contains("POST /v1/invoices idempotency_key=INV-202610-cust_0002-R1-create"),
+        "{}",
+        push.stdout
+    );
     let approve = meter(
         d,
         "2026-11-03T11:00:00Z",
@@ -286,12 +299,18 @@ fn monthly_then_a_price_fix_rerun_writes_rev_2_with_its_diff_and_corrections() {
         &["stripe", "push", "--month", "2026-10", "--dry-run"],
         &[],
     );
+    // cust_0001's correction as an item; the contract customers' invoices
+    // made from rev-2, the one approved (Stripe has none of them yet).
     assert_eq!(
-        push.stdout.matches("/v1/invoiceitems").count(),
-        2,
+        push.stdout.matches("-adjustment").count(),
+        1,
         "{}\n{}",
         push.stdout,
         push.stderr
+    );
+    assert!(
+        push.stdout
+            .contains("idempotency_key=INV-202610-cust_0003-R2-finalize")
     );
 }
 

@@ -161,15 +161,29 @@ fn the_correction_cycle_reconciles_at_every_step() {
     );
     // Exit 1: the month closed before its meter events were ever pushed
     // (this lake never ran a nightly push), which the push says; the
-    // correction itself goes as an invoice item.
+    // correction itself goes as an invoice item. The contract customers'
+    // invoices are made in Stripe as meter's invoices, line by line.
     ok(&push, 1, "push rev-2");
     assert!(
-        push.stderr
-            .contains("1 sent and accepted, 0 already accepted, 0 failed"),
+        push.stderr.contains(", 0 already accepted, 0 failed"),
         "{}",
         push.stderr
     );
-    let items = stripe.items();
+    let invoices = stripe.invoices();
+    assert_eq!(invoices.len(), 3, "{invoices:?}");
+    assert!(invoices.values().all(|i| i.status != "draft"));
+    let steps: usize = invoices.values().map(|i| i.lines.len() + 2).sum();
+    assert!(
+        push.stderr
+            .contains(&format!("{} sent and accepted", steps + 1)),
+        "{}",
+        push.stderr
+    );
+    let items: Vec<_> = stripe
+        .items()
+        .into_iter()
+        .filter(|i| i.invoice.is_none())
+        .collect();
     assert_eq!(items.len(), 1, "{items:?}");
     let rev1 = c.read("invoices/2026-10/rev-1/cust_0001.csv");
     let rev2 = c.read("invoices/2026-10/rev-2/cust_0001.csv");

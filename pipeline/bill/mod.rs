@@ -279,7 +279,17 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, pricing: &Pricing, opts: &BillOptions) -> 
     if let Some(top) = state.top() {
         let billing = bill_at(top)?;
         let files = render(&billing, top);
-        if state.matches(top, &files) {
+        let same = state.matches(top, &files);
+        let missing = match same {
+            true => missing_notes(&store, lake, &state, &month, top, &files)?,
+            false => Vec::new(),
+        };
+        if !missing.is_empty() {
+            notices.push(format!(
+                "rev-{top} lacks notes against what Stripe holds now ({}): a new revision carries them",
+                missing.join(", ")
+            ));
+        } else if same {
             if state.current != Some(top) {
                 publish::point_latest(&store, &month, top, &ctx.run_id)?;
                 notices.push(format!(
@@ -317,16 +327,7 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, pricing: &Pricing, opts: &BillOptions) -> 
                     open,
                 );
                 files.extend(extra);
-                let bases = note_bases(&store, lake, &month, revision, &after)?;
-                let mut base_lines = BTreeMap::new();
-                for b in bases.values() {
-                    if let std::collections::btree_map::Entry::Vacant(e) =
-                        base_lines.entry(b.revision)
-                    {
-                        e.insert(publish::snapshot(&store, &state, b.revision)?.lines);
-                    }
-                }
-                for note in notes::notes(&month, revision, &bases, &base_lines, &after.lines) {
+                for note in revision_notes(&store, lake, &state, &month, revision, &after)? {
                     files.push((note.key(&month), notes::note_csv(&note)));
                     written_notes.push(format!(
                         "{} ({}, {} {} against {}): {}",
@@ -486,6 +487,60 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, pricing: &Pricing, opts: &BillOptions) -> 
     let json = serde_json::to_string_pretty(&report).expect("the report serializes");
     lake.write_report(&ctx.run_id, &json)?;
     Ok(report)
+}
+
+/// The notes of revision `revision` (its invoices in `current`) against
+/// what Stripe holds now.
+fn revision_notes(
+    store: &Store,
+    lake: &Lake,
+    state: &publish::State,
+    month: &str,
+    revision: u32,
+    current: &diff::Snapshot,
+) -> Result<Vec<notes::Note>> {
+    let bases = note_bases(store, lake, month, revision, current)?;
+    let mut base_lines = BTreeMap::new();
+    for b in bases.values() {
+        if let std::collections::btree_map::Entry::Vacant(e) = base_lines.entry(b.revision) {
+            e.insert(publish::snapshot(store, state, b.revision)?.lines);
+        }
+    }
+    Ok(notes::notes(
+        month,
+        revision,
+        &bases,
+        &base_lines,
+        &current.lines,
+    ))
+}
+
+/// The notes revision `revision` (whose files are `files`) would need
+/// against what Stripe holds now but was published without: it was billed
+/// before the invoice it would correct reached Stripe.
+fn missing_notes(
+    store: &Store,
+    lake: &Lake,
+    state: &publish::State,
+    month: &str,
+    revision: u32,
+    files: &[(String, Vec<u8>)],
+) -> Result<Vec<String>> {
+    let current = diff::Snapshot::from_files(
+        store.url(),
+        files.iter().map(|(k, b)| (k.as_str(), b.as_slice())),
+    )?;
+    let published = state.objects(revision);
+    Ok(
+        revision_notes(store, lake, state, month, revision, &current)?
+            .into_iter()
+            .filter(|n| {
+                let (key, bytes) = (n.key(month), notes::note_csv(n));
+                !published.iter().any(|o| o.key == key && o.matches(&bytes))
+            })
+            .map(|n| n.number)
+            .collect(),
+    )
 }
 
 /// What each customer's note would be against: the invoice Stripe holds.

@@ -136,17 +136,10 @@ impl Explanation {
             return String::new();
         };
         if checks.is_empty() {
-            return match line.line_type.as_str() {
-                "discount" | "credit" => format!(
-                    "Tie-out: line {} is a step of the customer's contract, computed from the \
-                     invoice's other lines as its rule says.\n",
-                    line.line
-                ),
-                _ => format!(
-                    "Tie-out: line {} is a flat fee, not computed from events.\n",
-                    line.line
-                ),
-            };
+            return format!(
+                "Tie-out: line {} is a flat fee, not computed from events.\n",
+                line.line
+            );
         }
         let rows: Vec<Vec<Option<String>>> = checks
             .iter()
@@ -380,6 +373,8 @@ pub fn run(opts: &ExplainOptions) -> Result<Explanation> {
             };
             match line.line_type.as_str() {
                 "commitment" => explain_commitment(line, &lines)?,
+                "discount" => explain_discount(line, &lines)?,
+                "credit" => explain_credit(&conn, (&month, &opts.customer), line, &lines)?,
                 _ => explain_line(&conn, line, &period)?,
             }
         }
@@ -491,13 +486,7 @@ fn explain_commitment(line: &InvoiceLine, lines: &[InvoiceLine]) -> Result<Detai
         ),
     )? / minor;
     // The rule prints `commitment: <committed> - usage <usage>, at least 0`.
-    let printed = |after: &str, before: &str| -> Decimal {
-        line.rule
-            .split_once(after)
-            .and_then(|(_, rest)| rest.split(before).next())
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(Decimal::MIN)
-    };
+    let printed = |after: &str, before: &str| printed(&line.rule, after, before);
     let check = |measure: &str, events: Decimal, line: Decimal| Check {
         measure: measure.to_string(),
         events,
@@ -520,7 +509,30 @@ fn explain_commitment(line: &InvoiceLine, lines: &[InvoiceLine]) -> Result<Detai
             line.amount,
         ),
     ];
-    let mut behind = Output {
+    let behind = lines_output(lines.iter().filter(|l| {
+        within(l) && matches!(l.line_type.as_str(), "api_usage" | "compute" | "discount")
+    }));
+    Ok(Detail::Line {
+        line: Box::new(line.clone()),
+        behind,
+        what: format!(
+            "The minimum commitment of the customer's contract, prorated by active days, against \
+             the usage charges of the same days: the invoice's API and compute lines and the \
+             discounts on them ({})",
+            line.rule
+        ),
+        checks,
+    })
+}
+
+/// Rounds `v` to `places` the way billing does: half away from zero.
+fn billing_round(v: Decimal, places: u32) -> Decimal {
+    v.round_dp_with_strategy(places, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
+}
+
+/// The invoice's lines as a table: line, type, description, amount.
+fn lines_output<'a>(lines: impl Iterator<Item = &'a InvoiceLine>) -> Output {
+    Output {
         columns: ["line", "line_type", "description", "amount"]
             .iter()
             .map(|n| query::Column {
@@ -532,25 +544,208 @@ fn explain_commitment(line: &InvoiceLine, lines: &[InvoiceLine]) -> Result<Detai
                 },
             })
             .collect(),
-        rows: Vec::new(),
-    };
-    for l in lines.iter().filter(|l| within(l)) {
-        if matches!(l.line_type.as_str(), "api_usage" | "compute" | "discount") {
-            behind.rows.push(vec![
-                Some(l.line.to_string()),
-                Some(l.line_type.clone()),
-                Some(l.description.clone()),
-                Some(l.amount.to_string()),
-            ]);
-        }
+        rows: lines
+            .map(|l| {
+                vec![
+                    Some(l.line.to_string()),
+                    Some(l.line_type.clone()),
+                    Some(l.description.clone()),
+                    Some(l.amount.to_string()),
+                ]
+            })
+            .collect(),
     }
+}
+
+/// A number the rule prints between `after` and `before` (`before` empty:
+/// to the end); `Decimal::MIN` when it does not.
+fn printed(rule: &str, after: &str, before: &str) -> Decimal {
+    rule.split_once(after)
+        .map(|(_, rest)| match before {
+            "" => rest,
+            b => rest.split(b).next().unwrap_or(rest),
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(Decimal::MIN)
+}
+
+/// A discount line against the invoice's other lines: its base (the plan
+/// fee's share of the discount's days, or the API or compute lines of
+/// those days, or both), recomputed from the lines, and the discount of
+/// that base with billing's rounding, compared with the rule and amount.
+fn explain_discount(line: &InvoiceLine, lines: &[InvoiceLine]) -> Result<Detail> {
+    let places = minor_units(&line.currency).unwrap_or(2);
+    let days = line_days(&line.description);
+    let within = |l: &InvoiceLine| match (days, line_days(&l.description)) {
+        (None, _) => true,
+        (Some((a, b)), Some((c, d))) => a <= c && d <= b,
+        (Some(_), None) => false,
+    };
+    let sum = |kind: &str| -> Decimal {
+        lines
+            .iter()
+            .filter(|l| l.line_type == kind && within(l))
+            .map(|l| l.amount)
+            .sum()
+    };
+    let fee: Decimal = lines
+        .iter()
+        .filter(|l| l.line_type == "subscription")
+        .map(|l| l.amount)
+        .sum();
+    // The fee's share of the discount's days: fee x its days / active days
+    // (the fee line's quantity is active days / days of the month).
+    let active = lines
+        .iter()
+        .find(|l| l.line_type == "subscription")
+        .and_then(|l| l.quantity.split_once('/').map(|(n, _)| n.to_string()))
+        .and_then(|n| n.parse::<Decimal>().ok())
+        .unwrap_or(Decimal::ONE)
+        .max(Decimal::ONE);
+    let part_days = days.map_or(active, |(a, b)| Decimal::from((b - a).num_days() + 1));
+    let fee_share = fee * part_days / active;
+    let (base, scope) = if line.description.contains(" on the plan fee ") {
+        (fee_share, "the plan fee's share of its days")
+    } else if line.description.contains(" on API usage ") {
+        (sum("api_usage"), "the API lines of its days")
+    } else if line.description.contains(" on compute ") {
+        (sum("compute"), "the compute lines of its days")
+    } else {
+        (
+            fee_share + sum("api_usage") + sum("compute"),
+            "the plan fee's share of its days and the API and compute lines of its days",
+        )
+    };
+    let off = match line.unit.as_str() {
+        "percent" => {
+            let percent = line
+                .quantity
+                .trim_end_matches('%')
+                .parse::<Decimal>()
+                .unwrap_or_default();
+            billing_round(base * percent / Decimal::from(100), places)
+        }
+        _ => {
+            let (n, d) = line.quantity.split_once('/').unwrap_or(("1", "1"));
+            let (n, d) = (
+                n.parse::<Decimal>().unwrap_or_default(),
+                d.parse::<Decimal>().unwrap_or(Decimal::ONE),
+            );
+            billing_round(required(line.unit_price) * n / d, places)
+                .min(billing_round(base, places))
+        }
+    };
+    let printed_base = match line.unit.as_str() {
+        "percent" => printed(&line.rule, "% of ", ""),
+        _ => printed(&line.rule, "at most ", ""),
+    };
+    let checks = vec![
+        Check {
+            measure: format!("base: {scope} (lines)"),
+            events: billing_round(base, places),
+            line: printed_base,
+        },
+        Check {
+            measure: format!("discount ({})", line.currency),
+            events: -off,
+            line: line.amount,
+        },
+    ];
+    let behind = lines_output(lines.iter().filter(|l| {
+        l.line_type == "subscription"
+            || (matches!(l.line_type.as_str(), "api_usage" | "compute") && within(l))
+    }));
     Ok(Detail::Line {
         line: Box::new(line.clone()),
         behind,
         what: format!(
-            "The minimum commitment of the customer's contract, prorated by active days, against \
-             the usage charges of the same days: the invoice's API and compute lines and the \
-             discounts on them ({})",
+            "A discount of the customer's contract (schemas/contracts.md) on {scope}, recomputed \
+             from the invoice's lines and rounded once ({})",
+            line.rule
+        ),
+        checks,
+    })
+}
+
+/// A credit line against the invoice's lines and `credits.csv`: the usage
+/// charges credit pays (API, compute and commitment lines and the
+/// discounts on them, at most the invoice before credit), and the grant's
+/// applied amount, compared with the rule and the line.
+fn explain_credit(
+    conn: &Connection,
+    (month, customer): (&str, &str),
+    line: &InvoiceLine,
+    lines: &[InvoiceLine],
+) -> Result<Detail> {
+    let usage: Decimal = lines
+        .iter()
+        .filter(|l| match l.line_type.as_str() {
+            "api_usage" | "compute" | "commitment" => true,
+            "discount" => {
+                l.description.contains(" on API usage ") || l.description.contains(" on compute ")
+            }
+            _ => false,
+        })
+        .map(|l| l.amount)
+        .sum();
+    let before_credit: Decimal = lines
+        .iter()
+        .filter(|l| !matches!(l.line_type.as_str(), "credit" | "total"))
+        .map(|l| l.amount)
+        .sum();
+    let payable = usage.min(before_credit).max(Decimal::ZERO);
+    let grant = line
+        .description
+        .strip_prefix("Prepaid credit ")
+        .and_then(|r| r.split(" (").next())
+        .unwrap_or_default()
+        .to_string();
+    let behind = query::run(
+        conn,
+        &format!(
+            "SELECT grant_id, burn_order, currency, opening, applied, closing, status, fx_rate, \
+             applied_invoice_amount, invoice_currency FROM credit_balances \
+             WHERE month = {} AND customer_id = {} ORDER BY burn_order",
+            literal(month),
+            literal(customer)
+        ),
+    )?;
+    let applied = behind
+        .rows
+        .iter()
+        .find(|r| r[0].as_deref() == Some(grant.as_str()))
+        .and_then(|r| r[8].as_deref())
+        .and_then(|v| v.parse::<Decimal>().ok())
+        .unwrap_or(Decimal::MIN);
+    let earlier: Decimal = lines
+        .iter()
+        .filter(|l| l.line_type == "credit" && l.line < line.line)
+        .map(|l| -l.amount)
+        .sum();
+    let checks = vec![
+        Check {
+            measure: "usage charges credit pays (lines)".into(),
+            events: payable,
+            line: printed(&line.rule, "usage charges ", " paid"),
+        },
+        Check {
+            measure: format!("applied from {grant} (credits.csv, {})", line.currency),
+            events: -applied,
+            line: line.amount,
+        },
+        Check {
+            measure: "at most what earlier grants left unpaid".into(),
+            events: (payable - earlier).max(Decimal::ZERO).min(-line.amount),
+            line: -line.amount,
+        },
+    ];
+    Ok(Detail::Line {
+        line: Box::new(line.clone()),
+        behind,
+        what: format!(
+            "Prepaid credit applied to the usage charges after discounts and the commitment \
+             true-up, grant by grant in burn order (priority, soonest expiry, oldest grant); the \
+             grants' balances are the revision's credits.csv ({})",
             line.rule
         ),
         checks,
@@ -757,27 +952,9 @@ fn explain_line(conn: &Connection, line: &InvoiceLine, period: &str) -> Result<D
                     line.line
                 ),
             )?,
-            what: match line.line_type.as_str() {
-                "discount" => format!(
-                    "A discount of the customer's contract (schemas/contracts.md), on the charges \
-                     of the lines and days it covers, rounded once: {}",
-                    line.rule
-                ),
-                "commitment" => format!(
-                    "The minimum commitment of the customer's contract, prorated by active days, \
-                     against the usage charges (API and compute lines and their discounts) of the \
-                     same days: {}",
-                    line.rule
-                ),
-                "credit" => format!(
-                    "Prepaid credit applied to the usage charges, grant by grant in burn order \
-                     (the balances are in the revision's credits.csv): {}",
-                    line.rule
-                ),
-                _ => "A flat fee: no usage events are behind it (prorated by active days when \
-                      the quantity is a fraction)"
-                    .to_string(),
-            },
+            what: "A flat fee: no usage events are behind it (prorated by active days when the \
+                   quantity is a fraction)"
+                .to_string(),
             checks: Vec::new(),
         },
     })

@@ -42,7 +42,7 @@ pub const VIEWS_SQL: &str = include_str!("../../schemas/views.sql");
 pub const QUESTIONS_SQL: &str = include_str!("../../schemas/questions.sql");
 
 /// Every view `views.sql` creates.
-pub const VIEWS: [&str; 23] = [
+pub const VIEWS: [&str; 24] = [
     "api_usage",
     "api_requests",
     "resource_usage",
@@ -61,6 +61,7 @@ pub const VIEWS: [&str; 23] = [
     "invoices",
     "invoice_summary",
     "credit_balances",
+    "notes",
     "contract_terms",
     "contract_tiers",
     "contract_discounts",
@@ -146,7 +147,8 @@ impl Drop for Scratch {
 /// Opens an in-memory DuckDB with every view of `views.sql` over the lake
 /// and the latest invoices of `out`. For an object store, the latest
 /// revisions' invoice CSVs are fetched through [`Store`] and loaded into the
-/// tables `invoices` and `invoice_summary` (same columns as the views).
+/// tables `invoices` and `invoice_summary` (same columns as the views),
+/// with every revision's credit and debit notes (`notes`).
 pub fn open(opts: &QueryOptions) -> Result<Connection> {
     // A lake in object storage: its tables are loaded below (`lake::duck`);
     // what views.sql reads by path (the run reports) is copied into a
@@ -203,12 +205,15 @@ pub fn open(opts: &QueryOptions) -> Result<Connection> {
             "CREATE TABLE meter_empty.invoices_loaded AS FROM invoices;
              CREATE TABLE meter_empty.summary_loaded AS FROM invoice_summary;
              CREATE TABLE meter_empty.credits_loaded AS FROM credit_balances;
+             CREATE TABLE meter_empty.notes_loaded AS FROM notes;
              DROP VIEW invoices; DROP VIEW invoice_summary; DROP VIEW credit_balances;
+             DROP VIEW notes;
              CREATE TABLE invoices AS FROM meter_empty.invoices_loaded;
              CREATE TABLE invoice_summary AS FROM meter_empty.summary_loaded;
              CREATE TABLE credit_balances AS FROM meter_empty.credits_loaded;
+             CREATE TABLE notes AS FROM meter_empty.notes_loaded;
              DROP TABLE meter_empty.invoices_loaded; DROP TABLE meter_empty.summary_loaded;
-             DROP TABLE meter_empty.credits_loaded;",
+             DROP TABLE meter_empty.credits_loaded; DROP TABLE meter_empty.notes_loaded;",
         )
         .map_err(db_err("loading the invoices"))?;
     }
@@ -351,6 +356,13 @@ fn fetch_invoices(opts: &QueryOptions) -> Result<Scratch> {
     let scratch = Scratch::new("query")?;
     let save = |key: &str, bytes: &[u8]| scratch.save(key, bytes);
     for (key, _) in store.list("invoices")? {
+        // Notes of every revision: they are history, not superseded.
+        if let RevisionFile::Note { .. } = layout::classify(&key)
+            && let Some(bytes) = store.get(&key)?
+        {
+            save(&key, &bytes)?;
+            continue;
+        }
         let Some(month) = key
             .strip_prefix("invoices/")
             .and_then(|k| k.strip_suffix("/latest.json"))

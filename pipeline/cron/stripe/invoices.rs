@@ -241,6 +241,11 @@ fn note(
         .iter()
         .find(|n| n.customer_id == inv.customer_id && n.against_revision == s.revision);
     let Some(n) = found else {
+        if s.amount == inv.total {
+            // Unchanged since what Stripe holds: no note is due.
+            plan.already_accepted += 1;
+            return;
+        }
         plan.withheld += 1;
         plan.attention.push(format!(
             "customer {}: Stripe holds rev-{} of its invoice ({}, {}), but rev-{revision} has no note against rev-{} (it was billed before rev-{} reached Stripe): nothing sent; bill the month again (`meter bill --month {}` writes a revision with the note), approve it and push",
@@ -452,6 +457,24 @@ mod tests {
         ]);
         // rev-3's note for c is against rev-2, but Stripe holds rev-1.
         let notes = [note("c", 2, 3, -10)];
+        // (An invoice with no note whose total Stripe holds is unchanged.)
+        let same = plan_invoices(
+            "2026-10",
+            3,
+            false,
+            &inv[..1],
+            &[],
+            &BTreeMap::from([(
+                "c".to_string(),
+                StripeInvoice {
+                    amount: 90,
+                    ..held("c", 1, 1, true)
+                },
+            )]),
+            &HashSet::new(),
+        );
+        assert_eq!((same.calls.len(), same.already_accepted), (0, 1));
+        assert!(same.attention.is_empty());
         let plan = plan_invoices("2026-10", 3, false, &inv, &notes, &stripe, &HashSet::new());
         assert!(plan.calls.is_empty());
         assert_eq!(plan.withheld, 1 + 3);
