@@ -23,7 +23,8 @@
      whole tree again into its own lake (every line a duplicate);
    - `meter rollup` of the month against the same pricing and aggregation
      in DuckDB SQL over the same lake;
-   - `meter bill` of the month for each `--bill-customers` count of customers;
+   - `meter bill` of the month for each `--bill-customers` count of customers,
+     and of the smallest with a contract for every `--bill-contract-every`th;
    - `meter ingest` of the whole 1x tree and `meter rollup` with `--input`
      and `--lake` on an S3-protocol server on 127.0.0.1 (the tests' server,
      `--s3-server`, sharing the machine), against the same runs on disk.
@@ -41,11 +42,13 @@ The peers run from their own virtual environment
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime as dt
 import glob
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -74,6 +77,8 @@ def main() -> int:
     ap.add_argument("--customers", type=int, default=100)
     ap.add_argument("--bill-customers", type=int, nargs="+", default=[10_000, 100_000],
                     help="customers of each billing run")
+    ap.add_argument("--bill-contract-every", type=int, default=10,
+                    help="bill the smallest size again with a contract for every Nth customer (0: not)")
     ap.add_argument("--meter", type=Path, help="meter binary [default: the release build]")
     ap.add_argument("--s3-server", type=Path,
                     help="the tests' S3 server binary [default: the release build of examples/s3-server.rs]")
@@ -257,12 +262,14 @@ class Bench:
     # ------------------------------------------------------------ inputs
 
     def generate(self, name: str, lines: int, customers: int, days: int, shapes: bool = True,
-                 events: int | None = None, resource_interval: int = 300) -> dict:
+                 events: int | None = None, resource_interval: int = 300, contract_every: int = 0) -> dict:
         """A clean input of about `lines` usage lines (or `events` calls per VM and day), with its three views."""
         root = self.work / name
         stamp = root / "totals.json"
         want = {"lines": lines, "customers": customers, "days": days, "events": events,
                 "resource_interval": resource_interval, "meter": str(self.a.meter)}
+        if contract_every:
+            want["contract_every"] = contract_every
         if stamp.is_file() and json.loads(stamp.read_text()).get("want") == want:
             totals = json.loads(stamp.read_text())["totals"]
         else:
@@ -280,6 +287,8 @@ class Bench:
             cmd = self.meter("sample", "--out", root / "full", "--clean", "--usage-format", "lines",
                              "--customers", customers, "--days", days, "--events-per-day", events,
                              "--resource-interval", resource_interval, "--seed", SEED, "--start", START, "--json")
+            if contract_every:
+                cmd[-1:-1] = ["--contract-every", contract_every]
             log(f"generating {name}: {customers} customers, {days} days, {events} calls per VM and day")
             totals = run_json(cmd)
             totals["command"] = " ".join(map(str, cmd))
@@ -648,13 +657,21 @@ class Bench:
             if str(n) not in self.results["bill"]:
                 self.bill_of(n)
                 self.save()
+        # The smallest size again with a contract for every Nth customer.
+        every = self.a.bill_contract_every
+        n = min(self.a.bill_customers)
+        if every and f"{n} contracts" not in self.results["bill"]:
+            self.bill_of(n, every)
+            self.save()
 
-    def bill_of(self, n: int) -> None:
+    def bill_of(self, n: int, contract_every: int = 0) -> None:
         # One day of usage for every VM: the month's invoices need every
         # customer, not a month of resource samples. A sample an hour (the
         # same compute hours as every 5 minutes) keeps 100,000 customers'
         # tree at a few GB instead of 19.
-        inp = self.generate(f"bill-{n}", n, n, 1, shapes=False, events=1, resource_interval=3600)
+        name = f"bill-{n}" + (f"-contracts-{contract_every}" if contract_every else "")
+        inp = self.generate(name, n, n, 1, shapes=False, events=1, resource_interval=3600,
+                            contract_every=contract_every)
         lake = inp["root"] / "lake"
         if not (lake / "monthly").is_dir():
             subprocess.run(self.meter("ingest", "--input", inp["root"] / "full", "--lake", lake),
@@ -677,15 +694,35 @@ class Bench:
             # Customers who left before the month have no invoice.
             if not (0.9 * customers <= len(invoices) <= customers):
                 raise Failed(f"bill: {len(invoices)} invoices for {customers} customers")
+            contracted = self.check_contracts(inp["root"] / "full" / "contracts.toml",
+                                              out / "invoices" / MONTH / "rev-1" / "summary.csv")
             runs.append(r)
             log(f"bill {n} customers run {i + 1}: {r['wall']:.2f} s, {len(invoices)} invoices")
         shutil.rmtree(out, ignore_errors=True)
-        self.results["bill"][str(n)] = {"customers": customers, "invoices": len(invoices), "meter": strip(runs)}
+        key = f"{n} contracts" if contract_every else str(n)
+        self.results["bill"][key] = {"customers": customers, "invoices": len(invoices), "contracts": contracted,
+                                     "meter": strip(runs)}
+
+    @staticmethod
+    def check_contracts(contracts: Path, summary: Path) -> int:
+        """The customers with a contract, checked to have contract lines on their invoices."""
+        if not contracts.is_file():
+            return 0
+        ids = set(re.findall(r'^customer_id = "([^"]+)"', contracts.read_text(), re.M))
+        applied = set()
+        with open(summary, newline="") as f:
+            for row in csv.DictReader(f):
+                if any(row[c] not in ("", "0", "0.00", "0.000") for c in ("discounts", "commitment", "credit")):
+                    applied.add(row["customer_id"])
+        if not applied <= ids or len(applied) < 0.8 * len(ids):
+            raise Failed(f"bill: contract lines for {len(applied)} of {len(ids)} contract customers")
+        return len(ids)
 
     def settings(self) -> dict:
         a = self.a
         return {"lines": a.lines, "scale": a.scale, "runs": a.runs, "days": a.days, "customers": a.customers,
-                "bill_customers": a.bill_customers, "meter": str(a.meter)}
+                "bill_customers": a.bill_customers, "bill_contract_every": a.bill_contract_every,
+                "meter": str(a.meter)}
 
     def save(self) -> None:
         state = {"settings": self.settings(), "results": self.results, "commands": self.commands}
@@ -877,10 +914,13 @@ def write_report(a, py: Path, res: dict, commands: list[str]) -> None:
     w("`meter bill` of the month from its monthly rollup: every customer's invoice (fee prorated by active days, "
       "API lines under the allowance, compute hours, FX), summary.csv, the Stripe meter events and the manifest, "
       "written as a revision. The input has one day of usage for each of the customers' VMs.\n")
-    w("| customers | invoices | wall s | CPU s | peak RSS MiB |")
-    w("|---:|---:|---:|---:|---:|")
+    w("With contracts: every Nth customer (`meter sample --contract-every N`) has one, the kinds in turn: prepaid "
+      "credit, a commitment whose terms change on the 12th into graduated token tiers, 10% off API usage; each "
+      "checked to have its contract lines.\n")
+    w("| customers | with contracts | invoices | wall s | CPU s | peak RSS MiB |")
+    w("|---:|---:|---:|---:|---:|---:|")
     for b in res["bill"].values():
-        w(f"| {b['customers']:,} | {b['invoices']:,} | {median(b['meter'], 'wall'):.2f} | "
+        w(f"| {b['customers']:,} | {b.get('contracts', 0):,} | {b['invoices']:,} | {median(b['meter'], 'wall'):.2f} | "
           f"{median(b['meter'], 'cpu'):.2f} | {median(b['meter'], 'rss_kib') / 1024:,.0f} |")
     w("")
     if res.get("s3"):
@@ -957,7 +997,9 @@ def write_report(a, py: Path, res: dict, commands: list[str]) -> None:
         # A run of another size is held to the limits of the nearest listed one.
         size = min(limits, key=lambda k: abs(k - b["customers"]))
         wall_limit, rss_limit = limits[size]
-        target = f"billing {b['customers']:,} customers: <= {wall_limit} s" + (f" and {rss_limit:,} MiB" if rss_limit else "")
+        with_contracts = f" ({b['contracts']:,} with contracts)" if b.get("contracts") else ""
+        target = (f"billing {b['customers']:,} customers{with_contracts}: <= {wall_limit} s"
+                  + (f" and {rss_limit:,} MiB" if rss_limit else ""))
         ok = bw <= wall_limit and (rss_limit is None or brss <= rss_limit)
         rows.append((target, f"{bw:.2f} s, {brss:,.0f} MiB", ok))
     w("| target | measured | met |")

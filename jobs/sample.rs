@@ -50,6 +50,12 @@ pub struct SampleArgs {
     #[arg(long, value_name = "SECS", default_value_t = sample::DEFAULT_RESOURCE_INTERVAL_S)]
     pub resource_interval: u32,
 
+    /// Also give every Nth customer from the fifth on a contract (prepaid credit,
+    /// a commitment changing into tiers, a discount, in turn); 0: only the sample's
+    /// one contract of each kind.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub contract_every: usize,
+
     /// Print the totals as one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -84,6 +90,7 @@ pub fn run(args: &SampleArgs) -> Result<SampleTotals, SampleError> {
         start: args.start,
         usage_format: args.usage_format.into(),
         resource_interval_s: args.resource_interval,
+        contract_every: args.contract_every,
     })?;
     if args.json {
         crate::outln!(

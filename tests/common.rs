@@ -29,6 +29,7 @@ pub fn sample_data_options(out: &Path) -> SampleOptions {
         start: NaiveDate::from_ymd_opt(2026, 10, 1).unwrap(),
         usage_format: Default::default(),
         resource_interval_s: meter::sample::DEFAULT_RESOURCE_INTERVAL_S,
+        contract_every: 0,
     }
 }
 

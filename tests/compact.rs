@@ -39,6 +39,7 @@ pub fn generate(tmp: &Path, customers: usize, days: u32, events: u32) -> PathBuf
         start: NaiveDate::from_ymd_opt(2026, 10, 1).unwrap(),
         usage_format: Default::default(),
         resource_interval_s: meter::sample::DEFAULT_RESOURCE_INTERVAL_S,
+        contract_every: 0,
     })
     .unwrap();
     full

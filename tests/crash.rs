@@ -102,6 +102,7 @@ fn killed_after_any_file_a_rerun_ends_byte_identical() {
         start: NaiveDate::from_ymd_opt(2026, 10, 31).unwrap(),
         usage_format: Default::default(),
         resource_interval_s: meter::sample::DEFAULT_RESOURCE_INTERVAL_S,
+        contract_every: 0,
     })
     .unwrap();
 

@@ -45,6 +45,7 @@ fn build_lake(tmp: &Path) -> PathBuf {
         start: date("2023-10-25"),
         usage_format: Default::default(),
         resource_interval_s: meter::sample::DEFAULT_RESOURCE_INTERVAL_S,
+        contract_every: 0,
     })
     .unwrap();
     let lake = tmp.join("lake");

@@ -71,6 +71,7 @@ fn sample_input(dir: &Path, customers: usize, days: u32, events_per_day: u32) {
         start: NaiveDate::from_ymd_opt(2026, 10, 30).unwrap(),
         usage_format: Default::default(),
         resource_interval_s: meter::sample::DEFAULT_RESOURCE_INTERVAL_S,
+        contract_every: 0,
     })
     .unwrap();
 }

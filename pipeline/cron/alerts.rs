@@ -114,10 +114,13 @@ pub fn usage_charges(row: &SummaryRow) -> Decimal {
 }
 
 /// The plan allowance the customer's usage is billed against, if any: none
-/// for a reseller (billing ignores the plan's `included_tokens` for them) or
-/// a plan without included tokens.
+/// for a reseller (billing ignores the plan's `included_tokens` for them),
+/// a contract whose every part is under tiers (`graduated tiers on ...`,
+/// `volume tiers on ...`), or a plan without included tokens.
 pub fn allowance(row: &SummaryRow) -> Option<i64> {
-    (row.rule != RESELLER_RULE && row.included_tokens > 0).then_some(row.included_tokens)
+    let reseller = row.rule.starts_with(RESELLER_RULE);
+    let all_tiers = row.rule.starts_with("graduated ") || row.rule.starts_with("volume ");
+    (!reseller && !all_tiers && row.included_tokens > 0).then_some(row.included_tokens)
 }
 
 /// The thresholds each customer's month so far has crossed (all of them, not

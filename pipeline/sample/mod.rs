@@ -6,7 +6,7 @@
 //! ```text
 //! <out>/customers.csv                 one row per customer (vm_ids are `;`-separated)
 //! <out>/users.csv                     api_key_sha256,user_id,customer_id
-//! <out>/contracts.toml                one contract of each kind (3 customers or more)
+//! <out>/contracts.toml                one contract of each kind (3 customers or more), more with contract_every
 //! <out>/<vm>/cliproxy/usage.jsonl     1b CLIProxyAPI usage records      -> api_usage
 //! <out>/<vm>/cliproxy/usage.log       1a JSON usage lines               -> api_usage
 //! <out>/<vm>/cliproxy/main.log        1c main log (local time, no offset) -> api_requests
@@ -98,6 +98,11 @@ pub struct SampleOptions {
     /// what the collectors send). Compute hours do not depend on it (samples x interval),
     /// so a longer one writes a smaller tree with the same invoices' hours.
     pub resource_interval_s: u32,
+    /// Besides the sample's one contract of each kind: every Nth customer
+    /// from the fifth on gets one too, the kinds in turn (prepaid credit,
+    /// a commitment whose terms change mid-month into tiers, a discount on
+    /// API usage); 0: none (the benchmark bills many contracts).
+    pub contract_every: usize,
 }
 
 /// The resource collectors' interval: a sample every 5 minutes.

@@ -255,5 +255,44 @@ from = {day14}
         day14 = day(14),
         year = day(365),
         month = opts.start.format("%Y-%m"),
-    )
+    ) + &more_contracts(opts)
+}
+
+/// The contracts of `contract_every`: every Nth customer from the fifth on,
+/// the kinds in turn.
+fn more_contracts(opts: &SampleOptions) -> String {
+    if opts.contract_every == 0 {
+        return String::new();
+    }
+    let day = |n: i64| opts.start + chrono::TimeDelta::days(n);
+    let mut out = String::from("\n# More contracts (meter sample --contract-every).\n");
+    for (k, n) in (5..=opts.customers)
+        .step_by(opts.contract_every)
+        .enumerate()
+    {
+        let id = format!("cust_{n:04}");
+        let entry = match k % 3 {
+            0 => format!(
+                "[[credits]]\ncustomer_id = \"{id}\"\ngrant_id = \"prepaid\"\namount = \"40.00\"\n\
+                 currency = \"EUR\"\ngranted = {}\n",
+                day(-20)
+            ),
+            1 => format!(
+                "[[terms]]\ncustomer_id = \"{id}\"\nfrom = {}\ncommitment = \"300.00\"\n\n\
+                 [[terms]]\ncustomer_id = \"{id}\"\nfrom = {}\ncommitment = \"300.00\"\n\
+                 tiers = {{ measure = \"tokens\", mode = \"graduated\", steps = [\n    \
+                 {{ from = 0, factor = \"1.25\" }},\n    {{ from = 1_000_000, factor = \"1.15\" }},\n] }}\n",
+                day(-60),
+                day(11)
+            ),
+            _ => format!(
+                "[[discounts]]\ncustomer_id = \"{id}\"\npercent = \"10\"\napplies_to = \"api_usage\"\n\
+                 from = {}\n",
+                day(0)
+            ),
+        };
+        out.push('\n');
+        out.push_str(&entry);
+    }
+    out
 }

@@ -15,6 +15,7 @@ fn opts(out: &Path, clean: bool) -> SampleOptions {
         start: NaiveDate::from_ymd_opt(2026, 10, 20).expect("valid date"),
         usage_format: Default::default(),
         resource_interval_s: super::DEFAULT_RESOURCE_INTERVAL_S,
+        contract_every: 0,
     }
 }
 
@@ -269,4 +270,40 @@ fn a_resource_interval_that_does_not_fit_a_day_is_refused() {
             "{every}: {err}"
         );
     }
+}
+
+#[test]
+fn contract_every_gives_every_nth_customer_a_sound_contract() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("t");
+    generate(&SampleOptions {
+        customers: 14,
+        days: 2,
+        events_per_day: 2,
+        contract_every: 3,
+        ..opts(&out, true)
+    })
+    .unwrap();
+    let path = out.join("contracts.toml");
+    let text = fs::read_to_string(&path).unwrap();
+    let (contracts, problems) = crate::model::contracts::Contracts::parse(&text, &path).unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    // The sample's three, then customers 5, 8, 11 and 14 in turn: credit,
+    // terms changing into tiers, a discount, credit.
+    fn ids<'a>(ids: impl Iterator<Item = &'a str>) -> BTreeSet<&'a str> {
+        ids.collect()
+    }
+    assert_eq!(
+        ids(contracts.credits.iter().map(|c| &*c.customer_id)),
+        ids(["cust_0002", "cust_0005", "cust_0014"].into_iter())
+    );
+    assert_eq!(
+        ids(contracts.terms.iter().map(|t| &*t.customer_id)),
+        ids(["cust_0003", "cust_0008"].into_iter())
+    );
+    assert_eq!(
+        ids(contracts.discounts.iter().map(|d| &*d.customer_id)),
+        ids(["cust_0015", "cust_0011"].into_iter())
+    );
+    assert_eq!(contracts.terms.len(), 4);
 }

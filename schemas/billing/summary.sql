@@ -22,6 +22,15 @@ WITH totals AS (
            sum(unpriced_tokens) AS unpriced_tokens
     FROM api_usage_lines
     GROUP BY customer_id
+), tiered AS (
+    -- a contract's parts under volume tiers: the plan's rule does not
+    -- price their API usage
+    SELECT customer_id, count(*) AS parts,
+           count(*) FILTER (WHERE tier_measure IS NOT NULL) AS tiered_parts,
+           min(tier_mode || ' tiers on ' || replace(tier_measure, '_', ' '))
+               FILTER (WHERE tier_measure IS NOT NULL) AS tiers
+    FROM billed_parts
+    GROUP BY customer_id
 )
 SELECT c.invoice_number,
        c.customer_id,
@@ -29,7 +38,11 @@ SELECT c.invoice_number,
        c.currency,
        c.decimals,
        c.plan,
-       c.rule,
+       -- the plan's rule (reseller, included, overage); a contract's tiers
+       -- instead where every part has them, beside it where some do
+       CASE WHEN tp.tiered_parts IS NULL OR tp.tiered_parts = 0 THEN c.rule
+            WHEN tp.tiered_parts = tp.parts THEN tp.tiers
+            ELSE c.rule || ' + ' || tp.tiers END AS rule,
        c.tokens,
        c.included_tokens,
        c.active_days,
@@ -65,4 +78,5 @@ SELECT c.invoice_number,
 FROM billed_customers c
 JOIN totals t USING (customer_id)
 LEFT JOIN usage u USING (customer_id)
+LEFT JOIN tiered tp USING (customer_id)
 CROSS JOIN billing_period p;
