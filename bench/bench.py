@@ -735,7 +735,16 @@ class Bench:
             state = json.loads(saved.read_text())
             if state.get("settings") == self.settings():
                 self.results, self.commands = state["results"], state["commands"]
-                log(f"resuming: {', '.join(k + ' ' + ','.join(v) for k, v in self.results.items() if v)} done")
+                log(f"resuming: {', '.join(k + ' ' + ','.join(v) for k, v in self.results.items() if v and k != 'commits')} done")
+        # Which commit measured each stage: a resumed run keeps earlier
+        # stages, and the report says so.
+        commits = self.results.setdefault("commits", {})
+        head = git_head()
+
+        def stamp(*stages: str) -> None:
+            for stage in stages:
+                if self.results.get(stage):
+                    commits.setdefault(stage, head)
         sizes = [("1x", self.a.lines), (f"{self.a.scale}x", self.a.lines * self.a.scale)]
         for name, lines in sizes:
             if name in self.results["rollup"]:
@@ -754,10 +763,18 @@ class Bench:
                 self.shards(name, inp)
             # The lake is only the rollup's input: free the disk for the next size.
             shutil.rmtree(inp["root"] / "lake", ignore_errors=True)
+            stamp("ingest", "shapes", "rollup", "nightly", "s3", "shards")
             self.save()
         self.bill()
+        stamp("bill")
+        self.save()
         write_report(self.a, self.py, self.results, self.commands)
         log(f"results written to {self.a.out}")
+
+
+def git_head() -> str:
+    return subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip() or "?"
 
 
 def strip(runs: list[dict]) -> list[dict]:
@@ -782,7 +799,7 @@ def versions(py: Path, meter: Path) -> dict:
             break
     mem = int(Path("/proc/meminfo").read_text().split()[1]) // (1024 * 1024)
     return {
-        "meter": out([meter, "--version"]).removeprefix("meter ") + " (" + out(["git", "-C", REPO, "rev-parse", "--short", "HEAD"]) + ")",
+        "meter": out([meter, "--version"]).removeprefix("meter ") + " (" + git_head() + ")",
         "rustc": out(["rustc", "--version"]),
         "duckdb": peers[0] if peers else "?",
         "polars": peers[1] if len(peers) > 1 else "?",
@@ -817,6 +834,13 @@ def write_report(a, py: Path, res: dict, commands: list[str]) -> None:
     w("# Benchmarks\n")
     w(f"Written by `bench/bench.py` ({'smoke run, ' if a.smoke else ''}{a.runs} runs per tool and input, "
       f"alternating; medians) on {dt.date.today()}.\n")
+    commits = res.get("commits", {})
+    if len(set(commits.values())) > 1:
+        # A resumed run: say which commit measured which stage.
+        by: dict = {}
+        for stage, commit in commits.items():
+            by.setdefault(commit, []).append(stage)
+        v["meter"] += "; stages measured at " + "; ".join(f"{c}: {', '.join(s)}" for c, s in by.items())
     w(f"Machine: {v['cores']} cores ({v['cpu']}), {v['memory_gib']} GiB, Linux {v['kernel']}. "
       f"meter {v['meter']}, {v['rustc']}, release profile. DuckDB {v['duckdb']}, polars {v['polars']} and chDB {v['chdb']} "
       f"(PyPI, Python {v['python']}), all threads. Inputs are read from the page cache (every tool alike); "

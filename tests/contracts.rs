@@ -68,6 +68,27 @@ fn cents(s: &str) -> i64 {
     int.parse::<i64>().unwrap() * 100 + sign * frac.parse::<i64>().unwrap()
 }
 
+/// `meter explain` of line `k` of the customer's October invoice: its
+/// tie-out's checks, every one matched.
+fn tied_out(env: &Env, customer: &str, k: i64) -> Vec<meter::read::explain::Check> {
+    let e = meter::read::explain::run(&meter::read::explain::ExplainOptions {
+        query: meter::read::query::QueryOptions {
+            lake: env.lake.clone(),
+            out: env.out.display().to_string(),
+            store_options: Vec::new(),
+        },
+        month: month(),
+        customer: customer.into(),
+        line: Some(k),
+    })
+    .unwrap();
+    assert!(!e.mismatch(), "{customer} line {k}: {}", e.tie_out());
+    let meter::read::explain::Detail::Line { checks, .. } = e.detail else {
+        panic!("{customer} line {k} is not a line")
+    };
+    checks
+}
+
 fn credits_csv(env: &Env, revision: u32) -> String {
     std::fs::read_to_string(
         env.out
@@ -203,21 +224,7 @@ fn the_sample_contracts_bill_each_kind_of_term() {
         .collect();
     assert_eq!(commitments.len(), 2);
     for k in commitments {
-        let e = meter::read::explain::run(&meter::read::explain::ExplainOptions {
-            query: meter::read::query::QueryOptions {
-                lake: env.lake.clone(),
-                out: env.out.display().to_string(),
-                store_options: Vec::new(),
-            },
-            month: month(),
-            customer: "cust_0003".into(),
-            line: Some(k),
-        })
-        .unwrap();
-        assert!(!e.mismatch(), "line {k}: {}", e.tie_out());
-        let meter::read::explain::Detail::Line { checks, .. } = &e.detail else {
-            panic!("line {k}")
-        };
+        let checks = tied_out(&env, "cust_0003", k);
         assert_eq!(checks.len(), 3, "{checks:?}");
         assert!(
             checks
@@ -235,21 +242,7 @@ fn the_sample_contracts_bill_each_kind_of_term() {
         let ks = k_of(&lines(&env, 1, customer), kind);
         assert!(!ks.is_empty(), "{customer} has a {kind} line");
         for k in ks {
-            let e = meter::read::explain::run(&meter::read::explain::ExplainOptions {
-                query: meter::read::query::QueryOptions {
-                    lake: env.lake.clone(),
-                    out: env.out.display().to_string(),
-                    store_options: Vec::new(),
-                },
-                month: month(),
-                customer: customer.into(),
-                line: Some(k),
-            })
-            .unwrap();
-            assert!(!e.mismatch(), "{customer} line {k}: {}", e.tie_out());
-            let meter::read::explain::Detail::Line { checks, .. } = &e.detail else {
-                panic!("line {k}")
-            };
+            let checks = tied_out(&env, customer, k);
             assert_eq!(checks.len(), n_checks, "{checks:?}");
             assert!(checks.iter().all(|c| !c.line.is_zero()), "{checks:?}");
         }
@@ -476,6 +469,15 @@ fn try_push_month(
     fake: &crate::stripe_server::FakeStripe,
     run: &str,
 ) -> meter::Result<meter::cron::stripe::PushReport> {
+    try_push_month_at(env, fake, run, nov5())
+}
+
+fn try_push_month_at(
+    env: &Env,
+    fake: &crate::stripe_server::FakeStripe,
+    run: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> meter::Result<meter::cron::stripe::PushReport> {
     use meter::cron::stripe::{self, ApiKey, PushOptions, Retry, Target};
     let opts = PushOptions {
         base_url: fake.url.clone(),
@@ -492,7 +494,7 @@ fn try_push_month(
         )
     };
     let ctx = meter::model::ctx::Ctx::with_run_id(
-        std::sync::Arc::new(meter::model::ctx::FixedClock(nov5())),
+        std::sync::Arc::new(meter::model::ctx::FixedClock(now)),
         run,
     );
     stripe::push(&ctx, &opts)
@@ -722,4 +724,77 @@ fn contract_invoices_go_to_stripe_as_meters_invoices_and_changes_as_notes() {
     assert_eq!(pending[0].amount, debit);
     assert_eq!(fake.credit_notes().len(), 1);
     assert_eq!(push("push-6").sent_accepted, 0);
+}
+
+/// A customer billed through meter events whose approved, pushed invoice
+/// changes gets a note too: the document of the correction its items carry.
+#[test]
+fn a_metered_customers_changed_invoice_gets_a_note_that_its_correction_carries() {
+    use chrono::TimeZone;
+    let env = env();
+    let oct31 = chrono::Utc
+        .with_ymd_and_hms(2026, 10, 31, 22, 0, 0)
+        .unwrap();
+    let fake = crate::stripe_server::FakeStripe::start(oct31);
+    bill(&env, None, "bill-1");
+    approve_month(&env, 1);
+    // While October is open: cust_0001's readings go as meter events; the
+    // contract customers' invoices wait for the month's end.
+    let open = try_push_month_at(&env, &fake, "push-1", oct31).unwrap();
+    assert!(
+        open.notices
+            .iter()
+            .any(|n| n.contains("once 2026-10 is over")),
+        "{}",
+        open.summary()
+    );
+    assert!(
+        fake.events()
+            .values()
+            .any(|e| e.customer == "cus_luJ0lin0U914x5")
+    );
+    assert!(fake.invoices().is_empty());
+
+    // cust_0001 becomes a reseller at cost x 1.3.
+    let registry = std::fs::read_to_string(env.lake.join("_registry/customers.csv")).unwrap();
+    let changed = registry.replace(",600,,Europe/Berlin", ",600,1.3,Europe/Berlin");
+    assert_ne!(changed, registry);
+    let customers = env.dir.path().join("customers.csv");
+    std::fs::write(&customers, changed).unwrap();
+    let second = bill::run(
+        &ctx("bill-2"),
+        &BillOptions {
+            lake: env.lake.clone(),
+            month: month(),
+            customers: Some(customers),
+            contracts: None,
+            pricing: repo().join("pricing.toml"),
+            out: env.out.display().to_string(),
+            store_options: Vec::new(),
+        },
+    )
+    .expect("bill runs");
+    assert_eq!(second.revision, 2);
+    assert_eq!(second.notes.len(), 1, "{:?}", second.notes);
+    let note = &second.notes[0];
+    assert!(note.contains("-202610-cust_0001-R2 ("), "{note}");
+    assert!(note.contains("against INV-202610-cust_0001-R1"), "{note}");
+    assert!(
+        note.ends_with(
+            "the revision's Stripe corrections (invoice_items.jsonl or delta meter events)"
+        ),
+        "{note}"
+    );
+    approve_month(&env, 2);
+    let closed = push_month(&env, &fake, "push-2");
+    assert!(fake.credit_notes().is_empty(), "{}", closed.summary());
+    let items: Vec<_> = fake
+        .items()
+        .into_iter()
+        .filter(|i| i.invoice.is_none())
+        .collect();
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0].customer, "cus_luJ0lin0U914x5");
+    // The contract customers' invoices, made from rev-2 now the month is over.
+    assert_eq!(fake.invoices().len(), 3);
 }

@@ -398,6 +398,7 @@ fn movers_compare_like_for_like_with_the_previous_month() {
         start: NaiveDate::from_ymd_opt(2026, 9, 1).unwrap(),
         usage_format: Default::default(),
         resource_interval_s: meter::sample::DEFAULT_RESOURCE_INTERVAL_S,
+        contract_every: 0,
     })
     .unwrap();
     let lake = dir.path().join("lake");

@@ -39,6 +39,7 @@ fn setup(dir: &Path, customers: usize) {
         start: NaiveDate::from_ymd_opt(2026, 10, 30).unwrap(),
         usage_format: Default::default(),
         resource_interval_s: meter::sample::DEFAULT_RESOURCE_INTERVAL_S,
+        contract_every: 0,
     })
     .unwrap();
     std::fs::copy(repo().join("pricing.toml"), dir.join("pricing.toml")).unwrap();

@@ -8,12 +8,15 @@
 //!
 //! 1. `POST /v1/invoices`: a draft for the customer in the invoice's
 //!    currency that takes no pending items (`pending_invoice_items_behavior
-//!    = exclude`), meter's invoice number in its metadata;
+//!    = exclude`) and that Stripe does not finalize on its own
+//!    (`auto_advance=false`: a push that stopped never leaves a half-made
+//!    invoice to be sent), meter's invoice number in its metadata;
 //! 2. `POST /v1/invoiceitems` with `invoice`: one item per line that bills
 //!    something (discounts and prepaid credit are negative lines, never a
 //!    Stripe coupon or credit grant: a balance meter applied is not applied
 //!    again);
-//! 3. `POST /v1/invoices/{id}/finalize`.
+//! 3. `POST /v1/invoices/{id}/finalize` with `auto_advance=true`: Stripe
+//!    collects it as it does its own invoices.
 //!
 //! Each request has its own idempotency key (`<invoice>-create`,
 //! `<invoice>-line-<n>`, `<invoice>-finalize`) and is recorded once
@@ -88,7 +91,9 @@ impl InvoiceCall {
                 ("currency", self.currency.clone()),
                 ("description", self.description.clone()),
             ],
-            StepKind::Finalize => Vec::new(),
+            // The draft was made with `auto_advance=false`, so Stripe never
+            // finalizes it half made; once whole, Stripe collects it as usual.
+            StepKind::Finalize => vec![("auto_advance", "true".into())],
             StepKind::CreditNote => vec![
                 ("invoice", invoice.to_string()),
                 ("lines[0][type]", "custom_line_item".into()),
