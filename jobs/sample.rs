@@ -50,9 +50,9 @@ pub struct SampleArgs {
     #[arg(long, value_name = "SECS", default_value_t = sample::DEFAULT_RESOURCE_INTERVAL_S)]
     pub resource_interval: u32,
 
-    /// Also give every Nth customer from the fifth on a contract (prepaid credit,
-    /// a commitment changing into tiers, a discount, in turn); 0: only the sample's
-    /// one contract of each kind.
+    /// Also give every Nth customer from the fifth on a contract (a commitment paid from
+    /// prepaid credit, a commitment changing into tiers, 10% off, in turn); 0: only the
+    /// sample's one contract of each kind.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub contract_every: usize,
 

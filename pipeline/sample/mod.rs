@@ -99,9 +99,10 @@ pub struct SampleOptions {
     /// so a longer one writes a smaller tree with the same invoices' hours.
     pub resource_interval_s: u32,
     /// Besides the sample's one contract of each kind: every Nth customer
-    /// from the fifth on gets one too, the kinds in turn (prepaid credit,
-    /// a commitment whose terms change mid-month into tiers, a discount on
-    /// API usage); 0: none (the benchmark bills many contracts).
+    /// from the fifth on gets one too, the kinds in turn (a commitment paid
+    /// from prepaid credit, a commitment whose terms change mid-month into
+    /// tiers, 10% off the invoice); 0: none (the benchmark bills many
+    /// contracts).
     pub contract_every: usize,
 }
 

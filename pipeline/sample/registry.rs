@@ -259,7 +259,9 @@ from = {day14}
 }
 
 /// The contracts of `contract_every`: every Nth customer from the fifth on,
-/// the kinds in turn.
+/// the kinds in turn: a commitment paid from prepaid credit, a commitment
+/// whose terms change into tiers, 10% off the invoice. Each makes a line
+/// even on a day of little usage (the benchmark's billing input).
 fn more_contracts(opts: &SampleOptions) -> String {
     if opts.contract_every == 0 {
         return String::new();
@@ -274,7 +276,9 @@ fn more_contracts(opts: &SampleOptions) -> String {
         let entry = match k % 3 {
             0 => format!(
                 "[[credits]]\ncustomer_id = \"{id}\"\ngrant_id = \"prepaid\"\namount = \"40.00\"\n\
-                 currency = \"EUR\"\ngranted = {}\n",
+                 currency = \"EUR\"\ngranted = {}\n\n\
+                 [[terms]]\ncustomer_id = \"{id}\"\nfrom = {}\ncommitment = \"100.00\"\n",
+                day(-20),
                 day(-20)
             ),
             1 => format!(
@@ -286,7 +290,7 @@ fn more_contracts(opts: &SampleOptions) -> String {
                 day(11)
             ),
             _ => format!(
-                "[[discounts]]\ncustomer_id = \"{id}\"\npercent = \"10\"\napplies_to = \"api_usage\"\n\
+                "[[discounts]]\ncustomer_id = \"{id}\"\npercent = \"10\"\napplies_to = \"invoice\"\n\
                  from = {}\n",
                 day(0)
             ),

@@ -299,11 +299,11 @@ fn contract_every_gives_every_nth_customer_a_sound_contract() {
     );
     assert_eq!(
         ids(contracts.terms.iter().map(|t| &*t.customer_id)),
-        ids(["cust_0003", "cust_0008"].into_iter())
+        ids(["cust_0003", "cust_0005", "cust_0008", "cust_0014"].into_iter())
     );
     assert_eq!(
         ids(contracts.discounts.iter().map(|d| &*d.customer_id)),
         ids(["cust_0015", "cust_0011"].into_iter())
     );
-    assert_eq!(contracts.terms.len(), 4);
+    assert_eq!(contracts.terms.len(), 6);
 }
