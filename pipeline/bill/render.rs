@@ -467,20 +467,29 @@ pub struct ContractInvoiceLine {
 }
 
 /// The invoices of `customers` that have a Stripe customer, in customer
-/// order.
+/// order (`lines` in customer order, as billing reads them).
 pub fn contract_invoices(
     lines: &[InvoiceLine],
     summary: &[SummaryRow],
     customers: &std::collections::BTreeSet<String>,
 ) -> Vec<ContractInvoice> {
+    // Lines come in customer order: one pass finds each customer's.
+    let by_customer: std::collections::HashMap<&str, &[InvoiceLine]> = lines
+        .chunk_by(|a, b| a.customer_id == b.customer_id)
+        .map(|chunk| (chunk[0].customer_id.as_str(), chunk))
+        .collect();
     summary
         .iter()
         .filter(|r| customers.contains(&r.customer_id))
         .filter_map(|r| {
             let customer = r.stripe_customer_id.clone()?;
-            let lines: Vec<ContractInvoiceLine> = lines
+            let mine = by_customer
+                .get(r.customer_id.as_str())
+                .copied()
+                .unwrap_or_default();
+            let lines: Vec<ContractInvoiceLine> = mine
                 .iter()
-                .filter(|l| l.customer_id == r.customer_id && l.amount_minor != 0)
+                .filter(|l| l.amount_minor != 0)
                 .map(|l| ContractInvoiceLine {
                     line: l.line,
                     description: l.description.clone(),

@@ -134,6 +134,7 @@ pub struct Contracts {
     pub path: PathBuf,
     /// By customer, then `from`.
     pub terms: Vec<Terms>,
+    /// By customer, then line.
     pub discounts: Vec<Discount>,
     /// In burn order per customer: priority, soonest expiry (none last),
     /// oldest grant, then grant id.
@@ -360,9 +361,14 @@ impl Contracts {
         }
         // Two discounts of one customer on the same lines at the same time
         // (or an invoice discount beside any other) would stack in an
-        // order nobody wrote down: refused.
+        // order nobody wrote down: refused. (Each is compared with the
+        // customer's earlier ones only.)
+        contracts
+            .discounts
+            .sort_by(|a, b| (&a.customer_id, a.line).cmp(&(&b.customer_id, b.line)));
         for (i, b) in contracts.discounts.iter().enumerate() {
-            let clash = contracts.discounts[..i].iter().find(|a| {
+            let first = contracts.discounts[..i].partition_point(|a| a.customer_id < b.customer_id);
+            let clash = contracts.discounts[first..i].iter().find(|a| {
                 a.customer_id == b.customer_id
                     && (a.applies_to == b.applies_to
                         || a.applies_to == DiscountScope::Invoice
@@ -458,7 +464,7 @@ impl Contracts {
                     refused.insert(customer.to_string());
                 }
                 Some(currency) => {
-                    for c in self.credits.iter().filter(|c| c.customer_id == customer) {
+                    for c in self.credits_of(customer) {
                         if c.currency != currency && !has_rate(&c.currency, &currency) {
                             problems.push(Error::Registry {
                                 path: self.path.clone(),
@@ -490,22 +496,26 @@ impl Contracts {
     }
 
     fn first_line(&self, customer: &str) -> u64 {
-        let terms = self
-            .terms
-            .iter()
-            .filter(|t| t.customer_id == customer)
-            .map(|t| t.line);
-        let discounts = self
-            .discounts
-            .iter()
-            .filter(|d| d.customer_id == customer)
-            .map(|d| d.line);
-        let credits = self
-            .credits
-            .iter()
-            .filter(|c| c.customer_id == customer)
-            .map(|c| c.line);
+        let terms = self.terms_of(customer).iter().map(|t| t.line);
+        let discounts = self.discounts_of(customer).iter().map(|d| d.line);
+        let credits = self.credits_of(customer).iter().map(|c| c.line);
         terms.chain(discounts).chain(credits).min().unwrap_or(0)
+    }
+
+    /// The customer's terms, by `from` (the entries are kept sorted by
+    /// customer: a lookup is a binary search, not a scan of every entry).
+    pub fn terms_of(&self, customer: &str) -> &[Terms] {
+        of(&self.terms, customer, |t| &t.customer_id)
+    }
+
+    /// The customer's discounts, in file order.
+    pub fn discounts_of(&self, customer: &str) -> &[Discount] {
+        of(&self.discounts, customer, |d| &d.customer_id)
+    }
+
+    /// The customer's credit grants, in burn order.
+    pub fn credits_of(&self, customer: &str) -> &[CreditGrant] {
+        of(&self.credits, customer, |c| &c.customer_id)
     }
 
     /// Every customer with an entry (terms, a discount or a credit grant).
@@ -521,8 +531,7 @@ impl Contracts {
     /// Whether the customer has terms or discounts: its usage is billed
     /// by parts of the month (credits alone do not split a month).
     pub fn has_parts(&self, customer: &str) -> bool {
-        self.terms.iter().any(|t| t.customer_id == customer)
-            || self.discounts.iter().any(|d| d.customer_id == customer)
+        !self.terms_of(customer).is_empty() || !self.discounts_of(customer).is_empty()
     }
 
     /// The parts of `[start, end)` a customer's usage is billed in: cut
@@ -532,11 +541,7 @@ impl Contracts {
     /// one set of terms (`None`: none in force) and each discount covers a
     /// part whole or not at all.
     pub fn parts(&self, customer: &str, start: NaiveDate, end: NaiveDate) -> Vec<Part<'_>> {
-        let mine: Vec<&Terms> = self
-            .terms
-            .iter()
-            .filter(|t| t.customer_id == customer)
-            .collect();
+        let mine: Vec<&Terms> = self.terms_of(customer).iter().collect();
         let in_force = |d: NaiveDate| mine.iter().rev().find(|t| t.from <= d).copied();
         let same = |a: Option<&Terms>, b: Option<&Terms>| match (a, b) {
             (Some(a), Some(b)) => a.commitment == b.commitment && a.tiers == b.tiers,
@@ -548,9 +553,8 @@ impl Contracts {
             .map(|t| t.from)
             .filter(|d| !same(in_force(*d), d.pred_opt().and_then(in_force)));
         let discount_cuts = self
-            .discounts
+            .discounts_of(customer)
             .iter()
-            .filter(|d| d.customer_id == customer)
             .flat_map(|d| [Some(d.from), d.until])
             .flatten();
         let mut cuts: BTreeSet<NaiveDate> = terms_cuts
@@ -568,6 +572,13 @@ impl Contracts {
             })
             .collect()
     }
+}
+
+/// The run of `items` (sorted by customer) that belongs to `customer`.
+fn of<'a, T>(items: &'a [T], customer: &str, id: impl Fn(&T) -> &str) -> &'a [T] {
+    let first = items.partition_point(|t| id(t) < customer);
+    let end = first + items[first..].partition_point(|t| id(t) == customer);
+    &items[first..end]
 }
 
 fn terms(p: &mut Problems, entry: &Spanned<WireTerms>) -> Option<Terms> {
