@@ -68,15 +68,20 @@ fn cents(s: &str) -> i64 {
     int.parse::<i64>().unwrap() * 100 + sign * frac.parse::<i64>().unwrap()
 }
 
+/// `meter query` and `meter explain` over the env's lake and invoices.
+fn query_options(env: &Env) -> meter::read::query::QueryOptions {
+    meter::read::query::QueryOptions {
+        lake: env.lake.clone(),
+        out: env.out.display().to_string(),
+        store_options: Vec::new(),
+    }
+}
+
 /// `meter explain` of line `k` of the customer's October invoice: its
 /// tie-out's checks, every one matched.
 fn tied_out(env: &Env, customer: &str, k: i64) -> Vec<meter::read::explain::Check> {
     let e = meter::read::explain::run(&meter::read::explain::ExplainOptions {
-        query: meter::read::query::QueryOptions {
-            lake: env.lake.clone(),
-            out: env.out.display().to_string(),
-            store_options: Vec::new(),
-        },
+        query: query_options(env),
         month: month(),
         customer: customer.into(),
         line: Some(k),
@@ -170,12 +175,7 @@ fn the_sample_contracts_bill_each_kind_of_term() {
         report.notices
     );
     // `meter query` reads the balances.
-    let conn = meter::read::query::open(&meter::read::query::QueryOptions {
-        lake: env.lake.clone(),
-        out: env.out.display().to_string(),
-        store_options: Vec::new(),
-    })
-    .unwrap();
+    let conn = meter::read::query::open(&query_options(&env)).unwrap();
     let rows = meter::read::query::run(
         &conn,
         "SELECT grant_id, opening, applied, expired, closing, status FROM credit_balances \
@@ -661,12 +661,7 @@ fn contract_invoices_go_to_stripe_as_meters_invoices_and_changes_as_notes() {
     let credit = summary_total(1, "cust_0004") - summary_total(2, "cust_0004");
     assert!(credit > 0);
     // `meter query` has the note, exact.
-    let conn = meter::read::query::open(&meter::read::query::QueryOptions {
-        lake: env.lake.clone(),
-        out: env.out.display().to_string(),
-        store_options: Vec::new(),
-    })
-    .unwrap();
+    let conn = meter::read::query::open(&query_options(&env)).unwrap();
     let rows = meter::read::query::run(
         &conn,
         "SELECT month, note_number, kind, original_invoice, CAST(difference * 100 AS BIGINT) \
