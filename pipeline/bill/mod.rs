@@ -276,12 +276,13 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, pricing: &Pricing, opts: &BillOptions) -> 
     let mut outcome = None;
     let mut changes = None;
     let mut written_notes = Vec::new();
+    let held = held_in_stripe(&store, lake, &month, start, end)?;
     if let Some(top) = state.top() {
         let billing = bill_at(top)?;
         let files = render(&billing, top);
         let same = state.matches(top, &files);
         let missing = match same {
-            true => missing_notes(&store, lake, &state, &month, top, &files)?,
+            true => missing_notes(&store, &state, held.as_ref(), &month, top, &files)?,
             false => Vec::new(),
         };
         if !missing.is_empty() {
@@ -327,7 +328,11 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, pricing: &Pricing, opts: &BillOptions) -> 
                     open,
                 );
                 files.extend(extra);
-                for note in revision_notes(&store, lake, &state, &month, revision, &after)? {
+                let notes = match &held {
+                    Some(held) => revision_notes(&store, &state, held, &month, revision, &after)?,
+                    None => Vec::new(),
+                };
+                for note in notes {
                     files.push((note.key(&month), notes::note_csv(&note)));
                     written_notes.push(format!(
                         "{} ({}, {} {} against {}): {}",
@@ -489,17 +494,46 @@ pub fn run_on(ctx: &Ctx, lake: &Lake, pricing: &Pricing, opts: &BillOptions) -> 
     Ok(report)
 }
 
-/// The notes of revision `revision` (its invoices in `current`) against
-/// what Stripe holds now.
-fn revision_notes(
+/// What Stripe holds of a month's invoices, read once per bill: the
+/// approval, and the push record's invoices and metered customers.
+struct Held {
+    approval: approve::Approval,
+    stripe: BTreeMap<String, crate::lake::stripe_record::StripeInvoice>,
+    metered: std::collections::HashSet<String>,
+}
+
+/// `None` when the month is not approved: nothing of it reached Stripe
+/// from a revision (a push sends only an approved one), so nothing needs a
+/// note, and the push record is not read.
+fn held_in_stripe(
     store: &Store,
     lake: &Lake,
+    month: &str,
+    start: NaiveDate,
+    end: NaiveDate,
+) -> Result<Option<Held>> {
+    let Some(approval) = approve::approved(store, month)? else {
+        return Ok(None);
+    };
+    let record = crate::lake::stripe_record::Record::read(lake)?;
+    Ok(Some(Held {
+        approval,
+        stripe: record.stripe_invoices(month),
+        metered: record.metered_customers(start, end),
+    }))
+}
+
+/// The notes of revision `revision` (its invoices in `current`) against
+/// what Stripe holds.
+fn revision_notes(
+    store: &Store,
     state: &publish::State,
+    held: &Held,
     month: &str,
     revision: u32,
     current: &diff::Snapshot,
 ) -> Result<Vec<notes::Note>> {
-    let bases = note_bases(store, lake, month, revision, current)?;
+    let bases = note_bases(held, month, revision, current);
     let mut base_lines = BTreeMap::new();
     for b in bases.values() {
         if let std::collections::btree_map::Entry::Vacant(e) = base_lines.entry(b.revision) {
@@ -516,23 +550,26 @@ fn revision_notes(
 }
 
 /// The notes revision `revision` (whose files are `files`) would need
-/// against what Stripe holds now but was published without: it was billed
+/// against what Stripe holds but was published without: it was billed
 /// before the invoice it would correct reached Stripe.
 fn missing_notes(
     store: &Store,
-    lake: &Lake,
     state: &publish::State,
+    held: Option<&Held>,
     month: &str,
     revision: u32,
     files: &[(String, Vec<u8>)],
 ) -> Result<Vec<String>> {
+    let Some(held) = held else {
+        return Ok(Vec::new());
+    };
     let current = diff::Snapshot::from_files(
         store.url(),
         files.iter().map(|(k, b)| (k.as_str(), b.as_slice())),
     )?;
     let published = state.objects(revision);
     Ok(
-        revision_notes(store, lake, state, month, revision, &current)?
+        revision_notes(store, state, held, month, revision, &current)?
             .into_iter()
             .filter(|n| {
                 let (key, bytes) = (n.key(month), notes::note_csv(n));
@@ -549,52 +586,38 @@ fn missing_notes(
 /// billed through meter events: the approved revision, if Stripe accepted
 /// meter events of it for the month. Nobody else gets a note.
 fn note_bases(
-    store: &Store,
-    lake: &Lake,
+    held: &Held,
     month: &str,
     revision: u32,
     current: &diff::Snapshot,
-) -> Result<BTreeMap<String, notes::Base>> {
-    let approval = approve::approved(store, month)?;
-    let record = crate::lake::stripe_record::Record::read(lake)?;
-    let stripe = record.stripe_invoices(month);
-    let first = NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d")
-        .expect("a billed month is a date");
-    let (_, end, _) = inputs::month_bounds(first);
-    let metered = record.metered_customers(first, end);
+) -> BTreeMap<String, notes::Base> {
     let mut out = BTreeMap::new();
     for (customer, total) in &current.totals {
-        let base = match stripe.get(customer) {
+        let base = match held.stripe.get(customer) {
             Some(s) if s.finalized => Some(notes::Base {
                 revision: s.revision,
                 original_invoice: s.invoice_number.clone(),
                 stripe_invoice: Some(s.stripe_invoice.clone()),
             }),
             Some(_) => None,
-            None => approval
-                .as_ref()
-                .filter(|a| a.revision < revision)
-                .filter(|_| {
-                    total
-                        .stripe_customer_id
-                        .as_ref()
-                        .is_some_and(|id| metered.contains(id))
-                })
-                .map(|a| notes::Base {
-                    revision: a.revision,
-                    original_invoice: format!(
-                        "INV-{}-{customer}-R{}",
-                        month.replace('-', ""),
-                        a.revision
-                    ),
+            None => {
+                let metered = total
+                    .stripe_customer_id
+                    .as_ref()
+                    .is_some_and(|id| held.metered.contains(id));
+                let a = held.approval.revision;
+                (a < revision && metered).then(|| notes::Base {
+                    revision: a,
+                    original_invoice: format!("INV-{}-{customer}-R{a}", month.replace('-', "")),
                     stripe_invoice: None,
-                }),
+                })
+            }
         };
         if let Some(base) = base {
             out.insert(customer.clone(), base);
         }
     }
-    Ok(out)
+    out
 }
 
 /// The contracts billing applies: `contracts` (which must exist), else
