@@ -456,21 +456,10 @@ const TOKEN_COLUMNS: &str =
 /// what the line's rule prints and its amount.
 fn explain_commitment(line: &InvoiceLine, lines: &[InvoiceLine]) -> Result<Detail> {
     let days = line_days(&line.description);
-    let within = |l: &InvoiceLine| match (days, line_days(&l.description)) {
-        (None, _) => true,
-        (Some((a, b)), Some((c, d))) => a <= c && d <= b,
-        (Some(_), None) => false,
-    };
+    let within = |l: &InvoiceLine| within(days, l);
     let usage: Decimal = lines
         .iter()
-        .filter(|l| within(l))
-        .filter(|l| match l.line_type.as_str() {
-            "api_usage" | "compute" => true,
-            "discount" => {
-                l.description.contains(" on API usage ") || l.description.contains(" on compute ")
-            }
-            _ => false,
-        })
+        .filter(|l| within(l) && is_usage_charge(l))
         .map(|l| l.amount)
         .sum();
     let minor = Decimal::from(10i64.pow(minor_units(&line.currency).unwrap_or(2)));
@@ -525,9 +514,27 @@ fn explain_commitment(line: &InvoiceLine, lines: &[InvoiceLine]) -> Result<Detai
     })
 }
 
-/// Rounds `v` to `places` the way billing does: half away from zero.
-fn billing_round(v: Decimal, places: u32) -> Decimal {
-    v.round_dp_with_strategy(places, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
+/// Whether line `l` covers only days of `days` (`None`: the whole month,
+/// which every line is within): a contract customer's API, compute and
+/// contract lines name their days at the end of their description.
+fn within(days: Option<(NaiveDate, NaiveDate)>, l: &InvoiceLine) -> bool {
+    match (days, line_days(&l.description)) {
+        (None, _) => true,
+        (Some((a, b)), Some((c, d))) => a <= c && d <= b,
+        (Some(_), None) => false,
+    }
+}
+
+/// Whether line `l` is a usage charge: an API or compute line, or a
+/// discount on one of those (the commitment and credit count these).
+fn is_usage_charge(l: &InvoiceLine) -> bool {
+    match l.line_type.as_str() {
+        "api_usage" | "compute" => true,
+        "discount" => {
+            l.description.contains(" on API usage ") || l.description.contains(" on compute ")
+        }
+        _ => false,
+    }
 }
 
 /// The invoice's lines as a table: line, type, description, amount.
@@ -574,27 +581,18 @@ fn printed(rule: &str, after: &str, before: &str) -> Decimal {
 /// those days, or both), recomputed from the lines, and the discount of
 /// that base with billing's rounding, compared with the rule and amount.
 fn explain_discount(line: &InvoiceLine, lines: &[InvoiceLine]) -> Result<Detail> {
-    let places = minor_units(&line.currency).unwrap_or(2);
+    let minor = Decimal::from(10i64.pow(minor_units(&line.currency).unwrap_or(2)));
     let days = line_days(&line.description);
-    let within = |l: &InvoiceLine| match (days, line_days(&l.description)) {
-        (None, _) => true,
-        (Some((a, b)), Some((c, d))) => a <= c && d <= b,
-        (Some(_), None) => false,
-    };
-    let sum = |kind: &str| -> Decimal {
+    let within = |l: &InvoiceLine| within(days, l);
+    let minor_sum = |kind: &str, all_days: bool| -> Decimal {
         lines
             .iter()
-            .filter(|l| l.line_type == kind && within(l))
-            .map(|l| l.amount)
+            .filter(|l| l.line_type == kind && (all_days || within(l)))
+            .map(|l| l.amount * minor)
             .sum()
     };
-    let fee: Decimal = lines
-        .iter()
-        .filter(|l| l.line_type == "subscription")
-        .map(|l| l.amount)
-        .sum();
-    // The fee's share of the discount's days: fee x its days / active days
-    // (the fee line's quantity is active days / days of the month).
+    // The fee's share of the discount's days is fee x its days / active
+    // days (the fee line's quantity is active days / days of the month).
     let active = lines
         .iter()
         .find(|l| l.line_type == "subscription")
@@ -603,19 +601,32 @@ fn explain_discount(line: &InvoiceLine, lines: &[InvoiceLine]) -> Result<Detail>
         .unwrap_or(Decimal::ONE)
         .max(Decimal::ONE);
     let part_days = days.map_or(active, |(a, b)| Decimal::from((b - a).num_days() + 1));
-    let fee_share = fee * part_days / active;
-    let (base, scope) = if line.description.contains(" on the plan fee ") {
-        (fee_share, "the plan fee's share of its days")
+    // invoice.sql: base = base_num / active days, in minor units, exactly.
+    let fee_num = minor_sum("subscription", true) * part_days;
+    let (api_num, compute_num) = (
+        minor_sum("api_usage", false) * active,
+        minor_sum("compute", false) * active,
+    );
+    let (base_num, scope) = if line.description.contains(" on the plan fee ") {
+        (fee_num, "the plan fee's share of its days")
     } else if line.description.contains(" on API usage ") {
-        (sum("api_usage"), "the API lines of its days")
+        (api_num, "the API lines of its days")
     } else if line.description.contains(" on compute ") {
-        (sum("compute"), "the compute lines of its days")
+        (compute_num, "the compute lines of its days")
     } else {
         (
-            fee_share + sum("api_usage") + sum("compute"),
+            fee_num + api_num + compute_num,
             "the plan fee's share of its days and the API and compute lines of its days",
         )
     };
+    let macros = billing_macros()?;
+    let base = billing_scalar(
+        &macros,
+        &format!("round_div(CAST({base_num} AS HUGEINT), CAST({active} AS HUGEINT))"),
+    )?;
+    // invoice.sql: a percent: round_div(base_num x percent, 100 x active
+    // days); an amount: round_div(amount x minor x its days, days), at
+    // most the base.
     let off = match line.unit.as_str() {
         "percent" => {
             let percent = line
@@ -623,18 +634,29 @@ fn explain_discount(line: &InvoiceLine, lines: &[InvoiceLine]) -> Result<Detail>
                 .trim_end_matches('%')
                 .parse::<Decimal>()
                 .unwrap_or_default();
-            billing_round(base * percent / Decimal::from(100), places)
+            billing_scalar(
+                &macros,
+                &format!(
+                    "round_div(CAST({base_num} AS HUGEINT) * CAST('{percent}' AS DECIMAL(18, 6)), \
+                     CAST({} AS HUGEINT))",
+                    Decimal::from(100) * active
+                ),
+            )?
         }
         _ => {
             let (n, d) = line.quantity.split_once('/').unwrap_or(("1", "1"));
-            let (n, d) = (
-                n.parse::<Decimal>().unwrap_or_default(),
-                d.parse::<Decimal>().unwrap_or(Decimal::ONE),
-            );
-            billing_round(required(line.unit_price) * n / d, places)
-                .min(billing_round(base, places))
+            billing_scalar(
+                &macros,
+                &format!(
+                    "round_div(CAST('{}' AS DECIMAL(18, 6)) * CAST({minor} AS BIGINT) \
+                     * CAST({n} AS BIGINT), CAST({d} AS BIGINT))",
+                    required(line.unit_price)
+                ),
+            )?
+            .min(base)
         }
     };
+    let (base, off) = (base / minor, off / minor);
     let printed_base = match line.unit.as_str() {
         "percent" => printed(&line.rule, "% of ", ""),
         _ => printed(&line.rule, "at most ", ""),
@@ -642,7 +664,7 @@ fn explain_discount(line: &InvoiceLine, lines: &[InvoiceLine]) -> Result<Detail>
     let checks = vec![
         Check {
             measure: format!("base: {scope} (lines)"),
-            events: billing_round(base, places),
+            events: base,
             line: printed_base,
         },
         Check {
@@ -679,13 +701,7 @@ fn explain_credit(
 ) -> Result<Detail> {
     let usage: Decimal = lines
         .iter()
-        .filter(|l| match l.line_type.as_str() {
-            "api_usage" | "compute" | "commitment" => true,
-            "discount" => {
-                l.description.contains(" on API usage ") || l.description.contains(" on compute ")
-            }
-            _ => false,
-        })
+        .filter(|l| is_usage_charge(l) || l.line_type == "commitment")
         .map(|l| l.amount)
         .sum();
     let before_credit: Decimal = lines
